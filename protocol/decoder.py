@@ -1,0 +1,131 @@
+"""Incremental, bounded frame decoder (SPEC.md §3).
+
+Theory of operation: bytes go into one ``bytearray``; :meth:`FrameDecoder.next_frame` looks at
+the 6-byte header, refuses a declared length above the limit *before* waiting for (or
+buffering) the payload, and only when the whole frame is present parses its body. Unknown
+ignorable frames are skipped without a trace. The only exception that ever leaves this module
+is :class:`RemoteProtocolError` with a registry code.
+
+The buffer never holds more than ``HEADER_SIZE + max_frame_size`` bytes beyond what the caller
+fed in one go: the caller feeds what it read from the socket, then drains frames until
+``None``. A caller that wants a hard bound reads at most ``max_frame_size`` per receive.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pushwire.protocol import codec
+from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
+from pushwire.protocol.frames import Frame
+from pushwire.protocol.layouts import (
+    HEADER_SIZE,
+    INITIAL_MAX_FRAME_SIZE,
+    MAGIC,
+    PREFACE_SIZE,
+    SUPPORTED_VERSIONS,
+    Header,
+)
+
+# The header layout read without construct on the hot path; tests prove it equal to
+# ``Header`` (tests/protocol/test_codec_equivalence.py).
+_HEADER = struct.Struct(">IBB")
+assert _HEADER.size == HEADER_SIZE == Header.sizeof()
+
+
+class FrameDecoder:
+    """Bytes in, whole frames out."""
+
+    def __init__(self, max_frame_size: int = INITIAL_MAX_FRAME_SIZE) -> None:
+        self._buffer = bytearray()
+        self.max_frame_size = max_frame_size
+        self._eof = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if data:
+            self._buffer += data
+        else:
+            self._eof = True
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def next_frame(self) -> Frame | None:
+        """The next whole frame, or ``None`` when more bytes are needed.
+
+        Raises RemoteProtocolError for an oversized header (FRAME_TOO_LARGE), or for any
+        payload error, and MALFORMED_FRAME when EOF cuts a frame short.
+        """
+        while True:
+            buf = self._buffer
+            if len(buf) < HEADER_SIZE:
+                if self._eof and buf:
+                    raise RemoteProtocolError(
+                        f"connection closed inside a frame header ({len(buf)} bytes)",
+                        code=ErrorCode.MALFORMED_FRAME,
+                        requirement="PW-FRAME-4",
+                    )
+                return None
+            length, type_, flags = _HEADER.unpack_from(buf)
+            if length > self.max_frame_size:
+                raise RemoteProtocolError(
+                    f"frame declares {length} payload bytes, limit is {self.max_frame_size}",
+                    code=ErrorCode.FRAME_TOO_LARGE,
+                    requirement="PW-FRAME-2",
+                )
+            end = HEADER_SIZE + length
+            if len(buf) < end:
+                if self._eof:
+                    raise RemoteProtocolError(
+                        f"connection closed inside a frame ({len(buf)} of {end} bytes)",
+                        code=ErrorCode.MALFORMED_FRAME,
+                        requirement="PW-FRAME-4",
+                    )
+                return None
+            with memoryview(buf) as view:
+                frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
+            del buf[:end]
+            if frame is not None:
+                return frame
+            # unknown ignorable frame: skipped (PW-FRAME-8); look at the next one
+
+
+def encode_preface(first: int, second: int) -> bytes:
+    """A client preface (min_version, max_version) or a server preface (version,
+    max_version): the two share one 8-byte layout (SPEC.md §2.2)."""
+    return MAGIC + bytes((first, second, 0, 0))
+
+
+def parse_preface(data: bytes | bytearray) -> tuple[int, int]:
+    """The two version bytes of an 8-byte preface (SPEC.md §2.2): (min, max) from a client,
+    (chosen or 0, max) from a server.
+
+    BAD_PREFACE when the magic differs; RESERVED_BITS_SET when the reserved u16 is not zero.
+    """
+    if len(data) < PREFACE_SIZE:
+        raise RemoteProtocolError(
+            f"preface is {len(data)} bytes, needs {PREFACE_SIZE}",
+            code=ErrorCode.BAD_PREFACE,
+            requirement="PW-PREFACE-1",
+        )
+    if bytes(data[: len(MAGIC)]) != MAGIC:
+        raise RemoteProtocolError(
+            f"preface magic {bytes(data[: len(MAGIC)]).hex()} is not {MAGIC.hex()}",
+            code=ErrorCode.BAD_PREFACE,
+            requirement="PW-PREFACE-1",
+        )
+    min_v, max_v = data[len(MAGIC)], data[len(MAGIC) + 1]
+    if data[len(MAGIC) + 2] or data[len(MAGIC) + 3]:
+        raise RemoteProtocolError(
+            "preface reserved bytes are not zero",
+            code=ErrorCode.RESERVED_BITS_SET,
+            requirement="PW-PREFACE-2",
+        )
+    return min_v, max_v
+
+
+def choose_version(min_version: int, max_version: int) -> int | None:
+    """The highest version both sides support, or ``None`` (SPEC.md §2.3)."""
+    common = [v for v in SUPPORTED_VERSIONS if min_version <= v <= max_version]
+    return max(common) if common else None
