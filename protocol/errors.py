@@ -193,7 +193,7 @@ REGISTRY: dict[ErrorCode, CodeInfo] = {
             ErrorCode.INVALID_ACK,
             _R,
             False,
-            "An ACK on an at-most-once subscription, or for a sequence not yet delivered.",
+            "An ACK on an at-most-once subscription, beyond what was delivered, or below an earlier ACK.",
         ),
         CodeInfo(
             ErrorCode.GOING_AWAY,
@@ -237,3 +237,10 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """Our own caller asked for something SPEC.md forbids; nothing was sent."""
+
+
+#: Codes that may explain a gap (GAP.reason, SUBSCRIBED gap_reason); SPEC.md §7.4. A receiver
+#: treats any reason, even an unknown one, as "these sequences are lost".
+GAP_REASONS: frozenset[ErrorCode] = frozenset(
+    {ErrorCode.HISTORY_EXPIRED, ErrorCode.SLOW_CONSUMER, ErrorCode.FRAME_TOO_LARGE}
+)

@@ -41,7 +41,7 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 DEFAULT_PORT = 7447
 
-# §2.1 connection preface ------------------------------------------------------------------
+# §2.2 connection preface ------------------------------------------------------------------
 #: 0x89 catches 7-bit channels, "PW" names the protocol, 0x0A catches newline translation.
 MAGIC = b"\x89PW\n"
 
@@ -142,7 +142,7 @@ class SlowConsumerPolicy(enum.IntEnum):
     """What the server does to a subscriber that falls behind (SPEC.md §8.2)."""
 
     DISCONNECT = 0  # close with SLOW_CONSUMER once lag exceeds max_lag
-    DROP = 1  # skip ahead and send GAP(reason SLOW_CONSUMER or HISTORY_EXPIRED)
+    DROP = 1  # skip ahead, telling the subscriber with GAP(reason SLOW_CONSUMER)
 
 
 # §3.2 field types --------------------------------------------------------------------------
