@@ -193,7 +193,8 @@ REGISTRY: dict[ErrorCode, CodeInfo] = {
             ErrorCode.INVALID_ACK,
             _R,
             False,
-            "An ACK on an at-most-once subscription, beyond what was delivered, or below an earlier ACK.",
+            "An ACK on an at-most-once subscription, beyond what was delivered, or below an"
+            " earlier ACK.",
         ),
         CodeInfo(
             ErrorCode.GOING_AWAY,
