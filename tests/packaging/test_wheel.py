@@ -44,6 +44,8 @@ def test_wheel_contains_the_three_subpackages_and_their_data(wheel: Path) -> Non
         assert f"pushwire/{sub}/__init__.py" in names
         assert f"pushwire/{sub}/py.typed" in names
     assert "pushwire/protocol/vectors.json" in names
+    assert "pushwire/protocol/vectors.schema.json" in names
+    assert "pushwire/client/conformance/cases/__init__.py" in names
     assert "pushwire/__init__.py" not in names  # a namespace package
     top = {n.split("/", 1)[0] for n in names}
     assert not top & {"protocol", "server", "client", "tests"}
@@ -69,6 +71,7 @@ def test_installed_wheel_imports_from_its_own_files(wheel: Path, tmp_path: Path)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import pushwire.protocol.layouts, pushwire.server, pushwire.client.cli;"
+        "import pushwire.client.conformance.cmd, pushwire.server.testserver;"
         "print(pushwire.protocol.layouts.__file__)"
     )
     result = subprocess.run(

@@ -1,0 +1,202 @@
+"""``pushwire conformance HOST:PORT``: check a server against SPEC.md over the wire.
+
+Exit codes: 0 every selected case passed (or was n/a / skipped); 1 at least one case failed
+or could not run; 2 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+DESCRIPTION = """\
+Check a pushwire server against SPEC.md, over the wire only: each case opens its own fresh
+TCP connection(s) to HOST:PORT, sends exactly the bytes it needs (valid or hostile) and
+compares what the server answers with what SPEC.md requires. Works against a server written
+in any language. MUST cases always run; SHOULD cases run with --strict.
+
+Some behaviour cannot be triggered over the wire; those cases are "n/a" unless you give the
+kit a way: --shutdown-command (GOAWAY on graceful shutdown; run last, the server is gone
+afterwards), --reset-command (a topic's history reset / new epoch), --token (authentication),
+--max-connections, --forbidden-topic. History expiry is produced by publishing more than
+the server keeps (bounded by --max-publish).
+
+Exit status: 0 = no failures, 1 = at least one failure or kit error, 2 = usage error."""
+
+EPILOG = """\
+examples:
+  pushwire serve --port 7447 &
+  pushwire conformance 127.0.0.1:7447
+  pushwire conformance 127.0.0.1:7447 --category framing-limits --category errors
+  pushwire conformance 127.0.0.1:7447 --case FL-01 --case HB-03 --strict
+  pushwire conformance 127.0.0.1:7447 --strict --json report.json --junit report.xml \\
+      --shutdown-command "kill -TERM $(cat server.pid)"
+  pushwire conformance --list"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("address", nargs="?", metavar="HOST:PORT", help="server to test")
+    parser.add_argument(
+        "--case", action="append", default=[], metavar="ID", help="run only this case (repeat)"
+    )
+    parser.add_argument(
+        "--category",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this category (repeat); see --list",
+    )
+    parser.add_argument("--strict", action="store_true", help="also run the SHOULD cases")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument("--coverage", action="store_true", help="print MUST coverage and exit")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report")
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="seconds to wait for each expected answer (default 3); every case is bounded "
+        "by a few of these plus what it declares (heartbeat or handshake waits)",
+    )
+    parser.add_argument(
+        "--quiet-time",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="silence that counts as 'nothing more comes' (default 0.3)",
+    )
+    parser.add_argument("--token", default="", help="auth token for HELLO (enables PH-11)")
+    parser.add_argument(
+        "--heartbeat-ms",
+        type=int,
+        default=1000,
+        metavar="MS",
+        help="heartbeat interval the heartbeat cases ask for in HELLO (default 1000)",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="the server's handshake timeout, for PH-10/PH-14 (default 10)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="how long a draining server may keep connections after GOAWAY (default 10)",
+    )
+    parser.add_argument(
+        "--max-publish",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="most messages a case publishes to push others out of history (default 50000)",
+    )
+    parser.add_argument(
+        "--shutdown-command",
+        metavar="CMD",
+        help="shell command that shuts the server down gracefully (enables shutdown cases)",
+    )
+    parser.add_argument(
+        "--reset-command",
+        metavar="CMD",
+        help="shell command that resets a topic's history; {topic} is replaced by the "
+        "(shell-quoted) topic name (enables RH-12)",
+    )
+    parser.add_argument(
+        "--max-connections", type=int, metavar="N", help="the server's connection limit (PH-15)"
+    )
+    parser.add_argument(
+        "--forbidden-topic", metavar="TOPIC", help="a topic the token may not use (ER-25)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="cases run at the same time (default 1)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show case notes")
+
+
+def _shell(command: str) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await trio.run_process(command, shell=True, check=False)
+
+    return run
+
+
+def _reset(template: str) -> Callable[[str], Awaitable[None]]:
+    async def run(topic: str) -> None:
+        await trio.run_process(template.replace("{topic}", shlex.quote(topic)), shell=True)
+
+    return run
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pushwire.client.conformance import report
+    from pushwire.client.conformance.model import Result
+    from pushwire.client.conformance.runner import Target, run_cases, select_cases
+
+    try:
+        cases = select_cases(args.case, args.category)
+    except KeyError as exc:
+        print(f"pushwire conformance: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if args.list:
+        print(report.render_list(cases))
+        return 0
+    if args.coverage:
+        print(report.render_coverage(report.coverage()))
+        return 0
+    if not args.address:
+        print("pushwire conformance: HOST:PORT is required (or --list)", file=sys.stderr)
+        return 2
+    try:
+        host, port = parse_address(args.address)
+    except ValueError as exc:
+        print(f"pushwire conformance: {exc}", file=sys.stderr)
+        return 2
+    target = Target(
+        host=host,
+        port=port,
+        token=args.token.encode(),
+        timeout=args.timeout,
+        quiet=args.quiet_time,
+        handshake_timeout=args.handshake_timeout,
+        drain_timeout=args.drain_timeout,
+        max_publish=args.max_publish,
+        heartbeat_ms=args.heartbeat_ms,
+        shutdown=_shell(args.shutdown_command) if args.shutdown_command else None,
+        reset=_reset(args.reset_command) if args.reset_command else None,
+        max_connections=args.max_connections,
+        forbidden_topic=args.forbidden_topic,
+    )
+
+    def progress(result: Result) -> None:
+        if sys.stderr.isatty():
+            print(f"  {result.status.value:<8} {result.case.id}", file=sys.stderr)
+
+    results = trio.run(
+        lambda: run_cases(target, cases, strict=args.strict, jobs=args.jobs, progress=progress)
+    )
+    print(report.render_table(results, target=target.address, verbose=args.verbose))
+    if not args.case and not args.category:
+        print()
+        print(report.render_coverage(report.coverage()))
+    if args.json:
+        args.json.write_text(report.to_json(results, target=target.address, strict=args.strict))
+    if args.junit:
+        args.junit.write_text(report.to_junit(results, target=target.address))
+    return 1 if any(r.status.is_failure for r in results) else 0

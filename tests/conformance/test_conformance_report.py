@@ -1,0 +1,86 @@
+"""Reports of the conformance kit: table, JSON, JUnit XML, coverage, and the command line."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import trio
+
+from pushwire.client import cli
+from pushwire.client.conformance import report
+from pushwire.client.conformance.model import Status
+from pushwire.client.conformance.runner import Target, run_cases, select_cases
+from pushwire.protocol.requirements import BY_ID
+from pushwire.server import ServerConfig, open_server
+
+
+def test_every_observable_server_must_is_covered_or_explained() -> None:
+    cov = report.coverage()
+    uncovered = {r.id for r, _ in cov.uncovered}
+    # the explanations are exact: no stale entry, no unexplained gap
+    assert uncovered == set(report.UNCOVERED_REASONS)
+    for rid in report.UNCOVERED_REASONS:
+        req = BY_ID[rid]
+        assert req.is_must and req.observable and req.applies_to in ("server", "both")
+    assert len(cov.covered) >= cov.total_observable - 3
+
+
+async def test_reports_show_expected_and_observed_for_failures(tmp_path: Path) -> None:
+    config = ServerConfig(host="127.0.0.1", port=0, faults=frozenset({"ignore-reserved-bits"}))
+    async with open_server(config) as server:
+        target = Target("127.0.0.1", server.port, timeout=2.0)
+        results = await run_cases(target, select_cases(["ER-01", "ER-03", "SD-02"]))
+    by_id = {r.case.id: r for r in results}
+    assert by_id["ER-01"].status is Status.FAIL
+    assert by_id["ER-03"].status is Status.PASS
+    assert by_id["SD-02"].status is Status.NOT_APPLICABLE
+
+    table = report.render_table(results, target="127.0.0.1:1")
+    assert "FAIL     ER-01" in table and "expected" in table and "observed" in table
+    assert "--shutdown-command" in table
+    assert table.rstrip().endswith("1 pass, 1 fail, 1 n/a")
+
+    doc = json.loads(report.to_json(results, target="t"))
+    assert doc["passed"] is False
+    assert doc["results"][0]["id"] == "ER-01" and doc["results"][0]["observed"]
+    assert doc["coverage"]["uncovered"][0]["why"]
+
+    root = ET.fromstring(report.to_junit(results, target="t"))
+    assert root.tag == "testsuites" and root.get("failures") == "1"
+    cases = root.findall(".//testcase")
+    assert len(cases) == 3
+    assert cases[0].find("failure") is not None
+    assert any(c.find("skipped") is not None for c in cases)
+
+
+async def test_command_line_exit_codes_and_files(tmp_path: Path) -> None:
+    """`pushwire conformance` returns 0 on a clean run, 1 with a failure, and writes the
+    reports it was asked for (run in a thread: the command runs its own trio loop)."""
+    out_json, out_xml = tmp_path / "r.json", tmp_path / "r.xml"
+    async with open_server(ServerConfig(host="127.0.0.1", port=0)) as good:
+        ok = await trio.to_thread.run_sync(
+            cli.main,
+            [
+                "conformance",
+                f"127.0.0.1:{good.port}",
+                "--category",
+                "extensibility",
+                "--json",
+                str(out_json),
+                "--junit",
+                str(out_xml),
+            ],
+        )
+    assert ok == 0
+    assert json.loads(out_json.read_text())["passed"] is True
+    ET.fromstring(out_xml.read_text())
+    bad_config = ServerConfig(host="127.0.0.1", port=0, faults=frozenset({"accept-oversized"}))
+    async with open_server(bad_config) as bad:
+        failed = await trio.to_thread.run_sync(
+            cli.main, ["conformance", f"127.0.0.1:{bad.port}", "--case", "FL-01"]
+        )
+    assert failed == 1
+    assert cli.main(["conformance", "--list"]) == 0
+    assert cli.main(["conformance", "--case", "NOPE-1", "127.0.0.1:1"]) == 2

@@ -1,0 +1,74 @@
+"""The network fuzzer: its oracle, a short run against the reference server, and a faulted
+server it must catch (with a shrunk, replayable finding)."""
+
+from __future__ import annotations
+
+import trio
+
+from pushwire.client import cli, fuzz
+from pushwire.protocol import codec
+from pushwire.protocol import frames as F
+from pushwire.protocol.decoder import encode_preface
+from pushwire.protocol.errors import ErrorCode
+from pushwire.server import ServerConfig, open_server
+
+FACTS = fuzz.ServerFacts(max_frame_size=1 << 20, token=b"", auth_required=False)
+HEAD = encode_preface(1, 1) + fuzz.hello_bytes(b"")
+
+
+def test_oracle_follows_the_check_order_and_cuts_after_the_deciding_frame() -> None:
+    ping = codec.encode_frame(F.Ping(1))
+    bad_flags = b"\x00\x00\x00\x08\x03\x40" + bytes(8)
+    sent, expect = fuzz.judge(HEAD + ping + bad_flags + ping, FACTS)
+    assert expect.kind == "error" and expect.code == ErrorCode.RESERVED_BITS_SET
+    assert sent == HEAD + ping + bad_flags  # nothing after the deciding frame
+    huge = (2 << 20).to_bytes(4, "big") + b"\x22\x00" + b"x" * 50
+    sent, expect = fuzz.judge(HEAD + huge, FACTS)
+    assert expect.code == ErrorCode.FRAME_TOO_LARGE and sent == HEAD + huge[:6]
+    assert fuzz.judge(b"GET / HTTP/1.1\r\n", FACTS)[1].kind == "nothing"
+    assert fuzz.judge(encode_preface(2, 3), FACTS)[1].kind == "version0"
+    # a frame that may itself end the connection makes the answer open
+    sent, expect = fuzz.judge(
+        HEAD + codec.encode_frame(F.Goaway(0, 0, 0, (), "")) + bad_flags, FACTS
+    )
+    assert expect.kind == "any"
+    # before HELLO: the first frame decides
+    assert fuzz.judge(encode_preface(1, 1) + ping, FACTS)[1].code == ErrorCode.UNEXPECTED_FRAME
+
+
+async def test_short_fuzz_of_the_reference_server_finds_nothing() -> None:
+    async with open_server(ServerConfig(host="127.0.0.1", port=0)) as server:
+        result = await trio.to_thread.run_sync(
+            lambda: fuzz.fuzz("127.0.0.1", server.port, examples=150, seed=7, timeout=2.0)
+        )
+    assert result.examples >= 150
+    assert not result.findings, [str(f) for f in result.findings]
+    assert result.canary_received == result.canary_published > 0
+
+
+async def test_fuzz_catches_a_server_that_ignores_reserved_bits() -> None:
+    config = ServerConfig(host="127.0.0.1", port=0, faults=frozenset({"ignore-reserved-bits"}))
+    async with open_server(config) as server:
+        result = await trio.to_thread.run_sync(
+            lambda: fuzz.fuzz(
+                "127.0.0.1", server.port, examples=300, seed=3, timeout=2.0, canary=False
+            )
+        )
+        assert result.findings, "the fuzzer missed an ignored reserved bit"
+        finding = result.findings[0]
+        assert finding.kind == "wrong-answer"
+        assert "RESERVED_BITS_SET" in finding.expected
+        assert len(finding.data) <= len(HEAD) + 8  # shrunk to the handshake and one header
+        # the printed replay reproduces it
+        replay = [
+            "fuzz",
+            f"127.0.0.1:{server.port}",
+            "--replay",
+            finding.data.hex(),
+            "--timeout",
+            "2",
+        ]
+        assert await trio.to_thread.run_sync(cli.main, replay) == 1
+    async with open_server(ServerConfig(host="127.0.0.1", port=0)) as healthy:
+        replay[1] = f"127.0.0.1:{healthy.port}"
+        assert await trio.to_thread.run_sync(cli.main, replay) == 0

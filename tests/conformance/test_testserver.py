@@ -1,0 +1,160 @@
+"""The client testserver: the reference client passes every scenario, broken clients don't.
+
+A short heartbeat (300 ms) and GOAWAY hint (400 ms) keep the timing scenarios fast. The
+broken clients are raw sockets speaking just enough pushwire to reach the scenario, each
+missing one promise (no PONG, no credit, no resume) — the testserver must say so.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from pushwire.client import cli
+from pushwire.protocol import codec
+from pushwire.protocol import frames as F
+from pushwire.protocol.decoder import FrameDecoder, encode_preface
+from pushwire.protocol.errors import RemoteProtocolError
+from pushwire.protocol.layouts import PREFACE_SIZE
+from pushwire.server.testserver import (
+    SCENARIOS,
+    app_matches,
+    drive_reference_client,
+    open_testserver,
+)
+
+FAST = {"heartbeat_ms": 300, "timeout": 3.0, "goaway_after_ms": 400}
+#: A broken client is expected to time out somewhere: keep those waits short.
+BROKEN = {"timeout": 1.0, "reconnect_wait": 0.5}
+
+
+async def test_reference_client_passes_every_scenario() -> None:
+    async with open_testserver(**FAST) as ts:
+        for name in SCENARIOS:
+            run = ts.runs[name]
+            seen = await drive_reference_client(f"127.0.0.1:{ts.port}", run, limit=15)
+            failed = [c for c in run.checks if not c.passed]
+            assert run.verdict == "pass", (name, failed, run.notes)
+            expected = run.scenario.app(run) if run.scenario.app else []
+            assert app_matches(expected, seen), (name, expected, seen)
+
+
+class RawClient:
+    """Just enough of a client: handshake, one SUBSCRIBE, then a chosen bad habit."""
+
+    def __init__(self, port: int, topic: str, *, credit: int = 64) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        hello = F.Hello(1 << 20, 0, "broken-client", b"")
+        sub = F.Subscribe(sub_id=1, topic=topic, initial_credit=credit)
+        self.sock.sendall(
+            encode_preface(1, 1) + codec.encode_frame(hello) + codec.encode_frame(sub)
+        )
+        self.decoder = FrameDecoder(1 << 20)
+        self._preface = b""
+        self.stop = threading.Event()
+
+    def frames(self, seconds: float, *, pong: bool) -> list[F.Frame]:
+        """Read for ``seconds``, answering PINGs only when ``pong``."""
+        out: list[F.Frame] = []
+        self.sock.settimeout(0.05)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if len(self._preface) < PREFACE_SIZE:
+                need = PREFACE_SIZE - len(self._preface)
+                self._preface += data[:need]
+                data = data[need:]
+            self.decoder.feed(data)
+            try:
+                while (frame := self.decoder.next_frame()) is not None:
+                    out.append(frame)
+                    if pong and isinstance(frame, F.Ping):
+                        self.sock.sendall(codec.encode_frame(F.Pong(frame.opaque)))
+            except RemoteProtocolError:  # this client ignores what it cannot decode
+                self.decoder = FrameDecoder(1 << 20)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "pong", "credit", "requirement"),
+    [
+        ("heartbeat", False, 64, "PW-HB-2"),  # never answers PING
+        ("credit", True, 4, "PW-FLOW-7"),  # never grants more credit (a SHOULD: warn)
+        ("resume-gap", True, 64, "PW-RESUME-1"),  # never reconnects to resume
+        ("unknown-fatal", True, 64, "PW-FRAME-5"),  # ignores a fatal unknown frame type
+    ],
+)
+async def test_testserver_catches_a_broken_client(
+    scenario: str, pong: bool, credit: int, requirement: str
+) -> None:
+    async with open_testserver([scenario], **(FAST | BROKEN)) as ts:
+        run = ts.runs[scenario]
+        client = await trio.to_thread.run_sync(
+            lambda: RawClient(ts.port, f"conformance/{scenario}", credit=credit)
+        )
+        try:
+            with trio.move_on_after(12):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        trio.to_thread.run_sync, lambda: client.frames(10, pong=pong)
+                    )
+                    await run.done.wait()
+                    client.stop.set()
+        finally:
+            client.stop.set()
+            client.close()
+    failed = [c for c in run.checks if not c.passed]
+    assert any(requirement in c.requirements for c in failed), run.checks
+    assert run.verdict in ("fail", "warn")
+    if requirement != "PW-FLOW-7":
+        assert run.verdict == "fail"
+
+
+async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
+    """`pushwire testserver --client-command` starts the client per scenario, stops it at
+    the end, and reports; here the client is the project's own `pushwire sub`."""
+    exe = str(Path(sys.executable).parent / "pushwire")
+    report = tmp_path / "ts.json"
+    args = [
+        "testserver",
+        "--port",
+        "0",
+        "--scenario",
+        "gap",
+        "--scenario",
+        "split-frames",
+        "--heartbeat-ms",
+        "300",
+        "--timeout",
+        "3",
+        "--scenario-timeout",
+        "20",
+        "--json",
+        str(report),
+        "--client-command",
+        f"{exe} sub {{topic}} --server {{address}}",
+    ]
+    if not Path(exe).exists():
+        pytest.skip("the pushwire command is not installed")
+    code = await trio.to_thread.run_sync(cli.main, args)
+    doc = json.loads(report.read_text())
+    verdicts = {s["scenario"]: s["verdict"] for s in doc["scenarios"]}
+    assert verdicts == {"gap": "pass", "split-frames": "pass"}, doc
+    assert code == 0
