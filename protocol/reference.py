@@ -263,7 +263,7 @@ def encode_frame(frame: F.Frame) -> bytes:
     """Header and payload of ``frame``, built entirely by the construct declarations."""
     type_, flags, payload = encode_body(frame)
     try:
-        header = Header.build({"length": len(payload), "type": type_, "flags": flags})
+        header: bytes = Header.build({"length": len(payload), "type": type_, "flags": flags})
     except ConstructError as exc:
         raise LocalProtocolError(
             f"frame cannot be encoded: {exc}", code=ErrorCode.FIELD_OUT_OF_RANGE

@@ -1,0 +1,49 @@
+"""``pushwire bench TARGET``: throughput measurements, one module per target.
+
+Targets live in :data:`TARGETS` so that another part of the project can add one (a
+``bench server`` next to ``bench codec``) with one line here and a module of its own. A
+target module exposes ``HELP``, ``DESCRIPTION``, ``EPILOG``, ``add_arguments(parser)`` and
+``run(args) -> int``, and must be cheap to import: every target's arguments are declared when
+``pushwire bench`` parses its command line, so heavy imports (a server, trio) belong inside
+``run``. Benchmarks report what they measured; they assert no speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from types import ModuleType
+
+DESCRIPTION = "Measure pushwire throughput. Each TARGET has its own options and output.\n"
+EPILOG = """\
+examples:
+  pushwire bench codec                      hot-path codec vs construct vs a struct ceiling
+  pushwire bench codec --repeat 100 --json codec.json
+"""
+
+#: target name -> module implementing it.
+TARGETS: dict[str, str] = {
+    "codec": "pushwire.client.bench_codec",
+}
+
+
+def _target(name: str) -> ModuleType:
+    return importlib.import_module(TARGETS[name])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for name in TARGETS:
+        module = _target(name)
+        sub = targets.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(_target(args.target).run(args))

@@ -1,0 +1,257 @@
+"""The public strategies keep their promises, and the fuzzing example can catch a bug.
+
+Implementers of other languages test against these strategies, so a strategy that drew an
+invalid "valid" frame, or a malformed frame with the wrong expected code, would mislead them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import strategies as st
+
+from pushwire.protocol import codec, reference
+from pushwire.protocol import frames as F
+from pushwire.protocol import strategies as ps
+from pushwire.protocol.decoder import FrameDecoder, parse_preface
+from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
+from pushwire.protocol.layouts import (
+    CLIENT_SENDS,
+    HEADER_SIZE,
+    INITIAL_MAX_FRAME_SIZE,
+    SERVER_SENDS,
+    FrameType,
+    Header,
+    Outcome,
+)
+from pushwire.protocol.topics import topic_problem
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "fuzz_third_party_decoder.py"
+
+
+@given(ps.frames())
+def test_frames_are_valid_and_pass_every_receive_check(frame: F.Frame) -> None:
+    data = reference.encode_frame(frame)
+    assert reference.decode_body(data[4], data[5], data[HEADER_SIZE:]) == frame
+
+
+@pytest.mark.parametrize("direction", ["to_server", "to_client"])
+@given(data=st.data())
+def test_frames_of_a_direction_are_frames_that_receiver_gets(
+    direction: ps.Direction, data: st.DataObject
+) -> None:
+    frame = data.draw(ps.frames(direction=direction))
+    assert frame.TYPE in (CLIENT_SENDS if direction == "to_server" else SERVER_SENDS)  # type: ignore[union-attr]
+
+
+def test_frames_refuse_an_unknown_direction_or_an_empty_choice() -> None:
+    with pytest.raises(ValueError):
+        ps.frames(direction="sideways")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ps.frames(types=[FrameType.WELCOME], direction="to_server")
+
+
+@pytest.mark.parametrize("max_bytes", [0, 1, 255, 65535])
+def test_utf8_text_reaches_exactly_its_byte_limit_and_never_more(max_bytes: int) -> None:
+    seen = set()
+
+    @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+    @given(ps.utf8_text(max_bytes))
+    def check(text: str) -> None:
+        size = len(text.encode("utf-8"))
+        assert size <= max_bytes
+        seen.add(size)
+
+    check()
+    assert max_bytes in seen and 0 in seen
+
+
+@given(ps.invalid_utf8())
+def test_invalid_utf8_is_never_valid(data: bytes) -> None:
+    with pytest.raises(UnicodeDecodeError):
+        data.decode("utf-8")
+
+
+@given(ps.topic_names())
+def test_topic_names_satisfy_the_topic_syntax(topic: str) -> None:
+    assert topic_problem(topic) is None
+
+
+@given(ps.unknown_frames(ignorable=True), ps.unknown_frames(ignorable=False))
+def test_unknown_frames_never_use_a_known_type(ignorable: F.Unknown, fatal: F.Unknown) -> None:
+    assert ignorable.type >= 0x80 > fatal.type
+    assert ignorable.type not in set(FrameType) and fatal.type not in set(FrameType)
+
+
+@given(ps.malformed_frames())
+def test_malformed_frames_hold_one_frame_or_an_oversized_header(malformed: ps.Malformed) -> None:
+    header = Header.parse(malformed.data[:HEADER_SIZE])
+    if malformed.code == ErrorCode.FRAME_TOO_LARGE:
+        assert header.length > INITIAL_MAX_FRAME_SIZE
+        assert len(malformed.data) - HEADER_SIZE < header.length
+    else:
+        assert header.length == len(malformed.data) - HEADER_SIZE <= INITIAL_MAX_FRAME_SIZE
+
+
+DECODE_ERRORS = [
+    ErrorCode.MALFORMED_FRAME,
+    ErrorCode.FRAME_TOO_LARGE,
+    ErrorCode.UNKNOWN_FRAME_TYPE,
+    ErrorCode.RESERVED_BITS_SET,
+    ErrorCode.INVALID_UTF8,
+    ErrorCode.FIELD_OUT_OF_RANGE,
+]
+
+
+@pytest.mark.parametrize("code", DECODE_ERRORS, ids=lambda c: c.name)
+@pytest.mark.parametrize("direction", ["to_server", "to_client", None])
+def test_malformed_frames_draw_every_decode_error_code(
+    direction: ps.Direction | None, code: ErrorCode
+) -> None:
+    # Searched for rather than counted: hypothesis skips duplicate examples, so the share
+    # of each kind in a fixed budget varies; every kind must still be reachable.
+    found = find(
+        ps.malformed_frames(direction=direction),
+        lambda m: m.code == code,
+        settings=settings(
+            max_examples=2000,
+            database=None,
+            phases=[Phase.generate],  # any example will do: no need to shrink it
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+    decoder = FrameDecoder()
+    decoder.feed(found.data)
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == code
+
+
+@given(ps.malformed_frames(max_frame_size=2000))
+def test_malformed_frames_respect_a_smaller_limit(malformed: ps.Malformed) -> None:
+    decoder = FrameDecoder(2000)
+    decoder.feed(malformed.data)
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == malformed.code
+
+
+# -- conversations -----------------------------------------------------------------------------
+
+
+def _check_conversation(c: ps.Conversation) -> None:
+    sends = CLIENT_SENDS if c.role == "client" else SERVER_SENDS
+    assert all(f.TYPE in sends for f in c.frames)  # type: ignore[union-attr]
+    assert parse_preface(c.preface) == (1, 1) and parse_preface(c.peer_preface) == (1, 1)
+    assert c.frames == tuple(f for who, f in c.exchange if who == c.role)
+    assert c.peer_frames == tuple(f for who, f in c.exchange if who != c.role)
+    assert type(c.exchange[0][1]) is F.Hello and type(c.exchange[1][1]) is F.Welcome
+    for _, frame in c.exchange:
+        assert len(codec.encode_frame(frame)) - HEADER_SIZE <= INITIAL_MAX_FRAME_SIZE
+    goaways = [who for who, f in c.exchange if isinstance(f, F.Goaway)]
+    assert len(goaways) <= 1 and (not goaways or isinstance(c.exchange[-1][1], F.Goaway))
+
+
+def _check_server_rules(exchange: tuple[tuple[str, F.Frame], ...]) -> None:
+    """The rules a receiving client enforces: sequences contiguous per subscription,
+    pushes within credit, acks within what was sent, sub_ids unique while active."""
+    active: dict[int, dict[str, Any]] = {}
+    by_topic: dict[str, int] = {}
+    pending: dict[int, F.Subscribe] = {}
+    for i, (who, frame) in enumerate(exchange):
+        match frame:
+            case F.Subscribe():
+                assert frame.sub_id not in active and frame.topic not in by_topic
+                pending[frame.sub_id] = frame
+            case F.Subscribed():
+                request = pending.pop(frame.sub_id)
+                if frame.outcome == Outcome.GAP:
+                    assert frame.gap_last == frame.start_seq - 1
+                active[frame.sub_id] = {
+                    "next": frame.start_seq,
+                    "credit": request.initial_credit,
+                    "acked": frame.start_seq - 1,
+                    "alo": request.at_least_once,
+                    "topic": request.topic,
+                }
+                by_topic[request.topic] = frame.sub_id
+            case F.Error(request_type=FrameType.SUBSCRIBE):
+                pending.pop(frame.request_id)
+            case F.Message() | F.MessageBatch():
+                sub = active[by_topic[frame.topic]]
+                first = frame.seq if isinstance(frame, F.Message) else frame.base_seq
+                count = 1 if isinstance(frame, F.Message) else len(frame.records)
+                assert first == sub["next"] and count <= sub["credit"]
+                sub["next"] += count
+                sub["credit"] -= count
+            case F.Gap():
+                sub = active[frame.sub_id]
+                assert frame.first == sub["next"] <= frame.last
+                sub["next"] = frame.last + 1
+            case F.Credit():
+                sub = active[frame.sub_id]
+                sub["credit"] += frame.increment
+                assert sub["credit"] <= 0xFFFF_FFFF
+            case F.Ack():
+                sub = active[frame.sub_id]
+                assert sub["alo"] and sub["acked"] <= frame.seq < sub["next"]
+                sub["acked"] = frame.seq
+            case F.Unsubscribed():
+                sub = active.pop(frame.sub_id)
+                assert frame.last_seq == sub["next"] - 1
+                del by_topic[sub["topic"]]
+            case F.Pong():
+                asker, ping = exchange[i - 1]
+                assert asker != who and ping == F.Ping(frame.opaque)
+    assert not pending
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(ps.conversations("client"), ps.conversations("server"))
+def test_conversations_follow_the_rules_a_receiver_checks(
+    client: ps.Conversation, server: ps.Conversation
+) -> None:
+    for conversation in (client, server):
+        _check_conversation(conversation)
+        _check_server_rules(conversation.exchange)
+
+
+# -- the fuzzing example -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fuzz_third_party_decoder", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fuzzing_example_passes_pushwires_own_decoder(example: ModuleType) -> None:
+    example.check_decoder(example.PushwireDecoder(), max_examples=25)
+
+
+def test_the_fuzzing_example_drives_a_decoder_in_another_process(example: ModuleType) -> None:
+    line_decoder = example.LineDecoder([sys.executable, str(EXAMPLE), "--serve"])
+    try:
+        example.check_decoder(line_decoder, max_examples=10)
+    finally:
+        line_decoder.close()
+
+
+def test_the_fuzzing_example_catches_a_decoder_that_ignores_the_size_limit(
+    example: ModuleType,
+) -> None:
+    class NoLimit(example.PushwireDecoder):  # type: ignore[misc,name-defined]
+        def decode(self, data: bytes, max_frame_size: int) -> Any:
+            return super().decode(data, 1 << 32)
+
+    with pytest.raises(AssertionError):
+        example.check_decoder(NoLimit(), max_examples=200, database=None)
