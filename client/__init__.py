@@ -1,1 +1,50 @@
+"""pushwire's trio client: ``async with pushwire.client.connect("host:port") as conn``.
 
+See :func:`connect`, :class:`Connection` and :class:`Subscription` for the API, and the
+module docstring of ``pushwire.client.connection`` for how reconnects, credit and
+acknowledgements work.
+"""
+
+from pushwire.client.connection import (
+    Backoff,
+    Connection,
+    Message,
+    Position,
+    SinceSpec,
+    Subscription,
+    connect,
+    parse_address,
+    parse_since,
+    tls_context,
+)
+from pushwire.client.errors import (
+    ConnectError,
+    ConnectionLost,
+    DeliveryInterrupted,
+    EpochChanged,
+    GapDetected,
+    HandshakeRejected,
+    PushwireError,
+    RequestError,
+)
+
+__all__ = [
+    "Backoff",
+    "ConnectError",
+    "Connection",
+    "ConnectionLost",
+    "DeliveryInterrupted",
+    "EpochChanged",
+    "GapDetected",
+    "HandshakeRejected",
+    "Message",
+    "Position",
+    "PushwireError",
+    "RequestError",
+    "SinceSpec",
+    "Subscription",
+    "connect",
+    "parse_address",
+    "parse_since",
+    "tls_context",
+]

@@ -1,0 +1,1203 @@
+"""The trio client: ``connect()``, subscriptions, publishing, reconnect and resume.
+
+Theory of operation
+-------------------
+``connect()`` starts one *supervisor* task. It opens a transport, runs the handshake
+through the sans-I/O :class:`~pushwire.protocol.client_conn.ClientConnection`, and then
+serves that *session* with three tasks: a reader (bytes in, events out), a timer (heartbeat
+deadlines from ``next_deadline()``) and the writer, the only task that calls ``send_all``.
+When the session ends the supervisor decides: terminal error → every iterator and publisher
+gets it; otherwise wait (exponential backoff with full jitter, or the GOAWAY hint) and open a
+new session, re-subscribing every live subscription from its own recorded position
+(SPEC.md §6.6). Application objects (:class:`Connection`, :class:`Subscription`) outlive
+sessions, so iterators keep working across reconnects.
+
+Everything that produces bytes runs synchronously on the core and appends the result to the
+session's outbox, so the bytes leave in exactly the order the core produced them, whichever
+task asked.
+
+Where memory is bounded
+-----------------------
+* Per subscription: the buffer between the reader and the application holds at most
+  ``credit`` messages (the server may not send more than granted, PW-FLOW-2) plus the
+  interruption notices. Credit is granted back only as the application *takes* messages,
+  in batches of half the window (PW-FLOW-7), so a slow application slows the server down
+  instead of growing this process.
+* Per session: the outbox. ``publish`` waits while it holds ``outbound_buffer_bytes`` or
+  more; control frames (CREDIT, ACK, PONG, SUBSCRIBE) are small and always admitted.
+* Reads: ``receive_some`` of at most ``RECEIVE_SIZE`` bytes; the decoder buffers at most one
+  frame beyond that (PW-LIMIT-4).
+
+Acknowledgements (at-least-once)
+--------------------------------
+A message counts as *processed* when the application asks for the next item (calls
+``__anext__`` again). Processed messages are acknowledged cumulatively: whenever credit is
+granted back (every half window), when the iterator has nothing buffered and is about to
+wait, on GOAWAY, and when the subscription is closed. A message the application was given
+but did not finish (it did not ask for the next one) is never acknowledged, so after a
+reconnect it is delivered again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Literal, TypeAlias
+
+import trio
+
+from pushwire.client.errors import (
+    ConnectError,
+    ConnectionLost,
+    DeliveryInterrupted,
+    EpochChanged,
+    GapDetected,
+    HandshakeRejected,
+    PushwireError,
+    RequestError,
+)
+from pushwire.protocol import client_conn as cc
+from pushwire.protocol.client_conn import ClientConnection, ClientState, Since, SubStatus
+from pushwire.protocol.errors import ErrorCode, LocalProtocolError
+from pushwire.protocol.frames import Headers
+from pushwire.protocol.layouts import (
+    DEFAULT_PORT,
+    MAX_MAX_FRAME_SIZE,
+    MIN_MAX_FRAME_SIZE,
+    FrameType,
+    Outcome,
+)
+from pushwire.protocol.topics import topic_problem
+
+__all__ = ["Connection", "Message", "Position", "SinceSpec", "Subscription", "connect"]
+
+log = logging.getLogger("pushwire.client")
+
+#: One read from the transport. With the frame decoder's one-frame bound this caps what a
+#: session buffers on input (PW-LIMIT-4).
+RECEIVE_SIZE = 65536
+#: How long closing a session waits for the writer to flush the last frames (GOAWAY, ERROR).
+FLUSH_TIMEOUT = 1.0
+#: After GOAWAY: how long to wait for replies to requests already sent (their answers are
+#: PUBACK or GOING_AWAY, so they are quick) before closing the old connection.
+DRAIN_WAIT = 2.0
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A place in a topic's history: the last sequence seen in ``epoch`` (SPEC.md §8.4).
+    Pass it as ``since=`` to resume after it."""
+
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One delivered message. ``headers`` keeps order and repeated keys (PW-TOPIC-4)."""
+
+    topic: str
+    epoch: int
+    seq: int
+    headers: Headers
+    payload: bytes
+
+    @property
+    def position(self) -> Position:
+        return Position(self.epoch, self.seq)
+
+
+#: Where a subscription starts: None or "new" (only future messages), "oldest" (everything
+#: retained), ("after", epoch, seq) or a Position (resume after it), ("last", n).
+SinceSpec: TypeAlias = (
+    Literal["new", "oldest"]
+    | Position
+    | tuple[Literal["after"], int, int]
+    | tuple[Literal["last"], int]
+    | None
+)
+
+HeadersIn: TypeAlias = Mapping[str, bytes | str] | Sequence[tuple[str, bytes | str]] | None
+
+
+def parse_since(since: SinceSpec) -> Since:
+    """The protocol starting point for a ``since=`` argument; ValueError when malformed."""
+    if since is None or since == "new":
+        return Since.new()
+    if since == "oldest":
+        return Since.oldest()
+    if isinstance(since, Position):
+        return Since.after(since.epoch, since.seq)
+    if isinstance(since, tuple):
+        if len(since) == 3 and since[0] == "after":
+            return Since.after(int(since[1]), int(since[2]))
+        if len(since) == 2 and since[0] == "last":
+            return Since.last(int(since[1]))
+    raise ValueError(
+        f"since={since!r}: expected None, 'new', 'oldest', ('after', epoch, seq), "
+        "('last', n) or a Position"
+    )
+
+
+def _headers(headers: HeadersIn) -> Headers | None:
+    if headers is None:
+        return None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return tuple((k, v.encode() if isinstance(v, str) else bytes(v)) for k, v in pairs)
+
+
+def _check_topic(topic: str) -> None:
+    problem = topic_problem(topic)
+    if problem is not None:
+        raise RequestError(ErrorCode.INVALID_TOPIC, f"{topic!r}: {problem}")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``host`` (port 7447, PW-TRANSPORT-2)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or (address.startswith("[") and not host.endswith("]")):
+        host, port = address, ""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ValueError(f"address {address!r} has no host")
+    try:
+        number = int(port) if port else DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"address {address!r}: port {port!r} is not a number") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"address {address!r}: port {number} is out of range")
+    return host, number
+
+
+def tls_context(tls: bool | ssl.SSLContext) -> ssl.SSLContext | None:
+    """The TLS context for ``connect(tls=...)``: True gives the system trust store with
+    certificate and host name verification (PW-TRANSPORT-4) and TLS 1.2 at least
+    (PW-TRANSPORT-5; 1.3 is preferred by the defaults, PW-TRANSPORT-6). A context passed
+    in is used as it is: its settings are the caller's decision."""
+    if tls is True:
+        context = ssl.create_default_context()
+        context.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
+        return context
+    return tls if isinstance(tls, ssl.SSLContext) else None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(max, initial *
+    2**n)) seconds, so a crowd of clients does not reconnect in lockstep (PW-ERR-10)."""
+
+    def __init__(
+        self, initial: float, maximum: float, rng: random.Random, multiplier: float = 2.0
+    ) -> None:
+        if initial <= 0 or maximum < initial:
+            raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
+        self.initial = initial
+        self.maximum = maximum
+        self.multiplier = multiplier
+        self.attempt = 0
+        self._rng = rng
+
+    def ceiling(self) -> float:
+        return min(self.maximum, self.initial * self.multiplier**self.attempt)
+
+    def next_delay(self) -> float:
+        delay = self._rng.uniform(0, self.ceiling())
+        self.attempt = min(self.attempt + 1, 64)
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(slots=True)
+class _Options:
+    host: str
+    port: int
+    client_name: str
+    auth_token: bytes
+    reconnect: bool
+    backoff_initial: float
+    backoff_max: float
+    max_frame_size: int
+    heartbeat_ms: int
+    connect_timeout: float
+    retry_first_connect: bool
+    outbound_buffer_bytes: int
+    ssl_context: ssl.SSLContext | None
+    open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None
+    rng: random.Random
+
+
+class _Outbox:
+    """Bytes waiting for the writer task, in the order they were produced.
+
+    ``put`` never blocks (so the core's output order is the wire order); producers that can
+    wait (publishers) call ``wait_writable`` first, which bounds the outbox to about
+    ``limit`` plus one frame.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._buffer = bytearray()
+        self._limit = limit
+        self._readable = trio.Event()
+        self._writable = trio.Event()
+        self._writable.set()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def put(self, data: bytes) -> None:
+        if not data or self.closed:
+            return
+        self._buffer += data
+        self._readable.set()
+
+    def close(self) -> None:
+        """No more input; ``take`` returns what is left, then b""."""
+        self.closed = True
+        self._readable.set()
+
+    async def wait_writable(self) -> None:
+        while len(self._buffer) >= self._limit and not self.closed:
+            if self._writable.is_set():
+                self._writable = trio.Event()
+            await self._writable.wait()
+
+    async def take(self) -> bytes:
+        while not self._buffer:
+            if self.closed:
+                return b""
+            if self._readable.is_set():
+                self._readable = trio.Event()
+            await self._readable.wait()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._writable.set()
+        return data
+
+
+@dataclass(slots=True)
+class _PublishWaiter:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: cc.PublishAcked | cc.RequestFailed | ConnectionLost | None = None
+
+    def resolve(self, result: cc.PublishAcked | cc.RequestFailed | ConnectionLost) -> None:
+        if self.result is None:
+            self.result = result
+            self.done.set()
+
+
+# Why a session ended. ``ConnectionFailed`` / ``ConnectionClosed`` come from the core.
+_End: TypeAlias = cc.ConnectionFailed | cc.ConnectionClosed | ConnectionLost
+
+
+class _Session:
+    """One transport connection and its protocol state."""
+
+    def __init__(self, stream: trio.abc.Stream, core: ClientConnection, limit: int) -> None:
+        self.stream = stream
+        self.core = core
+        self.outbox = _Outbox(limit)
+        self.subs: dict[int, Subscription] = {}
+        self.publishes: dict[int, _PublishWaiter] = {}
+        self.io_scope = trio.CancelScope()
+        self.writer_done = trio.Event()
+        self.progress = trio.Event()  # pulsed when a reply arrives (drain waits on it)
+        self.end: _End | None = None
+        self.goaway: cc.GoawayReceived | None = None
+        self.reconnect_at = 0.0
+        self.opened_at = trio.current_time()
+        self.pending: list[cc.Event] = []  # events that arrived with WELCOME
+        self.nursery: trio.Nursery | None = None  # runs the reader, timer and drain tasks
+
+    @property
+    def usable(self) -> bool:
+        """New requests may go out on this session."""
+        return self.end is None and self.core.state is ClientState.OPEN
+
+    def send(self, data: bytes) -> None:
+        self.outbox.put(data)
+
+    def finish(self, end: _End) -> None:
+        if self.end is None:
+            self.end = end
+        self.io_scope.cancel()
+
+    def pulse(self) -> None:
+        self.progress.set()
+        self.progress = trio.Event()
+
+    def has_outstanding(self) -> bool:
+        if self.publishes:
+            return True
+        for sub_id in self.subs:
+            view = self.core.subscription(sub_id)
+            if view is not None and view.status is SubStatus.PENDING:
+                return True
+        return False
+
+
+class Subscription:
+    """An application's subscription to one topic: an async iterator of :class:`Message`.
+
+    It survives reconnects: the client re-subscribes from the recorded position and the
+    iteration simply continues. ``__anext__`` raises :class:`GapDetected` or
+    :class:`EpochChanged` (both :class:`DeliveryInterrupted`) at a discontinuity; catching
+    it and iterating again continues after the discontinuity. It raises
+    :class:`RequestError` when the server refuses the subscription (the iterator then ends),
+    and :class:`ConnectionLost` when the connection is gone for good. It stops
+    (StopAsyncIteration) after :meth:`aclose` or when the Connection closes.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        topic: str,
+        since: Since,
+        at_least_once: bool,
+        credit: int,
+    ) -> None:
+        self.topic = topic
+        self.at_least_once = at_least_once
+        self.window = credit
+        self._conn = conn
+        self._since = since  # used until the first SUBSCRIBED
+        self._requested = since  # what the current session's SUBSCRIBE asked for
+        self._buffer: deque[Message | PushwireError] = deque()
+        self._buffered_messages = 0
+        self._pending_grant = 0
+        self._wakeup = trio.Event()
+        self._closed = False
+        self._error: PushwireError | None = None
+        # Positions (SPEC.md §8.4). None until the first SUBSCRIBED.
+        self._received: Position | None = None  # last received from the wire (incl. gaps)
+        self._processed: Position | None = None  # last the application finished
+        self._delivered: Position | None = None  # last handed to the application
+        self._returned: Message | None = None  # handed out, not yet processed
+        self._session: _Session | None = None
+        self._sub_id = 0
+
+    # -- application side ----------------------------------------------------------------------
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        # Checkpoints as trio's own channels do: cancellation is honoured before taking
+        # anything, and the scheduler runs once per item even when the buffer is full.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._finish_previous()
+        while True:
+            try:
+                message = self._take()
+            except PushwireError:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                raise
+            if message is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return message
+            if self._closed:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._flush_ack()  # idle: everything processed so far is acknowledged
+            if self._wakeup.is_set():
+                self._wakeup = trio.Event()
+            await self._wakeup.wait()
+
+    def receive_nowait(self) -> Message:
+        """Like ``__anext__`` without waiting: trio.WouldBlock when nothing is buffered,
+        trio.EndOfChannel when the subscription has ended."""
+        self._finish_previous()
+        message = self._take()
+        if message is not None:
+            return message
+        if self._closed:
+            if self._error is not None:
+                raise self._error
+            raise trio.EndOfChannel
+        self._flush_ack()
+        raise trio.WouldBlock
+
+    def _take(self) -> Message | None:
+        """The next buffered message; raises a buffered interruption or error; None when
+        the buffer is empty."""
+        if not self._buffer:
+            return None
+        item = self._buffer.popleft()
+        if isinstance(item, Message):
+            self._buffered_messages -= 1
+            self._returned = item
+            self._delivered = item.position
+            self._consumed_one()
+            return item
+        if isinstance(item, DeliveryInterrupted):
+            position = _position_after(item)
+            self._delivered = self._processed = position
+            raise item
+        self._closed = True
+        raise item
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Unsubscribe. Messages already taken and processed are acknowledged first
+        (PW-ACK-7); the one being processed is not. Idempotent."""
+        if self._closed and self._session is None:
+            return
+        self._closed = True
+        self._flush_ack()
+        session = self._session
+        if session is not None and session.end is None:
+            try:
+                session.send(session.core.unsubscribe(self._sub_id))
+            except LocalProtocolError:
+                pass  # the session is closing anyway
+        self._unbind()
+        self._conn._forget(self)
+        self._wake()
+        await trio.lowlevel.checkpoint()
+
+    def position(self) -> Position | None:
+        """The last message (or interruption) handed to the application."""
+        return self._delivered
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and not yet taken (at most ``window``)."""
+        return self._buffered_messages
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _finish_previous(self) -> None:
+        if self._returned is not None:
+            self._processed = self._returned.position
+            self._returned = None
+
+    def _consumed_one(self) -> None:
+        self._pending_grant += 1
+        session = self._session
+        if session is None or session.end is not None:
+            return
+        if self._pending_grant >= max(1, self.window // 2):
+            try:
+                data = session.core.grant_credit(
+                    self._sub_id, self._pending_grant, now=trio.current_time()
+                )
+            except LocalProtocolError:
+                return
+            session.send(data)
+            self._pending_grant = 0
+            self._flush_ack()  # at least one ACK per credit grant (PW-ACK-7)
+
+    def _flush_ack(self) -> None:
+        if not self.at_least_once or self._processed is None:
+            return
+        session = self._session
+        if session is None or session.end is not None:
+            return
+        view = session.core.subscription(self._sub_id)
+        if view is None or view.status is not SubStatus.ACTIVE:
+            return
+        target = self._processed
+        # Sequences of two epochs are never compared (PW-RESUME-4).
+        if target.epoch != view.epoch or not view.last_acked < target.seq <= view.last_delivered:
+            return
+        try:
+            session.send(session.core.ack(self._sub_id, target.seq, now=trio.current_time()))
+        except LocalProtocolError:  # the session is closing
+            pass
+
+    def _resume_point(self) -> tuple[Since, int]:
+        """Where a new session's SUBSCRIBE starts, and its initial credit."""
+        if self.at_least_once:
+            # Redeliver everything not processed (SPEC.md §8.3): drop what is buffered.
+            self._buffer.clear()
+            self._buffered_messages = 0
+            position = self._processed
+        else:
+            position = self._received
+        self._pending_grant = 0
+        since = self._since if position is None else Since.after(position.epoch, position.seq)
+        return since, self.window - self._buffered_messages
+
+    def _bind(self, session: _Session) -> None:
+        since, credit = self._resume_point()
+        self._sub_id, data = session.core.subscribe(
+            self.topic,
+            since,
+            at_least_once=self.at_least_once,
+            initial_credit=credit,
+            now=trio.current_time(),
+        )
+        self._session = session
+        self._requested = since
+        session.subs[self._sub_id] = self
+        session.send(data)
+
+    def _unbind(self) -> None:
+        if self._session is not None:
+            self._session.subs.pop(self._sub_id, None)
+        self._session = None
+
+    def _fail(self, error: PushwireError) -> None:
+        """Terminal for this subscription: raised after what is buffered."""
+        self._error = error
+        self._closed = True
+        self._unbind()
+        self._wake()
+
+    # -- events from the session ---------------------------------------------------------------
+
+    def _on_subscribed(self, ev: cc.Subscribed) -> None:
+        requested = self._requested
+        if ev.outcome is Outcome.GAP:
+            before = Position(ev.epoch, ev.gap_first - 1)
+            self._push(GapDetected(self.topic, ev.gap_first, ev.gap_last, ev.gap_reason, ev.epoch))
+        elif ev.outcome is Outcome.EPOCH_CHANGED:
+            before = Position(requested.epoch, requested.seq)
+            self._push(EpochChanged(self.topic, requested.epoch, ev.epoch, ev.start_seq))
+        else:
+            before = Position(ev.epoch, ev.start_seq - 1)
+        self._received = Position(ev.epoch, ev.start_seq - 1)
+        if self.at_least_once or self._processed is None:
+            self._processed = before
+        if self._delivered is None:
+            self._delivered = before
+        self._since = Since.after(ev.epoch, ev.start_seq - 1)
+
+    def _on_message(self, ev: cc.MessageReceived) -> None:
+        self._buffer.append(Message(ev.topic, ev.epoch, ev.seq, ev.headers or (), ev.payload))
+        self._buffered_messages += 1
+        self._received = Position(ev.epoch, ev.seq)
+        self._wake()
+
+    def _on_gap(self, ev: cc.GapReceived) -> None:
+        self._push(GapDetected(self.topic, ev.first, ev.last, ev.reason, ev.epoch))
+        self._received = Position(ev.epoch, ev.last)
+
+    def _on_epoch_reset(self, ev: cc.EpochReset) -> None:
+        self._push(EpochChanged(self.topic, ev.old_epoch, ev.new_epoch, 1))
+        self._received = Position(ev.new_epoch, 0)
+
+    def _push(self, item: PushwireError) -> None:
+        self._buffer.append(item)
+        self._wake()
+
+
+def _position_after(item: DeliveryInterrupted) -> Position:
+    if isinstance(item, GapDetected):
+        return Position(item.epoch, item.last)
+    assert isinstance(item, EpochChanged)
+    return Position(item.new_epoch, item.start_seq - 1)
+
+
+class Connection:
+    """A client connection that reconnects by itself; made by :func:`connect`."""
+
+    def __init__(self, options: _Options) -> None:
+        self._opts = options
+        self._subscriptions: dict[str, Subscription] = {}
+        self._session: _Session | None = None
+        self._changed = trio.Event()
+        self._fatal: PushwireError | None = None
+        self._closing = False
+        self._run_done = trio.Event()
+        self.connections_made = 0
+        self.welcome: cc.Welcomed | None = None
+
+    # -- public API ------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """A session is open and takes requests (not draining after GOAWAY)."""
+        return self._session is not None and self._session.usable
+
+    def subscribe(
+        self,
+        topic: str,
+        *,
+        since: SinceSpec = None,
+        at_least_once: bool = False,
+        credit: int = 64,
+    ) -> Subscription:
+        """Subscribe to ``topic``; iterate the result to receive messages.
+
+        ``credit`` is the window: at most that many messages are in flight or buffered for
+        this subscription. One subscription per topic per Connection.
+        """
+        _check_topic(topic)
+        start = parse_since(since)
+        if not 1 <= credit <= 0xFFFF_FFFF:
+            raise ValueError(f"credit must be 1..2**32-1, not {credit}")
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing:
+            raise ConnectionLost("the connection is closed")
+        if topic in self._subscriptions:
+            raise RequestError(ErrorCode.ALREADY_SUBSCRIBED, f"{topic!r} is already subscribed")
+        sub = Subscription(self, topic, start, at_least_once, credit)
+        self._subscriptions[topic] = sub
+        session = self._session
+        if session is not None and session.usable:
+            sub._bind(session)
+        return sub
+
+    async def publish(self, topic: str, payload: bytes, headers: HeadersIn = None) -> int:
+        """Publish one message and wait for its PUBACK; returns its sequence number.
+
+        Waits for a connection when there is none (bound it with a cancel scope). Raises
+        RequestError when refused, ConnectionLost when the connection dropped before the
+        PUBACK (the outcome is then unknown).
+        """
+        _check_topic(topic)
+        encoded = _headers(headers)
+        ack = await self._request(lambda core: core.publish(topic, bytes(payload), encoded))
+        return ack.first_seq
+
+    async def publish_batch(
+        self,
+        topic: str,
+        payloads: Sequence[bytes | tuple[bytes, HeadersIn]],
+    ) -> int:
+        """Publish 1-65535 messages atomically (contiguous sequences); returns the first."""
+        _check_topic(topic)
+        records: list[bytes | tuple[bytes, Headers | None]] = [
+            bytes(p) if isinstance(p, bytes | bytearray) else (bytes(p[0]), _headers(p[1]))
+            for p in payloads
+        ]
+        ack = await self._request(lambda core: core.publish_batch(topic, records))
+        return ack.first_seq
+
+    async def wait_connected(self) -> None:
+        """Return once a connection is up and takes requests (bound it with a cancel
+        scope); raises the terminal error when there will be none."""
+        await self._usable_session()
+
+    def positions(self) -> dict[str, Position]:
+        """For each subscription, the last message (or interruption) handed to the
+        application; pass one as ``since=`` to continue after it later."""
+        return {
+            topic: sub._delivered
+            for topic, sub in self._subscriptions.items()
+            if sub._delivered is not None
+        }
+
+    # -- requests --------------------------------------------------------------------------------
+
+    async def _usable_session(self) -> _Session:
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._closing:
+                raise ConnectionLost("the connection is closed")
+            session = self._session
+            if session is not None and session.usable:
+                return session
+            await self._changed.wait()
+
+    async def _request(
+        self, build: Callable[[ClientConnection], tuple[int, bytes]]
+    ) -> cc.PublishAcked:
+        while True:
+            session = await self._usable_session()
+            await session.outbox.wait_writable()
+            if not session.usable:
+                continue
+            try:
+                request_id, data = build(session.core)
+            except LocalProtocolError as exc:
+                raise RequestError(exc.code, str(exc.args[0])) from None
+            waiter = _PublishWaiter()
+            session.publishes[request_id] = waiter
+            session.send(data)
+            try:
+                await waiter.done.wait()
+            finally:
+                session.publishes.pop(request_id, None)
+            result = waiter.result
+            if isinstance(result, cc.PublishAcked):
+                return result
+            if isinstance(result, cc.RequestFailed):
+                if result.code == ErrorCode.GOING_AWAY:
+                    continue  # not processed; safe to send again on the next connection
+                raise RequestError(result.code, result.message)
+            assert isinstance(result, ConnectionLost)
+            raise result
+
+    # -- session management ---------------------------------------------------------------------
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _forget(self, sub: Subscription) -> None:
+        if self._subscriptions.get(sub.topic) is sub:
+            del self._subscriptions[sub.topic]
+
+    def _set_fatal(self, error: PushwireError) -> None:
+        if self._fatal is None:
+            self._fatal = error
+        for sub in list(self._subscriptions.values()):
+            sub._fail(error)
+        self._subscriptions.clear()
+        self._pulse()
+
+    async def _open_stream(self) -> trio.abc.Stream:
+        opts = self._opts
+        if opts.open_stream is not None:
+            return await opts.open_stream()
+        if opts.ssl_context is not None:
+            return await trio.open_ssl_over_tcp_stream(
+                opts.host, opts.port, ssl_context=opts.ssl_context, https_compatible=False
+            )
+        return await trio.open_tcp_stream(opts.host, opts.port)
+
+    async def _handshake(self, stream: trio.abc.Stream) -> _Session:
+        """Preface + HELLO, then read until WELCOME. Raises HandshakeRejected for a server
+        refusal, ConnectionLost for anything else (EOF, transport error)."""
+        opts = self._opts
+        core = ClientConnection()
+        session = _Session(stream, core, opts.outbound_buffer_bytes)
+        await stream.send_all(
+            core.initiate(
+                opts.client_name,
+                opts.auth_token,
+                opts.max_frame_size,
+                opts.heartbeat_ms,
+                now=trio.current_time(),
+            )
+        )
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            core.receive_data(data, trio.current_time())
+            events = core.events()
+            for i, ev in enumerate(events):
+                if isinstance(ev, cc.Welcomed):
+                    session.pending = events[i + 1 :]
+                    session.send(core.data_to_send())
+                    self.welcome = ev
+                    return session
+                if isinstance(ev, cc.ConnectionFailed):
+                    error = core.data_to_send()
+                    if error:
+                        await stream.send_all(error)
+                    raise HandshakeRejected(ev.code, ev.message)
+                if isinstance(ev, cc.ConnectionClosed):
+                    raise ConnectionLost("the server closed the connection during the handshake")
+
+    async def _establish(self, first: bool, backoff: Backoff) -> _Session:
+        """A session in state OPEN; retries with backoff unless that is not wanted."""
+        opts = self._opts
+        while True:
+            stream: trio.abc.Stream | None = None
+            try:
+                with trio.fail_after(opts.connect_timeout):
+                    stream = await self._open_stream()
+                    session = await self._handshake(stream)
+                self.connections_made += 1
+                log.info(
+                    "connected to %s:%s (connection %s, server %r)",
+                    opts.host,
+                    opts.port,
+                    self.welcome.connection_id if self.welcome else "?",
+                    self.welcome.server_name if self.welcome else "?",
+                )
+                return session
+            except HandshakeRejected as exc:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                terminal = cc.is_terminal(exc.code)
+                if terminal or (first and not opts.retry_first_connect) or not opts.reconnect:
+                    raise
+                log.warning("handshake refused (%s); retrying", exc)
+            except (
+                OSError,
+                trio.TooSlowError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                ConnectionLost,
+            ) as exc:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                why = "timed out" if isinstance(exc, trio.TooSlowError) else str(exc)
+                if first and not opts.retry_first_connect:
+                    raise ConnectError(f"cannot connect to {opts.host}:{opts.port}: {why}") from exc
+                if not first and not opts.reconnect:
+                    raise ConnectionLost(
+                        f"reconnecting to {opts.host}:{opts.port} failed: {why}"
+                    ) from exc
+                log.info("connecting to %s:%s failed: %s", opts.host, opts.port, why)
+            await trio.sleep(backoff.next_delay())
+
+    async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The supervisor: connect, serve, decide, repeat."""
+        opts = self._opts
+        backoff = Backoff(opts.backoff_initial, opts.backoff_max, opts.rng)
+        first = True
+        try:
+            while not self._closing:
+                try:
+                    session = await self._establish(first, backoff)
+                except PushwireError as exc:
+                    if first:
+                        raise
+                    self._set_fatal(exc)
+                    return
+                if first:
+                    task_status.started()
+                    first = False
+                await self._serve(session)
+                end = session.end
+                if self._closing:
+                    return
+                if session.goaway is not None:
+                    backoff.reset()
+                    # Not before the server's hint (PW-GOAWAY-7).
+                    await trio.sleep_until(session.reconnect_at)
+                    continue
+                interval = (self.welcome.heartbeat_ms / 1000) if self.welcome else 0.0
+                if trio.current_time() - session.opened_at >= max(interval, opts.backoff_initial):
+                    backoff.reset()  # it was a real session, not an immediate failure
+                fatal = self._fatal_for(end)
+                if fatal is not None:
+                    self._set_fatal(fatal)
+                    return
+                delay = backoff.next_delay()
+                log.info("connection lost (%s); reconnecting in %.3fs", _describe(end), delay)
+                await trio.sleep(delay)
+        finally:
+            self._run_done.set()
+
+    def _fatal_for(self, end: _End | None) -> PushwireError | None:
+        if isinstance(end, cc.ConnectionFailed) and cc.is_terminal(end.code):
+            # Terminal codes and protocol violations are not retried (PW-ERR-10).
+            return ConnectionLost(end.message, end.code)
+        if not self._opts.reconnect:
+            if isinstance(end, ConnectionLost):
+                return end
+            code = end.code if end is not None else None
+            return ConnectionLost(_describe(end), code)
+        return None
+
+    async def _serve(self, session: _Session) -> None:
+        self._session = session
+        for sub in list(self._subscriptions.values()):
+            sub._bind(session)
+        self._pulse()
+        self._dispatch(session, session.pending)
+        session.pending = []
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, session)
+                with session.io_scope:
+                    async with trio.open_nursery() as io:
+                        session.nursery = io
+                        io.start_soon(self._reader, session)
+                        io.start_soon(self._timer, session)
+                        if session.goaway is not None:
+                            io.start_soon(self._drain, session)
+                        if session.end is None:
+                            await trio.sleep_forever()
+                # Flush what is queued (a final ERROR or GOAWAY), briefly (PW-ERR-1).
+                session.outbox.close()
+                with trio.move_on_after(FLUSH_TIMEOUT):
+                    await session.writer_done.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._end_session(session)
+            await trio.aclose_forcefully(session.stream)
+
+    def _end_session(self, session: _Session) -> None:
+        if self._session is session:
+            self._session = None
+        lost = ConnectionLost(
+            "the connection dropped before the reply arrived; the publish may or may not "
+            "have taken effect"
+        )
+        for waiter in session.publishes.values():
+            waiter.resolve(lost)
+        for sub in list(session.subs.values()):
+            sub._unbind()
+        session.pulse()
+        self._pulse()
+
+    async def _writer(self, session: _Session) -> None:
+        try:
+            while True:
+                data = await session.outbox.take()
+                if not data:
+                    return
+                await session.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            session.finish(ConnectionLost(f"write failed: {exc}"))
+        finally:
+            session.writer_done.set()
+
+    async def _reader(self, session: _Session) -> None:
+        core = session.core
+        while session.end is None:
+            try:
+                data = await session.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                session.finish(ConnectionLost(f"read failed: {exc}"))
+                return
+            core.receive_data(data, trio.current_time())
+            session.send(core.data_to_send())
+            self._dispatch(session, core.events())
+
+    async def _timer(self, session: _Session) -> None:
+        core = session.core
+        while session.end is None:
+            deadline = core.next_deadline()
+            if deadline is None:
+                return
+            await trio.sleep_until(deadline)
+            session.send(core.tick(trio.current_time()))
+            self._dispatch(session, core.events())
+
+    def _dispatch(self, session: _Session, events: list[cc.Event]) -> None:
+        for ev in events:
+            match ev:
+                case cc.MessageReceived():
+                    sub = session.subs.get(ev.sub_id)
+                    if sub is not None:
+                        sub._on_message(ev)
+                case cc.Subscribed():
+                    sub = session.subs.get(ev.sub_id)
+                    if sub is not None:
+                        sub._on_subscribed(ev)
+                    session.pulse()
+                case cc.GapReceived():
+                    sub = session.subs.get(ev.sub_id)
+                    if sub is not None:
+                        sub._on_gap(ev)
+                case cc.EpochReset():
+                    sub = session.subs.get(ev.sub_id)
+                    if sub is not None:
+                        sub._on_epoch_reset(ev)
+                case cc.PublishAcked():
+                    waiter = session.publishes.get(ev.request_id)
+                    if waiter is not None:
+                        waiter.resolve(ev)
+                    session.pulse()
+                case cc.RequestFailed():
+                    self._on_request_failed(session, ev)
+                    session.pulse()
+                case cc.Unsubscribed():
+                    pass
+                case cc.GoawayReceived():
+                    self._on_goaway(session, ev)
+                case cc.ConnectionFailed() | cc.ConnectionClosed():
+                    session.finish(ev)
+                case _:  # Welcomed is consumed by the handshake
+                    pass
+
+    def _on_request_failed(self, session: _Session, ev: cc.RequestFailed) -> None:
+        if ev.topic is not None and ev.request_type in (
+            FrameType.PUBLISH,
+            FrameType.PUBLISH_BATCH,
+        ):
+            waiter = session.publishes.get(ev.request_id)
+            if waiter is not None:
+                waiter.resolve(ev)
+        elif ev.topic is not None and ev.request_type is FrameType.SUBSCRIBE:
+            sub = session.subs.pop(ev.request_id, None)
+            if sub is None:
+                return
+            sub._session = None
+            if ev.code == ErrorCode.GOING_AWAY:
+                return  # re-subscribed on the next connection
+            self._forget(sub)
+            sub._fail(RequestError(ev.code, ev.message))
+        else:
+            # INVALID_ACK can follow a topic reset that raced our ACK (ACK carries no
+            # epoch, SPEC.md §8.3); it is harmless because resume uses our own position.
+            # An ERROR matching no request of ours is reported and ignored (PW-ERR-12).
+            kind = ev.request_type
+            log.info(
+                "server refused %s %s: %s: %s",
+                kind.name if isinstance(kind, FrameType) else f"request type 0x{kind:02x}",
+                ev.request_id,
+                _code_name(ev.code),
+                ev.message,
+            )
+
+    def _on_goaway(self, session: _Session, ev: cc.GoawayReceived) -> None:
+        """Stop new requests, acknowledge what was processed (PW-GOAWAY-12), wait briefly
+        for replies already owed, close, and reconnect after the hint (PW-GOAWAY-7)."""
+        session.goaway = ev
+        delay = (ev.reconnect_after_ms + self._opts.rng.uniform(0, ev.jitter_ms)) / 1000
+        session.reconnect_at = trio.current_time() + delay
+        log.info(
+            "server going away (%s: %s); reconnecting in %.3fs",
+            _code_name(ev.code),
+            ev.reason,
+            delay,
+        )
+        for sub in list(session.subs.values()):
+            sub._flush_ack()
+        self._pulse()  # publishers now wait for the next session
+        if session.nursery is not None:  # else _serve starts it once the nursery exists
+            session.nursery.start_soon(self._drain, session)
+
+    async def _drain(self, session: _Session) -> None:
+        with trio.move_on_after(DRAIN_WAIT):
+            while session.end is None and session.has_outstanding():
+                await session.progress.wait()
+        if session.end is None:
+            try:
+                session.send(session.core.goaway(now=trio.current_time()))
+            except LocalProtocolError:
+                pass
+            session.finish(ConnectionLost("closed after GOAWAY"))
+
+    async def _shutdown(self) -> None:
+        """Close deliberately: ack what was processed, GOAWAY(NO_ERROR) (PW-GOAWAY-8)."""
+        self._closing = True
+        session = self._session
+        if session is not None and session.end is None:
+            for sub in list(session.subs.values()):
+                sub._flush_ack()
+            try:
+                session.send(session.core.goaway(now=trio.current_time()))
+            except LocalProtocolError:
+                pass
+            session.finish(ConnectionLost("closed by the application"))
+        for sub in list(self._subscriptions.values()):
+            sub._closed = True
+            sub._wake()
+        self._pulse()
+        if session is not None:
+            with trio.move_on_after(FLUSH_TIMEOUT):
+                await session.writer_done.wait()
+
+
+def _code_name(code: ErrorCode | int) -> str:
+    return code.name if isinstance(code, ErrorCode) else f"0x{code:04x}"
+
+
+def _describe(end: _End | None) -> str:
+    if end is None:
+        return "unknown"
+    if isinstance(end, ConnectionLost):
+        return str(end)
+    return f"{_code_name(end.code)}: {end.message}"
+
+
+@asynccontextmanager
+async def connect(
+    address: str,
+    *,
+    client_name: str | None = None,
+    auth_token: bytes | str = b"",
+    reconnect: bool = True,
+    backoff_initial: float = 0.1,
+    backoff_max: float = 10.0,
+    max_frame_size: int = 1 << 20,
+    heartbeat_ms: int | None = None,
+    connect_timeout: float = 10.0,
+    retry_first_connect: bool = False,
+    outbound_buffer_bytes: int = 1 << 20,
+    tls: bool | ssl.SSLContext = False,
+    allow_plaintext_token: bool = False,
+    open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Connection]:
+    """Connect to a pushwire server at ``address`` ("host:port") and yield a Connection.
+
+    Entering waits for the first handshake: it raises :class:`ConnectError` when the server
+    cannot be reached (unless ``retry_first_connect``) and :class:`HandshakeRejected` when
+    the server refuses. Afterwards the connection reconnects by itself (when ``reconnect``)
+    with exponential backoff and full jitter between ``backoff_initial`` and ``backoff_max``
+    seconds, honouring a server's GOAWAY hint. ``heartbeat_ms`` None lets the server choose.
+    ``tls`` True verifies the server certificate with the system's trust store
+    (PW-TRANSPORT-4); pass an ``ssl.SSLContext`` for anything else. A non-empty
+    ``auth_token`` is refused without TLS to a non-loopback host unless
+    ``allow_plaintext_token`` (PW-SEC-2). ``open_stream`` replaces the TCP connect (tests,
+    custom transports); ``rng`` makes jitter reproducible.
+    """
+    host, port = parse_address(address)
+    token = auth_token.encode() if isinstance(auth_token, str) else bytes(auth_token)
+    context = tls_context(tls)
+    plaintext = context is None and open_stream is None
+    if token and plaintext and not allow_plaintext_token and not _is_loopback(host):
+        raise ValueError(
+            "refusing to send an auth token without TLS to a non-loopback host "
+            "(use tls=..., or allow_plaintext_token=True)"
+        )
+    if not MIN_MAX_FRAME_SIZE <= max_frame_size <= MAX_MAX_FRAME_SIZE:
+        raise ValueError(
+            f"max_frame_size must be {MIN_MAX_FRAME_SIZE}..{MAX_MAX_FRAME_SIZE} (PW-HS-4)"
+        )
+    if heartbeat_ms is not None and not 0 <= heartbeat_ms <= 0xFFFF_FFFF:
+        raise ValueError(f"heartbeat_ms {heartbeat_ms} is not a u32")
+    options = _Options(
+        host=host,
+        port=port,
+        client_name=client_name or f"pushwire-python/{version('pushwire')}",
+        auth_token=token,
+        reconnect=reconnect,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        max_frame_size=max_frame_size,
+        heartbeat_ms=heartbeat_ms or 0,
+        connect_timeout=connect_timeout,
+        retry_first_connect=retry_first_connect,
+        outbound_buffer_bytes=outbound_buffer_bytes,
+        ssl_context=context,
+        open_stream=open_stream,
+        rng=rng or random.Random(),
+    )
+    Backoff(backoff_initial, backoff_max, options.rng)  # validates the bounds early
+    conn = Connection(options)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conn._run)
+            try:
+                yield conn
+            finally:
+                with trio.CancelScope(shield=True):
+                    await conn._shutdown()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Exceptions of the application's block arrive wrapped by the nursery; hand them
+        # back unwrapped, as if there were no nursery.
+        inner = _single(group)
+        if inner is None:
+            raise
+        raise inner from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    exceptions: Sequence[BaseException] = group.exceptions
+    while len(exceptions) == 1:
+        only = exceptions[0]
+        if not isinstance(only, BaseExceptionGroup):
+            return only
+        exceptions = only.exceptions
+    return None

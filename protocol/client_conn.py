@@ -1,0 +1,1153 @@
+"""The client side of a pushwire connection as a sans-I/O state machine (SPEC.md §5-§8).
+
+Theory of operation
+-------------------
+:class:`ClientConnection` owns no socket, no task and no clock. The application (the trio
+shell in ``pushwire.client``, or a test) moves bytes and time through it:
+
+* calls that put something on the wire (:meth:`~ClientConnection.initiate`,
+  :meth:`~ClientConnection.subscribe`, :meth:`~ClientConnection.publish`,
+  :meth:`~ClientConnection.tick`, ...) *return* the bytes to send;
+* :meth:`~ClientConnection.receive_data` takes what the socket produced (``b""`` is EOF) and
+  queues events, drained by :meth:`~ClientConnection.events`; replies the protocol makes on
+  its own (PONG, the ERROR that precedes a close) are collected in
+  :meth:`~ClientConnection.data_to_send`.
+
+So a single writer can own every outgoing byte, and heartbeats are tested by passing ``now``.
+
+The client trusts nothing it receives. Besides what the decoder checks (layout, UTF-8, frame
+size from the header), the state machine verifies the server's promises and ends the
+connection with the matching registry code when one is broken:
+
+* a frame type that the current state does not allow → UNEXPECTED_FRAME (§5, §3.3);
+* per subscription, messages carry the SUBSCRIBED epoch and sequences start_seq, start_seq+1,
+  ... without holes, unless a GAP frame skips explicitly from the next expected sequence
+  → PROTOCOL_ERROR (§7.3, §7.4);
+* a MESSAGE or batch never exceeds the credit granted so far → FLOW_CONTROL_ERROR (§8.1);
+* messages arrive only for topics with an active subscription; those for a topic whose
+  UNSUBSCRIBE is in flight are dropped silently, as §6.3 allows → PROTOCOL_ERROR otherwise;
+* replies (SUBSCRIBED, UNSUBSCRIBED, PUBACK, request ERRORs) match an outstanding request and
+  agree with what was asked → PROTOCOL_ERROR.
+
+Each violation yields a :class:`ConnectionFailed` event carrying the
+:class:`~pushwire.protocol.errors.RemoteProtocolError`, puts ERROR(code) in
+:meth:`~ClientConnection.data_to_send` (best effort, SPEC.md §8.7) and moves to CLOSED; later
+input is ignored. Mistakes of the *caller* (subscribing before the handshake, acking beyond
+what was delivered, an oversized publish) raise :class:`LocalProtocolError` and send nothing.
+
+State transitions are data (:data:`RECEIVE_TRANSITIONS`, :data:`SEND_ALLOWED`), in the manner
+of h11's transition tables: a frame type absent from the current state's row is illegal.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pushwire.protocol import codec
+from pushwire.protocol import frames as F
+from pushwire.protocol.decoder import FrameDecoder, encode_preface, parse_preface
+from pushwire.protocol.errors import (
+    REGISTRY,
+    ErrorCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from pushwire.protocol.heartbeat import Heartbeat
+from pushwire.protocol.layouts import (
+    HEADER_SIZE,
+    INITIAL_MAX_FRAME_SIZE,
+    MAX_MAX_FRAME_SIZE,
+    MIN_MAX_FRAME_SIZE,
+    PREFACE_SIZE,
+    SUPPORTED_VERSIONS,
+    FrameType,
+    Outcome,
+    SinceKind,
+    SlowConsumerPolicy,
+)
+from pushwire.protocol.topics import check_topic
+
+__all__ = [
+    "RECEIVE_TRANSITIONS",
+    "SEND_ALLOWED",
+    "ClientConnection",
+    "ClientState",
+    "ConnectionClosed",
+    "ConnectionFailed",
+    "EpochReset",
+    "Event",
+    "GapReceived",
+    "GoawayReceived",
+    "MessageReceived",
+    "PublishAcked",
+    "RequestFailed",
+    "Since",
+    "SubStatus",
+    "Subscribed",
+    "SubscriptionView",
+    "Unsubscribed",
+    "Welcomed",
+]
+
+U32_MAX: Final = 0xFFFF_FFFF
+#: A batch holds 1-65535 records (layouts.MessageBatch ``count`` is a u16).
+MAX_BATCH_RECORDS: Final = 0xFFFF
+#: WELCOME.heartbeat_ms range (PW-HS-7): wide, because tests lower the server's clamp.
+MAX_HEARTBEAT_MS: Final = 600_000
+#: ERROR.message is Text16; we keep ours short so the frame always fits the peer's limit.
+_MAX_ERROR_MESSAGE_CHARS: Final = 1000
+
+
+class ClientState(enum.Enum):
+    """Client connection states (SPEC.md §5)."""
+
+    IDLE = "IDLE"  # nothing sent yet
+    PREFACE_SENT = "PREFACE_SENT"  # preface and HELLO sent; waiting for the server's preface
+    HELLO_SENT = "HELLO_SENT"  # server preface accepted; waiting for WELCOME
+    OPEN = "OPEN"  # handshake done
+    DRAINING = "DRAINING"  # GOAWAY received: no new requests, data still flows
+    CLOSED = "CLOSED"  # closed by error, EOF, or our own GOAWAY; input is ignored
+
+
+_S = ClientState
+_T = FrameType
+
+#: For each state: frame type received -> next state. Anything missing is UNEXPECTED_FRAME.
+#: Before WELCOME only WELCOME or a rejecting ERROR may come (§5.2); the server never sends
+#: client-only types (layouts.SERVER_SENDS). An ERROR with request_type 0 closes the
+#: connection whatever the row says (§8.7); that is decided in ``_on_error``.
+_OPEN_ROW: Final = {
+    _T.PING: _S.OPEN,
+    _T.PONG: _S.OPEN,
+    _T.GOAWAY: _S.DRAINING,
+    _T.ERROR: _S.OPEN,
+    _T.SUBSCRIBED: _S.OPEN,
+    _T.UNSUBSCRIBED: _S.OPEN,
+    _T.GAP: _S.OPEN,
+    _T.MESSAGE: _S.OPEN,
+    _T.MESSAGE_BATCH: _S.OPEN,
+    _T.PUBACK: _S.OPEN,
+}
+RECEIVE_TRANSITIONS: Final[dict[ClientState, dict[FrameType, ClientState]]] = {
+    _S.IDLE: {},
+    _S.PREFACE_SENT: {},  # only the 8-byte server preface is acceptable here
+    _S.HELLO_SENT: {_T.WELCOME: _S.OPEN, _T.ERROR: _S.CLOSED},
+    _S.OPEN: _OPEN_ROW,
+    # After GOAWAY the server sends no pushes and no second GOAWAY (PW-GOAWAY-4, -11).
+    _S.DRAINING: {
+        t: _S.DRAINING
+        for t in _OPEN_ROW
+        if t not in (_T.GOAWAY, _T.MESSAGE, _T.MESSAGE_BATCH, _T.GAP)
+    },
+    _S.CLOSED: {},
+}
+
+#: For each state: the frame types the caller may send. Nothing goes out between HELLO and
+#: WELCOME (PW-HS-16). New requests stop at GOAWAY (PW-GOAWAY-6); acks, credit and
+#: unsubscribes are still processed by a draining server (PW-GOAWAY-3), so they stay allowed.
+SEND_ALLOWED: Final[dict[ClientState, frozenset[FrameType]]] = {
+    _S.IDLE: frozenset(),
+    _S.PREFACE_SENT: frozenset(),
+    _S.HELLO_SENT: frozenset(),
+    _S.OPEN: frozenset(
+        {
+            _T.SUBSCRIBE,
+            _T.UNSUBSCRIBE,
+            _T.CREDIT,
+            _T.ACK,
+            _T.PUBLISH,
+            _T.PUBLISH_BATCH,
+            _T.PING,
+            _T.GOAWAY,
+        }
+    ),
+    _S.DRAINING: frozenset({_T.UNSUBSCRIBE, _T.CREDIT, _T.ACK, _T.PING, _T.GOAWAY}),
+    _S.CLOSED: frozenset(),
+}
+
+#: Request frame types that an ERROR's request_type may name (§8.7).
+_REQUEST_TYPES: Final = frozenset(
+    {_T.SUBSCRIBE, _T.UNSUBSCRIBE, _T.CREDIT, _T.ACK, _T.PUBLISH, _T.PUBLISH_BATCH}
+)
+
+
+def _code(value: int) -> ErrorCode | int:
+    """A registry member when the code is known; unknown codes stay plain ints (§11: a
+    receiver must accept codes it does not know)."""
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return value
+
+
+# -- where a subscription starts ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    """The starting point of a SUBSCRIBE (SPEC.md §6.1)."""
+
+    kind: SinceKind
+    epoch: int = 0
+    seq: int = 0
+    count: int = 0
+
+    @classmethod
+    def new(cls) -> Since:
+        return cls(SinceKind.NEW)
+
+    @classmethod
+    def oldest(cls) -> Since:
+        return cls(SinceKind.OLDEST)
+
+    @classmethod
+    def after(cls, epoch: int, seq: int) -> Since:
+        return cls(SinceKind.AFTER, epoch=epoch, seq=seq)
+
+    @classmethod
+    def last(cls, count: int) -> Since:
+        return cls(SinceKind.LAST, count=count)
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Welcomed:
+    """The handshake completed (WELCOME, §5.2)."""
+
+    connection_id: int
+    heartbeat_ms: int
+    max_frame_size: int
+    max_subscriptions: int
+    max_lag: int
+    slow_consumer_policy: SlowConsumerPolicy
+    server_name: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """SUBSCRIBED (§6.2). ``gap_*`` are meaningful only for outcome GAP."""
+
+    sub_id: int
+    topic: str
+    outcome: Outcome
+    epoch: int
+    start_seq: int
+    head_seq: int
+    gap_first: int = 0
+    gap_last: int = 0
+    gap_reason: ErrorCode | int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """One message; a MESSAGE_BATCH yields one per record, sequence base_seq + i (§7.2)."""
+
+    sub_id: int
+    topic: str
+    epoch: int
+    seq: int
+    headers: F.Headers | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GapReceived:
+    """The server skipped ``first..last`` explicitly (GAP, §7.4)."""
+
+    sub_id: int
+    topic: str
+    epoch: int
+    first: int
+    last: int
+    reason: ErrorCode | int
+
+
+@dataclass(frozen=True, slots=True)
+class EpochReset:
+    """The topic's history was reset while subscribed (§6.5): delivery continues at
+    sequence 1 of ``new_epoch``; the following event is that push (a message or a GAP)."""
+
+    sub_id: int
+    topic: str
+    old_epoch: int
+    new_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    sub_id: int
+    topic: str
+    epoch: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAcked:
+    """PUBACK (§7.7): the publish got sequences first_seq .. first_seq + count - 1."""
+
+    request_id: int
+    topic: str
+    epoch: int
+    first_seq: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """A request-level ERROR (§8.7); the connection stays open."""
+
+    code: ErrorCode | int
+    request_type: FrameType | int  # an int when it names no request type we know
+    request_id: int
+    message: str
+    topic: str | None = None  # None when the ERROR matches no request of ours
+
+
+@dataclass(frozen=True, slots=True)
+class GoawayReceived:
+    """The server is going away (§8.6); reconnect after the hint and resume."""
+
+    code: ErrorCode | int
+    reconnect_after_ms: int
+    jitter_ms: int
+    positions: tuple[F.Position, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFailed:
+    """The connection ended with an error: reported by the server in a connection-level
+    ERROR (``reported_by_server``), or detected here (``error`` is then the
+    RemoteProtocolError, or None for a heartbeat timeout)."""
+
+    code: ErrorCode | int
+    message: str
+    reported_by_server: bool
+    error: RemoteProtocolError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The server closed the stream without an error (EOF). ``after_goaway`` tells a
+    planned close (GOAWAY first, §8.6) from an abrupt one."""
+
+    code: ErrorCode | int
+    message: str
+    after_goaway: bool
+
+
+Event = (
+    Welcomed
+    | Subscribed
+    | MessageReceived
+    | GapReceived
+    | EpochReset
+    | Unsubscribed
+    | PublishAcked
+    | RequestFailed
+    | GoawayReceived
+    | ConnectionFailed
+    | ConnectionClosed
+)
+
+
+# -- subscription bookkeeping ---------------------------------------------------------------
+
+
+class SubStatus(enum.Enum):
+    PENDING = "PENDING"  # SUBSCRIBE sent, no SUBSCRIBED yet
+    ACTIVE = "ACTIVE"  # messages flow
+    CLOSING = "CLOSING"  # UNSUBSCRIBE sent; messages for it are dropped
+
+
+@dataclass(slots=True)
+class _Sub:
+    sub_id: int
+    topic: str
+    since: Since
+    at_least_once: bool
+    credit: int  # what the server may still send (granted minus received)
+    answered: bool = False  # SUBSCRIBED or a SUBSCRIBE error arrived
+    closing: bool = False  # UNSUBSCRIBE sent (possibly before the SUBSCRIBE was answered)
+    epoch: int = 0
+    next_seq: int = 0  # the only sequence the server may send next
+    last_delivered: int = 0  # the subscription's position (§8.4): sent in a push or a GAP
+    last_acked: int = 0
+
+    @property
+    def status(self) -> SubStatus:
+        if self.closing:
+            return SubStatus.CLOSING
+        return SubStatus.ACTIVE if self.answered else SubStatus.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionView:
+    """A read-only snapshot of one subscription's state in the machine."""
+
+    sub_id: int
+    topic: str
+    status: SubStatus
+    at_least_once: bool
+    epoch: int
+    next_seq: int
+    credit: int
+    last_delivered: int
+    last_acked: int
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingPublish:
+    topic: str
+    count: int
+    request_type: FrameType
+
+
+def _violation(
+    message: str, code: ErrorCode = ErrorCode.PROTOCOL_ERROR, *, requirement: str | None = None
+) -> RemoteProtocolError:
+    return RemoteProtocolError(message, code=code, requirement=requirement)
+
+
+class ClientConnection:
+    """One client connection's protocol state; see the module docstring."""
+
+    def __init__(self, *, min_version: int = 1, max_version: int = 1) -> None:
+        if not min_version <= max_version or not set(SUPPORTED_VERSIONS) & set(
+            range(min_version, max_version + 1)
+        ):
+            raise LocalProtocolError(
+                f"version range {min_version}..{max_version} has no supported version",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+            )
+        self._min_version = min_version
+        self._max_version = max_version
+        self._state = ClientState.IDLE
+        self._preface_buffer = bytearray()
+        self._decoder = FrameDecoder(INITIAL_MAX_FRAME_SIZE)
+        self._events: list[Event] = []
+        self._outgoing = bytearray()
+        self._heartbeat = Heartbeat(0.0)
+        self._now = 0.0
+        self._our_max_frame_size = INITIAL_MAX_FRAME_SIZE
+        self._peer_max_frame_size = INITIAL_MAX_FRAME_SIZE
+        self.version = 0
+        self.welcome: Welcomed | None = None
+        self.goaway_received: GoawayReceived | None = None
+        self._subs: dict[int, _Sub] = {}
+        #: topic -> subscriptions on it, oldest first; only the last may be non-CLOSING.
+        self._topics: dict[str, list[_Sub]] = {}
+        self._next_sub_id = 1
+        self._publishes: dict[int, _PendingPublish] = {}
+        self._next_request_id = 1
+        self._handlers = self._handler_table()
+
+    # -- introspection -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    @property
+    def peer_max_frame_size(self) -> int:
+        """The largest frame payload the server accepts (WELCOME.max_frame_size)."""
+        return self._peer_max_frame_size
+
+    def subscription(self, sub_id: int) -> SubscriptionView | None:
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            return None
+        return SubscriptionView(
+            sub.sub_id,
+            sub.topic,
+            sub.status,
+            sub.at_least_once,
+            sub.epoch,
+            sub.next_seq,
+            sub.credit,
+            sub.last_delivered,
+            sub.last_acked,
+        )
+
+    def outstanding_publishes(self) -> frozenset[int]:
+        return frozenset(self._publishes)
+
+    # -- the two byte streams ---------------------------------------------------------------
+
+    def initiate(
+        self,
+        client_name: str,
+        auth_token: bytes = b"",
+        max_frame_size: int = 1 << 20,
+        heartbeat_ms: int = 0,
+        now: float = 0.0,
+    ) -> bytes:
+        """The preface and HELLO, to be sent back to back without waiting (§5.1)."""
+        if self._state is not ClientState.IDLE:
+            raise LocalProtocolError(
+                f"initiate() in state {self._state.value}", code=ErrorCode.UNEXPECTED_FRAME
+            )
+        if not MIN_MAX_FRAME_SIZE <= max_frame_size <= MAX_MAX_FRAME_SIZE:
+            raise LocalProtocolError(
+                f"max_frame_size {max_frame_size} is outside "
+                f"{MIN_MAX_FRAME_SIZE}..{MAX_MAX_FRAME_SIZE}",
+                code=ErrorCode.FIELD_OUT_OF_RANGE,
+            )
+        hello = codec.encode_frame(
+            F.Hello(max_frame_size, heartbeat_ms, client_name, bytes(auth_token))
+        )
+        self._our_max_frame_size = max_frame_size
+        self._now = now
+        self._state = ClientState.PREFACE_SENT
+        return encode_preface(self._min_version, self._max_version) + hello
+
+    def data_to_send(self) -> bytes:
+        """Bytes the machine produced on its own (PONG, ERROR before a close); drains."""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def events(self) -> list[Event]:
+        """Every event queued so far, oldest first; drains the queue."""
+        events, self._events = self._events, []
+        return events
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Feed bytes read from the transport; ``b""`` means the server closed (EOF).
+
+        Never raises for the server's mistakes: they become a ConnectionFailed event.
+        """
+        self._now = now
+        if self._state in (ClientState.CLOSED, ClientState.IDLE):
+            return
+        if data:
+            self._heartbeat.received(now)
+        try:
+            if self._state is ClientState.PREFACE_SENT:
+                if not data:
+                    self._close_eof()
+                    return
+                self._preface_buffer += data
+                if len(self._preface_buffer) < PREFACE_SIZE:
+                    return
+                rest = bytes(self._preface_buffer[PREFACE_SIZE:])
+                self._on_server_preface(bytes(self._preface_buffer[:PREFACE_SIZE]))
+                self._preface_buffer.clear()
+                data = rest
+                if not data:
+                    return
+            self._decoder.feed(data)
+            while self.state is not ClientState.CLOSED:
+                frame = self._decoder.next_frame()
+                if frame is None:
+                    break
+                self._on_frame(frame)
+            if not data and self.state is not ClientState.CLOSED:
+                self._close_eof()
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+
+    def tick(self, now: float) -> bytes:
+        """Heartbeat duties at time ``now`` (§8.5): PING when nothing was sent for one
+        interval; after three silent intervals, ERROR(HEARTBEAT_TIMEOUT) and CLOSED."""
+        self._now = now
+        if self._state not in (ClientState.OPEN, ClientState.DRAINING):
+            return b""
+        if self._heartbeat.timed_out(now):
+            silent = now - self._heartbeat.last_received
+            message = f"nothing received for {silent:.3f}s"
+            self._state = ClientState.CLOSED
+            self._events.append(
+                ConnectionFailed(ErrorCode.HEARTBEAT_TIMEOUT, message, reported_by_server=False)
+            )
+            return self._error_bytes(ErrorCode.HEARTBEAT_TIMEOUT, message)
+        if self._heartbeat.ping_due(now):
+            return self._send(F.Ping(self._heartbeat.next_opaque()))
+        return b""
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do; None before the handshake."""
+        if self._state not in (ClientState.OPEN, ClientState.DRAINING):
+            return None
+        return self._heartbeat.next_deadline()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topic: str,
+        since: Since | None = None,
+        *,
+        at_least_once: bool = False,
+        initial_credit: int = 64,
+        now: float | None = None,
+    ) -> tuple[int, bytes]:
+        """SUBSCRIBE (§6.1). Returns the chosen sub_id and the bytes.
+
+        A topic may be subscribed again while its previous subscription's UNSUBSCRIBE is in
+        flight: messages on it belong to the old one (and are dropped) until UNSUBSCRIBED.
+        """
+        self._check_send(_T.SUBSCRIBE, now)
+        check_topic(topic)
+        since = since or Since.new()
+        if not 0 <= initial_credit <= U32_MAX:
+            raise LocalProtocolError(
+                f"initial_credit {initial_credit} is not a u32", code=ErrorCode.FIELD_OUT_OF_RANGE
+            )
+        queue = self._topics.get(topic, [])
+        if queue and queue[-1].status is not SubStatus.CLOSING:
+            raise LocalProtocolError(
+                f"topic {topic!r} already has subscription {queue[-1].sub_id}",
+                code=ErrorCode.ALREADY_SUBSCRIBED,
+            )
+        sub_id = self._allocate_sub_id()
+        frame = F.Subscribe(
+            sub_id=sub_id,
+            topic=topic,
+            since_kind=since.kind,
+            since_epoch=since.epoch,
+            since_seq=since.seq,
+            since_count=since.count,
+            initial_credit=initial_credit,
+            at_least_once=at_least_once,
+        )
+        data = self._send(frame)
+        sub = _Sub(sub_id, topic, since, at_least_once, credit=initial_credit)
+        self._subs[sub_id] = sub
+        self._topics.setdefault(topic, []).append(sub)
+        return sub_id, data
+
+    def unsubscribe(self, sub_id: int, *, now: float | None = None) -> bytes:
+        """UNSUBSCRIBE (§6.3). Messages still in flight for the topic are dropped."""
+        self._check_send(_T.UNSUBSCRIBE, now)
+        sub = self._require_sub(sub_id)
+        if sub.status is SubStatus.CLOSING:
+            raise LocalProtocolError(
+                f"subscription {sub_id} is already being unsubscribed",
+                code=ErrorCode.UNKNOWN_SUBSCRIPTION,
+            )
+        data = self._send(F.Unsubscribe(sub_id))
+        sub.closing = True
+        return data
+
+    def grant_credit(self, sub_id: int, increment: int, *, now: float | None = None) -> bytes:
+        """CREDIT (§8.1): let the server send ``increment`` more messages."""
+        self._check_send(_T.CREDIT, now)
+        sub = self._require_sub(sub_id)
+        if sub.status is SubStatus.CLOSING:
+            return b""  # pointless: nothing more will be delivered
+        if increment < 1 or sub.credit + increment > U32_MAX:
+            raise LocalProtocolError(
+                f"credit {sub.credit} + {increment} is outside 1..{U32_MAX}",
+                code=ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        data = self._send(F.Credit(sub_id, increment))
+        sub.credit += increment
+        return data
+
+    def ack(self, sub_id: int, seq: int, *, now: float | None = None) -> bytes:
+        """ACK (§8.3): everything up to ``seq`` in the subscription's epoch is processed.
+
+        Returns b"" when ``seq`` equals the last ack (nothing new to say). Acking an
+        at-most-once subscription, going backwards, or beyond the last delivered message
+        is the caller's bug (INVALID_ACK).
+        """
+        self._check_send(_T.ACK, now)
+        sub = self._require_sub(sub_id)
+        if not sub.at_least_once or sub.status is not SubStatus.ACTIVE:
+            raise LocalProtocolError(
+                f"subscription {sub_id} is not an active at-least-once subscription",
+                code=ErrorCode.INVALID_ACK,
+            )
+        if not sub.last_acked <= seq <= sub.last_delivered:
+            raise LocalProtocolError(
+                f"ack {seq} is outside {sub.last_acked}..{sub.last_delivered}",
+                code=ErrorCode.INVALID_ACK,
+            )
+        if seq == sub.last_acked:
+            return b""
+        data = self._send(F.Ack(sub_id, seq))
+        sub.last_acked = seq
+        return data
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        headers: F.Headers | None = None,
+        *,
+        want_ack: bool = True,
+        now: float | None = None,
+    ) -> tuple[int, bytes]:
+        """PUBLISH (§7.5). Returns (request_id, bytes); request_id 0 when no PUBACK is
+        wanted. Raises FRAME_TOO_LARGE when the frame exceeds the server's limit."""
+        self._check_send(_T.PUBLISH, now)
+        check_topic(topic)
+        request_id = self._allocate_request_id() if want_ack else 0
+        data = self._send(F.Publish(request_id, topic, bytes(payload), headers))
+        if want_ack:
+            self._publishes[request_id] = _PendingPublish(topic, 1, _T.PUBLISH)
+        return request_id, data
+
+    def publish_batch(
+        self,
+        topic: str,
+        records: Sequence[bytes | tuple[bytes, F.Headers | None]],
+        *,
+        now: float | None = None,
+    ) -> tuple[int, bytes]:
+        """PUBLISH_BATCH (§7.6): 1-65535 records, sequenced atomically by the server.
+
+        Records are payloads or (payload, headers); if any record has headers, those
+        without get an empty header block (one flag covers the whole batch).
+        """
+        self._check_send(_T.PUBLISH_BATCH, now)
+        check_topic(topic)
+        if not 1 <= len(records) <= MAX_BATCH_RECORDS:
+            raise LocalProtocolError(
+                f"a batch holds 1-{MAX_BATCH_RECORDS} records, not {len(records)}",
+                code=ErrorCode.FIELD_OUT_OF_RANGE,
+            )
+        pairs = [(r, None) if isinstance(r, bytes | bytearray) else r for r in records]
+        with_headers = any(h is not None for _, h in pairs)
+        built = tuple(F.Record(bytes(p), (h or ()) if with_headers else None) for p, h in pairs)
+        request_id = self._allocate_request_id()
+        data = self._send(F.PublishBatch(request_id, topic, built))
+        self._publishes[request_id] = _PendingPublish(topic, len(built), _T.PUBLISH_BATCH)
+        return request_id, data
+
+    def goaway(self, reason: str = "", *, now: float | None = None) -> bytes:
+        """GOAWAY(NO_ERROR) before closing deliberately (§8.6); the machine is CLOSED after."""
+        if _T.GOAWAY not in SEND_ALLOWED[self._state]:
+            self._state = ClientState.CLOSED  # before WELCOME nothing may follow HELLO
+            return b""
+        self._check_send(_T.GOAWAY, now)
+        data = self._send(F.Goaway(ErrorCode.NO_ERROR, 0, 0, (), reason))
+        self._state = ClientState.CLOSED
+        return data
+
+    # -- internals: sending --------------------------------------------------------------------
+
+    def _check_send(self, type_: FrameType, now: float | None) -> None:
+        if now is not None:
+            self._now = now
+        if type_ not in SEND_ALLOWED[self._state]:
+            code = (
+                ErrorCode.GOING_AWAY
+                if self._state is ClientState.DRAINING
+                else ErrorCode.UNEXPECTED_FRAME
+            )
+            raise LocalProtocolError(
+                f"cannot send {type_.name} in state {self._state.value}", code=code
+            )
+
+    def _send(self, frame: F.Frame) -> bytes:
+        data = codec.encode_frame(frame)
+        if len(data) - HEADER_SIZE > self._peer_max_frame_size:
+            raise LocalProtocolError(
+                f"{frame.TYPE.name if not isinstance(frame, F.Unknown) else 'frame'} is "
+                f"{len(data) - HEADER_SIZE} bytes; the server accepts at most "
+                f"{self._peer_max_frame_size}",
+                code=ErrorCode.FRAME_TOO_LARGE,
+            )
+        self._heartbeat.sent(self._now)
+        return data
+
+    def _error_bytes(self, code: ErrorCode, message: str) -> bytes:
+        frame = F.Error(code, 0, 0, message[:_MAX_ERROR_MESSAGE_CHARS])
+        return codec.encode_frame(frame)
+
+    def _allocate_sub_id(self) -> int:
+        while True:
+            sub_id = self._next_sub_id
+            self._next_sub_id = sub_id % U32_MAX + 1
+            if sub_id not in self._subs:
+                return sub_id
+
+    def _allocate_request_id(self) -> int:
+        while True:
+            request_id = self._next_request_id
+            self._next_request_id = request_id % U32_MAX + 1
+            if request_id not in self._publishes:
+                return request_id
+
+    def _require_sub(self, sub_id: int) -> _Sub:
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            raise LocalProtocolError(
+                f"no subscription {sub_id}", code=ErrorCode.UNKNOWN_SUBSCRIPTION
+            )
+        return sub
+
+    # -- internals: closing --------------------------------------------------------------------
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        """The server broke a rule: queue ERROR(code) (best effort) and close (§8.7)."""
+        if self._state is ClientState.CLOSED:
+            return
+        before_framing = self._state is ClientState.PREFACE_SENT
+        self._state = ClientState.CLOSED
+        message = str(exc.args[0]) if exc.args else exc.code.name
+        self._events.append(ConnectionFailed(exc.code, message, False, exc))
+        if not before_framing:
+            # No frame can be sent before both prefaces agree on a version (§2.3).
+            self._outgoing += self._error_bytes(exc.code, message)
+
+    def _close_eof(self) -> None:
+        after_goaway = self.goaway_received is not None
+        self._state = ClientState.CLOSED
+        if after_goaway:
+            assert self.goaway_received is not None
+            code = self.goaway_received.code
+            message = "server closed the connection after GOAWAY"
+        else:
+            code = ErrorCode.NO_ERROR
+            message = "server closed the connection without GOAWAY"
+        self._events.append(ConnectionClosed(code, message, after_goaway))
+
+    # -- internals: receiving ------------------------------------------------------------------
+
+    def _on_server_preface(self, data: bytes) -> None:
+        version, server_max = parse_preface(data)
+        if version == 0:
+            raise RemoteProtocolError(
+                f"server shares no version with {self._min_version}..{self._max_version} "
+                f"(it speaks up to {server_max})",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+                requirement="PW-PREFACE-7",
+            )
+        if not self._min_version <= version <= self._max_version or (
+            version not in SUPPORTED_VERSIONS
+        ):
+            raise RemoteProtocolError(
+                f"server chose version {version}, outside the offered "
+                f"{self._min_version}..{self._max_version}",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+                requirement="PW-PREFACE-7",
+            )
+        self.version = version
+        self._state = ClientState.HELLO_SENT
+
+    def _on_frame(self, frame: F.Frame) -> None:
+        if isinstance(frame, F.Unknown):  # pragma: no cover - the decoder skips these
+            return
+        type_ = frame.TYPE
+        row = RECEIVE_TRANSITIONS[self._state]
+        next_state = row.get(type_)
+        if next_state is None:
+            raise _violation(
+                f"{type_.name} is not allowed in state {self._state.value}",
+                ErrorCode.UNEXPECTED_FRAME,
+                requirement=("PW-HS-3" if self._state is ClientState.HELLO_SENT else "PW-FRAME-13"),
+            )
+        # One handler per type (a dict lookup, not a chain of isinstance checks: this is the
+        # per-message hot path).
+        self._handlers[type_](frame)
+        if self._state is not ClientState.CLOSED and type_ is not FrameType.ERROR:
+            self._state = next_state  # ERROR handling sets the state itself
+
+    def _handler_table(self) -> dict[FrameType, Callable[[Any], None]]:
+        return {
+            FrameType.WELCOME: self._on_welcome,
+            FrameType.PING: self._on_ping,
+            FrameType.PONG: self._on_pong,
+            FrameType.GOAWAY: self._on_goaway,
+            FrameType.ERROR: self._on_error,
+            FrameType.SUBSCRIBED: self._on_subscribed,
+            FrameType.UNSUBSCRIBED: self._on_unsubscribed,
+            FrameType.GAP: self._on_gap,
+            FrameType.MESSAGE: self._on_message,
+            FrameType.MESSAGE_BATCH: self._on_message_batch,
+            FrameType.PUBACK: self._on_puback,
+        }
+
+    def _on_ping(self, frame: F.Ping) -> None:
+        self._outgoing += self._send(F.Pong(frame.opaque))  # PW-HB-2
+
+    def _on_pong(self, frame: F.Pong) -> None:
+        pass  # any received byte already restarted the receive timer (PW-HB-4, PW-HB-5)
+
+    def _on_goaway(self, frame: F.Goaway) -> None:
+        event = GoawayReceived(
+            _code(frame.code),
+            frame.reconnect_after_ms,
+            frame.reconnect_jitter_ms,
+            frame.positions,
+            frame.reason,
+        )
+        self.goaway_received = event
+        self._events.append(event)
+
+    def _on_message(self, frame: F.Message) -> None:
+        self._on_messages(frame.topic, frame.epoch, frame.seq, ((frame.payload, frame.headers),))
+
+    def _on_message_batch(self, frame: F.MessageBatch) -> None:
+        records = tuple((r.payload, r.headers) for r in frame.records)
+        self._on_messages(frame.topic, frame.epoch, frame.base_seq, records)
+
+    def _on_welcome(self, frame: F.Welcome) -> None:
+        if not MIN_MAX_FRAME_SIZE <= frame.max_frame_size <= MAX_MAX_FRAME_SIZE:
+            raise _violation(
+                f"WELCOME max_frame_size {frame.max_frame_size} is outside "
+                f"{MIN_MAX_FRAME_SIZE}..{MAX_MAX_FRAME_SIZE}",
+                ErrorCode.FIELD_OUT_OF_RANGE,
+                requirement="PW-HS-7",
+            )
+        if not 1 <= frame.heartbeat_ms <= MAX_HEARTBEAT_MS:
+            raise RemoteProtocolError(
+                f"WELCOME heartbeat_ms {frame.heartbeat_ms} is outside 1..{MAX_HEARTBEAT_MS}",
+                code=ErrorCode.FIELD_OUT_OF_RANGE,
+                requirement="PW-HS-7",
+            )
+        event = Welcomed(
+            frame.connection_id,
+            frame.heartbeat_ms,
+            frame.max_frame_size,
+            frame.max_subscriptions,
+            frame.max_lag,
+            SlowConsumerPolicy(frame.slow_consumer_policy),
+            frame.server_name,
+            self.version,
+        )
+        self.welcome = event
+        self._peer_max_frame_size = frame.max_frame_size
+        self._decoder.max_frame_size = self._our_max_frame_size
+        self._heartbeat.start(frame.heartbeat_ms / 1000, self._now)
+        self._events.append(event)
+
+    def _on_error(self, frame: F.Error) -> None:
+        code = _code(frame.code)
+        if frame.request_type == 0:
+            # A connection error or a handshake rejection: the server closes next and we
+            # send nothing more (PW-ERR-3). Unknown codes are handled the same way (PW-ERR-6).
+            self._state = ClientState.CLOSED
+            self._events.append(ConnectionFailed(code, frame.message, reported_by_server=True))
+            return
+        if self._state is ClientState.HELLO_SENT:
+            raise _violation(
+                "a request-level ERROR before WELCOME",
+                ErrorCode.UNEXPECTED_FRAME,
+                requirement="PW-HS-3",
+            )
+        # From here on a request-level ERROR: it never ends the connection, even when it
+        # matches no request (PW-ERR-12); it is reported and the state is left alone.
+        topic: str | None = None
+        request_type: FrameType | int = frame.request_type
+        if frame.request_type in _REQUEST_TYPES:
+            request_type = FrameType(frame.request_type)
+        sub = self._subs.get(frame.request_id)
+        if request_type in (_T.PUBLISH, _T.PUBLISH_BATCH):
+            pending = self._publishes.get(frame.request_id)
+            if pending is not None and pending.request_type is request_type:
+                del self._publishes[frame.request_id]
+                topic = pending.topic
+        elif request_type is _T.SUBSCRIBE:
+            if sub is not None and not sub.answered:
+                topic = sub.topic
+                sub.answered = True
+                if not sub.closing:
+                    self._forget(sub)
+                # else: kept until its UNSUBSCRIBE is answered (with UNKNOWN_SUBSCRIPTION)
+        elif request_type in (_T.UNSUBSCRIBE, _T.CREDIT, _T.ACK):
+            # request_id is a sub_id; these can race an UNSUBSCRIBE (PW-FLOW-6, PW-ACK-5)
+            topic = sub.topic if sub is not None else None
+            if (
+                request_type is _T.UNSUBSCRIBE
+                and sub is not None
+                and sub.closing
+                and code == ErrorCode.UNKNOWN_SUBSCRIPTION
+            ):
+                self._forget(sub)
+        self._events.append(
+            RequestFailed(code, request_type, frame.request_id, frame.message, topic)
+        )
+
+    def _forget(self, sub: _Sub) -> None:
+        del self._subs[sub.sub_id]
+        queue = self._topics[sub.topic]
+        queue.remove(sub)
+        if not queue:
+            del self._topics[sub.topic]
+
+    def _on_subscribed(self, frame: F.Subscribed) -> None:
+        sub = self._subs.get(frame.sub_id)
+        if sub is None or sub.answered:
+            raise _violation(
+                f"SUBSCRIBED for sub_id {frame.sub_id}, which is not pending",
+                requirement="PW-SUB-2",
+            )
+        outcome = Outcome(frame.outcome)
+        self._check_subscribed(sub.since, outcome, frame)
+        sub.answered = True
+        sub.epoch = frame.epoch
+        sub.next_seq = frame.start_seq
+        sub.last_delivered = sub.last_acked = frame.start_seq - 1  # PW-ACK-4
+        self._events.append(
+            Subscribed(
+                sub.sub_id,
+                sub.topic,
+                outcome,
+                frame.epoch,
+                frame.start_seq,
+                frame.head_seq,
+                frame.gap_first,
+                frame.gap_last,
+                _code(frame.gap_reason) if outcome is Outcome.GAP else 0,
+            )
+        )
+
+    @staticmethod
+    def _check_subscribed(since: Since, outcome: Outcome, frame: F.Subscribed) -> None:
+        """SUBSCRIBED must answer the SUBSCRIBE that was sent (§6.2, PW-SUB-7..14)."""
+        head, start = frame.head_seq, frame.start_seq
+
+        def bad(why: str) -> RemoteProtocolError:
+            return _violation(
+                f"SUBSCRIBED {frame.sub_id} ({outcome.name}): {why}", requirement="PW-SUB-7"
+            )
+
+        if frame.epoch == 0:
+            raise bad("epoch 0 is never sent (PW-ORDER-14)")
+        if not 1 <= start <= head + 1:
+            raise bad(f"start_seq {start} is outside 1..head+1 ({head + 1})")
+        if outcome is Outcome.GAP and start != frame.gap_last + 1:
+            raise bad(f"start_seq {start} does not follow the gap's last {frame.gap_last}")
+        # The first sequence the request asked for, when the answer is in the same epoch.
+        wanted: int | None = None
+        allowed: set[Outcome]
+        match since.kind:
+            case SinceKind.NEW:
+                allowed = {Outcome.NEW}
+                if start != head + 1:
+                    raise bad(f"a NEW subscription starts at head+1 ({head + 1}), not {start}")
+            case SinceKind.AFTER:
+                allowed = {Outcome.RECOVERED, Outcome.GAP, Outcome.EPOCH_CHANGED}
+                if outcome is Outcome.EPOCH_CHANGED:
+                    if frame.epoch == since.epoch:
+                        raise bad("EPOCH_CHANGED names the epoch that was asked for")
+                elif frame.epoch != since.epoch:
+                    raise bad(f"epoch {frame.epoch} differs from the requested {since.epoch}")
+                else:
+                    wanted = since.seq + 1
+            case SinceKind.LAST:
+                allowed = {Outcome.RECOVERED, Outcome.GAP}
+                wanted = max(0, head - since.count) + 1
+            case _:  # OLDEST: everything retained; nothing before it is owed
+                allowed = {Outcome.RECOVERED}
+        if outcome not in allowed:
+            raise bad(f"not an answer to since={since.kind.name}")
+        if wanted is not None:
+            if outcome is Outcome.RECOVERED and start != wanted:
+                raise bad(f"start_seq {start} is not the requested {wanted}")
+            if outcome is Outcome.GAP and frame.gap_first != wanted:
+                raise bad(f"gap starts at {frame.gap_first}, not the requested {wanted}")
+
+    def _on_unsubscribed(self, frame: F.Unsubscribed) -> None:
+        sub = self._subs.get(frame.sub_id)
+        if sub is None or not sub.closing:
+            raise _violation(
+                f"UNSUBSCRIBED for sub_id {frame.sub_id}, which is not being unsubscribed",
+                requirement="PW-SUB-15",
+            )
+        self._forget(sub)
+        self._events.append(Unsubscribed(sub.sub_id, sub.topic, frame.epoch, frame.last_seq))
+
+    def _receiving_sub(self, sub: _Sub | None, what: str) -> _Sub | None:
+        """The subscription a push belongs to; None when it is to be dropped."""
+        if sub is None:
+            raise _violation(f"{what} without a subscription", requirement="PW-SUB-18")
+        if sub.closing:
+            return None  # PW-SUB-17
+        if not sub.answered:
+            raise _violation(f"{what} before SUBSCRIBED", requirement="PW-ORDER-5")
+        return sub
+
+    def _check_next(self, sub: _Sub, epoch: int, first: int, what: str) -> None:
+        """A push must continue the subscription exactly (PW-ORDER-7), or start a new epoch
+        at sequence 1 (PW-ORDER-13); sequences of two epochs are never compared."""
+        if epoch != sub.epoch:
+            if first != 1:
+                raise _violation(
+                    f"{what} starts epoch {epoch} of {sub.topic!r} at {first}, not 1",
+                    requirement="PW-ORDER-13",
+                )
+            self._events.append(EpochReset(sub.sub_id, sub.topic, sub.epoch, epoch))
+            sub.epoch = epoch
+            sub.next_seq = 1
+            sub.last_delivered = sub.last_acked = 0  # PW-ACK-4
+        elif first != sub.next_seq:
+            raise _violation(
+                f"{what} on {sub.topic!r} starts at {first}; expected {sub.next_seq} "
+                "(out of order, duplicate, or a hole without GAP)",
+                requirement="PW-ORDER-7",
+            )
+
+    def _on_gap(self, frame: F.Gap) -> None:
+        sub = self._receiving_sub(self._subs.get(frame.sub_id), f"GAP for sub_id {frame.sub_id}")
+        if sub is None:
+            return
+        self._check_next(sub, frame.epoch, frame.first, f"GAP {frame.first}..{frame.last}")
+        sub.next_seq = frame.last + 1
+        sub.last_delivered = frame.last
+        self._events.append(
+            GapReceived(
+                sub.sub_id, sub.topic, frame.epoch, frame.first, frame.last, _code(frame.reason)
+            )
+        )
+
+    def _on_messages(
+        self,
+        topic: str,
+        epoch: int,
+        first_seq: int,
+        records: tuple[tuple[bytes, F.Headers | None], ...],
+    ) -> None:
+        queue = self._topics.get(topic)
+        sub = queue[0] if queue else None
+        if sub is None or sub.closing or not sub.answered:  # rare: decide slowly
+            sub = self._receiving_sub(sub, f"message on topic {topic!r}")
+            if sub is None:
+                return
+        count = len(records)
+        if count > sub.credit:
+            raise _violation(
+                f"{count} message(s) on {topic!r} with only {sub.credit} credit",
+                ErrorCode.FLOW_CONTROL_ERROR,
+                requirement="PW-FLOW-5",
+            )
+        if epoch != sub.epoch or first_seq != sub.next_seq:
+            self._check_next(sub, epoch, first_seq, f"message seq {first_seq}")
+        sub.credit -= count
+        sub.next_seq = first_seq + count
+        sub.last_delivered = first_seq + count - 1
+        sub_id, append = sub.sub_id, self._events.append
+        for i, (payload, headers) in enumerate(records):
+            append(MessageReceived(sub_id, topic, epoch, first_seq + i, headers, payload))
+
+    def _on_puback(self, frame: F.Puback) -> None:
+        pending = self._publishes.pop(frame.request_id, None)
+        if pending is None:
+            raise _violation(
+                f"PUBACK for request {frame.request_id}, which is not outstanding",
+                requirement="PW-PUB-3",
+            )
+        if frame.count != pending.count or frame.first_seq == 0 or frame.epoch == 0:
+            raise _violation(
+                f"PUBACK {frame.request_id}: epoch {frame.epoch} seqs {frame.first_seq}+"
+                f"{frame.count} do not fit a publish of {pending.count} message(s)"
+            )
+        self._events.append(
+            PublishAcked(frame.request_id, pending.topic, frame.epoch, frame.first_seq, frame.count)
+        )
+
+
+def is_terminal(code: ErrorCode | int) -> bool:
+    """True when retrying cannot help (the registry marks the code not temporary, §11)."""
+    info = REGISTRY.get(code) if isinstance(code, ErrorCode) else None
+    return info is not None and not info.temporary

@@ -1,0 +1,49 @@
+"""Graceful shutdown: GOAWAY, the reconnect hint, and resuming on a new server."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from client_support import Link, next_item, seqs, take_until
+
+from pushwire.server import MemoryBroker, ServerConfig, open_server
+
+AFTER_MS = 300
+JITTER_MS = 100
+
+
+@pytest.mark.spec("PW-GOAWAY-1", "PW-GOAWAY-7", "PW-RESUME-1")
+async def test_goaway_then_reconnect_to_a_new_server_after_the_hint_and_resume() -> None:
+    broker = MemoryBroker()  # the "persistent" part both servers share
+    config = ServerConfig(
+        port=0, goaway_reconnect_after_ms=AFTER_MS, goaway_jitter_ms=JITTER_MS, drain_timeout=2
+    )
+    with trio.fail_after(15):
+        async with open_server(config, broker=broker) as first:
+            port = first.port
+            link = Link(port)
+            async with link.connect() as conn, Link(port).connect() as publisher:
+                sub = conn.subscribe("t", since="oldest", at_least_once=True, credit=8)
+                for i in range(1, 6):
+                    epoch, _ = await first.publish("t", b"%d" % i)
+                assert seqs([await next_item(sub) for _ in range(3)]) == [1, 2, 3]
+                attempts_before = len(link.attempts)
+                t0 = trio.current_time()
+                await first.shutdown()  # returns once both clients have closed
+                closed_after = trio.current_time() - t0
+                async with open_server(
+                    ServerConfig(port=port, goaway_reconnect_after_ms=AFTER_MS), broker=broker
+                ) as second:
+                    await link.wait_connects(2)  # the application still holds 3 meanwhile
+                    await conn.wait_connected()
+                    items = await take_until(sub, (epoch, 5))
+                    seq = await publisher.publish("t", b"6")  # the publisher is back as well
+                    items += await take_until(sub, (epoch, 6))
+                    assert second.port == port
+    reconnects = link.attempts[attempts_before:]
+    assert reconnects, "the client never came back"
+    assert closed_after < AFTER_MS / 1000  # it closed promptly, not at the drain timeout
+    assert min(reconnects) - t0 >= AFTER_MS / 1000  # never before the hint (PW-GOAWAY-7)
+    # 3 was in the application's hands during the GOAWAY: at-least-once delivers it again
+    assert seqs(items) == [3, 4, 5, 6]
+    assert seq == 6

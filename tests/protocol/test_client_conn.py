@@ -1,0 +1,1032 @@
+"""The sans-I/O client state machine, driven by hand-built server bytes and a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pushwire.protocol import codec
+from pushwire.protocol import frames as F
+from pushwire.protocol.client_conn import (
+    RECEIVE_TRANSITIONS,
+    ClientConnection,
+    ClientState,
+    ConnectionClosed,
+    ConnectionFailed,
+    EpochReset,
+    GapReceived,
+    GoawayReceived,
+    MessageReceived,
+    PublishAcked,
+    RequestFailed,
+    Since,
+    Subscribed,
+    SubStatus,
+    Unsubscribed,
+    Welcomed,
+    is_terminal,
+)
+from pushwire.protocol.decoder import FrameDecoder, encode_preface
+from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from pushwire.protocol.layouts import (
+    HEADER_SIZE,
+    INITIAL_MAX_FRAME_SIZE,
+    MAGIC,
+    MAX_MAX_FRAME_SIZE,
+    PREFACE_SIZE,
+    FrameType,
+    Outcome,
+    SinceKind,
+)
+
+EPOCH = 0xE0
+H = 5.0  # heartbeat interval in seconds (WELCOME.heartbeat_ms 5000)
+WELCOME = F.Welcome(
+    connection_id=7,
+    heartbeat_ms=5000,
+    max_frame_size=INITIAL_MAX_FRAME_SIZE,
+    max_subscriptions=100,
+    max_lag=1000,
+    slow_consumer_policy=1,
+    server_name="scripted",
+)
+
+
+def enc(*frames: F.Frame) -> bytes:
+    return b"".join(codec.encode_frame(f) for f in frames)
+
+
+def server_hello() -> bytes:
+    return encode_preface(1, 1) + enc(WELCOME)
+
+
+def decode_all(data: bytes) -> list[F.Frame]:
+    decoder = FrameDecoder(MAX_MAX_FRAME_SIZE)
+    decoder.feed(data)
+    out = []
+    while (frame := decoder.next_frame()) is not None:
+        out.append(frame)
+    assert decoder.buffered == 0
+    return out
+
+
+def opened(now: float = 0.0, max_frame_size: int = 1 << 20) -> ClientConnection:
+    conn = ClientConnection()
+    conn.initiate("test", max_frame_size=max_frame_size, now=now)
+    conn.receive_data(server_hello(), now)
+    assert [type(e) for e in conn.events()] == [Welcomed]
+    return conn
+
+
+def subscribed(
+    conn: ClientConnection,
+    topic: str = "a/b",
+    *,
+    credit: int = 10,
+    start: int = 1,
+    at_least_once: bool = False,
+) -> int:
+    sub_id, _ = conn.subscribe(topic, at_least_once=at_least_once, initial_credit=credit)
+    conn.receive_data(enc(F.Subscribed(sub_id, Outcome.NEW, EPOCH, start, start - 1)), 0)
+    assert [type(e) for e in conn.events()] == [Subscribed]
+    return sub_id
+
+
+def msg(seq: int, topic: str = "a/b", payload: bytes = b"x", epoch: int = EPOCH) -> bytes:
+    return enc(F.Message(epoch, seq, topic, payload))
+
+
+def failure(conn: ClientConnection) -> ConnectionFailed:
+    events = conn.events()
+    assert isinstance(events[-1], ConnectionFailed), events
+    assert conn.state is ClientState.CLOSED
+    return events[-1]
+
+
+def assert_fails_with(conn: ClientConnection, data: bytes, code: ErrorCode) -> ConnectionFailed:
+    """The machine rejects ``data`` with ``code``: an event carrying RemoteProtocolError and
+    ERROR(code) queued for the wire."""
+    conn.receive_data(data, 1.0)
+    event = failure(conn)
+    assert event.code == code, event
+    assert isinstance(event.error, RemoteProtocolError)
+    assert not event.reported_by_server
+    (error,) = decode_all(conn.data_to_send())
+    assert isinstance(error, F.Error)
+    assert (error.code, error.request_type, error.request_id) == (code, 0, 0)
+    # Later input is ignored.
+    conn.receive_data(msg(1), 2.0)
+    assert conn.events() == []
+    return event
+
+
+# -- handshake --------------------------------------------------------------------------------
+
+
+@pytest.mark.spec("PW-PREFACE-3", "PW-PREFACE-8", "PW-HS-1", "PW-PREFACE-5")
+def test_initiate_sends_preface_and_hello_back_to_back() -> None:
+    conn = ClientConnection()
+    data = conn.initiate("me", b"tok", max_frame_size=1 << 20, heartbeat_ms=2000)
+    assert data[:PREFACE_SIZE] == MAGIC + bytes([1, 1, 0, 0])
+    assert decode_all(data[PREFACE_SIZE:]) == [F.Hello(1 << 20, 2000, "me", b"tok")]
+    assert conn.state is ClientState.PREFACE_SENT
+
+
+@pytest.mark.spec("PW-HS-4")
+@pytest.mark.parametrize("size", [INITIAL_MAX_FRAME_SIZE - 1, MAX_MAX_FRAME_SIZE + 1])
+def test_initiate_refuses_max_frame_size_outside_the_spec_range(size: int) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        ClientConnection().initiate("me", max_frame_size=size)
+    assert info.value.code == ErrorCode.FIELD_OUT_OF_RANGE
+
+
+def test_welcome_opens_the_connection_and_reports_server_limits() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    conn.receive_data(server_hello(), 0.0)
+    (event,) = conn.events()
+    assert event == Welcomed(7, 5000, INITIAL_MAX_FRAME_SIZE, 100, 1000, 1, "scripted", 1)
+    assert conn.state is ClientState.OPEN
+    assert conn.peer_max_frame_size == INITIAL_MAX_FRAME_SIZE
+
+
+def test_handshake_fed_one_byte_at_a_time() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    data = server_hello() + enc(F.Ping(9))
+    for i in range(len(data)):
+        conn.receive_data(data[i : i + 1], 0.0)
+    assert [type(e) for e in conn.events()] == [Welcomed]
+    assert decode_all(conn.data_to_send()) == [F.Pong(9)]
+
+
+def _script_events(pieces: list[bytes]) -> tuple[list[object], bytes]:
+    conn = opened()
+    sid = subscribed(conn, credit=10)
+    for piece in pieces:
+        conn.receive_data(piece, 0.0)
+    assert sid == 1
+    return conn.events(), conn.data_to_send()
+
+
+SCRIPT = (
+    msg(1)
+    + enc(F.MessageBatch(EPOCH, 2, "a/b", (F.Record(b"p", ()), F.Record(b"q", ()))))
+    + enc(F.Ping(5), F.Gap(1, EPOCH, 4, 6, ErrorCode.SLOW_CONSUMER))
+    + msg(7, payload=b"z" * 300)
+)
+
+
+@given(st.lists(st.integers(0, len(SCRIPT)), max_size=12))
+def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
+    cuts = sorted(cuts)
+    bounds = zip([0, *cuts], [*cuts, len(SCRIPT)], strict=True)
+    pieces = [SCRIPT[a:b] for a, b in bounds if b > a]  # b"" would mean EOF
+    assert _script_events(pieces) == _script_events([SCRIPT])
+
+
+def test_whole_script_with_trailing_partial_frame_waits_for_the_rest() -> None:
+    events, _ = _script_events([SCRIPT + msg(8)[:-1]])
+    assert [getattr(e, "seq", "gap") for e in events] == [1, 2, 3, "gap", 7]
+
+
+@pytest.mark.spec("PW-PREFACE-7")
+def test_server_with_no_common_version_is_unsupported_version_and_nothing_is_sent() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    conn.receive_data(encode_preface(0, 3), 0.0)
+    event = failure(conn)
+    assert event.code == ErrorCode.UNSUPPORTED_VERSION
+    assert conn.data_to_send() == b""  # no framing was agreed
+
+
+def test_server_choosing_a_version_we_did_not_offer_is_unsupported_version() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    conn.receive_data(encode_preface(2, 2), 0.0)
+    assert failure(conn).code == ErrorCode.UNSUPPORTED_VERSION
+
+
+def test_bad_server_magic_is_bad_preface() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    conn.receive_data(b"HTTP/1.1 400 Bad Request\r\n", 0.0)
+    assert failure(conn).code == ErrorCode.BAD_PREFACE
+
+
+def test_server_preface_reserved_bytes_are_reserved_bits_set() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    conn.receive_data(MAGIC + bytes([1, 1, 0, 1]), 0.0)
+    assert failure(conn).code == ErrorCode.RESERVED_BITS_SET
+
+
+def test_handshake_rejection_is_reported_by_server() -> None:
+    conn = ClientConnection()
+    conn.initiate("me", b"wrong")
+    reject = F.Error(ErrorCode.UNAUTHENTICATED, 0, 0, "bad token")
+    conn.receive_data(encode_preface(1, 1) + enc(reject), 0.0)
+    (event,) = conn.events()
+    assert event == ConnectionFailed(ErrorCode.UNAUTHENTICATED, "bad token", True)
+    assert conn.state is ClientState.CLOSED
+    assert conn.data_to_send() == b""
+    assert is_terminal(event.code)
+    assert not is_terminal(ErrorCode.TOO_MANY_CONNECTIONS)
+    assert not is_terminal(0x7777)
+
+
+@pytest.mark.parametrize("frame", [F.Ping(1), F.Puback(1, 1, 1, 1), F.Goaway(0, 0, 0, (), "")])
+def test_anything_but_welcome_or_error_before_welcome_is_unexpected_frame(frame: F.Frame) -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    assert_fails_with(conn, encode_preface(1, 1) + enc(frame), ErrorCode.UNEXPECTED_FRAME)
+
+
+@pytest.mark.spec("PW-FRAME-2", "PW-FRAME-10")
+def test_frame_larger_than_initial_limit_before_welcome_is_rejected_from_the_header() -> None:
+    conn = ClientConnection()
+    conn.initiate("me", max_frame_size=1 << 20)
+    header = (INITIAL_MAX_FRAME_SIZE + 1).to_bytes(4, "big") + bytes([FrameType.WELCOME, 0])
+    assert_fails_with(conn, encode_preface(1, 1) + header, ErrorCode.FRAME_TOO_LARGE)
+
+
+def test_after_welcome_our_advertised_limit_applies() -> None:
+    conn = opened(max_frame_size=20000)
+    sid = subscribed(conn, credit=10)
+    conn.receive_data(msg(1, payload=b"x" * 19000), 0)  # > 16384, < 20000: fine
+    assert [type(e) for e in conn.events()] == [MessageReceived]
+    header = (20001).to_bytes(4, "big") + bytes([FrameType.MESSAGE, 0])
+    assert_fails_with(conn, header, ErrorCode.FRAME_TOO_LARGE)
+    assert sid == 1
+
+
+@pytest.mark.spec("PW-HS-7")
+@pytest.mark.parametrize(
+    ("max_frame_size", "heartbeat_ms"),
+    [(100, 5000), (MAX_MAX_FRAME_SIZE + 1, 5000), (16384, 0), (16384, 600_001)],
+)
+def test_welcome_with_out_of_range_limits_is_field_out_of_range(
+    max_frame_size: int, heartbeat_ms: int
+) -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    bad = F.Welcome(1, heartbeat_ms, max_frame_size, 1, 1, 0, "s")
+    assert_fails_with(conn, encode_preface(1, 1) + enc(bad), ErrorCode.FIELD_OUT_OF_RANGE)
+
+
+@pytest.mark.spec("PW-HS-3")
+def test_request_level_error_before_welcome_is_unexpected() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    err = F.Error(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, 1, "")
+    assert_fails_with(conn, encode_preface(1, 1) + enc(err), ErrorCode.UNEXPECTED_FRAME)
+
+
+def test_eof_before_the_server_preface_is_a_plain_close() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    conn.receive_data(b"", 0.0)
+    (event,) = conn.events()
+    assert isinstance(event, ConnectionClosed) and not event.after_goaway
+
+
+def test_requests_before_the_handshake_are_the_callers_mistake() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    with pytest.raises(LocalProtocolError) as info:
+        conn.subscribe("a")
+    assert info.value.code == ErrorCode.UNEXPECTED_FRAME
+    with pytest.raises(LocalProtocolError):
+        conn.initiate("again")
+
+
+# -- frame-level rules ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [F.Hello(16384, 0, "x", b""), F.Subscribe(1, "t"), F.Ack(1, 1), F.Publish(1, "t", b"")],
+)
+def test_client_only_frames_from_the_server_are_unexpected(frame: F.Frame) -> None:
+    assert_fails_with(opened(), enc(frame), ErrorCode.UNEXPECTED_FRAME)
+
+
+def test_second_welcome_is_unexpected() -> None:
+    assert_fails_with(opened(), enc(WELCOME), ErrorCode.UNEXPECTED_FRAME)
+
+
+@pytest.mark.spec("PW-FRAME-8")
+def test_unknown_ignorable_frames_are_skipped() -> None:
+    conn = opened()
+    conn.receive_data(enc(F.Unknown(0xF0, 0x0F, b"whatever"), F.Ping(3)), 0.0)
+    assert conn.events() == []
+    assert decode_all(conn.data_to_send()) == [F.Pong(3)]
+    assert conn.state is ClientState.OPEN
+
+
+def test_unknown_fatal_frame_type_is_unknown_frame_type() -> None:
+    assert_fails_with(opened(), enc(F.Unknown(0x70, 0, b"")), ErrorCode.UNKNOWN_FRAME_TYPE)
+
+
+def test_reserved_flag_bits_are_reserved_bits_set() -> None:
+    data = bytearray(enc(F.Ping(1)))
+    data[5] = 0x80
+    assert_fails_with(opened(), bytes(data), ErrorCode.RESERVED_BITS_SET)
+
+
+def test_truncated_payload_is_malformed_frame() -> None:
+    good = enc(F.Ping(1))
+    bad = (8 - 1).to_bytes(4, "big") + good[4:HEADER_SIZE] + good[HEADER_SIZE:-1]
+    assert_fails_with(opened(), bad, ErrorCode.MALFORMED_FRAME)
+
+
+def test_invalid_utf8_in_a_text_field_is_invalid_utf8() -> None:
+    body = (0).to_bytes(2, "big") + b"\x00" + (0).to_bytes(4, "big") + b"\x00\x01\xff"
+    data = len(body).to_bytes(4, "big") + bytes([FrameType.ERROR, 0]) + body
+    assert_fails_with(opened(), data, ErrorCode.INVALID_UTF8)
+
+
+def test_eof_in_the_middle_of_a_frame_is_malformed() -> None:
+    conn = opened()
+    conn.receive_data(enc(F.Ping(1))[:7], 0)
+    conn.receive_data(b"", 0)
+    assert failure(conn).code == ErrorCode.MALFORMED_FRAME
+
+
+@pytest.mark.spec("PW-HB-2")
+def test_ping_gets_a_pong_with_the_same_opaque() -> None:
+    conn = opened()
+    conn.receive_data(enc(F.Ping(0xDEAD), F.Ping(0xBEEF)), 0)
+    assert decode_all(conn.data_to_send()) == [F.Pong(0xDEAD), F.Pong(0xBEEF)]
+    assert conn.data_to_send() == b""
+
+
+@pytest.mark.spec("PW-ERR-3")
+def test_connection_level_error_from_the_server_closes() -> None:
+    conn = opened()
+    conn.receive_data(enc(F.Error(ErrorCode.SLOW_CONSUMER, 0, 0, "too slow")), 0)
+    assert failure(conn) == ConnectionFailed(ErrorCode.SLOW_CONSUMER, "too slow", True)
+    assert conn.data_to_send() == b""
+
+
+@pytest.mark.spec("PW-ERR-6")
+def test_unknown_error_codes_are_kept_as_integers() -> None:
+    conn = opened()
+    conn.receive_data(enc(F.Error(0x7ABC, 0, 0, "new")), 0)
+    assert failure(conn).code == 0x7ABC
+
+
+# -- subscriptions: ordering ------------------------------------------------------------------
+
+
+def test_subscribe_sends_the_requested_position_and_credit() -> None:
+    conn = opened()
+    sub_id, data = conn.subscribe("a/b", Since.after(5, 9), at_least_once=True, initial_credit=32)
+    assert decode_all(data) == [
+        F.Subscribe(sub_id, "a/b", SinceKind.AFTER, 5, 9, 0, 32, at_least_once=True)
+    ]
+    _, data = conn.subscribe("c", Since.last(4))
+    assert decode_all(data)[0].since_count == 4  # type: ignore[union-attr]
+
+
+def test_messages_in_order_become_events() -> None:
+    conn = opened()
+    sid = subscribed(conn, start=5)
+    conn.receive_data(msg(5) + msg(6, payload=b"six"), 0)
+    assert conn.events() == [
+        MessageReceived(sid, "a/b", EPOCH, 5, None, b"x"),
+        MessageReceived(sid, "a/b", EPOCH, 6, None, b"six"),
+    ]
+
+
+@pytest.mark.spec("PW-PUB-10")
+def test_a_batch_expands_to_one_event_per_record() -> None:
+    conn = opened()
+    sid = subscribed(conn, start=3)
+    records = (F.Record(b"a", (("k", b"v"),)), F.Record(b"b", ()), F.Record(b"c", ()))
+    conn.receive_data(enc(F.MessageBatch(EPOCH, 3, "a/b", records)) + msg(6), 0)
+    events = conn.events()
+    assert [(e.seq, e.payload, e.headers) for e in events] == [  # type: ignore[union-attr]
+        (3, b"a", (("k", b"v"),)),
+        (4, b"b", ()),
+        (5, b"c", ()),
+        (6, b"x", None),
+    ]
+    assert conn.subscription(sid).credit == 6  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("seqs", "why"),
+    [([2], "first message is not start_seq"), ([1, 1], "duplicate"), ([1, 3], "hole")],
+)
+@pytest.mark.spec("PW-ORDER-7", "PW-ERR-7", "PW-ERR-11")
+def test_sequence_violations_are_protocol_errors(seqs: list[int], why: str) -> None:
+    conn = opened()
+    subscribed(conn)
+    event = assert_fails_with(conn, b"".join(msg(s) for s in seqs), ErrorCode.PROTOCOL_ERROR)
+    assert "seq" in event.message, why
+
+
+def test_reordered_batch_is_a_protocol_error() -> None:
+    conn = opened()
+    subscribed(conn)
+    batch = F.MessageBatch(EPOCH, 2, "a/b", (F.Record(b""),))
+    assert_fails_with(conn, msg(1) + msg(2) + enc(batch), ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.spec("PW-ORDER-13")
+def test_push_in_a_new_epoch_not_starting_at_one_is_a_protocol_error() -> None:
+    conn = opened()
+    subscribed(conn)
+    assert_fails_with(conn, msg(1) + msg(2, epoch=EPOCH + 1), ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.spec("PW-ORDER-13", "PW-ACK-4", "PW-RESUME-4")
+def test_history_reset_while_subscribed_continues_at_one_in_the_new_epoch() -> None:
+    conn = opened()
+    sid = subscribed(conn, start=5, credit=10, at_least_once=True)
+    conn.receive_data(msg(5) + msg(6) + msg(1, epoch=77) + msg(2, epoch=77), 0)
+    events = conn.events()
+    assert events[2] == EpochReset(sid, "a/b", EPOCH, 77)
+    assert [(getattr(e, "epoch", None), getattr(e, "seq", None)) for e in events] == [
+        (EPOCH, 5),
+        (EPOCH, 6),
+        (None, None),
+        (77, 1),
+        (77, 2),
+    ]
+    view = conn.subscription(sid)
+    assert view is not None
+    assert (view.epoch, view.last_acked, view.credit) == (77, 0, 6)  # credit carries over
+    assert decode_all(conn.ack(sid, 2)) == [F.Ack(sid, 2)]
+
+
+def test_history_reset_may_start_with_a_gap_from_one() -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    conn.receive_data(enc(F.Gap(sid, 77, 1, 3, ErrorCode.SLOW_CONSUMER)) + msg(4, epoch=77), 0)
+    assert [type(e) for e in conn.events()] == [EpochReset, GapReceived, MessageReceived]
+
+
+def test_gap_frame_skips_explicitly_and_delivery_continues_after_it() -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    gap = F.Gap(sid, EPOCH, 2, 4, ErrorCode.SLOW_CONSUMER)
+    conn.receive_data(msg(1) + enc(gap) + msg(5), 0)
+    events = conn.events()
+    assert events[1] == GapReceived(sid, "a/b", EPOCH, 2, 4, ErrorCode.SLOW_CONSUMER)
+    assert [type(e) for e in events] == [MessageReceived, GapReceived, MessageReceived]
+    assert conn.subscription(sid).credit == 8  # type: ignore[union-attr]  # GAP costs none
+
+
+@pytest.mark.parametrize(("first", "last"), [(3, 4), (1, 1)])
+def test_gap_not_starting_at_the_next_sequence_is_a_protocol_error(first: int, last: int) -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    data = msg(1) + enc(F.Gap(sid, EPOCH, first, last, ErrorCode.HISTORY_EXPIRED))
+    assert_fails_with(conn, data, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_gap_for_an_unknown_subscription_is_a_protocol_error() -> None:
+    assert_fails_with(opened(), enc(F.Gap(9, EPOCH, 1, 1, 0)), ErrorCode.PROTOCOL_ERROR)
+
+
+def test_message_for_a_topic_never_subscribed_is_a_protocol_error() -> None:
+    conn = opened()
+    subscribed(conn, "a/b")
+    assert_fails_with(conn, msg(1, topic="other"), ErrorCode.PROTOCOL_ERROR)
+
+
+def test_message_before_subscribed_is_a_protocol_error() -> None:
+    conn = opened()
+    conn.subscribe("a/b")
+    assert_fails_with(conn, msg(1), ErrorCode.PROTOCOL_ERROR)
+
+
+def test_subscribed_for_an_unknown_sub_id_is_a_protocol_error() -> None:
+    data = enc(F.Subscribed(42, Outcome.NEW, EPOCH, 1, 0))
+    assert_fails_with(opened(), data, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_second_subscribed_for_the_same_sub_id_is_a_protocol_error() -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    data = enc(F.Subscribed(sid, Outcome.NEW, EPOCH, 1, 0))
+    assert_fails_with(conn, data, ErrorCode.PROTOCOL_ERROR)
+
+
+# -- SUBSCRIBED must answer what was asked ----------------------------------------------------
+
+AFTER_5_9 = Since.after(5, 9)
+
+
+@pytest.mark.parametrize(
+    ("since", "reply", "ok"),
+    [
+        (Since.new(), F.Subscribed(1, Outcome.NEW, 5, 11, 10), True),
+        (Since.new(), F.Subscribed(1, Outcome.NEW, 5, 3, 10), False),
+        (Since.new(), F.Subscribed(1, Outcome.RECOVERED, 5, 11, 10), False),
+        (Since.new(), F.Subscribed(1, Outcome.NEW, 0, 11, 10), False),  # epoch 0
+        (AFTER_5_9, F.Subscribed(1, Outcome.RECOVERED, 5, 10, 20), True),
+        (AFTER_5_9, F.Subscribed(1, Outcome.RECOVERED, 5, 11, 20), False),
+        (AFTER_5_9, F.Subscribed(1, Outcome.RECOVERED, 6, 10, 20), False),
+        (AFTER_5_9, F.Subscribed(1, Outcome.GAP, 5, 15, 20, 10, 14, 0x200), True),
+        (AFTER_5_9, F.Subscribed(1, Outcome.GAP, 5, 16, 20, 10, 14, 0x200), False),
+        (AFTER_5_9, F.Subscribed(1, Outcome.GAP, 5, 15, 20, 11, 14, 0x200), False),
+        (AFTER_5_9, F.Subscribed(1, Outcome.EPOCH_CHANGED, 6, 1, 3), True),
+        (AFTER_5_9, F.Subscribed(1, Outcome.EPOCH_CHANGED, 5, 1, 3), False),
+        (AFTER_5_9, F.Subscribed(1, Outcome.RECOVERED, 5, 30, 20), False),  # past head+1
+        (Since.last(3), F.Subscribed(1, Outcome.RECOVERED, 5, 8, 10), True),
+        (Since.last(30), F.Subscribed(1, Outcome.RECOVERED, 5, 1, 10), True),
+        (Since.last(3), F.Subscribed(1, Outcome.RECOVERED, 5, 9, 10), False),
+        (Since.last(9), F.Subscribed(1, Outcome.GAP, 5, 6, 10, 2, 5, 0x200), True),
+        (Since.oldest(), F.Subscribed(1, Outcome.RECOVERED, 5, 4, 10), True),
+        (Since.oldest(), F.Subscribed(1, Outcome.NEW, 5, 11, 10), False),
+    ],
+)
+@pytest.mark.spec("PW-SUB-7")
+def test_subscribed_reply_is_checked_against_the_request(
+    since: Since, reply: F.Subscribed, ok: bool
+) -> None:
+    conn = opened()
+    conn.subscribe("a/b", since)
+    conn.receive_data(enc(reply), 0)
+    events = conn.events()
+    if ok:
+        assert isinstance(events[0], Subscribed)
+        assert conn.subscription(1).status is SubStatus.ACTIVE  # type: ignore[union-attr]
+    else:
+        assert isinstance(events[0], ConnectionFailed)
+        assert events[0].code == ErrorCode.PROTOCOL_ERROR
+
+
+def test_gap_outcome_reports_the_range_and_reason() -> None:
+    conn = opened()
+    conn.subscribe("a/b", AFTER_5_9)
+    conn.receive_data(enc(F.Subscribed(1, Outcome.GAP, 5, 15, 20, 10, 14, 0x200)), 0)
+    (event,) = conn.events()
+    assert event == Subscribed(1, "a/b", Outcome.GAP, 5, 15, 20, 10, 14, ErrorCode.HISTORY_EXPIRED)
+    conn.receive_data(msg(15, epoch=5), 0)
+    assert [e.seq for e in conn.events()] == [15]  # type: ignore[union-attr]
+
+
+# -- flow control -----------------------------------------------------------------------------
+
+
+@pytest.mark.spec("PW-FLOW-5")
+def test_message_beyond_credit_is_a_flow_control_error() -> None:
+    conn = opened()
+    subscribed(conn, credit=2)
+    assert_fails_with(conn, msg(1) + msg(2) + msg(3), ErrorCode.FLOW_CONTROL_ERROR)
+
+
+def test_batch_beyond_credit_is_a_flow_control_error() -> None:
+    conn = opened()
+    subscribed(conn, credit=2)
+    batch = F.MessageBatch(EPOCH, 1, "a/b", (F.Record(b""),) * 3)
+    assert_fails_with(conn, enc(batch), ErrorCode.FLOW_CONTROL_ERROR)
+
+
+def test_zero_initial_credit_means_no_message_until_credit() -> None:
+    conn = opened()
+    sid = subscribed(conn, credit=0)
+    data = conn.grant_credit(sid, 2)
+    assert decode_all(data) == [F.Credit(sid, 2)]
+    conn.receive_data(msg(1) + msg(2), 0)
+    assert len(conn.events()) == 2
+    assert_fails_with(conn, msg(3), ErrorCode.FLOW_CONTROL_ERROR)
+
+
+def test_granted_credit_lets_more_messages_through() -> None:
+    conn = opened()
+    sid = subscribed(conn, credit=1)
+    conn.receive_data(msg(1), 0)
+    conn.grant_credit(sid, 1)
+    conn.receive_data(msg(2), 0)
+    assert [e.seq for e in conn.events()] == [1, 2]  # type: ignore[union-attr]
+
+
+def test_credit_overflow_and_zero_credit_are_refused_locally() -> None:
+    conn = opened()
+    sid = subscribed(conn, credit=0xFFFF_FFFF)
+    with pytest.raises(LocalProtocolError) as info:
+        conn.grant_credit(sid, 1)
+    assert info.value.code == ErrorCode.FLOW_CONTROL_ERROR
+    with pytest.raises(LocalProtocolError):
+        conn.grant_credit(sid, 0)
+
+
+# -- unsubscribe ------------------------------------------------------------------------------
+
+
+@pytest.mark.spec("PW-SUB-17", "PW-SUB-18")
+def test_messages_for_a_topic_being_unsubscribed_are_dropped() -> None:
+    conn = opened()
+    sid = subscribed(conn, credit=1)
+    assert decode_all(conn.unsubscribe(sid)) == [F.Unsubscribe(sid)]
+    # in flight: even beyond credit, out of order, or a GAP: nobody cares any more
+    conn.receive_data(msg(1) + msg(7) + enc(F.Gap(sid, EPOCH, 9, 9, 0)), 0)
+    assert conn.events() == []
+    conn.receive_data(enc(F.Unsubscribed(sid, EPOCH, 7)), 0)
+    assert conn.events() == [Unsubscribed(sid, "a/b", EPOCH, 7)]
+    assert conn.subscription(sid) is None
+    assert_fails_with(conn, msg(8), ErrorCode.PROTOCOL_ERROR)
+
+
+def test_resubscribing_while_unsubscribe_is_in_flight() -> None:
+    conn = opened()
+    old = subscribed(conn)
+    conn.unsubscribe(old)
+    new, _ = conn.subscribe("a/b", Since.after(EPOCH, 3), initial_credit=5)
+    assert new != old
+    conn.receive_data(
+        msg(4)  # still the old subscription's: dropped
+        + enc(F.Unsubscribed(old, EPOCH, 4))
+        + enc(F.Subscribed(new, Outcome.RECOVERED, EPOCH, 4, 4))
+        + msg(4),
+        0,
+    )
+    events = conn.events()
+    assert [type(e) for e in events] == [Unsubscribed, Subscribed, MessageReceived]
+    assert events[-1].sub_id == new  # type: ignore[union-attr]
+
+
+@pytest.mark.spec("PW-SUB-1")
+def test_sub_ids_in_use_are_never_reused() -> None:
+    conn = opened()
+    closing = subscribed(conn, "a")
+    conn.unsubscribe(closing)  # being unsubscribed: still in use
+    active = subscribed(conn, "b")
+    pending, _ = conn.subscribe("c")
+    conn._next_sub_id = closing  # wrap around onto the ids in use
+    fresh, _ = conn.subscribe("d")
+    assert fresh not in (closing, active, pending)
+    conn.receive_data(enc(F.Unsubscribed(closing, EPOCH, 0)), 0)
+    conn._next_sub_id = closing
+    assert conn.subscribe("e")[0] == closing  # free again once UNSUBSCRIBED arrived
+
+
+def test_subscribing_twice_to_a_topic_is_refused_locally() -> None:
+    conn = opened()
+    conn.subscribe("a/b")
+    with pytest.raises(LocalProtocolError) as info:
+        conn.subscribe("a/b")
+    assert info.value.code == ErrorCode.ALREADY_SUBSCRIBED
+
+
+def test_unsubscribed_without_unsubscribe_is_a_protocol_error() -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    assert_fails_with(conn, enc(F.Unsubscribed(sid, EPOCH, 0)), ErrorCode.PROTOCOL_ERROR)
+
+
+def test_unsubscribe_error_unknown_subscription_forgets_it() -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    conn.unsubscribe(sid)
+    err = F.Error(ErrorCode.UNKNOWN_SUBSCRIPTION, FrameType.UNSUBSCRIBE, sid, "no")
+    conn.receive_data(enc(err), 0)
+    (event,) = conn.events()
+    assert event == RequestFailed(
+        ErrorCode.UNKNOWN_SUBSCRIPTION, FrameType.UNSUBSCRIBE, sid, "no", "a/b"
+    )
+    assert conn.subscription(sid) is None
+
+
+# -- request errors ---------------------------------------------------------------------------
+
+
+def test_subscribe_error_is_a_request_failure_and_the_connection_stays() -> None:
+    conn = opened()
+    sid, _ = conn.subscribe("secret")
+    conn.receive_data(enc(F.Error(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, sid, "no")), 0)
+    assert conn.events() == [
+        RequestFailed(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, sid, "no", "secret")
+    ]
+    assert conn.state is ClientState.OPEN
+    assert conn.subscription(sid) is None
+    conn.subscribe("secret")  # the topic is free again
+
+
+@pytest.mark.spec("PW-ERR-12", "PW-ERR-6")
+@pytest.mark.parametrize(
+    "refused",
+    [
+        (FrameType.PUBLISH, 77),
+        (FrameType.SUBSCRIBE, 77),
+        (FrameType.MESSAGE, 1),  # not even a request type
+        (0x7F, 1),  # a type nobody knows
+    ],
+)
+def test_request_error_matching_no_request_never_ends_the_connection(
+    refused: tuple[int, int],
+) -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    request_type, request_id = refused
+    conn.receive_data(enc(F.Error(0x0ABC, request_type, request_id, "?")), 0)
+    (event,) = conn.events()
+    assert event == RequestFailed(0x0ABC, request_type, request_id, "?", None)
+    assert conn.state is ClientState.OPEN
+    conn.receive_data(msg(1), 0)  # the subscription is untouched
+    assert [e.seq for e in conn.events()] == [1]  # type: ignore[union-attr]
+    assert conn.subscription(sid) is not None
+
+
+def test_subscribe_error_for_an_active_subscription_leaves_it_alone() -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    conn.receive_data(enc(F.Error(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, sid, "late")), 0)
+    (event,) = conn.events()
+    assert isinstance(event, RequestFailed) and event.topic is None
+    assert conn.subscription(sid).status is SubStatus.ACTIVE  # type: ignore[union-attr]
+
+
+@pytest.mark.spec("PW-FLOW-6", "PW-ACK-5", "PW-SUB-15")
+@pytest.mark.parametrize("request_type", [FrameType.CREDIT, FrameType.ACK, FrameType.UNSUBSCRIBE])
+def test_unknown_subscription_errors_are_never_fatal(request_type: FrameType) -> None:
+    conn = opened()
+    conn.receive_data(enc(F.Error(ErrorCode.UNKNOWN_SUBSCRIPTION, request_type, 99, "")), 0)
+    (event,) = conn.events()
+    assert isinstance(event, RequestFailed) and event.request_id == 99
+    assert conn.state is ClientState.OPEN
+
+
+def test_unsubscribing_before_subscribed_arrives() -> None:
+    conn = opened()
+    sid, _ = conn.subscribe("a/b")
+    conn.unsubscribe(sid)
+    conn.receive_data(
+        enc(F.Subscribed(sid, Outcome.NEW, EPOCH, 1, 0))
+        + msg(1)
+        + enc(F.Unsubscribed(sid, EPOCH, 1)),
+        0,
+    )
+    assert [type(e) for e in conn.events()] == [Subscribed, Unsubscribed]
+    assert conn.subscription(sid) is None
+
+
+def test_unsubscribing_a_subscribe_that_then_fails() -> None:
+    conn = opened()
+    sid, _ = conn.subscribe("secret")
+    conn.unsubscribe(sid)
+    conn.receive_data(
+        enc(
+            F.Error(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, sid, ""),
+            F.Error(ErrorCode.UNKNOWN_SUBSCRIPTION, FrameType.UNSUBSCRIBE, sid, ""),
+        ),
+        0,
+    )
+    assert [e.code for e in conn.events()] == [  # type: ignore[union-attr]
+        ErrorCode.FORBIDDEN,
+        ErrorCode.UNKNOWN_SUBSCRIPTION,
+    ]
+    assert conn.subscription(sid) is None
+    assert conn.state is ClientState.OPEN
+
+
+def test_failed_publish_with_request_id_zero_is_reported() -> None:
+    conn = opened()
+    conn.publish("a", b"", want_ack=False)
+    conn.receive_data(enc(F.Error(ErrorCode.FORBIDDEN, FrameType.PUBLISH, 0, "no")), 0)
+    (event,) = conn.events()
+    assert isinstance(event, RequestFailed) and event.request_id == 0
+
+
+def test_invalid_ack_error_is_reported() -> None:
+    conn = opened()
+    sid = subscribed(conn, at_least_once=True)
+    conn.receive_data(enc(F.Error(ErrorCode.INVALID_ACK, FrameType.ACK, sid, "late")), 0)
+    (event,) = conn.events()
+    assert isinstance(event, RequestFailed) and event.code == ErrorCode.INVALID_ACK
+
+
+# -- publish ----------------------------------------------------------------------------------
+
+
+def test_publish_and_puback() -> None:
+    conn = opened()
+    rid, data = conn.publish("a/b", b"hi", (("k", b"v"),))
+    assert decode_all(data) == [F.Publish(rid, "a/b", b"hi", (("k", b"v"),))]
+    rid2, data = conn.publish_batch("a/b", [b"1", (b"2", (("x", b"y"),))])
+    (batch,) = decode_all(data)
+    assert batch == F.PublishBatch(
+        rid2, "a/b", (F.Record(b"1", ()), F.Record(b"2", (("x", b"y"),)))
+    )
+    assert conn.outstanding_publishes() == {rid, rid2}
+    conn.receive_data(enc(F.Puback(rid2, EPOCH, 5, 2), F.Puback(rid, EPOCH, 4, 1)), 0)
+    assert conn.events() == [
+        PublishAcked(rid2, "a/b", EPOCH, 5, 2),
+        PublishAcked(rid, "a/b", EPOCH, 4, 1),
+    ]
+    assert conn.outstanding_publishes() == set()
+
+
+def test_publish_without_ack_uses_request_id_zero() -> None:
+    conn = opened()
+    rid, data = conn.publish("a", b"", want_ack=False)
+    assert rid == 0 and decode_all(data) == [F.Publish(0, "a", b"")]
+    assert_fails_with(conn, enc(F.Puback(0, EPOCH, 1, 1)), ErrorCode.PROTOCOL_ERROR)
+
+
+def test_puback_with_wrong_count_is_a_protocol_error() -> None:
+    conn = opened()
+    rid, _ = conn.publish_batch("a", [b"1", b"2"])
+    assert_fails_with(conn, enc(F.Puback(rid, EPOCH, 1, 1)), ErrorCode.PROTOCOL_ERROR)
+
+
+def test_publish_error_is_a_request_failure() -> None:
+    conn = opened()
+    rid, _ = conn.publish("a", b"")
+    conn.receive_data(enc(F.Error(ErrorCode.GOING_AWAY, FrameType.PUBLISH, rid, "bye")), 0)
+    (event,) = conn.events()
+    assert event == RequestFailed(ErrorCode.GOING_AWAY, FrameType.PUBLISH, rid, "bye", "a")
+
+
+@pytest.mark.spec("PW-FRAME-9")
+def test_publish_larger_than_the_servers_limit_is_refused_locally() -> None:
+    conn = opened()  # server limit 16384
+    with pytest.raises(LocalProtocolError) as info:
+        conn.publish("a", b"x" * INITIAL_MAX_FRAME_SIZE)
+    assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+    assert conn.outstanding_publishes() == set()
+
+
+@pytest.mark.spec("PW-TOPIC-1")
+@pytest.mark.parametrize("topic", ["", "/a", "a//b", "a/", "a\x00", "x" * 256])
+def test_invalid_topics_are_refused_locally(topic: str) -> None:
+    conn = opened()
+    for call in (lambda: conn.publish(topic, b""), lambda: conn.subscribe(topic)):
+        with pytest.raises(LocalProtocolError) as info:
+            call()
+        assert info.value.code == ErrorCode.INVALID_TOPIC
+
+
+def test_empty_batch_is_refused_locally() -> None:
+    with pytest.raises(LocalProtocolError):
+        opened().publish_batch("a", [])
+
+
+@pytest.mark.spec("PW-PUB-1")
+def test_request_ids_are_never_zero_and_skip_outstanding_ones() -> None:
+    conn = opened()
+    conn._next_request_id = 0xFFFF_FFFF
+    first, _ = conn.publish("a", b"")
+    second, _ = conn.publish("a", b"")
+    assert (first, second) == (0xFFFF_FFFF, 1)
+
+
+# -- acks -------------------------------------------------------------------------------------
+
+
+def test_ack_is_cumulative_and_bounded_by_what_was_delivered() -> None:
+    conn = opened()
+    sid = subscribed(conn, at_least_once=True)
+    conn.receive_data(msg(1) + msg(2) + msg(3), 0)
+    conn.events()
+    assert decode_all(conn.ack(sid, 2)) == [F.Ack(sid, 2)]
+    assert conn.ack(sid, 2) == b""  # nothing new
+    for bad in (1, 4):
+        with pytest.raises(LocalProtocolError) as info:
+            conn.ack(sid, bad)
+        assert info.value.code == ErrorCode.INVALID_ACK
+    assert conn.subscription(sid).last_acked == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.spec("PW-ACK-1")
+def test_ack_on_an_at_most_once_subscription_is_refused_locally() -> None:
+    conn = opened()
+    sid = subscribed(conn)
+    conn.receive_data(msg(1), 0)
+    with pytest.raises(LocalProtocolError):
+        conn.ack(sid, 1)
+
+
+def test_ack_may_cover_an_explicit_gap() -> None:
+    conn = opened()
+    sid = subscribed(conn, at_least_once=True)
+    conn.receive_data(enc(F.Gap(sid, EPOCH, 1, 5, ErrorCode.HISTORY_EXPIRED)), 0)
+    assert decode_all(conn.ack(sid, 5)) == [F.Ack(sid, 5)]
+
+
+# -- heartbeats -------------------------------------------------------------------------------
+
+
+@pytest.mark.spec("PW-HB-1")
+def test_ping_when_idle_for_one_interval() -> None:
+    conn = opened(now=100.0)
+    assert conn.next_deadline() == 100.0 + H
+    assert conn.tick(100.0 + H - 0.001) == b""
+    (ping,) = decode_all(conn.tick(100.0 + H))
+    assert isinstance(ping, F.Ping)
+    assert conn.next_deadline() == 100.0 + 2 * H  # sending reset the idle timer
+
+
+def test_anything_sent_postpones_the_ping() -> None:
+    conn = opened(now=0.0)
+    conn.subscribe("a", now=4.0)
+    assert conn.tick(5.0) == b""
+    assert conn.next_deadline() == 9.0
+
+
+@pytest.mark.spec("PW-HB-3")
+def test_heartbeat_timeout_after_three_silent_intervals() -> None:
+    conn = opened(now=0.0)
+    for t in (5.0, 10.0):
+        assert decode_all(conn.tick(t))
+    assert conn.next_deadline() == 3 * H
+    (error,) = decode_all(conn.tick(3 * H))
+    assert isinstance(error, F.Error) and error.code == ErrorCode.HEARTBEAT_TIMEOUT
+    event = failure(conn)
+    assert (event.code, event.reported_by_server) == (ErrorCode.HEARTBEAT_TIMEOUT, False)
+    assert conn.next_deadline() is None
+    assert conn.tick(100.0) == b""
+
+
+@pytest.mark.spec("PW-HB-4", "PW-HB-5")
+def test_receiving_anything_resets_the_timeout() -> None:
+    conn = opened(now=0.0)
+    conn.tick(5.0)
+    conn.receive_data(enc(F.Pong(1)), 12.0)
+    assert conn.tick(3 * H + 1) != b""  # a PING, not the timeout: 12.0 was recent
+    assert conn.state is ClientState.OPEN
+    assert conn.tick(12.0 + 3 * H - 0.1) != b""
+    assert conn.state is ClientState.OPEN
+    assert conn.next_deadline() == 12.0 + 3 * H
+
+
+def test_no_deadlines_before_the_handshake() -> None:
+    conn = ClientConnection()
+    conn.initiate("me", now=0.0)
+    assert conn.next_deadline() is None
+    assert conn.tick(1000.0) == b""
+
+
+# -- GOAWAY and close -------------------------------------------------------------------------
+
+
+@pytest.mark.spec("PW-GOAWAY-6", "PW-GOAWAY-3")
+def test_goaway_drains_refuses_new_requests_then_eof_is_a_planned_close() -> None:
+    conn = opened()
+    sid = subscribed(conn, credit=1, at_least_once=True)
+    goaway = F.Goaway(ErrorCode.SHUTTING_DOWN, 250, 100, (F.Position(sid, EPOCH, 1),), "restart")
+    conn.receive_data(msg(1) + enc(goaway), 0)
+    events = conn.events()
+    assert events[1] == GoawayReceived(
+        ErrorCode.SHUTTING_DOWN, 250, 100, (F.Position(sid, EPOCH, 1),), "restart"
+    )
+    assert conn.state is ClientState.DRAINING
+    for call in (lambda: conn.subscribe("new"), lambda: conn.publish("a", b"")):
+        with pytest.raises(LocalProtocolError) as info:
+            call()
+        assert info.value.code == ErrorCode.GOING_AWAY
+    assert conn.grant_credit(sid, 1) and conn.ack(sid, 1)  # still allowed
+    conn.receive_data(b"", 0)
+    (event,) = conn.events()
+    assert event == ConnectionClosed(
+        ErrorCode.SHUTTING_DOWN, "server closed the connection after GOAWAY", True
+    )
+
+
+@pytest.mark.spec("PW-GOAWAY-4", "PW-GOAWAY-11")
+@pytest.mark.parametrize("after", [msg(1), enc(F.Goaway(ErrorCode.SHUTTING_DOWN, 0, 0, (), ""))])
+def test_pushes_or_a_second_goaway_after_goaway_are_unexpected(after: bytes) -> None:
+    conn = opened()
+    subscribed(conn)
+    conn.receive_data(enc(F.Goaway(ErrorCode.SHUTTING_DOWN, 0, 0, (), "")), 0)
+    assert [type(e) for e in conn.events()] == [GoawayReceived]
+    assert_fails_with(conn, after, ErrorCode.UNEXPECTED_FRAME)
+
+
+def test_abrupt_eof_is_an_unplanned_close() -> None:
+    conn = opened()
+    conn.receive_data(b"", 0)
+    (event,) = conn.events()
+    assert isinstance(event, ConnectionClosed) and not event.after_goaway
+    assert event.code == ErrorCode.NO_ERROR
+
+
+@pytest.mark.spec("PW-HS-16")
+def test_nothing_is_sent_between_hello_and_welcome() -> None:
+    conn = ClientConnection()
+    conn.initiate("me")
+    assert conn.goaway() == b""
+    assert conn.state is ClientState.CLOSED
+
+
+@pytest.mark.spec("PW-GOAWAY-9")
+def test_client_goaway_closes() -> None:
+    conn = opened()
+    (frame,) = decode_all(conn.goaway("bye"))
+    assert frame == F.Goaway(ErrorCode.NO_ERROR, 0, 0, (), "bye")
+    assert conn.state is ClientState.CLOSED
+    conn.receive_data(msg(1), 0)
+    assert conn.events() == []
+    assert conn.goaway() == b""
+
+
+def test_transition_table_covers_every_state() -> None:
+    assert set(RECEIVE_TRANSITIONS) == set(ClientState)
+    assert FrameType.WELCOME not in RECEIVE_TRANSITIONS[ClientState.OPEN]
+    assert RECEIVE_TRANSITIONS[ClientState.OPEN][FrameType.GOAWAY] is ClientState.DRAINING
