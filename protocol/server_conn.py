@@ -1,0 +1,1138 @@
+"""The server side of a pushwire connection as a sans-I/O state machine (SPEC.md §4-§8).
+
+Theory of operation
+-------------------
+Bytes go in with :meth:`ServerConnection.receive_data` (``b""`` is EOF); events come out of
+:meth:`ServerConnection.next_event`; every method named after a frame the server sends
+(:meth:`~ServerConnection.accept`, :meth:`~ServerConnection.subscribed`, ...) returns the
+bytes to put on the wire. Automatic output that no caller asked for -- PONG, the request
+errors this module can decide alone (INVALID_TOPIC, ALREADY_SUBSCRIBED, ...), the ERROR
+before a close -- collects in :meth:`~ServerConnection.data_to_send`. Nothing here does I/O
+or reads a clock: time comes in as ``now`` (seconds, any monotonic origin).
+
+Which frame may arrive in which state is data (:data:`RECEIVE_TRANSITIONS`), as are the
+states our own calls are legal in (:data:`SEND_TRANSITIONS`), in the manner of h11's
+``_state.py``: anything not in the tables is UNEXPECTED_FRAME (peer) or LocalProtocolError
+(caller). The connection pauses -- :meth:`next_event` returns ``None`` -- after the preface
+and after HELLO until the caller answers them, so a HELLO pipelined behind the preface is
+parsed with the right limits, and nothing behind HELLO is parsed before WELCOME.
+
+A peer that breaks the protocol makes :meth:`next_event` raise
+:class:`~pushwire.protocol.errors.RemoteProtocolError` carrying the registry code; the
+connection is then CLOSED and :meth:`data_to_send` holds the ERROR frame (or nothing, for a
+bad preface; or a version-0 preface, when no version is shared).
+
+This module keeps per subscription only what the protocol itself judges: credit (never
+exceeded, never above 2^32-1), the last sequence delivered and acknowledged (ACK rules,
+UNSUBSCRIBED.last_seq, GOAWAY positions). Where a subscription reads from, and which
+messages exist, is the broker's business, in the trio shell.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import struct
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pushwire.protocol import codec
+from pushwire.protocol import frames as F
+from pushwire.protocol.decoder import choose_version, encode_preface, parse_preface
+from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from pushwire.protocol.heartbeat import Heartbeat
+from pushwire.protocol.layouts import (
+    DEFINED_FLAGS,
+    HAS_HEADERS,
+    HEADER_SIZE,
+    INITIAL_MAX_FRAME_SIZE,
+    MAGIC,
+    MAX_MAX_FRAME_SIZE,
+    MIN_MAX_FRAME_SIZE,
+    PREFACE_SIZE,
+    PUBLISH_PREFIX_SIZE,
+    SUPPORTED_VERSIONS,
+    FrameType,
+    Header,
+    Outcome,
+    SlowConsumerPolicy,
+)
+from pushwire.protocol.topics import topic_problem
+
+__all__ = [
+    "FAULTS",
+    "RECEIVE_TRANSITIONS",
+    "SEND_TRANSITIONS",
+    "Acked",
+    "ConnectionClosed",
+    "CreditGranted",
+    "Event",
+    "GoawayReceived",
+    "HelloReceived",
+    "PeerError",
+    "PingReceived",
+    "PongReceived",
+    "PrefaceReceived",
+    "PublishBatchRequested",
+    "PublishRequested",
+    "RequestRefused",
+    "ServerConnection",
+    "ServerLimits",
+    "ServerState",
+    "SubscribeRequested",
+    "Subscription",
+    "UnsubscribeRequested",
+]
+
+#: WELCOME.heartbeat_ms must lie in 1..MAX_HEARTBEAT_MS (SPEC.md §5.2, PW-HS-8).
+MAX_HEARTBEAT_MS = 600_000
+#: Credit is a u32 on the wire; outstanding credit above this is FLOW_CONTROL_ERROR (§8.1).
+MAX_CREDIT = 0xFFFF_FFFF
+#: ERROR and GOAWAY texts are cut to this many UTF-8 bytes so that the frame always fits in
+#: INITIAL_MAX_FRAME_SIZE, the smallest limit a client can advertise.
+MAX_REASON_BYTES = 1024
+
+#: Test-only fault injection (``ServerConfig.faults``): each name breaks exactly one promise
+#: so that a conformance suite can prove its checks can fail. The ones this module applies:
+FAULT_NO_PONG = "no-pong"
+FAULT_NO_HEARTBEAT_TIMEOUT = "no-heartbeat-timeout"
+FAULT_IGNORE_RESERVED_BITS = "ignore-reserved-bits"
+FAULT_ACCEPT_OVERSIZED = "accept-oversized"
+FAULT_IGNORE_CREDIT = "ignore-credit"
+#: ... and the ones the trio shell applies (declared here so that both agree on the names).
+FAULT_REORDER = "reorder"
+FAULT_SKIP_GAP = "skip-gap"
+FAULTS = frozenset(
+    {
+        FAULT_NO_PONG,
+        FAULT_NO_HEARTBEAT_TIMEOUT,
+        FAULT_IGNORE_RESERVED_BITS,
+        FAULT_ACCEPT_OVERSIZED,
+        FAULT_IGNORE_CREDIT,
+        FAULT_REORDER,
+        FAULT_SKIP_GAP,
+    }
+)
+
+_HEADER = struct.Struct(">IBB")
+assert _HEADER.size == HEADER_SIZE == Header.sizeof()
+_COUNT = struct.Struct(">H")  # the batch record count that follows the topic (§7.2)
+
+
+class ServerState(enum.Enum):
+    """Where the server side of a connection is (SPEC.md §4)."""
+
+    AWAIT_PREFACE = "await-preface"  # nothing received yet
+    SEND_PREFACE = "send-preface"  # paused: the caller answers PrefaceReceived
+    AWAIT_HELLO = "await-hello"  # our preface is out; the next frame must be HELLO
+    SEND_WELCOME = "send-welcome"  # paused: the caller accepts or rejects HelloReceived
+    OPEN = "open"
+    DRAINING = "draining"  # we sent GOAWAY: no new requests are taken
+    CLOSED = "closed"
+
+
+_S = ServerState
+_T = FrameType
+
+#: The requests and connection frames an established connection receives (§3.3
+#: CLIENT_SENDS minus HELLO), each leaving the state as it is, except that the client's own
+#: GOAWAY or ERROR ends the connection.
+_ESTABLISHED = {
+    _T.PING: None,
+    _T.PONG: None,
+    _T.SUBSCRIBE: None,
+    _T.UNSUBSCRIBE: None,
+    _T.CREDIT: None,
+    _T.ACK: None,
+    _T.PUBLISH: None,
+    _T.PUBLISH_BATCH: None,
+    _T.GOAWAY: _S.CLOSED,
+    _T.ERROR: _S.CLOSED,
+}
+
+#: state -> {frame type the client may send in that state: next state (None = unchanged)}.
+#: Any (state, type) pair missing here is UNEXPECTED_FRAME. States that are not keys do not
+#: parse frames at all (the preface is not a frame; the paused states wait for the caller).
+RECEIVE_TRANSITIONS: dict[ServerState, dict[FrameType, ServerState | None]] = {
+    _S.AWAIT_HELLO: {_T.HELLO: _S.SEND_WELCOME},
+    _S.OPEN: dict(_ESTABLISHED),
+    _S.DRAINING: dict(_ESTABLISHED),
+}
+
+#: (what the caller does, state it is legal in) -> next state (None = unchanged). Anything
+#: else is a LocalProtocolError: a bug in the caller, nothing goes on the wire.
+SEND_TRANSITIONS: dict[tuple[str, ServerState], ServerState | None] = {
+    ("preface", _S.SEND_PREFACE): _S.AWAIT_HELLO,
+    ("accept", _S.SEND_WELCOME): _S.OPEN,
+    ("reject", _S.AWAIT_HELLO): _S.CLOSED,
+    ("reject", _S.SEND_WELCOME): _S.CLOSED,
+    ("reply", _S.OPEN): None,  # SUBSCRIBED, UNSUBSCRIBED, PUBACK, request ERROR
+    ("reply", _S.DRAINING): None,
+    ("push", _S.OPEN): None,  # MESSAGE, MESSAGE_BATCH, GAP
+    ("push", _S.DRAINING): None,
+    ("goaway", _S.OPEN): _S.DRAINING,  # only once per connection [PW-GOAWAY-11]
+}
+
+_GOING_AWAY_TYPES = frozenset({_T.SUBSCRIBE, _T.PUBLISH, _T.PUBLISH_BATCH})
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What a server advertises in WELCOME and enforces (SPEC.md §5.2).
+
+    The heartbeat interval is the client's preference clamped to ``heartbeat_min_ms`` ..
+    ``heartbeat_max_ms``, or ``heartbeat_ms`` when the client leaves the choice to us (0).
+    """
+
+    max_frame_size: int = 1 << 20
+    max_subscriptions: int = 1024
+    max_lag: int = 10_000
+    slow_consumer_policy: SlowConsumerPolicy = SlowConsumerPolicy.DROP
+    heartbeat_ms: int = 5000
+    heartbeat_min_ms: int = 1000
+    heartbeat_max_ms: int = 60_000
+    handshake_timeout: float = 10.0
+    #: Once a frame has begun to arrive, the rest must follow within this many seconds
+    #: (PW-SEC-7): heartbeats alone would let a peer trickle one byte per interval forever.
+    #: 60 s lets a 16 MiB frame through a 2 Mbit/s link.
+    frame_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not MIN_MAX_FRAME_SIZE <= self.max_frame_size <= MAX_MAX_FRAME_SIZE:
+            raise ValueError(
+                f"max_frame_size must be {MIN_MAX_FRAME_SIZE}-{MAX_MAX_FRAME_SIZE}, "
+                f"not {self.max_frame_size}"
+            )
+        if not 1 <= self.heartbeat_min_ms <= self.heartbeat_ms <= self.heartbeat_max_ms:
+            raise ValueError("need 1 <= heartbeat_min_ms <= heartbeat_ms <= heartbeat_max_ms")
+        if self.heartbeat_max_ms > MAX_HEARTBEAT_MS:
+            raise ValueError(f"heartbeat_max_ms must be at most {MAX_HEARTBEAT_MS} [PW-HS-8]")
+        for name in ("max_subscriptions", "max_lag"):
+            if not 0 <= getattr(self, name) <= 0xFFFF_FFFF:
+                raise ValueError(f"{name} must fit in a u32")
+
+    def heartbeat_for(self, preference_ms: int) -> int:
+        if preference_ms == 0:
+            return self.heartbeat_ms
+        return min(max(preference_ms, self.heartbeat_min_ms), self.heartbeat_max_ms)
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+class Event:
+    """Base of everything :meth:`ServerConnection.next_event` returns."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PrefaceReceived(Event):
+    """A valid client preface sharing a version with us; answer with ``send_preface()``."""
+
+    min_version: int
+    max_version: int
+    version: int  # the highest common version
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived(Event):
+    """A valid HELLO; answer with ``accept()`` or ``reject()`` (auth is the caller's call)."""
+
+    client_name: str
+    auth_token: bytes = field(repr=False)
+    max_frame_size: int
+    heartbeat_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequested(Event):
+    """A SUBSCRIBE that passed every check this module can make. Answer with
+    ``subscribed()`` or ``request_error()`` (FORBIDDEN, INVALID_POSITION)."""
+
+    sub_id: int
+    topic: str
+    since_kind: int
+    since_epoch: int
+    since_seq: int
+    since_count: int
+    at_least_once: bool
+    initial_credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeRequested(Event):
+    """An UNSUBSCRIBE of an active subscription; answer with ``unsubscribed()``."""
+
+    sub_id: int
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreditGranted(Event):
+    sub_id: int
+    increment: int
+    credit: int  # the subscription's credit now
+
+
+@dataclass(frozen=True, slots=True)
+class Acked(Event):
+    sub_id: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequested(Event):
+    """A PUBLISH on a syntactically valid topic. ``body`` is the PUBLISH body after
+    request_id (topic, headers, payload): a MESSAGE is its header + epoch + seq + ``body``,
+    with the same ``flags`` (SPEC.md §7.1), so the server never re-encodes a message."""
+
+    request_id: int
+    topic: str
+    flags: int
+    body: bytes = field(repr=False)
+    payload: bytes = field(repr=False)
+    headers: F.Headers | None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBatchRequested(Event):
+    """A PUBLISH_BATCH; ``body`` as for :class:`PublishRequested` (topic, count, records).
+
+    ``record_ends[i]`` is the offset in ``body`` just after record ``i``, and
+    ``records_start`` where record 0 begins, so a push can be sliced without parsing again.
+    """
+
+    request_id: int
+    topic: str
+    flags: int
+    body: bytes = field(repr=False)
+    records: tuple[F.Record, ...] = field(repr=False)
+    records_start: int
+    record_ends: tuple[int, ...] = field(repr=False)
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived(Event):
+    """Informational: the PONG is already in ``data_to_send()``."""
+
+    opaque: int
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived(Event):
+    opaque: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoawayReceived(Event):
+    """The client is leaving (§8.6); the connection is CLOSED: flush and close."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerError(Event):
+    """The client sent ERROR (§8.7); the connection is CLOSED."""
+
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused(Event):
+    """Informational: this module answered a request with ERROR itself (already in
+    ``data_to_send()``); the connection stays up."""
+
+    code: ErrorCode
+    request_type: int
+    request_id: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The client closed its side (EOF between frames)."""
+
+    code: ErrorCode = ErrorCode.NO_ERROR
+
+
+# -- subscriptions ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Subscription:
+    """What the protocol remembers about one subscription (SPEC.md §6, §8).
+
+    ``delivered`` is the last sequence sent *or skipped by a GAP*; ``acked`` the last
+    cumulative ACK (at-least-once). Both restart when the topic's epoch changes under a
+    live subscription.
+    """
+
+    sub_id: int
+    topic: str
+    at_least_once: bool
+    credit: int
+    active: bool = False  # False while the caller decides on the SUBSCRIBE
+    epoch: int = 0
+    delivered: int = 0
+    acked: int = 0
+
+    @property
+    def position(self) -> int:
+        """What GOAWAY reports (§8.6): the last ack (at-least-once) or last delivery."""
+        return self.acked if self.at_least_once else self.delivered
+
+
+# -- frame reading ----------------------------------------------------------------------------
+
+
+class _FrameReader:
+    """Whole frames out of a byte buffer, like :class:`~pushwire.protocol.decoder.
+    FrameDecoder`, but also handing back the raw body of PUBLISH/PUBLISH_BATCH (the
+    forwarding trick needs those bytes, not a re-encoding), and able to ignore reserved
+    flag bits for the ``ignore-reserved-bits`` fault."""
+
+    __slots__ = ("_buffer", "eof", "ignore_reserved_bits", "max_frame_size")
+
+    def __init__(self, max_frame_size: int, *, ignore_reserved_bits: bool = False) -> None:
+        self._buffer = bytearray()
+        self.max_frame_size = max_frame_size
+        self.ignore_reserved_bits = ignore_reserved_bits
+        self.eof = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if data:
+            self._buffer += data
+        else:
+            self.eof = True
+
+    def take(self, count: int) -> bytes:
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
+    def holds_a_frame(self) -> bool:
+        """Whether a whole frame is buffered (waiting to be parsed, not trickling in)."""
+        buf = self._buffer
+        return len(buf) >= HEADER_SIZE and len(buf) >= HEADER_SIZE + _HEADER.unpack_from(buf)[0]
+
+    def peek(self, count: int) -> bytes:
+        return bytes(self._buffer[:count])
+
+    def next_frame(self) -> tuple[F.Frame, bytes | None] | None:
+        """(frame, raw body after request_id for publishes else None), or None for more data.
+
+        Raises RemoteProtocolError exactly as ``FrameDecoder.next_frame`` does.
+        """
+        while True:
+            buf = self._buffer
+            if len(buf) < HEADER_SIZE:
+                if self.eof and buf:
+                    raise RemoteProtocolError(
+                        f"connection closed inside a frame header ({len(buf)} bytes)",
+                        code=ErrorCode.MALFORMED_FRAME,
+                        requirement="PW-FRAME-4",
+                    )
+                return None
+            length, type_, flags = _HEADER.unpack_from(buf)
+            if length > self.max_frame_size:
+                raise RemoteProtocolError(
+                    f"frame declares {length} payload bytes, limit is {self.max_frame_size}",
+                    code=ErrorCode.FRAME_TOO_LARGE,
+                    requirement="PW-FRAME-2",
+                )
+            end = HEADER_SIZE + length
+            if len(buf) < end:
+                if self.eof:
+                    raise RemoteProtocolError(
+                        f"connection closed inside a frame ({len(buf)} of {end} bytes)",
+                        code=ErrorCode.MALFORMED_FRAME,
+                        requirement="PW-FRAME-4",
+                    )
+                return None
+            if self.ignore_reserved_bits and type_ in _KNOWN_TYPES:
+                flags &= DEFINED_FLAGS[FrameType(type_)]
+            raw: bytes | None = None
+            with memoryview(buf) as view:
+                frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
+                if type_ in _FORWARDED_TYPES:
+                    raw = bytes(view[HEADER_SIZE + PUBLISH_PREFIX_SIZE : end])
+            del buf[:end]
+            if frame is not None:
+                return frame, raw
+            # an unknown ignorable frame is skipped (PW-FRAME-8)
+
+
+_KNOWN_TYPES = frozenset(int(t) for t in FrameType)
+_FORWARDED_TYPES = frozenset({int(FrameType.PUBLISH), int(FrameType.PUBLISH_BATCH)})
+
+
+def _header_block_size(headers: F.Headers | None) -> int:
+    """Encoded size of a §9.2 header block: u8 count, then Str8 key + Bytes16 value."""
+    if headers is None:
+        return 0
+    return 1 + sum(1 + len(k.encode("utf-8")) + 2 + len(v) for k, v in headers)
+
+
+def _record_ends(topic: str, flags: int, records: tuple[F.Record, ...]) -> tuple[int, list[int]]:
+    """Where record 0 starts in a batch body and where each record ends (§7.2):
+    body = topic (Str8) + count (u16) + records; record = [header block] + u32 len + payload."""
+    offset = 1 + len(topic.encode("utf-8")) + _COUNT.size
+    start = offset
+    ends = []
+    for record in records:
+        if flags & HAS_HEADERS:
+            offset += _header_block_size(record.headers)
+        offset += 4 + len(record.payload)
+        ends.append(offset)
+    return start, ends
+
+
+def _truncate(text: str, limit: int = MAX_REASON_BYTES) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
+
+
+# -- the connection ---------------------------------------------------------------------------
+
+
+class ServerConnection:
+    """One client connection, seen from the server. See the module docstring."""
+
+    def __init__(
+        self,
+        limits: ServerLimits | None = None,
+        *,
+        now: float = 0.0,
+        faults: frozenset[str] = frozenset(),
+    ) -> None:
+        unknown = faults - FAULTS
+        if unknown:
+            raise ValueError(f"unknown fault names: {sorted(unknown)}")
+        self.limits = limits if limits is not None else ServerLimits()
+        self.faults = faults
+        self.state = ServerState.AWAIT_PREFACE
+        #: Why the connection closed (ours or the peer's code); None while it is up.
+        self.close_code: ErrorCode | None = None
+        #: The accepted HELLO, once there is one.
+        self.client: HelloReceived | None = None
+        self.version = 0
+        self.connection_id = 0
+        self.heartbeat_ms = 0
+        self._reader = _FrameReader(
+            MAX_MAX_FRAME_SIZE if FAULT_ACCEPT_OVERSIZED in faults else INITIAL_MAX_FRAME_SIZE,
+            ignore_reserved_bits=FAULT_IGNORE_RESERVED_BITS in faults,
+        )
+        self._heartbeat = Heartbeat(interval=0.0)
+        self._handshake_deadline = now + self.limits.handshake_timeout
+        self._preface: tuple[int, int, int] | None = None
+        self._out: list[bytes] = []
+        self._events: deque[Event] = deque()
+        self._subs: dict[int, Subscription] = {}
+        self._topics: dict[str, int] = {}
+        self._eof_reported = False
+        self._last_received = now
+        self._partial_since: float | None = None  # when the frame now arriving began
+
+    # -- bytes in, events out ---------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Buffer bytes from the peer (``b""``: the peer closed its side). Never raises;
+        problems surface from :meth:`next_event`."""
+        if self.state is ServerState.CLOSED or self._reader.eof:
+            return
+        if data:
+            self._heartbeat.received(now)
+            self._last_received = now
+            if self._partial_since is None:
+                self._partial_since = now
+        self._reader.feed(data)
+
+    def next_event(self) -> Event | None:
+        """The next event, or ``None`` when more data is needed or the caller must answer
+        first. Raises RemoteProtocolError when the peer broke the protocol; the connection
+        is then CLOSED and :meth:`data_to_send` holds what to send before closing."""
+        if self._events:
+            return self._events.popleft()
+        if self.state is ServerState.CLOSED:
+            return None
+        try:
+            event = self._parse_next()
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+        if event is None and self._events:
+            return self._events.popleft()
+        return event
+
+    def events(self) -> Iterator[Event]:
+        """Every event available now (stops when :meth:`next_event` returns ``None``)."""
+        while (event := self.next_event()) is not None:
+            yield event
+
+    def data_to_send(self) -> bytes:
+        """Bytes this module produced on its own since the last call (PONG, automatic
+        request errors, the ERROR or preface before a close)."""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet turned into events."""
+        return self._reader.buffered
+
+    # -- handshake ---------------------------------------------------------------------------
+
+    def send_preface(self, version: int | None = None) -> bytes:
+        """Our 8-byte preface (§2.2) with ``version`` (default: the highest common one)."""
+        self._check("preface")
+        assert self._preface is not None
+        chosen = self._preface[2] if version is None else version
+        if not self._preface[0] <= chosen <= self._preface[1] or chosen not in SUPPORTED_VERSIONS:
+            raise LocalProtocolError(
+                f"version {chosen} is not one both sides speak", code=ErrorCode.UNSUPPORTED_VERSION
+            )
+        self._transition("preface")
+        self.version = chosen
+        return encode_preface(chosen, max(SUPPORTED_VERSIONS))
+
+    def accept(self, connection_id: int, server_name: str, now: float) -> bytes:
+        """WELCOME (§5.2): the connection is OPEN, our receive limit becomes
+        ``limits.max_frame_size`` and heartbeats start."""
+        self._check("accept")
+        assert self.client is not None
+        self._transition("accept")
+        limits = self.limits
+        self.connection_id = connection_id
+        self.heartbeat_ms = limits.heartbeat_for(self.client.heartbeat_ms)
+        if FAULT_ACCEPT_OVERSIZED not in self.faults:
+            self._reader.max_frame_size = limits.max_frame_size
+        self._heartbeat.start(self.heartbeat_ms / 1000, now)
+        return codec.encode_frame(
+            F.Welcome(
+                connection_id=connection_id,
+                heartbeat_ms=self.heartbeat_ms,
+                max_frame_size=limits.max_frame_size,
+                max_subscriptions=limits.max_subscriptions,
+                max_lag=limits.max_lag,
+                slow_consumer_policy=int(limits.slow_consumer_policy),
+                server_name=_truncate(server_name, 255),
+            )
+        )
+
+    def reject(self, code: ErrorCode, message: str = "") -> bytes:
+        """Refuse the connection during the handshake (UNAUTHENTICATED,
+        TOO_MANY_CONNECTIONS, ...): ERROR(code, 0, 0) and CLOSED."""
+        self._transition("reject")
+        self.close_code = code
+        return self._error_frame(code, 0, 0, message)
+
+    # -- replies -----------------------------------------------------------------------------
+
+    def subscribed(
+        self,
+        sub_id: int,
+        outcome: Outcome,
+        epoch: int,
+        start_seq: int,
+        head_seq: int,
+        gap_first: int = 0,
+        gap_last: int = 0,
+        gap_reason: int = 0,
+    ) -> bytes:
+        """SUBSCRIBED (§6.2): the subscription becomes active at ``start_seq``; credit
+        granted so far stays."""
+        self._transition("reply")
+        sub = self._pending(sub_id)
+        sub.active = True
+        sub.epoch = epoch
+        sub.delivered = sub.acked = start_seq - 1
+        return codec.encode_frame(
+            F.Subscribed(
+                sub_id=sub_id,
+                outcome=int(outcome),
+                epoch=epoch,
+                start_seq=start_seq,
+                head_seq=head_seq,
+                gap_first=gap_first if outcome == Outcome.GAP else 0,
+                gap_last=gap_last if outcome == Outcome.GAP else 0,
+                gap_reason=gap_reason if outcome == Outcome.GAP else 0,
+            )
+        )
+
+    def request_error(
+        self, code: ErrorCode, request_type: int, request_id: int, message: str = ""
+    ) -> bytes:
+        """ERROR answering one request (§8.7); a refused SUBSCRIBE frees its sub_id."""
+        self._transition("reply")
+        if request_type == FrameType.SUBSCRIBE:
+            sub = self._subs.get(request_id)
+            if sub is not None and not sub.active:
+                self._forget(sub)
+        return self._error_frame(code, request_type, request_id, message)
+
+    def unsubscribed(self, sub_id: int) -> bytes:
+        """UNSUBSCRIBED (§6.4) with the last sequence delivered; the sub_id is free again."""
+        self._transition("reply")
+        sub = self._active(sub_id)
+        self._forget(sub)
+        return codec.encode_frame(F.Unsubscribed(sub_id, sub.epoch, sub.delivered))
+
+    def puback(self, request_id: int, epoch: int, first_seq: int, count: int) -> bytes:
+        self._transition("reply")
+        return codec.encode_frame(F.Puback(request_id, epoch, first_seq, count))
+
+    def goaway(
+        self,
+        code: ErrorCode = ErrorCode.SHUTTING_DOWN,
+        reconnect_after_ms: int = 0,
+        reconnect_jitter_ms: int = 0,
+        reason: str = "",
+    ) -> bytes:
+        """GOAWAY (§8.6) with every active subscription's position; the connection is
+        DRAINING: new SUBSCRIBE/PUBLISH are answered GOING_AWAY from now on."""
+        self._transition("goaway")
+        reason = _truncate(reason)
+        peer_max = self.client.max_frame_size if self.client else INITIAL_MAX_FRAME_SIZE
+        # positions are informational: keep as many as fit the client's frame limit
+        room = (peer_max - 2 - 4 - 4 - 2 - 2 - len(reason.encode("utf-8"))) // 20
+        positions = tuple(
+            F.Position(s.sub_id, s.epoch, s.position) for s in self._subs.values() if s.active
+        )[: max(0, min(room, 0xFFFF))]
+        return codec.encode_frame(
+            F.Goaway(int(code), reconnect_after_ms, reconnect_jitter_ms, positions, reason)
+        )
+
+    def close_with_error(self, code: ErrorCode, message: str = "") -> bytes:
+        """A connection-level error of ours (§8.7): ERROR(code, 0, 0) and CLOSED. Returns
+        ``b""`` when nothing can be said (before our preface, or already closed)."""
+        if self.state is ServerState.CLOSED:
+            return b""
+        can_speak = self.state not in (ServerState.AWAIT_PREFACE, ServerState.SEND_PREFACE)
+        self.state = ServerState.CLOSED
+        self.close_code = code
+        return self._error_frame(code, 0, 0, message) if can_speak else b""
+
+    # -- pushes and credit -------------------------------------------------------------------
+
+    def subscription(self, sub_id: int) -> Subscription | None:
+        """A read-only look at one subscription (do not modify it)."""
+        return self._subs.get(sub_id)
+
+    @property
+    def subscriptions(self) -> dict[int, Subscription]:
+        """Every known subscription by sub_id (a copy)."""
+        return dict(self._subs)
+
+    def credit(self, sub_id: int) -> int:
+        """How many messages may be pushed to ``sub_id`` now (§8.1)."""
+        sub = self._active(sub_id)
+        if FAULT_IGNORE_CREDIT in self.faults:
+            return MAX_CREDIT
+        return sub.credit
+
+    def can_send(self, sub_id: int, count: int = 1) -> bool:
+        return self.credit(sub_id) >= count
+
+    def consume_credit(self, sub_id: int, count: int, *, epoch: int, last_seq: int) -> None:
+        """Record that ``count`` messages ending at ``last_seq`` of ``epoch`` go to
+        ``sub_id``. LocalProtocolError(FLOW_CONTROL_ERROR) beyond the credit: the caller
+        must ask :meth:`can_send` first and split batches (§8.1)."""
+        self._transition("push")
+        sub = self._active(sub_id)
+        if count > sub.credit and FAULT_IGNORE_CREDIT not in self.faults:
+            raise LocalProtocolError(
+                f"sub {sub_id}: {count} messages exceed credit {sub.credit}",
+                code=ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        sub.credit = max(0, sub.credit - count)
+        self._advance(sub, epoch, last_seq)
+
+    def gap(self, sub_id: int, epoch: int, first: int, last: int, reason: ErrorCode) -> bytes:
+        """GAP (§7.4): ``first..last`` of ``epoch`` will never come; uses no credit."""
+        self._transition("push")
+        sub = self._active(sub_id)
+        if not 1 <= first <= last:
+            raise LocalProtocolError(
+                f"GAP range {first}..{last} is empty", code=ErrorCode.FIELD_OUT_OF_RANGE
+            )
+        self._advance(sub, epoch, last)
+        return codec.encode_frame(F.Gap(sub_id, epoch, first, last, int(reason)))
+
+    # -- time --------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> bytes:
+        """What time demands at ``now``: a PING when we were idle for an interval, an
+        ERROR(HEARTBEAT_TIMEOUT) after three intervals of silence, ERROR(HANDSHAKE_TIMEOUT)
+        when HELLO is late. Check :attr:`state` afterwards: CLOSED means close now."""
+        state = self.state
+        if state is ServerState.CLOSED:
+            return b""
+        if state not in (ServerState.OPEN, ServerState.DRAINING):
+            if now >= self._handshake_deadline:
+                return self.close_with_error(
+                    ErrorCode.HANDSHAKE_TIMEOUT,
+                    f"no HELLO within {self.limits.handshake_timeout:g} s",
+                )
+            return b""
+        hb = self._heartbeat
+        if self._trickling(now):
+            return self.close_with_error(
+                ErrorCode.HEARTBEAT_TIMEOUT,
+                f"a frame took more than {self.limits.frame_timeout:g} s to arrive",
+            )
+        if FAULT_NO_HEARTBEAT_TIMEOUT not in self.faults and hb.timed_out(now):
+            return self.close_with_error(
+                ErrorCode.HEARTBEAT_TIMEOUT,
+                f"nothing received for {now - hb.last_received:.3f} s",
+            )
+        if hb.ping_due(now):
+            hb.sent(now)
+            return codec.encode_frame(F.Ping(hb.next_opaque()))
+        return b""
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do (``None``: never)."""
+        state = self.state
+        if state is ServerState.CLOSED:
+            return None
+        if state not in (ServerState.OPEN, ServerState.DRAINING):
+            return self._handshake_deadline
+        hb = self._heartbeat
+        if FAULT_NO_HEARTBEAT_TIMEOUT in self.faults:
+            deadline = hb.last_sent + hb.interval
+        else:
+            deadline = hb.next_deadline() or math.inf
+        if self._partial_since is not None:
+            deadline = min(deadline, self._partial_since + self.limits.frame_timeout)
+        return deadline
+
+    def _trickling(self, now: float) -> bool:
+        """A frame began to arrive ``frame_timeout`` ago and is still incomplete."""
+        return (
+            self._partial_since is not None
+            and now - self._partial_since >= self.limits.frame_timeout
+            and self._reader.buffered > 0
+            and not self._reader.holds_a_frame()
+        )
+
+    def data_sent(self, now: float) -> None:
+        """Tell the heartbeat that bytes went out at ``now`` (a PING is due only after an
+        idle interval)."""
+        self._heartbeat.sent(now)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check(self, action: str) -> ServerState | None:
+        """The state ``action`` leads to (None: unchanged); LocalProtocolError when the
+        tables do not allow it in the current state."""
+        try:
+            return SEND_TRANSITIONS[(action, self.state)]
+        except KeyError:
+            raise LocalProtocolError(
+                f"cannot {action} in state {self.state.name}", code=ErrorCode.PROTOCOL_ERROR
+            ) from None
+
+    def _transition(self, action: str) -> None:
+        nxt = self._check(action)
+        if nxt is not None:
+            self.state = nxt
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        """Close because the peer broke the protocol; queue what to say about it."""
+        if exc.code is ErrorCode.UNSUPPORTED_VERSION:
+            self._out.append(encode_preface(0, max(SUPPORTED_VERSIONS)))
+            self.state = ServerState.CLOSED
+            self.close_code = exc.code
+        elif self.state in (ServerState.AWAIT_PREFACE, ServerState.SEND_PREFACE):
+            self.state = ServerState.CLOSED  # a client without a valid preface gets nothing
+            self.close_code = exc.code
+        else:
+            self._out.append(self.close_with_error(exc.code, str(exc)))
+
+    def _error_frame(
+        self, code: ErrorCode, request_type: int, request_id: int, message: str
+    ) -> bytes:
+        return codec.encode_frame(F.Error(int(code), request_type, request_id, _truncate(message)))
+
+    def _refuse(self, code: ErrorCode, request_type: int, request_id: int, message: str) -> Event:
+        self._out.append(self._error_frame(code, request_type, request_id, message))
+        return RequestRefused(code, request_type, request_id, message)
+
+    def _pending(self, sub_id: int) -> Subscription:
+        sub = self._subs.get(sub_id)
+        if sub is None or sub.active:
+            raise LocalProtocolError(
+                f"sub {sub_id} has no SUBSCRIBE waiting for an answer",
+                code=ErrorCode.PROTOCOL_ERROR,
+            )
+        return sub
+
+    def _active(self, sub_id: int) -> Subscription:
+        sub = self._subs.get(sub_id)
+        if sub is None or not sub.active:
+            raise LocalProtocolError(
+                f"sub {sub_id} is not an active subscription",
+                code=ErrorCode.UNKNOWN_SUBSCRIPTION,
+            )
+        return sub
+
+    def _forget(self, sub: Subscription) -> None:
+        del self._subs[sub.sub_id]
+        del self._topics[sub.topic]
+
+    @staticmethod
+    def _advance(sub: Subscription, epoch: int, last_seq: int) -> None:
+        if epoch != sub.epoch:  # the topic was reset under a live subscription
+            sub.epoch = epoch
+            sub.acked = 0
+        sub.delivered = last_seq
+
+    def _parse_next(self) -> Event | None:
+        state = self.state
+        if state is ServerState.AWAIT_PREFACE:
+            return self._parse_preface()
+        table = RECEIVE_TRANSITIONS.get(state)
+        if table is None:  # paused, waiting for the caller
+            return None
+        item = self._reader.next_frame()
+        if item is None:
+            if self._reader.eof and not self._eof_reported:
+                self._eof_reported = True
+                self.state = ServerState.CLOSED
+                self.close_code = ErrorCode.NO_ERROR
+                return ConnectionClosed()
+            return None
+        frame, raw = item
+        self._partial_since = self._last_received if self._reader.buffered else None
+        assert not isinstance(frame, F.Unknown)  # the reader skips unknown types
+        ftype = frame.TYPE
+        if ftype not in table:
+            if ftype not in RECEIVE_TRANSITIONS[ServerState.OPEN] and ftype != FrameType.HELLO:
+                why = f"a server never receives {ftype.name}"
+            else:
+                why = f"{ftype.name} is not allowed in state {state.name}"
+            raise RemoteProtocolError(
+                why,
+                code=ErrorCode.UNEXPECTED_FRAME,
+                requirement="PW-HS-3" if state is ServerState.AWAIT_HELLO else "PW-FRAME-13",
+            )
+        nxt = table[ftype]
+        event = self._HANDLERS[ftype](self, frame, raw)
+        if nxt is not None:
+            self.state = nxt
+            if nxt is ServerState.CLOSED and self.close_code is None:
+                self.close_code = ErrorCode.NO_ERROR
+        return event
+
+    def _parse_preface(self) -> Event | None:
+        reader = self._reader
+        head = reader.peek(PREFACE_SIZE)
+        if not MAGIC.startswith(head[: len(MAGIC)]):
+            raise RemoteProtocolError(
+                f"preface starts with {head[: len(MAGIC)].hex()}, not {MAGIC.hex()}",
+                code=ErrorCode.BAD_PREFACE,
+                requirement="PW-PREFACE-1",
+            )
+        if len(head) < PREFACE_SIZE:
+            if reader.eof and not self._eof_reported:
+                self._eof_reported = True
+                self.state = ServerState.CLOSED
+                self.close_code = ErrorCode.NO_ERROR
+                return ConnectionClosed()
+            return None
+        min_v, max_v = parse_preface(head)
+        version = choose_version(min_v, max_v)
+        if version is None:
+            raise RemoteProtocolError(
+                f"client speaks versions {min_v}-{max_v}; server speaks "
+                f"{', '.join(map(str, SUPPORTED_VERSIONS))}",
+                code=ErrorCode.UNSUPPORTED_VERSION,
+                requirement="PW-PREFACE-6",
+            )
+        reader.take(PREFACE_SIZE)
+        self._preface = (min_v, max_v, version)
+        self.state = ServerState.SEND_PREFACE
+        return PrefaceReceived(min_v, max_v, version)
+
+    # frame handlers: (self, frame, raw body) -> event; each one runs only in a state that
+    # RECEIVE_TRANSITIONS allows for its type.
+
+    def _on_hello(self, frame: F.Hello, raw: bytes | None) -> Event:
+        if not MIN_MAX_FRAME_SIZE <= frame.max_frame_size <= MAX_MAX_FRAME_SIZE:
+            raise RemoteProtocolError(
+                f"HELLO max_frame_size {frame.max_frame_size} is outside "
+                f"{MIN_MAX_FRAME_SIZE}-{MAX_MAX_FRAME_SIZE}",
+                code=ErrorCode.FIELD_OUT_OF_RANGE,
+                requirement="PW-HS-5",
+            )
+        self.client = HelloReceived(
+            frame.client_name, frame.auth_token, frame.max_frame_size, frame.heartbeat_ms
+        )
+        return self.client
+
+    def _on_ping(self, frame: F.Ping, raw: bytes | None) -> Event:
+        if FAULT_NO_PONG not in self.faults:
+            self._out.append(codec.encode_frame(F.Pong(frame.opaque)))
+        return PingReceived(frame.opaque)
+
+    def _on_pong(self, frame: F.Pong, raw: bytes | None) -> Event:
+        return PongReceived(frame.opaque)
+
+    def _on_goaway(self, frame: F.Goaway, raw: bytes | None) -> Event:
+        self.close_code = ErrorCode.NO_ERROR
+        return GoawayReceived(frame.code, frame.reason)
+
+    def _on_error(self, frame: F.Error, raw: bytes | None) -> Event:
+        try:
+            self.close_code = ErrorCode(frame.code)
+        except ValueError:
+            self.close_code = ErrorCode.PROTOCOL_ERROR
+        return PeerError(frame.code, frame.message)
+
+    def _on_subscribe(self, frame: F.Subscribe, raw: bytes | None) -> Event:
+        t, sid = FrameType.SUBSCRIBE, frame.sub_id
+        if self.state is ServerState.DRAINING:
+            return self._refuse(ErrorCode.GOING_AWAY, t, sid, "server is going away")
+        problem = topic_problem(frame.topic)
+        if problem is not None:
+            return self._refuse(ErrorCode.INVALID_TOPIC, t, sid, problem)
+        if sid in self._subs:
+            return self._refuse(ErrorCode.ALREADY_SUBSCRIBED, t, sid, f"sub_id {sid} is in use")
+        if frame.topic in self._topics:
+            return self._refuse(
+                ErrorCode.ALREADY_SUBSCRIBED,
+                t,
+                sid,
+                f"topic already subscribed as sub_id {self._topics[frame.topic]}",
+            )
+        if len(self._subs) >= self.limits.max_subscriptions:
+            return self._refuse(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                t,
+                sid,
+                f"limit is {self.limits.max_subscriptions} subscriptions per connection",
+            )
+        self._subs[sid] = Subscription(sid, frame.topic, frame.at_least_once, frame.initial_credit)
+        self._topics[frame.topic] = sid
+        return SubscribeRequested(
+            sid,
+            frame.topic,
+            frame.since_kind,
+            frame.since_epoch,
+            frame.since_seq,
+            frame.since_count,
+            frame.at_least_once,
+            frame.initial_credit,
+        )
+
+    def _on_unsubscribe(self, frame: F.Unsubscribe, raw: bytes | None) -> Event:
+        sub = self._subs.get(frame.sub_id)
+        if sub is None or not sub.active:
+            return self._refuse(
+                ErrorCode.UNKNOWN_SUBSCRIPTION,
+                FrameType.UNSUBSCRIBE,
+                frame.sub_id,
+                f"no active subscription {frame.sub_id}",
+            )
+        return UnsubscribeRequested(sub.sub_id, sub.topic)
+
+    def _on_credit(self, frame: F.Credit, raw: bytes | None) -> Event:
+        sub = self._subs.get(frame.sub_id)
+        if sub is None:
+            return self._refuse(
+                ErrorCode.UNKNOWN_SUBSCRIPTION,
+                FrameType.CREDIT,
+                frame.sub_id,
+                f"no subscription {frame.sub_id}",
+            )
+        total = sub.credit + frame.increment
+        if total > MAX_CREDIT:
+            raise RemoteProtocolError(
+                f"sub {frame.sub_id}: credit {sub.credit} + {frame.increment} exceeds 2^32-1",
+                code=ErrorCode.FLOW_CONTROL_ERROR,
+                requirement="PW-FLOW-4",
+            )
+        sub.credit = total
+        return CreditGranted(frame.sub_id, frame.increment, total)
+
+    def _on_ack(self, frame: F.Ack, raw: bytes | None) -> Event:
+        t, sid, seq = FrameType.ACK, frame.sub_id, frame.seq
+        sub = self._subs.get(sid)
+        if sub is None:
+            return self._refuse(ErrorCode.UNKNOWN_SUBSCRIPTION, t, sid, f"no subscription {sid}")
+        if not sub.at_least_once:
+            return self._refuse(ErrorCode.INVALID_ACK, t, sid, "subscription is at-most-once")
+        if seq > sub.delivered:
+            return self._refuse(
+                ErrorCode.INVALID_ACK, t, sid, f"ack {seq} is above last delivered {sub.delivered}"
+            )
+        if seq < sub.acked:
+            return self._refuse(
+                ErrorCode.INVALID_ACK, t, sid, f"ack {seq} is below previous ack {sub.acked}"
+            )
+        sub.acked = seq
+        return Acked(sid, seq)
+
+    def _check_publish(self, request_type: FrameType, request_id: int, topic: str) -> Event | None:
+        if self.state is ServerState.DRAINING:
+            return self._refuse(
+                ErrorCode.GOING_AWAY, request_type, request_id, "server is going away"
+            )
+        problem = topic_problem(topic)
+        if problem is not None:
+            return self._refuse(ErrorCode.INVALID_TOPIC, request_type, request_id, problem)
+        return None
+
+    def _on_publish(self, frame: F.Publish, raw: bytes | None) -> Event:
+        refused = self._check_publish(FrameType.PUBLISH, frame.request_id, frame.topic)
+        if refused is not None:
+            return refused
+        assert raw is not None
+        flags = HAS_HEADERS if frame.headers is not None else 0
+        return PublishRequested(
+            frame.request_id, frame.topic, flags, raw, frame.payload, frame.headers
+        )
+
+    def _on_publish_batch(self, frame: F.PublishBatch, raw: bytes | None) -> Event:
+        refused = self._check_publish(FrameType.PUBLISH_BATCH, frame.request_id, frame.topic)
+        if refused is not None:
+            return refused
+        assert raw is not None
+        flags = HAS_HEADERS if frame.records[0].headers is not None else 0
+        start, ends = _record_ends(frame.topic, flags, frame.records)
+        return PublishBatchRequested(
+            frame.request_id, frame.topic, flags, raw, frame.records, start, tuple(ends)
+        )
+
+    _HANDLERS: ClassVar[dict[FrameType, Callable[[Any, Any, bytes | None], Event]]] = {
+        FrameType.HELLO: _on_hello,
+        FrameType.PING: _on_ping,
+        FrameType.PONG: _on_pong,
+        FrameType.GOAWAY: _on_goaway,
+        FrameType.ERROR: _on_error,
+        FrameType.SUBSCRIBE: _on_subscribe,
+        FrameType.UNSUBSCRIBE: _on_unsubscribe,
+        FrameType.CREDIT: _on_credit,
+        FrameType.ACK: _on_ack,
+        FrameType.PUBLISH: _on_publish,
+        FrameType.PUBLISH_BATCH: _on_publish_batch,
+    }

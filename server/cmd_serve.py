@@ -1,0 +1,219 @@
+"""``pushwire serve``: run a server with the embedded in-memory broker.
+
+Prints exactly one line on stdout once it listens (``pushwire listening on HOST:PORT``),
+logs to stderr, and shuts down gracefully on SIGINT or SIGTERM (GOAWAY to every client,
+bounded drain); a second signal closes at once. User mistakes (a port in use, a bad auth
+file) end with a one-line message and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+Run a pushwire server with the embedded in-memory broker (history is lost on restart:
+every topic gets a new epoch, so resuming clients see EPOCH_CHANGED).
+
+On start it prints one line, 'pushwire listening on HOST:PORT', and then logs one line per
+connection opened and closed to stderr. Ctrl-C or SIGTERM shuts down gracefully: every
+client gets GOAWAY(SHUTTING_DOWN) with its positions, then connections close."""
+
+EPILOG = """\
+examples:
+  pushwire serve --port 7447
+  pushwire serve --host 0.0.0.0 --slow-consumer disconnect --max-lag 1000 --log-format json
+  pushwire serve --auth tokens.json
+      tokens.json: {"s3cret": {"subscribe": ["orders/#"], "publish": ["orders/eu/#"]},
+                    "": {"subscribe": ["public/#"]}}
+      ("" = clients without a token; "#" = every topic; "a/#" = "a" and below)"""
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+log = logging.getLogger("pushwire.server")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pushwire.protocol.layouts import DEFAULT_PORT
+    from pushwire.protocol.server_conn import FAULTS
+
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument(
+        "--port", type=_positive, default=DEFAULT_PORT, help=f"0 = any free port ({DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--history-count", type=_positive, default=10_000, help="messages kept per topic (10000)"
+    )
+    parser.add_argument(
+        "--history-bytes",
+        type=_positive,
+        default=16 << 20,
+        help="bytes of frames kept per topic (16 MiB)",
+    )
+    parser.add_argument(
+        "--max-connections", type=_positive, default=1024, help="connections served at once (1024)"
+    )
+    parser.add_argument(
+        "--max-frame-size",
+        type=_positive,
+        default=1 << 20,
+        help="largest frame accepted from clients, 16384..16777216 (1 MiB)",
+    )
+    parser.add_argument(
+        "--heartbeat-ms",
+        type=_positive,
+        default=5000,
+        help="heartbeat interval when the client has no preference (5000)",
+    )
+    parser.add_argument(
+        "--slow-consumer",
+        choices=("drop", "disconnect"),
+        default="drop",
+        help="drop: skip ahead with a GAP; disconnect: close with SLOW_CONSUMER (drop)",
+    )
+    parser.add_argument(
+        "--max-lag",
+        type=_positive,
+        default=10_000,
+        help="messages a subscriber may lag before 'disconnect' closes it (10000)",
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=5.0, help="seconds clients get after GOAWAY (5)"
+    )
+    parser.add_argument(
+        "--auth",
+        metavar="FILE",
+        type=Path,
+        help='JSON: {"token": {"subscribe": [patterns], "publish": [patterns]}}',
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
+    # test-only: breaks one promise on purpose so a conformance suite can prove it notices
+    parser.add_argument(
+        "--inject-fault",
+        action="append",
+        default=[],
+        choices=sorted(FAULTS),
+        help=argparse.SUPPRESS,
+    )
+
+
+class UsageError(Exception):
+    """A mistake in the command line or an input file: reported in one line."""
+
+
+def load_auth(path: Path) -> dict[bytes, Any]:
+    from pushwire.server import Permissions
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read auth file {path}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"auth file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"auth file {path}: expected an object mapping tokens to permissions")
+    out = {}
+    for token, value in data.items():
+        try:
+            out[token.encode("utf-8")] = Permissions.from_json(value)
+        except ValueError as exc:
+            raise UsageError(f"auth file {path}, token {token!r}: {exc}") from None
+    return out
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    from pushwire.server import ServerConfig
+
+    auth = load_auth(args.auth) if args.auth is not None else None
+    try:
+        return ServerConfig(
+            host=args.host,
+            port=args.port,
+            history_count=args.history_count,
+            history_bytes=args.history_bytes,
+            max_connections=args.max_connections,
+            max_frame_size=args.max_frame_size,
+            heartbeat_ms=args.heartbeat_ms,
+            heartbeat_min_ms=min(1000, args.heartbeat_ms or 1000),
+            slow_consumer_policy=args.slow_consumer,
+            max_lag=args.max_lag,
+            drain_timeout=args.drain_timeout,
+            auth=auth,
+            faults=frozenset(args.inject_fault),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def serve_until_signalled(config: Any) -> None:
+    """Serve; the first SIGINT/SIGTERM shuts down gracefully, a second one at once."""
+    import trio
+
+    from pushwire.server import Server
+
+    server = Server(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def shutdown_then_stop() -> None:
+                await server.shutdown()
+                nursery.cancel_scope.cancel()
+
+            await nursery.start(server.serve)
+            print(f"pushwire listening on {server.address}", flush=True)
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not server.shutting_down:
+                    log.info("%s: shutting down gracefully", name)
+                    nursery.start_soon(shutdown_then_stop)
+                else:
+                    log.warning("%s again: closing now", name)
+                    nursery.cancel_scope.cancel()
+
+
+def run(args: argparse.Namespace) -> int:
+    import trio
+
+    from pushwire.server.logs import configure_logging
+
+    configure_logging(args.log_format, args.log_level)
+    try:
+        config = build_config(args)
+    except UsageError as exc:
+        print(f"pushwire serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        trio.run(serve_until_signalled, config)
+    except OSError as exc:
+        return _cannot_listen(config, exc)
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(OSError)
+        if matched is None or rest is not None:
+            raise
+        return _cannot_listen(config, matched)
+    return 0
+
+
+def _cannot_listen(config: Any, exc: BaseException) -> int:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    reason = getattr(exc, "strerror", None) or str(exc)
+    where = f"{config.host}:{config.port}"
+    print(f"pushwire serve: cannot listen on {where}: {reason}", file=sys.stderr)
+    return EXIT_FAILURE

@@ -1,0 +1,428 @@
+"""The pushwire server: configuration, listener, sessions, auth, graceful shutdown.
+
+Theory of operation
+-------------------
+:meth:`Server.serve` binds the listeners, reports the bound address through
+``task_status`` (so ``await nursery.start(server.serve)`` returns it), and runs one
+:class:`~pushwire.server.session.Session` per accepted connection in its own nursery. A
+session never takes the server down: protocol errors close that connection with their code
+(logged at INFO); anything unexpected is logged with its traceback and closes that
+connection only.
+
+:meth:`Server.shutdown` is the graceful path (SPEC.md §8.6): stop accepting, send every
+client GOAWAY(SHUTTING_DOWN, reconnect_after, jitter, positions), answer new requests with
+GOING_AWAY, and close each connection when its client does or after ``drain_timeout``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import trio
+
+from pushwire.protocol import frames as F
+from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import (
+    DEFAULT_PORT,
+    MAX_MAX_FRAME_SIZE,
+    MIN_MAX_FRAME_SIZE,
+    SlowConsumerPolicy,
+)
+from pushwire.protocol.server_conn import FAULTS, ServerLimits
+from pushwire.protocol.topics import topic_problem
+from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
+from pushwire.server.session import Session, SessionStats
+
+__all__ = ["Permissions", "Server", "ServerConfig", "ServerStats", "open_server"]
+
+log = logging.getLogger("pushwire.server")
+
+
+def _version() -> str:
+    try:
+        return version("pushwire")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0"
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """``#`` matches every topic, ``a/b/#`` matches ``a/b`` and everything below it, any
+    other pattern only the topic it names."""
+    if pattern == "#":
+        return True
+    if pattern.endswith("/#"):
+        prefix = pattern[:-2]
+        return topic == prefix or topic.startswith(prefix + "/")
+    return pattern == topic
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What one auth token may do: topic patterns (see :func:`topic_matches`)."""
+
+    subscribe: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+
+    def allows(self, action: str, topic: str) -> bool:
+        patterns = self.subscribe if action == "subscribe" else self.publish
+        return any(topic_matches(p, topic) for p in patterns)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Permissions:
+        """``{"subscribe": [...], "publish": [...]}`` (both optional) as in an auth file."""
+        if not isinstance(value, dict) or set(value) - {"subscribe", "publish"}:
+            raise ValueError('expected {"subscribe": [patterns], "publish": [patterns]}')
+        out = {}
+        for key in ("subscribe", "publish"):
+            patterns = value.get(key, [])
+            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+                raise ValueError(f"{key!r} must be a list of topic patterns")
+            out[key] = tuple(patterns)
+        return cls(**out)
+
+
+#: The permissions of every client when the server has no auth configured.
+OPEN = Permissions(subscribe=("#",), publish=("#",))
+
+
+def _policy(value: SlowConsumerPolicy | str | int) -> SlowConsumerPolicy:
+    if isinstance(value, str):
+        return SlowConsumerPolicy[value.upper()]
+    return SlowConsumerPolicy(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything a server can be told. Sizes in bytes, times in seconds unless ``_ms``."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0: an ephemeral port (see Server.port)
+    max_connections: int = 1024
+    max_frame_size: int = 1 << 20  # what we receive (WELCOME); 16384..2^24
+    max_subscriptions: int = 1024  # per connection
+    handshake_timeout: float = 10.0
+    frame_timeout: float = 60.0  # a frame whose header is in must complete within this
+    heartbeat_ms: int = 5000  # when the client leaves the choice to us
+    heartbeat_min_ms: int = 1000  # the client's preference is clamped to min..max
+    heartbeat_max_ms: int = 60_000
+    history_count: int = 10_000  # messages per topic
+    history_bytes: int = 16 << 20  # encoded frames per topic (the newest is always kept)
+    max_topics: int = 100_000  # beyond: the least recently used unsubscribed topic is evicted
+    max_lag: int = 10_000
+    slow_consumer_policy: SlowConsumerPolicy = SlowConsumerPolicy.DROP
+    #: Per connection: queued replies plus one round of pulled pushes. A client that reads
+    #: nothing costs at most about twice this plus one frame.
+    outbound_queue_bytes: int = 1 << 20
+    drain_timeout: float = 5.0  # after GOAWAY, how long a client may stay
+    close_timeout: float = 1.0  # after a final ERROR, how long we wait for the client's EOF
+    goaway_reconnect_after_ms: int = 1000
+    goaway_jitter_ms: int = 1000
+    #: token -> Permissions; None: no auth, everything allowed (a warning is logged). A token
+    #: "" gives anonymous clients (empty HELLO.auth_token) the permissions it maps to.
+    auth: Mapping[bytes, Permissions] | None = None
+    #: TEST-ONLY fault injection; see pushwire.protocol.server_conn.FAULTS.
+    faults: frozenset[str] = frozenset()
+    server_name: str = field(default_factory=lambda: f"pushwire/{_version()}")
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "slow_consumer_policy", _policy(self.slow_consumer_policy))
+        set_(self, "faults", frozenset(self.faults))
+        if self.auth is not None:
+            set_(
+                self,
+                "auth",
+                {
+                    (k.encode("utf-8") if isinstance(k, str) else bytes(k)): v
+                    for k, v in self.auth.items()
+                },
+            )
+        unknown = self.faults - FAULTS
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+        if not MIN_MAX_FRAME_SIZE <= self.max_frame_size <= MAX_MAX_FRAME_SIZE:
+            raise ValueError(f"max_frame_size must be {MIN_MAX_FRAME_SIZE}..{MAX_MAX_FRAME_SIZE}")
+        if self.outbound_queue_bytes < MIN_MAX_FRAME_SIZE:
+            raise ValueError(f"outbound_queue_bytes must be at least {MIN_MAX_FRAME_SIZE}")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be 0..65535")
+        self.limits()  # validates the rest
+
+    def limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_frame_size=self.max_frame_size,
+            max_subscriptions=self.max_subscriptions,
+            max_lag=self.max_lag,
+            slow_consumer_policy=self.slow_consumer_policy,
+            heartbeat_ms=self.heartbeat_ms,
+            heartbeat_min_ms=self.heartbeat_min_ms,
+            heartbeat_max_ms=self.heartbeat_max_ms,
+            handshake_timeout=self.handshake_timeout,
+            frame_timeout=self.frame_timeout,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    connections: int
+    sessions: tuple[SessionStats, ...]
+    topics: dict[str, TopicStats]
+
+    def session(self, connection_id: int) -> SessionStats:
+        return next(s for s in self.sessions if s.connection_id == connection_id)
+
+
+HeadersArg = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
+
+
+def _headers(headers: HeadersArg) -> F.Headers | None:
+    if headers is None:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return tuple((str(k), bytes(v)) for k, v in items)
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    try:
+        host, port, *_ = stream.socket.getpeername()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Server:
+    """A pushwire server over one broker. See the module docstring."""
+
+    def __init__(self, config: ServerConfig | None = None, *, broker: Broker | None = None):
+        self.config = config if config is not None else ServerConfig()
+        self.limits = self.config.limits()
+        self.broker: Broker = broker or MemoryBroker(
+            history_count=self.config.history_count,
+            history_bytes=self.config.history_bytes,
+            max_topics=self.config.max_topics,
+        )
+        self.host = self.config.host
+        self.port = self.config.port
+        self.shutting_down = False
+        #: Test and diagnostics hook: called as on_send(connection_id, chunks) by each
+        #: connection's writer just before its single send_all of ``chunks``.
+        self.on_send: Any = None
+        self._sessions: dict[int, Session] = {}
+        self._next_id = 0
+        self._listeners: list[trio.SocketListener] = []
+        self._stopped = trio.Event()
+        self._idle = trio.Event()  # set while no connection is open
+        self._idle.set()
+        self._serving = False
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until :meth:`shutdown` completes. ``task_status.started`` gets
+        the bound ``(host, port)``. Raises OSError when the address cannot be bound."""
+        if self._serving:
+            raise RuntimeError("this server is already serving")
+        self._serving = True
+        config = self.config
+        self._listeners = await trio.open_tcp_listeners(config.port, host=config.host or None)
+        sockname = self._listeners[0].socket.getsockname()
+        self.host, self.port = sockname[0], sockname[1]
+        if config.auth is None:
+            log.warning("no auth configured: every client may subscribe and publish anywhere")
+        if config.faults:
+            log.warning("TEST-ONLY faults injected: %s", ", ".join(sorted(config.faults)))
+        try:
+            # the outer nursery holds the sessions, so they outlive the accept loops
+            async with trio.open_nursery() as sessions, trio.open_nursery() as accepting:
+                for listener in self._listeners:
+                    accepting.start_soon(self._accept_loop, listener, sessions)
+                log.info("listening on %s", self.address)
+                task_status.started((self.host, self.port))
+        finally:
+            for listener in self._listeners:
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+            self._stopped.set()
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    async def _accept_loop(self, listener: trio.SocketListener, sessions: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return
+            except OSError as exc:  # out of file descriptors and the like: wait, go on
+                log.error("accept failed: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            sessions.start_soon(self._run_session, stream)
+
+    async def serve_stream(self, stream: trio.abc.Stream, peer: str | None = None) -> None:
+        """Serve one connection over any trio stream until it ends (TLS-wrapped streams,
+        in-memory streams in tests). Never raises for anything the connection does."""
+        await self._run_session(stream, peer)
+
+    async def _run_session(self, stream: trio.abc.Stream, peer: str | None = None) -> None:
+        self._next_id += 1
+        cid = self._next_id
+        peer = peer or _peer(stream)
+        hard_cap = self.config.max_connections + max(64, self.config.max_connections)
+        if len(self._sessions) >= hard_cap or self.shutting_down:
+            # far beyond the limit: not even a preface (TOO_MANY_CONNECTIONS needs one)
+            log.info("connection %d: %s refused at the hard cap", cid, peer)
+            await trio.aclose_forcefully(stream)
+            return
+        session = Session(self, stream, cid, peer)
+        self._sessions[cid] = session
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        log.debug("connection %d: %s connected", cid, peer, extra={"conn": cid, "peer": peer})
+        try:
+            await session.run()
+        except* Exception as group:
+            session.close_code = ErrorCode.INTERNAL_ERROR
+            session.close_reason = "internal error"
+            log.error(
+                "connection %d: internal error",
+                cid,
+                exc_info=group,
+                extra={"conn": cid, "peer": peer, "code": "INTERNAL_ERROR"},
+            )
+        finally:
+            del self._sessions[cid]
+            if not self._sessions:
+                self._idle.set()
+            code = session.close_code or ErrorCode.NO_ERROR
+            log.info(
+                "connection %d: %s closed: %s %s",
+                cid,
+                peer,
+                code.name,
+                session.close_reason,
+                extra={"conn": cid, "peer": peer, "code": code.name},
+            )
+
+    async def shutdown(self) -> None:
+        """Graceful shutdown (§8.6); returns when every connection is closed, which takes
+        at most about ``drain_timeout + close_timeout``."""
+        if not self.shutting_down:
+            self.shutting_down = True
+            log.info("shutting down: GOAWAY to %d connection(s)", len(self._sessions))
+            for listener in self._listeners:
+                await listener.aclose()
+            config = self.config
+            for session in list(self._sessions.values()):
+                session.goaway(
+                    ErrorCode.SHUTTING_DOWN,
+                    config.goaway_reconnect_after_ms,
+                    config.goaway_jitter_ms,
+                    "server shutting down",
+                )
+        await self._idle.wait()
+        if self._serving:
+            await self._stopped.wait()
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def authenticate(self, token: bytes) -> Permissions | None:
+        """The permissions of ``token``, or None when it is refused (UNAUTHENTICATED)."""
+        auth = self.config.auth
+        if auth is None:
+            return OPEN
+        found = None
+        for known, permissions in auth.items():  # compare every token in constant time
+            if hmac.compare_digest(known, token):
+                found = permissions
+        return found
+
+    @staticmethod
+    def allowed(permissions: Permissions | None, action: str, topic: str) -> bool:
+        return permissions is not None and permissions.allows(action, topic)
+
+    def over_capacity(self) -> bool:
+        return len(self._sessions) > self.config.max_connections
+
+    # -- the Python API ----------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, payload: bytes, headers: HeadersArg = None
+    ) -> tuple[int, int]:
+        """Publish as if a client had; returns (epoch, seq). ValueError for a bad topic."""
+        problem = topic_problem(topic)
+        if problem is not None:
+            raise ValueError(f"invalid topic {topic!r}: {problem}")
+        flags, body = message_body(topic, bytes(payload), _headers(headers))
+        await trio.lowlevel.checkpoint()  # a publishing loop must not starve the sessions
+        return await self.broker.publish(topic, flags, body)
+
+    async def publish_batch(
+        self,
+        topic: str,
+        records: Iterable[bytes | tuple[bytes, HeadersArg]],
+    ) -> tuple[int, int]:
+        """Publish records atomically (consecutive sequences); returns (epoch, first_seq).
+        A record is a payload or (payload, headers)."""
+        problem = topic_problem(topic)
+        if problem is not None:
+            raise ValueError(f"invalid topic {topic!r}: {problem}")
+        pairs = [(r, None) if isinstance(r, bytes | bytearray) else r for r in records]
+        if not 1 <= len(pairs) <= 0xFFFF:
+            raise ValueError("a batch holds 1..65535 records")
+        with_headers = any(h is not None for _, h in pairs)
+        recs = tuple(
+            F.Record(bytes(p), (_headers(h) or ()) if with_headers else None) for p, h in pairs
+        )
+        flags, body, start, ends = batch_body(topic, recs)
+        await trio.lowlevel.checkpoint()
+        return await self.broker.publish_batch(topic, flags, body, start, ends)
+
+    async def reset_topic(self, topic: str) -> int:
+        """Clear the topic's history and start a new epoch (returned); for tests of
+        EPOCH_CHANGED. Live subscribers continue in the new epoch."""
+        return await self.broker.reset_topic(topic)
+
+    def stats(self) -> ServerStats:
+        return ServerStats(
+            connections=len(self._sessions),
+            sessions=tuple(s.stats() for s in self._sessions.values()),
+            topics=self.broker.stats(),
+        )
+
+    @property
+    def sessions(self) -> dict[int, Session]:
+        """Live sessions by connection id (read-only use)."""
+        return dict(self._sessions)
+
+
+@asynccontextmanager
+async def open_server(
+    config: ServerConfig | None = None, *, broker: Broker | None = None, **overrides: Any
+) -> AsyncIterator[Server]:
+    """A started server for the duration of the block; graceful shutdown on exit.
+
+    ``open_server(port=0, heartbeat_ms=...)`` is short for a ServerConfig with overrides.
+    """
+    config = config if config is not None else ServerConfig(port=0)
+    if overrides:
+        config = replace(config, **overrides)
+    server = Server(config, broker=broker)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        try:
+            yield server
+        finally:
+            limit = config.drain_timeout + config.close_timeout + 1
+            with trio.CancelScope(shield=True), trio.move_on_after(limit):
+                await server.shutdown()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,168 @@
+"""Flow control, memory bounds and fan-out over real TCP on 127.0.0.1.
+
+A subscriber that grants no credit, or that stops reading its socket, must cost the server
+no more than its bounded outbound queue, and must not slow down the publisher or the other
+subscribers; every subscriber gets the same bytes object, built once.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from integration.server_peer import RawPeer
+
+from pushwire.protocol import frames as F
+from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import FrameType, SinceKind
+from pushwire.server import ServerConfig, open_server
+
+TIMEOUT = 30
+
+
+def config(**kw: object) -> ServerConfig:
+    base: dict[str, object] = {"port": 0, "history_count": 100_000, "history_bytes": 256 << 20}
+    base.update(kw)
+    return ServerConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.spec("PW-FLOW-1", "PW-FLOW-2", "PW-SLOW-1")
+async def test_a_subscriber_without_credit_gets_nothing_and_costs_nothing() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config()) as server:
+            stalled = await RawPeer.connect(server.port)
+            await stalled.handshake()
+            await stalled.subscribe(1, "t", credit=2)
+            fast = await RawPeer.connect(server.port)
+            await fast.handshake()
+            await fast.subscribe(1, "t", credit=1_000_000)
+            payload = b"x" * 1000
+            n = 2000
+            async with trio.open_nursery() as nursery:
+
+                async def publish() -> None:
+                    for _ in range(n):
+                        await server.publish("t", payload)
+
+                nursery.start_soon(publish)
+                got = await fast.messages(n)
+            assert [s for s, _ in got] == list(range(1, n + 1))
+            assert [s for s, _ in await stalled.messages(2)] == [1, 2]
+            with trio.move_on_after(0.2):
+                frame = await stalled.recv_data()
+                raise AssertionError(f"beyond credit: {frame!r}")
+            stats = server.stats()
+            stalled_session = next(s for s in stats.sessions if s.subscriptions[1].credit == 0)
+            assert stalled_session.queued_bytes == 0
+            assert stalled_session.subscriptions[1].next_seq == 3  # lagging in the history
+            assert stalled_session.max_queued_bytes < 4096  # handshake and two messages
+            await stalled.aclose()
+            await fast.aclose()
+
+
+@pytest.mark.spec("PW-LIMIT-3", "PW-SLOW-1")
+async def test_a_subscriber_that_stops_reading_costs_at_most_its_outbound_queue() -> None:
+    budget = 64 * 1024
+    payload = b"y" * 10_000
+    n = 3000  # 30 MB: far beyond what the kernel buffers of a loopback connection hold
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config(outbound_queue_bytes=budget)) as server:
+            stuck = await RawPeer.connect(server.port)
+            await stuck.handshake()
+            await stuck.subscribe(1, "t", credit=1_000_000)
+            fast = await RawPeer.connect(server.port)
+            await fast.handshake()
+            await fast.subscribe(1, "t", credit=1_000_000)
+            async with trio.open_nursery() as nursery:
+
+                async def publish() -> None:
+                    for _ in range(n):
+                        await server.publish("t", payload)
+
+                nursery.start_soon(publish)
+                got = await fast.messages(n)  # full speed for the reader
+            assert [s for s, _ in got] == list(range(1, n + 1))
+            stats = server.stats()
+            stuck_session = min(stats.sessions, key=lambda s: s.subscriptions[1].next_seq)
+            assert stuck_session.subscriptions[1].next_seq < n  # it lags in the history
+            # the bound: one round of pulled pushes (the budget) plus the frame that crossed it
+            assert stuck_session.max_queued_bytes <= budget + len(payload) + 64
+            # and once it reads again it gets everything, in order
+            assert [s for s, _ in await stuck.messages(n)] == list(range(1, n + 1))
+            await stuck.aclose()
+            await fast.aclose()
+
+
+@pytest.mark.spec("PW-PUB-8", "PW-PUB-9")
+async def test_every_subscriber_is_sent_the_same_bytes_object() -> None:
+    sent: dict[int, list[bytes]] = {}
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config()) as server:
+            server.on_send = lambda cid, chunks: sent.setdefault(cid, []).extend(chunks)
+            peers = []
+            for _ in range(3):
+                peer = await RawPeer.connect(server.port)
+                await peer.handshake()
+                await peer.subscribe(1, "fan/out")
+                peers.append(peer)
+            await server.publish("fan/out", b"once", headers={"k": b"v"})
+            for peer in peers:
+                frame = await peer.recv_data()
+                assert frame == F.Message(frame.epoch, 1, "fan/out", b"once", (("k", b"v"),))  # type: ignore[union-attr]
+            pushes = [
+                chunk
+                for chunks in sent.values()
+                for chunk in chunks
+                if chunk[4] == FrameType.MESSAGE
+            ]
+            assert len(pushes) == 3
+            assert pushes[0] is pushes[1] is pushes[2]
+            assert server.stats().topics["fan/out"].frames_encoded == 1
+            for peer in peers:
+                await peer.aclose()
+
+
+@pytest.mark.spec("PW-PUB-7")
+async def test_a_publish_is_forwarded_byte_for_byte() -> None:
+    headers = (("b", b"2"), ("a", b"1"), ("b", b"\x00\xff"))
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config()) as server:
+            sub = await RawPeer.connect(server.port)
+            await sub.handshake()
+            await sub.subscribe(1, "t")
+            pub = await RawPeer.connect(server.port)
+            await pub.handshake()
+            ack = await pub.publish("t", b"\x00payload\xff", headers=headers, request_id=77)
+            assert (ack.request_id, ack.first_seq, ack.count) == (77, 1, 1)
+            await pub.send(
+                F.PublishBatch(78, "t", (F.Record(b"r1", ()), F.Record(b"r2", (("h", b""),))))
+            )
+            batch_ack, _ = await pub.recv_until(F.Puback)
+            assert (batch_ack.first_seq, batch_ack.count) == (2, 2)  # type: ignore[union-attr]
+            message = await sub.recv_data()
+            assert message == F.Message(ack.epoch, 1, "t", b"\x00payload\xff", headers)
+            batch = await sub.recv_data()
+            assert batch == F.MessageBatch(
+                ack.epoch, 2, "t", (F.Record(b"r1", ()), F.Record(b"r2", (("h", b""),)))
+            )
+            await sub.aclose()
+            await pub.aclose()
+
+
+@pytest.mark.spec("PW-SUB-10", "PW-SUB-11", "PW-SUB-12", "PW-SUB-13", "PW-SUB-5")
+async def test_resume_outcomes_over_tcp() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config(history_count=5)) as server:
+            for i in range(10):
+                epoch, _ = await server.publish("t", b"%d" % i)
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            gap = await peer.subscribe(1, "t", since=SinceKind.AFTER, epoch=epoch, seq=2)
+            assert (gap.gap_first, gap.gap_last, gap.start_seq) == (3, 5, 6)
+            other = await peer.subscribe(2, "u", since=SinceKind.AFTER, epoch=1, seq=2)
+            assert other.start_seq == 1 and other.epoch != 1
+            last = await peer.subscribe(3, "t2", since=SinceKind.LAST, count=3)
+            assert (last.start_seq, last.head_seq) == (1, 0)
+            await peer.send(F.Unsubscribe(1), F.Subscribe(4, "t", SinceKind.AFTER, epoch, 11))
+            error, _ = await peer.recv_until(F.Error)
+            assert (error.code, error.request_id) == (ErrorCode.INVALID_POSITION, 4)  # type: ignore[union-attr]
+            await peer.aclose()

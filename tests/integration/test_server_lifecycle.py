@@ -1,0 +1,245 @@
+"""Connection lifecycle over real TCP: heartbeats, admission (connection limit, auth),
+authorisation, and graceful shutdown with GOAWAY."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from integration.server_peer import CLIENT_PREFACE, RawPeer
+
+from pushwire.protocol import frames as F
+from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import FrameType
+from pushwire.server import Permissions, Server, ServerConfig, open_server
+
+TIMEOUT = 10
+
+
+@pytest.mark.spec("PW-HB-3")
+async def test_a_silent_client_is_closed_with_heartbeat_timeout() -> None:
+    cfg = ServerConfig(port=0, heartbeat_min_ms=50)
+    with trio.fail_after(TIMEOUT):
+        async with open_server(cfg) as server:
+            peer = await RawPeer.connect(server.port)
+            welcome = await peer.handshake(heartbeat_ms=50)
+            assert welcome.heartbeat_ms == 50
+            start = trio.current_time()
+            await peer.expect_error_and_close(ErrorCode.HEARTBEAT_TIMEOUT)  # PINGs unanswered
+            assert 0.1 <= trio.current_time() - start < 2.0  # 3 x 50 ms since HELLO
+            await peer.aclose()
+
+
+@pytest.mark.spec("PW-HB-2")
+async def test_a_client_that_only_answers_pings_stays_open() -> None:
+    cfg = ServerConfig(port=0, heartbeat_min_ms=50)
+    with trio.fail_after(TIMEOUT):
+        async with open_server(cfg) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake(heartbeat_ms=50)
+            pings = 0
+            with trio.move_on_after(0.6):
+                while True:
+                    frame = await peer.expect(F.Ping)
+                    pings += 1
+                    await peer.send(F.Pong(frame.opaque))  # type: ignore[union-attr]
+            assert pings >= 5
+            assert server.stats().connections == 1
+            await peer.aclose()
+
+
+@pytest.mark.spec("PW-HS-12", "PW-LIMIT-1")
+async def test_a_connection_beyond_the_limit_gets_too_many_connections() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_server(ServerConfig(port=0, max_connections=2)) as server:
+            first = await RawPeer.connect(server.port)
+            await first.handshake()
+            second = await RawPeer.connect(server.port)
+            await second.handshake()
+            third = await RawPeer.connect(server.port)
+            await third.send(CLIENT_PREFACE)
+            assert await third.read_preface() == (1, 1)
+            await third.expect_error_and_close(ErrorCode.TOO_MANY_CONNECTIONS)
+            await third.aclose()
+            await first.aclose()
+            while server.stats().connections > 1:  # wait until the server saw the close
+                await trio.sleep(0.01)
+            fourth = await RawPeer.connect(server.port)
+            await fourth.handshake()
+            await fourth.aclose()
+            await second.aclose()
+
+
+AUTH = {
+    "s3cret": Permissions(subscribe=("orders/#",), publish=("orders/eu/#",)),
+    "": Permissions(subscribe=("public",)),
+}
+
+
+@pytest.mark.spec("PW-HS-11")
+@pytest.mark.parametrize("token", [b"wrong", b"s3cre", b"s3cret\x00"])
+async def test_an_unknown_token_is_unauthenticated(token: bytes) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_server(ServerConfig(port=0, auth=AUTH)) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.send(CLIENT_PREFACE + _hello(token))
+            await peer.read_preface()
+            await peer.expect_error_and_close(ErrorCode.UNAUTHENTICATED)
+            await peer.aclose()
+
+
+@pytest.mark.spec("PW-HS-11")
+async def test_no_token_is_unauthenticated_without_an_anonymous_entry() -> None:
+    auth = {"s3cret": AUTH["s3cret"]}
+    with trio.fail_after(TIMEOUT):
+        async with open_server(ServerConfig(port=0, auth=auth)) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.send(CLIENT_PREFACE + _hello(b""))
+            await peer.read_preface()
+            await peer.expect_error_and_close(ErrorCode.UNAUTHENTICATED)
+            await peer.aclose()
+
+
+def _hello(token: bytes) -> bytes:
+    from integration.server_peer import hello
+
+    return hello(auth_token=token)
+
+
+@pytest.mark.spec("PW-SEC-3", "PW-SEC-4", "PW-SUB-20", "PW-PUB-6")
+async def test_permissions_decide_per_topic_with_forbidden() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_server(ServerConfig(port=0, auth=AUTH)) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake(auth_token=b"s3cret")
+            assert (await peer.subscribe(1, "orders")).sub_id == 1
+            assert (await peer.subscribe(2, "orders/eu/1")).sub_id == 2
+            await peer.send(F.Subscribe(3, "ordersx"), F.Publish(4, "orders/us", b""))
+            refusals = [await peer.recv_data(), await peer.recv_data()]
+            assert [(e.code, e.request_type, e.request_id) for e in refusals] == [  # type: ignore[union-attr]
+                (ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, 3),
+                (ErrorCode.FORBIDDEN, FrameType.PUBLISH, 4),
+            ]
+            ack = await peer.publish("orders/eu/1", b"ok", request_id=5)
+            assert ack.first_seq == 1
+            assert "orders/us" not in server.stats().topics  # a refusal creates nothing
+            anonymous = await RawPeer.connect(server.port)
+            await anonymous.handshake()
+            await anonymous.subscribe(1, "public")
+            await anonymous.send(F.Subscribe(2, "orders"))
+            refused = await anonymous.recv_data()
+            assert refused.code == ErrorCode.FORBIDDEN  # type: ignore[union-attr]
+            await peer.aclose()
+            await anonymous.aclose()
+
+
+@pytest.mark.spec("PW-GOAWAY-1", "PW-GOAWAY-2", "PW-GOAWAY-5")
+async def test_shutdown_sends_goaway_with_positions_to_every_client() -> None:
+    cfg = ServerConfig(port=0, drain_timeout=5.0, goaway_reconnect_after_ms=250)
+    with trio.fail_after(TIMEOUT):
+        server = Server(cfg)
+        async with trio.open_nursery() as nursery:
+            host, port = await nursery.start(server.serve)
+            assert (host, port) == (server.host, server.port)
+            peers = []
+            for i in range(3):
+                peer = await RawPeer.connect(port)
+                await peer.handshake()
+                await peer.subscribe(7, "t", credit=100, at_least_once=bool(i % 2))
+                peers.append(peer)
+            for _ in range(4):
+                epoch, _ = await server.publish("t", b"m")
+            for peer in peers:
+                await peer.messages(4)
+            await peers[1].send(F.Ack(7, 3), F.Ping(1))  # the at-least-once one
+            await peers[1].recv_until(F.Pong)
+            start = trio.current_time()
+            nursery.start_soon(server.shutdown)
+            for i, peer in enumerate(peers):
+                goaway = await peer.expect(F.Goaway)
+                assert goaway.code == ErrorCode.SHUTTING_DOWN  # type: ignore[union-attr]
+                assert goaway.reconnect_after_ms == 250  # type: ignore[union-attr]
+                seq = 3 if i == 1 else 4
+                assert goaway.positions == (F.Position(7, epoch, seq),)  # type: ignore[union-attr]
+                await peer.aclose()  # the client leaves: the server need not wait for drain
+        assert trio.current_time() - start < 2.0
+    with pytest.raises(OSError):  # the listener is gone
+        await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def test_the_bound_address_is_reported_and_the_port_is_ephemeral() -> None:
+    async with (
+        open_server(ServerConfig(host="127.0.0.1", port=0)) as a,
+        open_server(ServerConfig(host="127.0.0.1", port=0)) as b,
+    ):
+        assert a.port and b.port and a.port != b.port
+        assert a.address == f"127.0.0.1:{a.port}"
+
+
+@pytest.mark.spec(
+    "PW-SUB-2", "PW-PUB-3", "PW-PUB-5", "PW-ORDER-8", "PW-ORDER-9", "PW-ORDER-10", "PW-ERR-4"
+)
+async def test_pipelined_requests_get_exactly_one_reply_each_in_order() -> None:
+    requests: list[F.Frame] = [
+        F.Subscribe(1, "a"),
+        F.Publish(10, "a", b"1"),
+        F.Subscribe(2, "bad//topic"),
+        F.PublishBatch(11, "a", (F.Record(b"2"), F.Record(b"3"))),
+        F.Subscribe(1, "b"),  # sub_id in use
+        F.Publish(0, "a", b"4"),  # no reply wanted
+        F.Publish(12, "", b"5"),
+        F.Unsubscribe(9),
+        F.Subscribe(3, "c"),
+        F.Publish(13, "a", b"6"),
+    ]
+    expected = [
+        (F.Subscribed, 1),
+        (F.Puback, 10),
+        (F.Error, 2),
+        (F.Puback, 11),
+        (F.Error, 1),
+        (F.Error, 12),
+        (F.Error, 9),
+        (F.Subscribed, 3),
+        (F.Puback, 13),
+    ]
+    with trio.fail_after(TIMEOUT):
+        async with open_server(ServerConfig(port=0)) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            await peer.send(*requests, F.Ping(99))
+            replies = []
+            while True:
+                frame = await peer.recv()
+                if isinstance(frame, F.Pong):
+                    break
+                if not isinstance(frame, F.Message | F.MessageBatch | F.Ping):
+                    replies.append(frame)
+            got = [
+                (type(r), getattr(r, "sub_id", None) or getattr(r, "request_id", None))
+                for r in replies
+            ]
+            assert got == expected
+            acks = [r for r in replies if isinstance(r, F.Puback)]
+            assert [(a.first_seq, a.count) for a in acks] == [(1, 1), (2, 2), (5, 1)]
+            assert server.stats().topics["a"].head_seq == 5  # the request_id 0 one counted
+            await peer.aclose()
+
+
+@pytest.mark.spec("PW-TOPIC-3")
+async def test_topics_are_compared_byte_for_byte() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_server(ServerConfig(port=0)) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            await peer.subscribe(1, "Case")
+            await peer.subscribe(2, "case")
+            await peer.subscribe(3, "caf\u00e9")
+            await peer.subscribe(4, "cafe\u0301")  # the same text, not the same bytes
+            await server.publish("case", b"lower")
+            await server.publish("cafe\u0301", b"decomposed")
+            frames = [await peer.recv_data(), await peer.recv_data()]
+            assert sorted((f.topic, f.payload) for f in frames) == [  # type: ignore[union-attr]
+                ("cafe\u0301", b"decomposed"),
+                ("case", b"lower"),
+            ]
+            await peer.aclose()

@@ -1,0 +1,83 @@
+"""The slow-consumer policies over real TCP: DROP skips with an explicit GAP, DISCONNECT
+closes with SLOW_CONSUMER; neither ever stalls the publisher."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from integration.server_peer import RawPeer
+
+from pushwire.protocol import frames as F
+from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import SlowConsumerPolicy
+from pushwire.server import ServerConfig, open_server
+
+TIMEOUT = 30
+
+
+@pytest.mark.spec("PW-SLOW-3")
+async def test_drop_tells_a_subscriber_without_credit_what_it_missed() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_server(ServerConfig(port=0, history_count=10)) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            await peer.subscribe(1, "t", credit=0)
+            for i in range(50):
+                epoch, _ = await server.publish("t", b"%d" % i)
+            await peer.send(F.Credit(1, 100))
+            assert await peer.recv_data() == F.Gap(1, epoch, 1, 40, ErrorCode.SLOW_CONSUMER)
+            assert [s for s, _ in await peer.messages(10)] == list(range(41, 51))
+            await peer.aclose()
+
+
+@pytest.mark.spec("PW-SLOW-3", "PW-SLOW-1")
+async def test_drop_tells_a_subscriber_that_stopped_reading_what_it_missed() -> None:
+    payload = b"z" * 10_000
+    n = 4000  # 40 MB through a history of 200 messages and a 64 KiB outbound queue
+    cfg = ServerConfig(port=0, history_count=200, outbound_queue_bytes=64 * 1024)
+    with trio.fail_after(TIMEOUT):
+        async with open_server(cfg) as server:
+            stuck = await RawPeer.connect(server.port)
+            await stuck.handshake()
+            await stuck.subscribe(1, "t", credit=1_000_000)
+            for _ in range(n):
+                await server.publish("t", payload)
+            expected = 1
+            gaps = []
+            while expected <= n:
+                frame = await stuck.recv_data()
+                if isinstance(frame, F.Gap):
+                    assert frame.first == expected
+                    assert frame.reason == ErrorCode.SLOW_CONSUMER
+                    gaps.append(frame)
+                    expected = frame.last + 1
+                else:
+                    assert isinstance(frame, F.Message)
+                    assert frame.seq == expected
+                    expected += 1
+            assert gaps, "the subscriber lagged beyond the history, yet no GAP came"
+            assert server.stats().sessions[0].max_queued_bytes <= 64 * 1024 + len(payload) + 64
+            await stuck.aclose()
+
+
+@pytest.mark.spec("PW-SLOW-2")
+async def test_disconnect_closes_a_lagging_subscriber_and_only_it() -> None:
+    cfg = ServerConfig(port=0, slow_consumer_policy=SlowConsumerPolicy.DISCONNECT, max_lag=20)
+    with trio.fail_after(TIMEOUT):
+        async with open_server(cfg) as server:
+            slow = await RawPeer.connect(server.port)
+            welcome = await slow.handshake()
+            assert (welcome.slow_consumer_policy, welcome.max_lag) == (0, 20)
+            await slow.subscribe(1, "t", credit=5)
+            fine = await RawPeer.connect(server.port)
+            await fine.handshake()
+            await fine.subscribe(1, "t", credit=10_000)
+            for i in range(100):
+                await server.publish("t", b"%d" % i)
+            error = await slow.expect_error_and_close(ErrorCode.SLOW_CONSUMER)
+            assert "max_lag" in error.message
+            assert [s for s, _ in await fine.messages(100)] == list(range(1, 101))
+            await slow.aclose()
+            while server.stats().connections > 1:  # until the server has seen the close
+                await trio.sleep(0.01)
+            await fine.aclose()
