@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _publish(args: argparse.Namespace) -> int:
     headers = parse_headers(args.header)
-    async with connect(args.server, **connect_options(args)) as conn:  # type: ignore[arg-type]
+    async with connect(**connect_options(args)) as conn:  # type: ignore[arg-type]
         if args.message is not None:
             print(await conn.publish(args.topic, args.message.encode(), headers), flush=True)
             return EXIT_OK

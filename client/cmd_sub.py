@@ -46,6 +46,7 @@ examples:
   pushwire sub orders/eu --since oldest --count 10
   pushwire sub prices/a prices/b --format json --since last:5
   pushwire sub jobs --at-least-once --credit 16 --server 10.0.0.5:7447
+  pushwire sub alerts --tls-ca ca.pem --server tls://push.example.org:7447
 
 --since: new (default), oldest, last:N, or EPOCH:SEQ (resume after that position;
          EPOCH may be decimal or 0x-hex, as printed by --format json).
@@ -186,7 +187,7 @@ async def _subscribe(args: argparse.Namespace) -> int:
         stream.write(line + "\n")
         stream.flush()
 
-    async with connect(args.server, **connect_options(args)) as conn:  # type: ignore[arg-type]
+    async with connect(**connect_options(args)) as conn:  # type: ignore[arg-type]
         subs = [
             conn.subscribe(topic, since=since, at_least_once=args.at_least_once, credit=args.credit)
             for topic in dict.fromkeys(args.topics)

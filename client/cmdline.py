@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from pushwire.client.connection import tls_context
 from pushwire.client.errors import (
     ConnectError,
     ConnectionLost,
@@ -20,6 +22,8 @@ from pushwire.client.errors import (
 )
 
 DEFAULT_SERVER = "127.0.0.1:7447"
+#: The form ``pushwire serve`` prints for a TLS listener; accepted by --server.
+TLS_SCHEME = "tls://"
 
 #: Exit codes, distinct so scripts can tell failures apart.
 EXIT_OK = 0
@@ -47,7 +51,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "--server",
         metavar="HOST:PORT",
         default=os.environ.get("PUSHWIRE_SERVER", DEFAULT_SERVER),
-        help="server address (default: $PUSHWIRE_SERVER or %(default)s)",
+        help="server address; tls://HOST:PORT implies --tls "
+        "(default: $PUSHWIRE_SERVER or %(default)s)",
     )
     group.add_argument(
         "--token",
@@ -55,7 +60,16 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         help="auth token (default: $PUSHWIRE_TOKEN; empty = anonymous)",
     )
     group.add_argument("--name", default=None, help="client name sent in HELLO")
-    group.add_argument("--tls", action="store_true", help="connect with TLS (verified)")
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS, verifying the server certificate against the system's CAs",
+    )
+    group.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="trust only the CA certificate(s) in this PEM file (implies --tls)",
+    )
     group.add_argument(
         "--allow-plaintext-token",
         action="store_true",
@@ -79,11 +93,24 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def connect_options(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments of ``connect()`` for the connection options, the address
+    included. Raises UsageError when the --tls-ca file is not usable."""
+    address: str = args.server
+    tls: bool | ssl.SSLContext = args.tls or address.startswith(TLS_SCHEME)
+    address = address.removeprefix(TLS_SCHEME)
+    if args.tls_ca is not None:
+        try:
+            tls = tls_context(True, ca_file=args.tls_ca) or tls  # never None for True
+        except ssl.SSLError:  # before OSError: it is one
+            raise UsageError(f"--tls-ca {args.tls_ca}: no PEM certificate in it") from None
+        except OSError as exc:
+            raise UsageError(f"--tls-ca {args.tls_ca}: {exc.strerror or exc}") from None
     return {
+        "address": address,
         "client_name": args.name,
         "auth_token": args.token.encode(),
         "reconnect": not args.no_reconnect,
-        "tls": args.tls,
+        "tls": tls,
         "allow_plaintext_token": args.allow_plaintext_token,
         "connect_timeout": args.connect_timeout,
     }

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import random
 import ssl
 from collections import deque
@@ -177,13 +178,21 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, number
 
 
-def tls_context(tls: bool | ssl.SSLContext) -> ssl.SSLContext | None:
+def tls_context(
+    tls: bool | ssl.SSLContext, *, ca_file: str | os.PathLike[str] | None = None
+) -> ssl.SSLContext | None:
     """The TLS context for ``connect(tls=...)``: True gives the system trust store with
     certificate and host name verification (PW-TRANSPORT-4) and TLS 1.2 at least
-    (PW-TRANSPORT-5; 1.3 is preferred by the defaults, PW-TRANSPORT-6). A context passed
-    in is used as it is: its settings are the caller's decision."""
+    (PW-TRANSPORT-5; 1.3 is preferred by the defaults, PW-TRANSPORT-6); ``ca_file`` (PEM)
+    replaces the system trust store, for a private or development CA. A context passed
+    in is used as it is: its settings are the caller's decision.
+
+    ``ca_file`` raises OSError when it cannot be read and ssl.SSLError when it holds no
+    certificate."""
+    if ca_file is not None and tls is not True:
+        raise ValueError("ca_file only applies to tls=True")
     if tls is True:
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=ca_file)
         context.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
         return context
     return tls if isinstance(tls, ssl.SSLContext) else None
@@ -240,6 +249,7 @@ class _Options:
     retry_first_connect: bool
     outbound_buffer_bytes: int
     ssl_context: ssl.SSLContext | None
+    server_hostname: str | None
     open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None
     rng: random.Random
 
@@ -771,11 +781,21 @@ class Connection:
         opts = self._opts
         if opts.open_stream is not None:
             return await opts.open_stream()
-        if opts.ssl_context is not None:
-            return await trio.open_ssl_over_tcp_stream(
-                opts.host, opts.port, ssl_context=opts.ssl_context, https_compatible=False
+        stream = await trio.open_tcp_stream(opts.host, opts.port)
+        if opts.ssl_context is None:
+            return stream
+        # TLS from the first byte (PW-TRANSPORT-3); the TLS handshake runs on the first
+        # send, inside the caller's connect timeout.
+        try:
+            return trio.SSLStream(
+                stream,
+                opts.ssl_context,
+                server_hostname=opts.server_hostname or opts.host,
+                https_compatible=False,
             )
-        return await trio.open_tcp_stream(opts.host, opts.port)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
 
     async def _handshake(self, stream: trio.abc.Stream) -> _Session:
         """Preface + HELLO, then read until WELCOME. Raises HandshakeRejected for a server
@@ -844,7 +864,7 @@ class Connection:
             ) as exc:
                 if stream is not None:
                     await trio.aclose_forcefully(stream)
-                why = "timed out" if isinstance(exc, trio.TooSlowError) else str(exc)
+                why = _failure_reason(exc)
                 if first and not opts.retry_first_connect:
                     raise ConnectError(f"cannot connect to {opts.host}:{opts.port}: {why}") from exc
                 if not first and not opts.reconnect:
@@ -1097,6 +1117,23 @@ class Connection:
                 await session.writer_done.wait()
 
 
+def _failure_reason(exc: BaseException) -> str:
+    """Why connecting failed, in a few words; TLS failures say so (trio wraps the ssl
+    error in BrokenResourceError, whose own text is empty)."""
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    cause = exc
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLEOFError):
+        return "the server closed the connection during the TLS handshake (is it using TLS?)"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS handshake failed: {cause.reason or cause}"
+    return str(cause) or type(cause).__name__
+
+
 def _code_name(code: ErrorCode | int) -> str:
     return code.name if isinstance(code, ErrorCode) else f"0x{code:04x}"
 
@@ -1124,6 +1161,7 @@ async def connect(
     retry_first_connect: bool = False,
     outbound_buffer_bytes: int = 1 << 20,
     tls: bool | ssl.SSLContext = False,
+    server_hostname: str | None = None,
     allow_plaintext_token: bool = False,
     open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
     rng: random.Random | None = None,
@@ -1136,7 +1174,9 @@ async def connect(
     with exponential backoff and full jitter between ``backoff_initial`` and ``backoff_max``
     seconds, honouring a server's GOAWAY hint. ``heartbeat_ms`` None lets the server choose.
     ``tls`` True verifies the server certificate with the system's trust store
-    (PW-TRANSPORT-4); pass an ``ssl.SSLContext`` for anything else. A non-empty
+    (PW-TRANSPORT-4); pass an ``ssl.SSLContext`` for anything else (see
+    :func:`tls_context`). ``server_hostname`` is the name the certificate must carry when
+    it is not the host of ``address`` (an IP address, a tunnel). A non-empty
     ``auth_token`` is refused without TLS to a non-loopback host unless
     ``allow_plaintext_token`` (PW-SEC-2). ``open_stream`` replaces the TCP connect (tests,
     custom transports); ``rng`` makes jitter reproducible.
@@ -1145,6 +1185,8 @@ async def connect(
     token = auth_token.encode() if isinstance(auth_token, str) else bytes(auth_token)
     context = tls_context(tls)
     plaintext = context is None and open_stream is None
+    if server_hostname is not None and context is None:
+        raise ValueError("server_hostname needs tls=True or an ssl.SSLContext")
     if token and plaintext and not allow_plaintext_token and not _is_loopback(host):
         raise ValueError(
             "refusing to send an auth token without TLS to a non-loopback host "
@@ -1170,6 +1212,7 @@ async def connect(
         retry_first_connect=retry_first_connect,
         outbound_buffer_bytes=outbound_buffer_bytes,
         ssl_context=context,
+        server_hostname=server_hostname,
         open_stream=open_stream,
         rng=rng or random.Random(),
     )

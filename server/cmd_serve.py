@@ -1,8 +1,9 @@
 """``pushwire serve``: run a server with the embedded in-memory broker.
 
-Prints exactly one line on stdout once it listens (``pushwire listening on HOST:PORT``),
-logs to stderr, and shuts down gracefully on SIGINT or SIGTERM (GOAWAY to every client,
-bounded drain); a second signal closes at once. User mistakes (a port in use, a bad auth
+Prints exactly one line on stdout once it listens (``pushwire listening on HOST:PORT``, or
+``pushwire listening on tls://HOST:PORT`` with ``--tls-cert``/``--tls-key``), logs to
+stderr, and shuts down gracefully on SIGINT or SIGTERM (GOAWAY to every client, bounded
+drain); a second signal closes at once. User mistakes (a port in use, a bad auth
 file) end with a one-line message and a non-zero exit status, never a traceback.
 """
 
@@ -20,9 +21,10 @@ DESCRIPTION = """\
 Run a pushwire server with the embedded in-memory broker (history is lost on restart:
 every topic gets a new epoch, so resuming clients see EPOCH_CHANGED).
 
-On start it prints one line, 'pushwire listening on HOST:PORT', and then logs one line per
-connection opened and closed to stderr. Ctrl-C or SIGTERM shuts down gracefully: every
-client gets GOAWAY(SHUTTING_DOWN) with its positions, then connections close."""
+On start it prints one line, 'pushwire listening on HOST:PORT' (with TLS:
+'pushwire listening on tls://HOST:PORT'), and then logs one line per connection opened and
+closed to stderr. Ctrl-C or SIGTERM shuts down gracefully: every client gets
+GOAWAY(SHUTTING_DOWN) with its positions, then connections close."""
 
 EPILOG = """\
 examples:
@@ -31,7 +33,10 @@ examples:
   pushwire serve --auth tokens.json
       tokens.json: {"s3cret": {"subscribe": ["orders/#"], "publish": ["orders/eu/#"]},
                     "": {"subscribe": ["public/#"]}}
-      ("" = clients without a token; "#" = every topic; "a/#" = "a" and below)"""
+      ("" = clients without a token; "#" = every topic; "a/#" = "a" and below)
+  pushwire serve --tls-cert server.pem --tls-key server.key
+      (clients connect with 'pushwire sub --tls ...', adding '--tls-ca ca.pem' when the
+       certificate is not signed by a CA the system trusts)"""
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -99,6 +104,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help='JSON: {"token": {"subscribe": [patterns], "publish": [patterns]}}',
     )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        type=Path,
+        help="serve TLS only, with this PEM certificate chain (needs --tls-key)",
+    )
+    parser.add_argument(
+        "--tls-key", metavar="FILE", type=Path, help="PEM private key for --tls-cert"
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), default="info"
@@ -137,10 +151,33 @@ def load_auth(path: Path) -> dict[bytes, Any]:
     return out
 
 
+def load_tls(cert: Path | None, key: Path | None) -> Any:
+    """The server TLS context for --tls-cert/--tls-key (both or neither), or None."""
+    import ssl
+
+    from pushwire.server import server_tls_context
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together: give both or neither")
+    for what, path in (("certificate", cert), ("key", key)):
+        try:  # ssl's own errors do not say which file
+            path.open("rb").close()
+        except OSError as exc:
+            raise UsageError(f"cannot read TLS {what} {path}: {exc.strerror}") from None
+    try:
+        return server_tls_context(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or "not a PEM certificate and its private key"
+        raise UsageError(f"cannot use TLS certificate {cert} with key {key}: {reason}") from None
+
+
 def build_config(args: argparse.Namespace) -> Any:
     from pushwire.server import ServerConfig
 
     auth = load_auth(args.auth) if args.auth is not None else None
+    tls = load_tls(args.tls_cert, args.tls_key)
     try:
         return ServerConfig(
             host=args.host,
@@ -155,6 +192,7 @@ def build_config(args: argparse.Namespace) -> Any:
             max_lag=args.max_lag,
             drain_timeout=args.drain_timeout,
             auth=auth,
+            tls=tls,
             faults=frozenset(args.inject_fault),
         )
     except ValueError as exc:
@@ -176,7 +214,8 @@ async def serve_until_signalled(config: Any) -> None:
                 nursery.cancel_scope.cancel()
 
             await nursery.start(server.serve)
-            print(f"pushwire listening on {server.address}", flush=True)
+            scheme = "tls://" if config.tls is not None else ""
+            print(f"pushwire listening on {scheme}{server.address}", flush=True)
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if not server.shutting_down:

@@ -9,6 +9,14 @@ session never takes the server down: protocol errors close that connection with 
 (logged at INFO); anything unexpected is logged with its traceback and closes that
 connection only.
 
+TLS (SPEC.md §2.1) is configuration, not negotiation: with ``ServerConfig.tls`` set, every
+accepted TCP stream is wrapped in a server-side :class:`trio.SSLStream` and the TLS
+handshake must finish within ``handshake_timeout`` of the accept before a session starts, so
+the session only ever sees the decrypted stream from the first preface byte on
+(PW-TRANSPORT-3). A connection in its TLS handshake holds a connection slot; one that fails
+or is too slow is closed without a session and logged at INFO in one line, like any other
+close.
+
 :meth:`Server.shutdown` is the graceful path (SPEC.md §8.6): stop accepting, send every
 client GOAWAY(SHUTTING_DOWN, reconnect_after, jitter, positions), answer new requests with
 GOING_AWAY, and close each connection when its client does or after ``drain_timeout``.
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -39,7 +49,14 @@ from pushwire.protocol.topics import topic_problem
 from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
 from pushwire.server.session import Session, SessionStats
 
-__all__ = ["Permissions", "Server", "ServerConfig", "ServerStats", "open_server"]
+__all__ = [
+    "Permissions",
+    "Server",
+    "ServerConfig",
+    "ServerStats",
+    "open_server",
+    "server_tls_context",
+]
 
 log = logging.getLogger("pushwire.server")
 
@@ -91,6 +108,27 @@ class Permissions:
 OPEN = Permissions(subscribe=("#",), publish=("#",))
 
 
+#: Below this no TLS version may be negotiated (PW-TRANSPORT-5).
+MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+def server_tls_context(
+    certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None = None
+) -> ssl.SSLContext:
+    """A server-side TLS context for ``ServerConfig.tls``: the certificate chain of
+    ``certfile`` (PEM, leaf first) with the private key in ``keyfile`` (or in ``certfile``
+    when None), TLS 1.2 at least (PW-TRANSPORT-5), 1.3 preferred by OpenSSL's defaults
+    (PW-TRANSPORT-6). Clients are not asked for certificates.
+
+    Raises OSError when a file cannot be read and ssl.SSLError when the files are not a
+    matching PEM certificate and key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if context.minimum_version < MIN_TLS_VERSION:  # MINIMUM_SUPPORTED is negative
+        context.minimum_version = MIN_TLS_VERSION
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 def _policy(value: SlowConsumerPolicy | str | int) -> SlowConsumerPolicy:
     if isinstance(value, str):
         return SlowConsumerPolicy[value.upper()]
@@ -126,6 +164,9 @@ class ServerConfig:
     #: token -> Permissions; None: no auth, everything allowed (a warning is logged). A token
     #: "" gives anonymous clients (empty HELLO.auth_token) the permissions it maps to.
     auth: Mapping[bytes, Permissions] | None = None
+    #: TLS around every accepted connection (SPEC.md §2.1); None: plain TCP. Build one with
+    #: server_tls_context(); a context that allows TLS below 1.2 is refused.
+    tls: ssl.SSLContext | None = None
     #: TEST-ONLY fault injection; see pushwire.protocol.server_conn.FAULTS.
     faults: frozenset[str] = frozenset()
     server_name: str = field(default_factory=lambda: f"pushwire/{_version()}")
@@ -154,6 +195,11 @@ class ServerConfig:
             raise ValueError("max_connections must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535")
+        if self.tls is not None:
+            if self.tls.protocol == ssl.PROTOCOL_TLS_CLIENT:
+                raise ValueError("tls must be a server-side context (see server_tls_context)")
+            if self.tls.minimum_version < MIN_TLS_VERSION:
+                raise ValueError("tls must not allow versions below TLS 1.2 (PW-TRANSPORT-5)")
         self.limits()  # validates the rest
 
     def limits(self) -> ServerLimits:
@@ -198,6 +244,16 @@ def _peer(stream: trio.abc.Stream) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _tls_problem(exc: BaseException) -> str:
+    """The reason of a failed TLS handshake in a few words, from the ssl error trio wraps."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"certificate verification failed: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        return cause.reason
+    return str(cause) or type(cause).__name__
+
+
 class Server:
     """A pushwire server over one broker. See the module docstring."""
 
@@ -218,6 +274,8 @@ class Server:
         self._sessions: dict[int, Session] = {}
         self._next_id = 0
         self._listeners: list[trio.SocketListener] = []
+        #: Connections in their TLS handshake, each by the cancel scope that bounds it.
+        self._tls_handshakes: set[trio.CancelScope] = set()
         self._stopped = trio.Event()
         self._idle = trio.Event()  # set while no connection is open
         self._idle.set()
@@ -266,7 +324,66 @@ class Server:
                 log.error("accept failed: %s", exc)
                 await trio.sleep(0.1)
                 continue
-            sessions.start_soon(self._run_session, stream)
+            if self.config.tls is None:
+                sessions.start_soon(self._run_session, stream)
+            else:
+                sessions.start_soon(self._run_tls, stream, self.config.tls)
+
+    async def _run_tls(self, stream: trio.SocketStream, context: ssl.SSLContext) -> None:
+        """TLS handshake within the handshake timeout counted from the accept (PW-SEC-6),
+        then a session over the TLS stream. A failure sends nothing but what TLS itself
+        sends (an alert at most), closes the connection and logs one INFO line whose code
+        is ``TLS_FAILED`` (not a registry code: no pushwire frame was exchanged),
+        ``HANDSHAKE_TIMEOUT`` or ``SHUTTING_DOWN``."""
+        peer = _peer(stream)
+        if self._refusing():
+            await self._run_session(stream, peer)  # refuses, logs and closes it
+            return
+        tls_stream = trio.SSLStream(stream, context, server_side=True)
+        timeout = self.config.handshake_timeout
+        code = reason = ""
+        with trio.move_on_after(timeout) as scope:
+            self._tls_handshakes.add(scope)  # shutdown() cancels it
+            try:
+                await tls_stream.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                code, reason = "TLS_FAILED", f"TLS handshake failed: {_tls_problem(exc)}"
+            except Exception:  # a bug of ours: it closes this connection, never the server
+                log.exception("%s: internal error in the TLS handshake", peer)
+                code, reason = ErrorCode.INTERNAL_ERROR.name, "internal error in TLS handshake"
+            finally:
+                self._tls_handshakes.discard(scope)
+        if scope.cancelled_caught:
+            if self.shutting_down:
+                code, reason = ErrorCode.SHUTTING_DOWN.name, "shut down during the TLS handshake"
+            else:
+                code, reason = (
+                    ErrorCode.HANDSHAKE_TIMEOUT.name,
+                    f"no TLS handshake within {timeout:g} s",
+                )
+        if not code:
+            await self.serve_stream(tls_stream, peer)
+            return
+        await trio.aclose_forcefully(stream)
+        self._next_id += 1
+        cid = self._next_id
+        log.info(
+            "connection %d: %s closed: %s %s",
+            cid,
+            peer,
+            code,
+            reason,
+            extra={"conn": cid, "peer": peer, "code": code},
+        )
+
+    def _open_connections(self) -> int:
+        return len(self._sessions) + len(self._tls_handshakes)
+
+    def _refusing(self) -> bool:
+        """Far beyond the connection limit, or shutting down: a new connection is closed
+        at once, without a TLS handshake or a preface (TOO_MANY_CONNECTIONS needs one)."""
+        hard_cap = self.config.max_connections + max(64, self.config.max_connections)
+        return self._open_connections() >= hard_cap or self.shutting_down
 
     async def serve_stream(self, stream: trio.abc.Stream, peer: str | None = None) -> None:
         """Serve one connection over any trio stream until it ends (TLS-wrapped streams,
@@ -277,9 +394,7 @@ class Server:
         self._next_id += 1
         cid = self._next_id
         peer = peer or _peer(stream)
-        hard_cap = self.config.max_connections + max(64, self.config.max_connections)
-        if len(self._sessions) >= hard_cap or self.shutting_down:
-            # far beyond the limit: not even a preface (TOO_MANY_CONNECTIONS needs one)
+        if self._refusing():
             log.info("connection %d: %s refused at the hard cap", cid, peer)
             await trio.aclose_forcefully(stream)
             return
@@ -321,6 +436,8 @@ class Server:
             log.info("shutting down: GOAWAY to %d connection(s)", len(self._sessions))
             for listener in self._listeners:
                 await listener.aclose()
+            for handshake in self._tls_handshakes:
+                handshake.cancel()
             config = self.config
             for session in list(self._sessions.values()):
                 session.goaway(
@@ -351,7 +468,7 @@ class Server:
         return permissions is not None and permissions.allows(action, topic)
 
     def over_capacity(self) -> bool:
-        return len(self._sessions) > self.config.max_connections
+        return self._open_connections() > self.config.max_connections
 
     # -- the Python API ----------------------------------------------------------------------
 
