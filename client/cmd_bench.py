@@ -24,6 +24,7 @@ examples:
 #: target name -> module implementing it.
 TARGETS: dict[str, str] = {
     "codec": "pushwire.client.bench_codec",
+    "server": "pushwire.client.bench_server",
 }
 
 

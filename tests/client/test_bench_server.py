@@ -1,0 +1,124 @@
+"""``pushwire bench server`` with tiny numbers against a real ``pushwire serve`` subprocess: a
+smoke test of the report and of delivery (every subscriber got every message, once, in
+order), never of speed (speed and memory targets live in the benchmark itself)."""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pushwire.client import bench_server, cli
+
+SMALL = [
+    *("--subscribers", "1,2", "--messages", "200", "--payload", "100", "--probe", "20"),
+    *("--batch", "50", "--concurrency", "4", "--duration-limit", "20"),
+]
+
+
+def _serve_children() -> list[int]:
+    """Pids of ``pushwire serve`` processes that are children of this test process."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == os.getpid() and b"serve" in cmdline:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_every_subscriber_receives_every_message_in_order_and_every_figure_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "server.json"
+    status = cli.main(["bench", "server", *SMALL, "--json", str(report)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    for heading in ("fan-out:", "stalled subscribers:", "publish with PUBACK"):
+        assert heading in out
+    figures: dict[str, Any] = json.loads(report.read_text())
+    assert figures["target"] == "server" and figures["complete"] is True
+    assert figures["options"]["scenarios"] == ["fanout", "stall", "acks"]
+
+    fanout = figures["fanout"]
+    assert [(r["subscribers"], r["payload_bytes"]) for r in fanout] == [(1, 100), (2, 100)]
+    for r in fanout:
+        # ``received`` counts messages taken in order; a subscriber stops at the first one
+        # out of order, so 220 means messages 0..219 exactly once and in order.
+        assert r["expected_per_subscriber"] == 220
+        assert r["received"] == [220] * r["subscribers"], r["errors"]
+        assert r["acked"] == 220 and r["errors"] == []
+        assert r["latency_us"]["samples"] == 200 * r["subscribers"]
+        assert r["probe_latency_us"]["samples"] == 20 * r["subscribers"]
+        assert r["deliveries_per_s"] > 0 and r["mb_per_s"] > 0
+        assert 0 < r["latency_us"]["p50"] <= r["latency_us"]["p99"] <= r["latency_us"]["max"]
+
+    stall = figures["stall"]
+    alone, stalled = stall["runs"]
+    assert (alone["run"], stalled["run"]) == ("alone", "with_stalled")
+    for r in (alone, stalled):
+        assert r["received"] == r["acked"] == 200 and r["errors"] == []
+    assert stalled["zero_credit_received"] == 0
+    assert set(stalled["stuck"]) == {"server_send_queue_bytes", "subscriber_receive_queue_bytes"}
+    assert {"rss_growth_due_to_stalled_kib", "normal_rate_ratio"} <= set(stall)
+
+    acks = figures["acks"]
+    assert [(r["mode"], r["records_per_call"], r["in_flight"], r["calls"]) for r in acks] == [
+        ("single", 1, 1, 200),
+        ("batch", 50, 1, 4),
+        ("concurrent", 1, 4, 200),
+    ]
+    for r in acks:
+        assert r["messages"] == 200 and r["complete"] and r["errors"] == []
+
+    if Path("/proc/self/stat").exists():
+        assert _serve_children() == []  # every server was stopped and reaped
+
+
+def test_a_run_cut_short_by_the_duration_limit_is_reported_incomplete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "server.json"
+    args = [*("--scenario", "fanout", "--subscribers", "1", "--payload", "100"), "--json"]
+    status = cli.main(
+        ["bench", "server", *args, str(report), "--messages", "1000000", "--duration-limit", "0.2"]
+    )
+    assert status == 1
+    assert "stopped by --duration-limit" in capsys.readouterr().err
+    (run,) = json.loads(report.read_text())["fanout"]
+    assert run["complete"] is False and run["received"][0] < 1_000_000
+    if Path("/proc/self/stat").exists():
+        assert _serve_children() == []
+
+
+def test_a_subscriber_stops_at_the_first_message_out_of_order() -> None:
+    sub = bench_server.Subscriber(conn=None, next_seq=7)  # type: ignore[arg-type]
+    sub.phase_end = 10
+    stamp = bench_server.STAMP.pack
+    assert sub._take(7, stamp(0, 0) + b"pad", 5) and sub._take(8, stamp(1, 0), 6)
+    assert not sub._take(9, stamp(3, 0), 7)  # message 2 is missing
+    assert sub.received == 2 and sub.error == "expected message 2 (seq 9), got message 3 (seq 9)"
+    assert sub.loaded == array.array("q", [5, 6])
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--subscribers", "0"], "--subscribers"),
+        (["--payload", "8"], "--payload"),
+        (["--messages", "0"], "--messages"),
+        (["--duration-limit", "0"], "--duration-limit"),
+    ],
+)
+def test_bench_server_refuses_nonsense_arguments(
+    args: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["bench", "server", *args]) == 2
+    assert complaint in capsys.readouterr().err
