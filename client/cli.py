@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
+from types import ModuleType
 
 #: name -> (module, one-line help). Order is the order of ``pushwire --help``.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(name: str):  # type: ignore[no-untyped-def]
+def _load(name: str) -> ModuleType:
     return importlib.import_module(COMMANDS[name][0])
 
 

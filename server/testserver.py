@@ -117,7 +117,14 @@ class ScenarioRun:
     connections: int = 0
     not_applicable: str = ""
     started: float | None = None
-    state: dict[str, Any] = field(default_factory=dict)
+    #: Epochs the scripts made up, by name ("epoch", "new-epoch"): the same on every connection.
+    epochs: dict[str, int] = field(default_factory=dict)
+    #: What connection 1 of a multi-connection scenario leaves for the later ones and for the
+    #: expected application view; None until recorded.
+    resume_at: int | None = None  # the position the client must resume from
+    delivered: int | None = None  # messages delivered before the drop
+    goaway_at: float | None = None  # when GOAWAY was sent (trio time)
+    credit: int | None = None  # the client's initial credit (over-credit)
     reconnected: trio.Event = field(default_factory=trio.Event)
 
     def check(
@@ -447,7 +454,13 @@ class Ctx:
         return self.server.heartbeat_ms / 1000
 
     def epoch(self, key: str = "epoch") -> int:
-        return self.run.state.setdefault(key, random.getrandbits(62) | 1)
+        return self.run.epochs.setdefault(key, random.getrandbits(62) | 1)
+
+    def resume_at(self) -> int:
+        """The position connection 1 recorded before it asked the client to reconnect."""
+        if self.run.resume_at is None:
+            raise RuntimeError("the client reconnected before the scenario recorded its position")
+        return self.run.resume_at
 
     async def subscribed(
         self,
@@ -662,13 +675,13 @@ async def _first_then_drop(c: Ctx, last: int, *, goaway_ms: int | None = None) -
     if not await c.deliver(range(1, last + 1)):
         return
     await c.peer.settle(c.sub.sub_id, c.timeout)
-    c.run.state["resume_at"] = c.resume_point(c.sub.sub_id)
-    c.run.state["delivered"] = c.peer.delivered.get(c.sub.sub_id, 0)
+    c.run.resume_at = at = c.resume_point(c.sub.sub_id)
+    c.run.delivered = c.peer.delivered.get(c.sub.sub_id, 0)
     if goaway_ms is not None:
         jitter = c.server.goaway_jitter_ms
-        pos = F.Position(c.sub.sub_id, c.epoch(), c.run.state["resume_at"])
+        pos = F.Position(c.sub.sub_id, c.epoch(), at)
         await c.peer.send(F.Goaway(ErrorCode.SHUTTING_DOWN, goaway_ms, jitter, (pos,), "scenario"))
-        c.peer.goaway_sent_at = c.run.state["goaway_at"] = trio.current_time()
+        c.peer.goaway_sent_at = c.run.goaway_at = trio.current_time()
         await c.peer.wait_closed(1.0)  # drain: the client may ACK, GOAWAY and close
         c.run.check(
             "after GOAWAY the client sends no SUBSCRIBE, PUBLISH or PUBLISH_BATCH",
@@ -683,7 +696,7 @@ async def _first_then_drop(c: Ctx, last: int, *, goaway_ms: int | None = None) -
 async def _resume_gap(c: Ctx) -> None:
     if c.attempt == 1:
         return await _first_then_drop(c, 5)
-    at = c.run.state["resume_at"]
+    at = c.resume_at()
     c.check_resume(c.epoch(), at)
     await c.subscribed(Outcome.GAP, 11, 12, gap=(at + 1, 10, ErrorCode.HISTORY_EXPIRED))
     c.peer.delivered[c.sub.sub_id] = 10
@@ -694,7 +707,7 @@ async def _resume_gap(c: Ctx) -> None:
 async def _epoch_change(c: Ctx) -> None:
     if c.attempt == 1:
         return await _first_then_drop(c, 5)
-    c.check_resume(c.epoch(), c.run.state["resume_at"])
+    c.check_resume(c.epoch(), c.resume_at())
     new = c.epoch("new-epoch")
     await c.subscribed(Outcome.EPOCH_CHANGED, 1, 3, epoch=new)
     c.peer.delivered[c.sub.sub_id] = 0
@@ -705,7 +718,9 @@ async def _epoch_change(c: Ctx) -> None:
 async def _goaway(c: Ctx) -> None:
     if c.attempt == 1:
         return await _first_then_drop(c, 10, goaway_ms=c.server.goaway_after_ms)
-    waited = c.peer.opened_at - c.run.state["goaway_at"]
+    if c.run.goaway_at is None:
+        raise RuntimeError("the client reconnected before the scenario sent GOAWAY")
+    waited = c.peer.opened_at - c.run.goaway_at
     need = c.server.goaway_after_ms / 1000
     c.run.check(
         f"the client reconnects no earlier than reconnect_after_ms ({need * 1000:.0f} ms)",
@@ -713,8 +728,8 @@ async def _goaway(c: Ctx) -> None:
         waited >= need - 0.02,
         f"reconnected after {waited * 1000:.0f} ms",
     )
-    c.check_resume(c.epoch(), c.run.state["resume_at"])
-    at = c.run.state["resume_at"]
+    at = c.resume_at()
+    c.check_resume(c.epoch(), at)
     await c.subscribed(Outcome.RECOVERED, at + 1, 15)
     c.peer.delivered[c.sub.sub_id] = at
     if await c.deliver(range(at + 1, 16)):
@@ -728,7 +743,7 @@ async def _redelivery(c: Ctx) -> None:
         return
     if c.attempt == 1:
         return await _first_then_drop(c, 10)
-    at = c.run.state["resume_at"]
+    at = c.resume_at()
     c.check_resume(c.epoch(), at, ("PW-RESUME-1", "PW-ACK-6"))
     await c.subscribed(Outcome.RECOVERED, at + 1, 12)
     c.peer.delivered[c.sub.sub_id] = at
@@ -762,8 +777,8 @@ async def _heartbeat(c: Ctx) -> None:
 
 async def _heartbeat_silence(c: Ctx) -> None:
     if c.attempt > 1:
-        c.check_resume(c.epoch(), c.run.state["resume_at"])
-        at = c.run.state["resume_at"]
+        at = c.resume_at()
+        c.check_resume(c.epoch(), at)
         await c.subscribed(Outcome.RECOVERED, at + 1, 4)
         c.peer.delivered[c.sub.sub_id] = at
         if await c.deliver(range(at + 1, 5)):
@@ -773,7 +788,7 @@ async def _heartbeat_silence(c: Ctx) -> None:
     if not await c.deliver(range(1, 3)):
         return
     await c.peer.settle(c.sub.sub_id, c.timeout)
-    c.run.state["resume_at"] = c.resume_point(c.sub.sub_id)
+    c.run.resume_at = c.resume_point(c.sub.sub_id)
     c.peer.silent = True
     start = trio.current_time()
     closed = await c.peer.wait_closed(4 * c.h + c.timeout)
@@ -854,8 +869,8 @@ async def _over_credit(c: Ctx) -> None:
         c.run.not_applicable = f"initial credit {initial} > 1000"
         c.run.finish()
         return
-    c.run.state["credit"] = initial
-    frames = [F.Subscribed(c.sub.sub_id, Outcome.NEW, c.epoch(), 1, 0)]
+    c.run.credit = initial
+    frames: list[F.Frame] = [F.Subscribed(c.sub.sub_id, Outcome.NEW, c.epoch(), 1, 0)]
     frames += [F.Message(c.epoch(), s, c.sub.topic, b"msg-%d" % s) for s in range(1, initial + 2)]
     await c.peer.send(*frames)
     c.peer.delivered[c.sub.sub_id] = initial + 1
@@ -876,8 +891,13 @@ async def _bad_version(c: Ctx) -> None:
     c.server.expect_reconnect(c.run, c.timeout + c.server.reconnect_wait)
 
 
+def _or(value: int | None, default: int) -> int:
+    """A recorded value, or what the expected view assumes when the run never recorded it."""
+    return default if value is None else value
+
+
 def _app_resume(r: ScenarioRun) -> list[tuple[Any, ...]]:
-    return _msgs(range(1, r.state.get("delivered", 5) + 1))
+    return _msgs(range(1, _or(r.delivered, 5) + 1))
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -999,7 +1019,7 @@ SCENARIOS: dict[str, Scenario] = {
             _resume_gap,
             app=lambda r: [
                 *_app_resume(r),
-                ("gap", r.state.get("resume_at", 5) + 1, 10),
+                ("gap", _or(r.resume_at, 5) + 1, 10),
                 *_msgs(range(11, 13)),
             ],
         ),
@@ -1058,7 +1078,7 @@ SCENARIOS: dict[str, Scenario] = {
             "ERROR(FLOW_CONTROL_ERROR), then close",
             "the messages within credit, then a connection error",
             _over_credit,
-            app=lambda r: [*_msgs(range(1, r.state.get("credit", 0) + 1)), ("error",)],
+            app=lambda r: [*_msgs(range(1, _or(r.credit, 0) + 1)), ("error",)],
         ),
         Scenario(
             "redelivery",

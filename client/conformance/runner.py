@@ -353,6 +353,22 @@ class CaseContext:
                 raise CaseFailed(f"{count} messages on {topic!r}", have + describe(obs))
         return out
 
+    async def receive_seqs(
+        self,
+        conn: WireConnection,
+        topic: str,
+        seqs: Iterable[int],
+        what: str,
+        *,
+        gaps: list[F.Gap] | None = None,
+    ) -> list[Delivered]:
+        """The next messages of ``topic``, which must carry exactly the sequences ``seqs``
+        (as many messages as there are sequences; see :meth:`receive`)."""
+        want = list(seqs)
+        msgs = await self.receive(conn, topic, len(want), gaps=gaps)
+        check_seqs(what, [m.seq for m in msgs], want)
+        return msgs
+
     # -- memo ------------------------------------------------------------------------------
     async def once(self, key: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """``make()`` run once per run; later callers get the same value or failure."""

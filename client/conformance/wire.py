@@ -18,6 +18,7 @@ import enum
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 
@@ -51,6 +52,7 @@ class Closed(enum.Enum):
 EOF, RESET, TIMEOUT = Closed.EOF, Closed.RESET, Closed.TIMEOUT
 
 Observation = F.Frame | Closed
+FrameT = TypeVar("FrameT", bound=F.Frame)
 
 
 class CaseFailed(Exception):
@@ -259,16 +261,31 @@ class WireConnection:
                 continue
             raise CaseFailed(what, describe(obs))
 
-    async def expect_type(self, cls: type, timeout: float | None = None, **fields: int) -> F.Frame:
+    async def expect_type(
+        self, cls: type[FrameT], timeout: float | None = None, **fields: int
+    ) -> FrameT:
         """The next frame, which must be a ``cls`` whose named fields have these values."""
         desc = cls.__name__.upper()
         if fields:
             desc += "(" + ", ".join(f"{k}={v}" for k, v in fields.items()) + ")"
+        obs = await self.next_frame(timeout)
+        if isinstance(obs, cls) and all(getattr(obs, k) == v for k, v in fields.items()):
+            return obs
+        raise CaseFailed(desc, describe(obs))
 
-        def match(obs: Observation) -> bool:
-            return isinstance(obs, cls) and all(getattr(obs, k) == v for k, v in fields.items())
-
-        return await self.expect(desc, match, timeout)
+    async def expect_request_error(
+        self, code: ErrorCode, request_type: int, request_id: int
+    ) -> F.Error:
+        """The next frame is the request error ERROR(code, request_type, request_id)."""
+        obs = await self.next_frame()
+        if isinstance(obs, F.Error) and (obs.code, obs.request_type, obs.request_id) == (
+            code,
+            request_type,
+            request_id,
+        ):
+            return obs
+        want = f"ERROR({code.name}, request_type=0x{request_type:02x}, request_id={request_id})"
+        raise CaseFailed(want, describe(obs))
 
     async def expect_close(self, timeout: float | None = None) -> Closed:
         """No more frames, then the target closes (EOF or reset)."""
@@ -354,6 +371,13 @@ class WireConnection:
                 return
             if isinstance(obs, Closed | F.Error):
                 raise CaseFailed(f"PONG(opaque={opaque}), connection still open", describe(obs))
+
+    async def expect_still_open(self, after: str) -> None:
+        """:meth:`roundtrip`, reported as "the connection to stay open after ``after``"."""
+        try:
+            await self.roundtrip()
+        except CaseFailed as exc:
+            raise CaseFailed(f"the connection to stay open after {after}", exc.observed) from exc
 
 
 def frame_name(type_: int) -> str:

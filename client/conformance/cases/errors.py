@@ -9,7 +9,7 @@ from pushwire.client.conformance.wire import EOF, RESET, CaseFailed, WireConnect
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import HEADER_SIZE, FrameType
+from pushwire.protocol.layouts import HEADER_SIZE, FrameType, SinceKind
 
 CAT = "errors"
 
@@ -32,18 +32,8 @@ async def _request_error(
     conn: WireConnection, code: ErrorCode, request_type: int, request_id: int
 ) -> None:
     """ERROR(code, request_type, request_id) and the connection still answers PING."""
-    want = f"ERROR({code.name}, request_type=0x{request_type:02x}, request_id={request_id})"
-    obs = await conn.next_frame()
-    if not isinstance(obs, F.Error) or (obs.code, obs.request_type, obs.request_id) != (
-        code,
-        request_type,
-        request_id,
-    ):
-        raise CaseFailed(want, describe(obs))
-    try:
-        await conn.roundtrip()
-    except CaseFailed as exc:
-        raise CaseFailed("the connection to stay open after a request error", exc.observed) from exc
+    await conn.expect_request_error(code, request_type, request_id)
+    await conn.expect_still_open("a request error")
 
 
 @case(
@@ -382,7 +372,9 @@ async def subscribe_check_order(ctx: CaseContext) -> None:
     await conn.send(F.Subscribe(sub_id=1, topic="a//b", initial_credit=1))
     await _request_error(conn, ErrorCode.INVALID_TOPIC, FrameType.SUBSCRIBE, 1)
     await conn.send(
-        F.Subscribe(sub_id=2, topic=topic, since_kind=1, since_epoch=epoch, since_seq=99)
+        F.Subscribe(
+            sub_id=2, topic=topic, since_kind=SinceKind.AFTER, since_epoch=epoch, since_seq=99
+        )
     )
     await _request_error(conn, ErrorCode.ALREADY_SUBSCRIBED, FrameType.SUBSCRIBE, 2)
 

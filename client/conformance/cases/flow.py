@@ -8,7 +8,7 @@ from pushwire.client.conformance.runner import CaseContext, check_seqs
 from pushwire.client.conformance.wire import CaseFailed, NotApplicable, describe
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import FrameType, SlowConsumerPolicy
+from pushwire.protocol.layouts import FrameType, SinceKind, SlowConsumerPolicy
 
 CAT = "flow-control"
 
@@ -47,12 +47,11 @@ async def zero_credit(ctx: CaseContext) -> None:
     topic = ctx.topic()
     await ctx.publish(topic, [b"1", b"2"])
     sub = await ctx.connect()
-    await ctx.subscribe(sub, topic, credit=0, since=3)
+    await ctx.subscribe(sub, topic, credit=0, since=SinceKind.OLDEST)
     await sub.roundtrip()
     await sub.expect_silence(ctx.quiet, "no message with zero credit")
     await sub.send(F.Credit(1, 1))
-    got = await ctx.receive(sub, topic, 1)
-    check_seqs("after CREDIT(1)", [m.seq for m in got], [1])
+    await ctx.receive_seqs(sub, topic, [1], "after CREDIT(1)")
     await sub.expect_silence(ctx.quiet, "exactly one message for CREDIT(1)")
 
 
@@ -103,15 +102,7 @@ async def credit_unknown(ctx: CaseContext) -> None:
     """A request error; the connection stays."""
     conn = await ctx.connect()
     await conn.send(F.Credit(55, 1))
-    obs = await conn.next_frame()
-    if not isinstance(obs, F.Error) or (obs.code, obs.request_type, obs.request_id) != (
-        ErrorCode.UNKNOWN_SUBSCRIPTION,
-        FrameType.CREDIT,
-        55,
-    ):
-        raise CaseFailed(
-            "ERROR(UNKNOWN_SUBSCRIPTION, request_type=0x14, request_id=55)", describe(obs)
-        )
+    await conn.expect_request_error(ErrorCode.UNKNOWN_SUBSCRIPTION, FrameType.CREDIT, 55)
     await conn.roundtrip()
 
 

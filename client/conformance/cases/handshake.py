@@ -11,6 +11,7 @@ from pushwire.client.conformance.wire import (
     CaseFailed,
     Closed,
     NotApplicable,
+    WireConnection,
     describe,
 )
 from pushwire.protocol import codec
@@ -30,18 +31,15 @@ from pushwire.protocol.layouts import (
 CAT = "preface-handshake"
 
 
-def _hello(ctx: CaseContext, **kw: object) -> F.Hello:
-    fields: dict[str, object] = {
-        "max_frame_size": 1 << 20,
-        "heartbeat_ms": 0,
-        "client_name": "pushwire-conformance",
-        "auth_token": ctx.target.token,
-    }
-    fields.update(kw)
-    return F.Hello(**fields)  # type: ignore[arg-type]
+def _hello(
+    ctx: CaseContext, *, max_frame_size: int = 1 << 20, auth_token: bytes | None = None
+) -> F.Hello:
+    """The kit's usual HELLO (the target's token unless another is given)."""
+    token = ctx.target.token if auth_token is None else auth_token
+    return F.Hello(max_frame_size, 0, "pushwire-conformance", token)
 
 
-async def _expect_server_preface(conn, version: int) -> bytes:  # type: ignore[no-untyped-def]
+async def _expect_server_preface(conn: WireConnection, version: int) -> bytes:
     got = await conn.read_preface()
     want = f"server preface {MAGIC.hex()} version={version} reserved=0"
     if not isinstance(got, bytes) or len(got) < PREFACE_SIZE:
@@ -49,6 +47,27 @@ async def _expect_server_preface(conn, version: int) -> bytes:  # type: ignore[n
     if got[:4] != MAGIC or got[4] != version or got[6:8] != b"\0\0":
         raise CaseFailed(want, f"bytes {got.hex()}")
     return got
+
+
+async def _preface_and(
+    ctx: CaseContext, data: bytes, *, bytewise: bool = False
+) -> tuple[WireConnection, bytes]:
+    """A new connection that sends the client preface (offering version 1) and ``data``
+    right behind it; returns the connection and the server preface, which must choose 1."""
+    conn = await ctx.open()
+    sent = encode_preface(1, 1) + data
+    if bytewise:
+        await conn.send_bytewise(sent)
+    else:
+        await conn.send_raw(sent)
+    return conn, await _expect_server_preface(conn, 1)
+
+
+async def _refused(ctx: CaseContext, data: bytes, code: ErrorCode) -> None:
+    """The client preface and ``data``: the server preface, then ERROR(code, 0, 0) and the
+    close."""
+    conn, _ = await _preface_and(ctx, data)
+    await conn.expect_error_close(code)
 
 
 @case(
@@ -61,9 +80,7 @@ async def valid_handshake(ctx: CaseContext) -> None:
     """The server answers a client preface offering version 1 with MAGIC, version 1, its
     max version (>= 1) and zero reserved bytes, then HELLO with WELCOME whose limits lie in
     the ranges SPEC.md allows."""
-    conn = await ctx.open()
-    await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(_hello(ctx)))
-    pre = await _expect_server_preface(conn, 1)
+    conn, pre = await _preface_and(ctx, codec.encode_frame(_hello(ctx)))
     if pre[5] < 1:
         raise CaseFailed("server max_version >= 1", f"max_version {pre[5]}")
     w = await conn.next_frame()
@@ -87,9 +104,7 @@ async def valid_handshake(ctx: CaseContext) -> None:
 )
 async def split_handshake(ctx: CaseContext) -> None:
     """TCP is a byte stream: a server must assemble the preface and HELLO from any split."""
-    conn = await ctx.open()
-    await conn.send_bytewise(encode_preface(1, 1) + codec.encode_frame(_hello(ctx)))
-    await _expect_server_preface(conn, 1)
+    conn, _ = await _preface_and(ctx, codec.encode_frame(_hello(ctx)), bytewise=True)
     await conn.expect_type(F.Welcome)
 
 
@@ -150,10 +165,7 @@ async def no_common_version(ctx: CaseContext) -> None:
 async def frame_before_hello(ctx: CaseContext) -> None:
     """Until HELLO only HELLO is allowed: a PING right after the preface is answered with
     ERROR(UNEXPECTED_FRAME) and the close."""
-    conn = await ctx.open()
-    await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(F.Ping(1)))
-    await _expect_server_preface(conn, 1)
-    await conn.expect_error_close(ErrorCode.UNEXPECTED_FRAME)
+    await _refused(ctx, codec.encode_frame(F.Ping(1)), ErrorCode.UNEXPECTED_FRAME)
 
 
 @case(
@@ -177,11 +189,8 @@ async def second_hello(ctx: CaseContext) -> None:
 )
 async def hello_small_limit(ctx: CaseContext) -> None:
     """A client may not advertise a receive limit below the initial limit (16384)."""
-    conn = await ctx.open()
     hello = _hello(ctx, max_frame_size=MIN_MAX_FRAME_SIZE - 1)
-    await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
-    await _expect_server_preface(conn, 1)
-    await conn.expect_error_close(ErrorCode.FIELD_OUT_OF_RANGE)
+    await _refused(ctx, codec.encode_frame(hello), ErrorCode.FIELD_OUT_OF_RANGE)
 
 
 @case(
@@ -192,11 +201,8 @@ async def hello_small_limit(ctx: CaseContext) -> None:
 )
 async def hello_large_limit(ctx: CaseContext) -> None:
     """Nor above 2^24."""
-    conn = await ctx.open()
     hello = _hello(ctx, max_frame_size=MAX_MAX_FRAME_SIZE + 1)
-    await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
-    await _expect_server_preface(conn, 1)
-    await conn.expect_error_close(ErrorCode.FIELD_OUT_OF_RANGE)
+    await _refused(ctx, codec.encode_frame(hello), ErrorCode.FIELD_OUT_OF_RANGE)
 
 
 @case(
@@ -210,10 +216,8 @@ async def handshake_timeout(ctx: CaseContext) -> None:
     """A connection that sends its preface and then nothing must not hold a server slot
     forever. Waits the server's handshake timeout (``--handshake-timeout``, default 10 s)
     plus the reply timeout."""
-    conn = await ctx.open()
+    conn, _ = await _preface_and(ctx, b"")
     conn.auto_pong = False  # a PING before WELCOME is itself a failure (PW-HB-6)
-    await conn.send_raw(encode_preface(1, 1))
-    await _expect_server_preface(conn, 1)
     await conn.expect_error_close(
         ErrorCode.HANDSHAKE_TIMEOUT, timeout=ctx.target.handshake_timeout + ctx.timeout
     )
@@ -256,10 +260,7 @@ async def too_many_connections(ctx: CaseContext) -> None:
     ctx.allow(limit * 0.05 + 4 * ctx.timeout)
     for _ in range(limit):
         await ctx.connect()
-    conn = await ctx.open()
-    await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(_hello(ctx)))
-    await _expect_server_preface(conn, 1)
-    await conn.expect_error_close(ErrorCode.TOO_MANY_CONNECTIONS)
+    await _refused(ctx, codec.encode_frame(_hello(ctx)), ErrorCode.TOO_MANY_CONNECTIONS)
 
 
 @case(
@@ -274,11 +275,8 @@ async def bad_token(ctx: CaseContext) -> None:
     the server does not accept, or with none, gets ERROR(UNAUTHENTICATED, 0, 0) instead of
     WELCOME (assumes the server gives anonymous clients no access)."""
     for token in (ctx.target.token + b"-not-the-token", b""):
-        conn = await ctx.open()
         hello = _hello(ctx, auth_token=token)
-        await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
-        await _expect_server_preface(conn, 1)
-        await conn.expect_error_close(ErrorCode.UNAUTHENTICATED)
+        await _refused(ctx, codec.encode_frame(hello), ErrorCode.UNAUTHENTICATED)
 
 
 @case(
@@ -290,12 +288,9 @@ async def bad_token(ctx: CaseContext) -> None:
 async def oversized_hello(ctx: CaseContext) -> None:
     """Before WELCOME the limit is INITIAL_MAX_FRAME_SIZE whatever the server will announce;
     only the header is sent, so the server must decide from the header alone."""
-    conn = await ctx.open()
     header = (INITIAL_MAX_FRAME_SIZE + 1).to_bytes(4, "big") + bytes((FrameType.HELLO, 0))
     assert len(header) == HEADER_SIZE
-    await conn.send_raw(encode_preface(1, 1) + header)
-    await _expect_server_preface(conn, 1)
-    await conn.expect_error_close(ErrorCode.FRAME_TOO_LARGE)
+    await _refused(ctx, header, ErrorCode.FRAME_TOO_LARGE)
 
 
 @case(

@@ -8,6 +8,8 @@ half an interval plus 250 ms (scheduling, a loaded CI machine), never by a whole
 
 from __future__ import annotations
 
+from types import UnionType
+
 import trio
 
 from pushwire.client.conformance.model import case
@@ -45,6 +47,26 @@ async def _connect_hb(ctx: CaseContext) -> tuple[WireConnection, float]:
         )
     ctx.allow((TIMEOUT_FACTOR + 2) * h + 2 * ctx.timeout)
     return conn, h
+
+
+async def _stays_open(conn: WireConnection, start: float, until: float, what: str) -> None:
+    """Until trio time ``until``, frames may come (they are not answered) but no ERROR and
+    no close; a failure says how long after ``start`` the connection ended."""
+    while (left := until - trio.current_time()) > 0:
+        obs = await conn.next_frame(left)
+        if (isinstance(obs, Closed) and obs is not Closed.TIMEOUT) or isinstance(obs, F.Error):
+            raise CaseFailed(what, f"{describe(obs)} after {trio.current_time() - start:.2f} s")
+
+
+async def _ping_answered(conn: WireConnection, opaque: int, *, skip: type | UnionType) -> None:
+    """PING(opaque), then its PONG, passing over ``skip`` frames (the server's own PINGs,
+    PONGs to earlier PINGs)."""
+    await conn.send(F.Ping(opaque))
+    await conn.expect(
+        f"PONG(opaque=0x{opaque:X})",
+        lambda o: isinstance(o, F.Pong) and o.opaque == opaque,
+        skip=lambda o: isinstance(o, skip),
+    )
 
 
 @case(
@@ -144,20 +166,13 @@ async def any_frame_is_liveness(ctx: CaseContext) -> None:
     while trio.current_time() - start < (TIMEOUT_FACTOR + 1) * h:
         n += 1
         await conn.send(F.Ping(n))
-        deadline = trio.current_time() + h / 2
-        while (left := deadline - trio.current_time()) > 0:
-            obs = await conn.next_frame(left)
-            if (isinstance(obs, Closed) and obs is not Closed.TIMEOUT) or isinstance(obs, F.Error):
-                raise CaseFailed(
-                    "the connection to stay open while the client sends PINGs",
-                    f"{describe(obs)} after {trio.current_time() - start:.2f} s",
-                )
-    await conn.send(F.Ping(0xABCD))
-    await conn.expect(
-        "PONG(opaque=0xABCD)",
-        lambda o: isinstance(o, F.Pong) and o.opaque == 0xABCD,
-        skip=lambda o: isinstance(o, F.Ping | F.Pong),
-    )
+        await _stays_open(
+            conn,
+            start,
+            trio.current_time() + h / 2,
+            "the connection to stay open while the client sends PINGs",
+        )
+    await _ping_answered(conn, 0xABCD, skip=F.Ping | F.Pong)
 
 
 @case(
@@ -173,19 +188,8 @@ async def not_too_early(ctx: CaseContext) -> None:
     conn, h = await _connect_hb(ctx)
     conn.auto_pong = False
     start = trio.current_time()
-    while (left := start + 2 * h - trio.current_time()) > 0:
-        obs = await conn.next_frame(left)
-        if (isinstance(obs, Closed) and obs is not Closed.TIMEOUT) or isinstance(obs, F.Error):
-            raise CaseFailed(
-                "no timeout within 2 heartbeat intervals",
-                f"{describe(obs)} after {trio.current_time() - start:.2f} s",
-            )
-    await conn.send(F.Ping(0xBEEF))
-    await conn.expect(
-        "PONG(opaque=0xBEEF)",
-        lambda o: isinstance(o, F.Pong) and o.opaque == 0xBEEF,
-        skip=lambda o: isinstance(o, F.Ping),
-    )
+    await _stays_open(conn, start, start + 2 * h, "no timeout within 2 heartbeat intervals")
+    await _ping_answered(conn, 0xBEEF, skip=F.Ping)
 
 
 @case(

@@ -8,7 +8,7 @@ the server's history no longer starts at seq 1 (``CaseContext.expire_history``).
 from __future__ import annotations
 
 from pushwire.client.conformance.model import NEEDS_RESET, case
-from pushwire.client.conformance.runner import CaseContext, check_seqs
+from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import CaseFailed, describe
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
@@ -42,11 +42,9 @@ async def after_recovered(ctx: CaseContext) -> None:
         start_seq=5,
         head_seq=10,
     )
-    msgs = await ctx.receive(sub, topic, 6)
-    check_seqs("replay", [m.seq for m in msgs], range(5, 11))
+    await ctx.receive_seqs(sub, topic, range(5, 11), "replay")
     await ctx.publish(topic, [b"11"])
-    live = await ctx.receive(sub, topic, 1)
-    check_seqs("live", [m.seq for m in live], [11])
+    await ctx.receive_seqs(sub, topic, [11], "live")
 
 
 @case(
@@ -90,8 +88,7 @@ async def last_n(ctx: CaseContext) -> None:
         start_seq=6,
         head_seq=8,
     )
-    msgs = await ctx.receive(sub, topic, 3)
-    check_seqs("replay", [m.seq for m in msgs], range(6, 9))
+    await ctx.receive_seqs(sub, topic, range(6, 9), "replay")
 
 
 @case(
@@ -107,8 +104,7 @@ async def after_zero(ctx: CaseContext) -> None:
     sub = await ctx.connect()
     reply = await ctx.subscribe(sub, topic, since=SinceKind.AFTER, epoch=epoch, seq=0)
     _want(reply, "SUBSCRIBED(RECOVERED, start_seq=1)", outcome=Outcome.RECOVERED, start_seq=1)
-    msgs = await ctx.receive(sub, topic, 2)
-    check_seqs("replay", [m.seq for m in msgs], [1, 2])
+    await ctx.receive_seqs(sub, topic, [1, 2], "replay")
 
 
 @case(
@@ -133,8 +129,7 @@ async def epoch_changed(ctx: CaseContext) -> None:
         start_seq=1,
         head_seq=3,
     )
-    msgs = await ctx.receive(sub, topic, 3)
-    check_seqs("new-epoch delivery", [m.seq for m in msgs], [1, 2, 3])
+    await ctx.receive_seqs(sub, topic, [1, 2, 3], "new-epoch delivery")
 
 
 @case(
@@ -153,13 +148,7 @@ async def position_beyond_head(ctx: CaseContext) -> None:
             sub_id=7, topic=topic, since_kind=SinceKind.AFTER, since_epoch=epoch, since_seq=9
         )
     )
-    obs = await sub.next_frame()
-    if not isinstance(obs, F.Error) or (obs.code, obs.request_type, obs.request_id) != (
-        ErrorCode.INVALID_POSITION,
-        FrameType.SUBSCRIBE,
-        7,
-    ):
-        raise CaseFailed("ERROR(INVALID_POSITION, request_type=0x10, request_id=7)", describe(obs))
+    await sub.expect_request_error(ErrorCode.INVALID_POSITION, FrameType.SUBSCRIBE, 7)
     await sub.roundtrip()
 
 
@@ -187,8 +176,7 @@ async def after_expired(ctx: CaseContext) -> None:
         gap_last=oldest - 1,
         gap_reason=ErrorCode.HISTORY_EXPIRED,
     )
-    msgs = await ctx.receive(sub, topic, 5)
-    check_seqs("after the gap", [m.seq for m in msgs], range(oldest, oldest + 5))
+    await ctx.receive_seqs(sub, topic, range(oldest, oldest + 5), "after the gap")
 
 
 @case(
@@ -212,8 +200,7 @@ async def after_edge(ctx: CaseContext) -> None:
         start_seq=oldest,
         head_seq=head,
     )
-    msgs = await ctx.receive(sub, topic, 3)
-    check_seqs("replay", [m.seq for m in msgs], range(oldest, oldest + 3))
+    await ctx.receive_seqs(sub, topic, range(oldest, oldest + 3), "replay")
 
 
 @case(
@@ -239,8 +226,7 @@ async def last_expired(ctx: CaseContext) -> None:
         gap_first=first,
         gap_last=oldest - 1,
     )
-    msgs = await ctx.receive(sub, topic, 2)
-    check_seqs("after the gap", [m.seq for m in msgs], [oldest, oldest + 1])
+    await ctx.receive_seqs(sub, topic, [oldest, oldest + 1], "after the gap")
 
 
 @case(
@@ -262,8 +248,7 @@ async def oldest_after_expiry(ctx: CaseContext) -> None:
         start_seq=oldest,
         head_seq=head,
     )
-    msgs = await ctx.receive(sub, topic, 2)
-    check_seqs("replay", [m.seq for m in msgs], [oldest, oldest + 1])
+    await ctx.receive_seqs(sub, topic, [oldest, oldest + 1], "replay")
 
 
 @case(
@@ -287,8 +272,7 @@ async def reconnect_resume(ctx: CaseContext) -> None:
         second, topic, since=SinceKind.AFTER, epoch=reply.epoch, seq=msgs[-1].seq
     )
     _want(again, "SUBSCRIBED(RECOVERED, start_seq=6)", outcome=Outcome.RECOVERED, start_seq=6)
-    rest = await ctx.receive(second, topic, 3)
-    check_seqs("resumed", [m.seq for m in rest], [6, 7, 8])
+    await ctx.receive_seqs(second, topic, [6, 7, 8], "resumed")
 
 
 @case(

@@ -48,8 +48,7 @@ async def in_order(ctx: CaseContext) -> None:
     payloads = [f"m{i}".encode() for i in range(20)]
     epoch, seqs = await ctx.publish(topic, payloads)
     check_seqs("PUBACK", seqs, range(reply.start_seq, reply.start_seq + 20))
-    msgs = await ctx.receive(sub, topic, 20)
-    check_seqs("subscriber", [m.seq for m in msgs], seqs)
+    msgs = await ctx.receive_seqs(sub, topic, seqs, "subscriber")
     if [m.payload for m in msgs] != payloads:
         raise CaseFailed("payloads in publish order", repr([m.payload for m in msgs]))
     if {m.epoch for m in msgs} != {reply.epoch} or epoch != reply.epoch:
@@ -98,7 +97,7 @@ async def puback(ctx: CaseContext) -> None:
     a = await pub.expect_type(F.Puback, request_id=11, first_seq=1, count=1)
     b = await pub.expect_type(F.Puback, request_id=12, first_seq=2, count=3)
     c = await pub.expect_type(F.Puback, request_id=13, first_seq=5, count=1)
-    if not a.epoch or not a.epoch == b.epoch == c.epoch:  # type: ignore[attr-defined]
+    if not a.epoch or not a.epoch == b.epoch == c.epoch:
         raise CaseFailed("one non-zero epoch in all PUBACKs", f"{a}, {b}, {c}")
 
 
@@ -161,8 +160,7 @@ async def batch_order(ctx: CaseContext) -> None:
     payloads = [f"r{i}".encode() for i in range(10)]
     _, seqs = await ctx.publish_batch(topic, payloads)
     check_seqs("PUBACK", seqs, range(reply.start_seq, reply.start_seq + 10))
-    msgs = await ctx.receive(sub, topic, 10)
-    check_seqs("subscriber", [m.seq for m in msgs], seqs)
+    msgs = await ctx.receive_seqs(sub, topic, seqs, "subscriber")
     if [m.payload for m in msgs] != payloads:
         raise CaseFailed("records in order", repr([m.payload for m in msgs]))
 
@@ -267,8 +265,7 @@ async def oldest_in_order(ctx: CaseContext) -> None:
     reply = await ctx.subscribe(sub, topic, since=SinceKind.OLDEST)
     if (reply.outcome, reply.start_seq, reply.head_seq) != (Outcome.RECOVERED, 1, 12):
         raise CaseFailed("SUBSCRIBED(RECOVERED, start_seq=1, head_seq=12)", describe(reply))
-    msgs = await ctx.receive(sub, topic, 12)
-    check_seqs("replay", [m.seq for m in msgs], range(1, 13))
+    await ctx.receive_seqs(sub, topic, range(1, 13), "replay")
 
 
 @case(
