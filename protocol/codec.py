@@ -29,8 +29,9 @@ arise.
 
 The server's encode-once forwarding (SPEC.md §7.8, PW-PUB-9) lives here too, because it depends
 on the byte layout: :func:`publish_to_message`, :func:`publish_batch_to_message_batch` and
-:func:`slice_batch` build push frames by splicing already-validated bytes instead of
-decoding and re-encoding every payload.
+:func:`slice_batch` (and their body-level parts :func:`publish_body`, :func:`body_to_message`,
+:func:`body_record_offsets`, for a broker that stores publish bodies) build push frames by
+splicing already-validated bytes instead of decoding and re-encoding every payload.
 """
 
 from __future__ import annotations
@@ -100,12 +101,14 @@ _PUSH_H = struct.Struct(">IBBQQ")  # header, epoch, seq (the forwarding helpers)
 
 _MSG_PREFIX = MESSAGE_PREFIX_SIZE + 1  # epoch + seq + topic length byte
 _PUB_PREFIX = PUBLISH_PREFIX_SIZE + 1  # request_id + topic length byte
+_PUB_BODY_AT = HEADER_SIZE + PUBLISH_PREFIX_SIZE  # where a publish body starts in its frame
 assert _MSG_FIXED.size == _MSG_PREFIX and _PUB_FIXED.size == _PUB_PREFIX
 
 _T_MESSAGE = int(FrameType.MESSAGE)
 _T_MESSAGE_BATCH = int(FrameType.MESSAGE_BATCH)
 _T_PUBLISH = int(FrameType.PUBLISH)
 _T_PUBLISH_BATCH = int(FrameType.PUBLISH_BATCH)
+_PUBLISH_TYPES = (_T_PUBLISH, _T_PUBLISH_BATCH)
 
 # -- decode errors ------------------------------------------------------------------------------
 
@@ -744,27 +747,46 @@ def encode_frame(frame: F.Frame) -> bytes:
 # the server turns a received publish into the push it fans out by swapping a 4-byte prefix
 # for 16 bytes: no field is parsed, no payload is copied twice, no text is re-validated, and
 # the one resulting bytes object is shared by every subscriber's outbound queue.
+#
+# "Publish body" below means that shared part: the bytes after request_id in a PUBLISH or
+# PUBLISH_BATCH, which are the bytes after epoch and seq (or base_seq) in the push.
 
 
-def _frame_view(frame: Buffer, expected: int, helper: str) -> tuple[memoryview, int]:
-    """(view of the body, flags) of a whole frame of type ``expected``; LocalProtocolError if
-    the bytes are not such a frame (the helper's caller passed the wrong thing)."""
+def _frame_view(frame: Buffer, expected: tuple[int, ...], helper: str) -> tuple[memoryview, int]:
+    """(view of the body, flags) of a whole frame of one of the types ``expected``;
+    LocalProtocolError if the bytes are not such a frame (the helper's caller passed the
+    wrong thing)."""
     view = memoryview(frame)
     if len(view) < HEADER_SIZE:
         raise LocalProtocolError(
             f"{helper}: {len(view)} bytes is not a whole frame", code=ErrorCode.FIELD_OUT_OF_RANGE
         )
     length, type_, flags = _HDR.unpack_from(view)
-    if type_ != expected or length != len(view) - HEADER_SIZE:
+    if type_ not in expected or length != len(view) - HEADER_SIZE:
+        names = " or ".join(FrameType(t).name for t in expected)
         raise LocalProtocolError(
-            f"{helper}: expected one whole {FrameType(expected).name} frame, got type "
+            f"{helper}: expected one whole {names} frame, got type "
             f"0x{type_:02x} declaring {length} of {len(view) - HEADER_SIZE} bytes",
             code=ErrorCode.FIELD_OUT_OF_RANGE,
         )
     return view[HEADER_SIZE:], flags
 
 
-def _push(type_: int, flags: int, epoch: int, seq: int, rest: memoryview) -> bytes:
+def _publish_view(
+    publish: Buffer, expected: tuple[int, ...], helper: str
+) -> tuple[memoryview, int]:
+    """(view of the publish body, flags) of a whole frame of one of the publish types
+    ``expected``: the body after its request_id."""
+    body, flags = _frame_view(publish, expected, helper)
+    if len(body) < _PUB_PREFIX:
+        name = FrameType(memoryview(publish)[4]).name
+        raise LocalProtocolError(
+            f"{helper}: {name} body is too short", code=ErrorCode.FIELD_OUT_OF_RANGE
+        )
+    return body[PUBLISH_PREFIX_SIZE:], flags
+
+
+def _push(type_: int, flags: int, epoch: int, seq: int, rest: Buffer) -> bytes:
     try:
         head = _PUSH_H.pack(MESSAGE_PREFIX_SIZE + len(rest), type_, flags, epoch, seq)
     except struct.error as exc:
@@ -772,6 +794,38 @@ def _push(type_: int, flags: int, epoch: int, seq: int, rest: memoryview) -> byt
             f"push frame cannot be encoded: {exc}", code=ErrorCode.FIELD_OUT_OF_RANGE
         ) from exc
     return b"".join((head, rest))
+
+
+def publish_body(publish: Buffer) -> tuple[int, bytes]:
+    """(flags, publish body) of one whole PUBLISH or PUBLISH_BATCH frame: the bytes after
+    request_id, which a push carries after its epoch and seq (see :func:`body_to_message`).
+
+    ``flags`` is the byte as it stands in the frame. The bytes are not re-validated; pass
+    only what the decoder accepted. LocalProtocolError if ``publish`` is not such a frame.
+    """
+    if len(publish) >= _PUB_BODY_AT + 1:  # the checks of _publish_view, inline: hot path
+        length, type_, flags = _HDR.unpack_from(publish)
+        if type_ in _PUBLISH_TYPES and length == len(publish) - HEADER_SIZE:
+            return flags, bytes(publish[_PUB_BODY_AT:])  # one copy, whatever the buffer
+    body, flags = _publish_view(publish, _PUBLISH_TYPES, "publish_body")
+    return flags, bytes(body)
+
+
+def body_to_message(flags: int, body: Buffer, epoch: int, seq: int) -> bytes:
+    """The MESSAGE frame (SPEC.md §7.1) carrying the publish body ``body`` (with the PUBLISH's
+    ``flags``) as ``(epoch, seq)``: a header, epoch and seq, then ``body`` unchanged.
+
+    This is what a broker that stores publish bodies (:func:`publish_body`) calls once per
+    publish; the result is shared by every subscriber."""
+    return _push(_T_MESSAGE, flags, epoch, seq, body)
+
+
+def body_to_message_batch(flags: int, body: Buffer, epoch: int, base_seq: int) -> bytes:
+    """The MESSAGE_BATCH frame (SPEC.md §7.2) carrying the PUBLISH_BATCH body ``body`` as
+    ``base_seq``, ``base_seq + 1``, ...: the batch counterpart of :func:`body_to_message`.
+    The body stands at the end of the result, so an offset ``o`` into ``body`` (from
+    :func:`body_record_offsets`) is ``o + len(result) - len(body)`` in the frame."""
+    return _push(_T_MESSAGE_BATCH, flags, epoch, base_seq, body)
 
 
 def publish_to_message(publish: F.Publish | Buffer, epoch: int, seq: int) -> bytes:
@@ -786,12 +840,8 @@ def publish_to_message(publish: F.Publish | Buffer, epoch: int, seq: int) -> byt
     """
     if isinstance(publish, F.Publish):
         return encode_frame(F.Message(epoch, seq, publish.topic, publish.payload, publish.headers))
-    body, flags = _frame_view(publish, _T_PUBLISH, "publish_to_message")
-    if len(body) < _PUB_PREFIX:
-        raise LocalProtocolError(
-            "publish_to_message: PUBLISH body is too short", code=ErrorCode.FIELD_OUT_OF_RANGE
-        )
-    return _push(_T_MESSAGE, flags, epoch, seq, body[PUBLISH_PREFIX_SIZE:])
+    body, flags = _publish_view(publish, (_T_PUBLISH,), "publish_to_message")
+    return body_to_message(flags, body, epoch, seq)
 
 
 def publish_batch_to_message_batch(
@@ -802,56 +852,78 @@ def publish_batch_to_message_batch(
     The records are shared byte for byte (layouts.Record), so nothing is re-encoded."""
     if isinstance(publish, F.PublishBatch):
         return encode_frame(F.MessageBatch(epoch, base_seq, publish.topic, publish.records))
-    body, flags = _frame_view(publish, _T_PUBLISH_BATCH, "publish_batch_to_message_batch")
-    if len(body) < _PUB_PREFIX:
+    body, flags = _publish_view(publish, (_T_PUBLISH_BATCH,), "publish_batch_to_message_batch")
+    return body_to_message_batch(flags, body, epoch, base_seq)
+
+
+def body_record_offsets(flags: int, body: Buffer) -> tuple[int, ...]:
+    """Offsets, within the batch publish body ``body`` (topic, count, records: what follows
+    request_id in a PUBLISH_BATCH and epoch + base_seq in a MESSAGE_BATCH), where each
+    record starts, followed by the body's end: ``count + 1`` numbers.
+
+    Walks only the length prefixes (header-block lengths and the payload's u32), never the
+    payloads, so it is cheap enough to call once per batch. ``flags`` says whether records
+    carry header blocks. The bytes must be a batch the codec built or the decoder accepted
+    (not re-validated beyond what the walk needs); LocalProtocolError if the walk fails.
+    """
+    u16, u32 = _U16.unpack_from, _U32.unpack_from
+    try:
+        off = 1 + body[0]
+        count = u16(body, off)[0]
+        off += 2
+        offsets = []
+        if flags & HAS_HEADERS:
+            for _ in range(count):
+                offsets.append(off)
+                pairs = body[off]
+                off += 1
+                for _ in range(pairs):
+                    off += 1 + body[off]
+                    off += 2 + u16(body, off)[0]
+                off += 4 + u32(body, off)[0]
+        else:
+            for _ in range(count):
+                offsets.append(off)
+                off += 4 + u32(body, off)[0]
+    except (IndexError, struct.error) as exc:
         raise LocalProtocolError(
-            "publish_batch_to_message_batch: PUBLISH_BATCH body is too short",
+            "not a well-formed batch: a length prefix runs past the end",
+            code=ErrorCode.FIELD_OUT_OF_RANGE,
+        ) from exc
+    if off != len(body):
+        raise LocalProtocolError(
+            "not a well-formed batch: record lengths do not add up to the frame length",
             code=ErrorCode.FIELD_OUT_OF_RANGE,
         )
-    return _push(_T_MESSAGE_BATCH, flags, epoch, base_seq, body[PUBLISH_PREFIX_SIZE:])
+    offsets.append(off)
+    return tuple(offsets)
 
 
 def batch_record_offsets(batch: Buffer) -> tuple[int, ...]:
     """Offsets, within the whole MESSAGE_BATCH frame ``batch``, where each record starts,
-    followed by the frame's end: ``count + 1`` numbers.
+    followed by the frame's end: ``count + 1`` numbers (:func:`body_record_offsets` moved
+    to frame coordinates).
 
-    Walks only the length prefixes (header-block lengths and the payload's u32), never the
-    payloads, so it is cheap enough to call once per batch; :func:`slice_batch` takes the
-    result to cut many sub-ranges of one batch in O(1) each. The bytes must be a batch the
-    codec built or the decoder accepted (not re-validated beyond what the walk needs).
+    :func:`slice_batch` and :func:`slice_batch_size` take the result to cut many sub-ranges
+    of one batch in O(1) each. The bytes must be a batch the codec built or the decoder
+    accepted (not re-validated beyond what the walk needs).
     """
-    body, flags = _frame_view(batch, _T_MESSAGE_BATCH, "batch_record_offsets")
+    body, flags = _frame_view(batch, (_T_MESSAGE_BATCH,), "batch_record_offsets")
     if len(body) < _MSG_PREFIX:
         raise LocalProtocolError(
             "batch_record_offsets: MESSAGE_BATCH body is too short",
             code=ErrorCode.FIELD_OUT_OF_RANGE,
         )
-    try:
-        off = _MSG_PREFIX + body[_MSG_PREFIX - 1]
-        count = _U16.unpack_from(body, off)[0]
-        off += 2
-        offsets = []
-        for _ in range(count):
-            offsets.append(HEADER_SIZE + off)
-            if flags & HAS_HEADERS:
-                pairs = body[off]
-                off += 1
-                for _ in range(pairs):
-                    off += 1 + body[off]
-                    off += 2 + _U16.unpack_from(body, off)[0]
-            off += 4 + _U32.unpack_from(body, off)[0]
-    except (IndexError, struct.error) as exc:
-        raise LocalProtocolError(
-            "batch_record_offsets: not a well-formed MESSAGE_BATCH",
-            code=ErrorCode.FIELD_OUT_OF_RANGE,
-        ) from exc
-    if off != len(body):
-        raise LocalProtocolError(
-            "batch_record_offsets: record lengths do not add up to the frame length",
-            code=ErrorCode.FIELD_OUT_OF_RANGE,
-        )
-    offsets.append(HEADER_SIZE + off)
-    return tuple(offsets)
+    shift = HEADER_SIZE + MESSAGE_PREFIX_SIZE
+    return tuple(shift + off for off in body_record_offsets(flags, body[MESSAGE_PREFIX_SIZE:]))
+
+
+def slice_batch_size(offsets: tuple[int, ...], start: int, stop: int) -> int:
+    """The length field (payload size, what a receiver compares with its max_frame_size) of
+    ``slice_batch(batch, start, stop, offsets)``, without building it; ``offsets`` is
+    :func:`batch_record_offsets` of the batch. The indexes are not checked."""
+    # everything before record 0 (epoch, base_seq, topic, count) plus the chosen records
+    return offsets[0] - HEADER_SIZE + offsets[stop] - offsets[start]
 
 
 def slice_batch(
@@ -868,7 +940,8 @@ def slice_batch(
     out of the stored bytes by copying the topic and the chosen records' bytes verbatim.
     ``offsets`` is :func:`batch_record_offsets` of ``batch``, to avoid walking the same
     batch again for every cut. ``0 <= start < stop <= count``; a batch of one record is
-    still a MESSAGE_BATCH (same flags), never silently turned into a MESSAGE.
+    still a MESSAGE_BATCH (same flags), never silently turned into a MESSAGE. All of a
+    ``bytes`` batch is that very object (still shared, not copied).
     """
     if isinstance(batch, F.MessageBatch):
         if not 0 <= start < stop <= len(batch.records):
@@ -883,6 +956,8 @@ def slice_batch(
     count = len(offsets) - 1
     if not 0 <= start < stop <= count:
         raise _bad_slice(start, stop, count)
+    if start == 0 and stop == count and type(batch) is bytes:
+        return batch
     view = memoryview(batch)
     _, _, flags = _HDR.unpack_from(view)
     epoch, base_seq, topic_len = _MSG_FIXED.unpack_from(view, HEADER_SIZE)

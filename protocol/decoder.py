@@ -14,6 +14,7 @@ fed in one go: the caller feeds what it read from the socket, then drains frames
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable
 
 from pushwire.protocol import codec
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
@@ -33,15 +34,54 @@ _HEADER = struct.Struct(">IBB")
 assert _HEADER.size == HEADER_SIZE == Header.sizeof()
 
 
-class FrameDecoder:
-    """Bytes in, whole frames out."""
+#: ``header_hook(type, flags) -> flags``: see :class:`FrameDecoder`.
+HeaderHook = Callable[[int, int], int]
 
-    def __init__(self, max_frame_size: int = INITIAL_MAX_FRAME_SIZE) -> None:
+
+class FrameDecoder:
+    """Bytes in, whole frames out.
+
+    Two options serve a receiver that needs more than frames (the server's sans-I/O core);
+    a decoder without them pays one flag test per frame for their existence:
+
+    * ``raw_types``: frame types whose bytes :meth:`next_frame_with_raw` hands back with the
+      frame, whole and as received (header included). The server forwards PUBLISH and
+      PUBLISH_BATCH bodies without re-encoding them (SPEC.md §7.8, ``codec.publish_body``).
+    * ``header_hook``: called with each frame's type and flags once the whole frame is
+      buffered, before its payload is decoded; it returns the flags to decode with and may
+      raise :class:`RemoteProtocolError`. The codec's own header check (unknown types,
+      reserved flag bits) still runs on what it returns. A test-only server fault uses it
+      to clear reserved flag bits instead of refusing them.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_eof",
+        "_header_hook",
+        "_optioned",
+        "_raw",
+        "_raw_types",
+        "max_frame_size",
+    )
+
+    def __init__(
+        self,
+        max_frame_size: int = INITIAL_MAX_FRAME_SIZE,
+        *,
+        raw_types: Iterable[int] = (),
+        header_hook: HeaderHook | None = None,
+    ) -> None:
         self._buffer = bytearray()
         self.max_frame_size = max_frame_size
         self._eof = False
+        self._raw_types = frozenset(int(t) for t in raw_types)
+        self._header_hook = header_hook
+        # One flag read per frame decides between the plain path and the optioned one.
+        self._optioned = bool(self._raw_types) or header_hook is not None
+        self._raw: bytes | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer ``data``; ``b""`` means the peer closed its side (EOF)."""
         if data:
             self._buffer += data
         else:
@@ -50,6 +90,28 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    @property
+    def eof(self) -> bool:
+        """Whether EOF was fed."""
+        return self._eof
+
+    def holds_a_frame(self) -> bool:
+        """Whether a whole frame is buffered, as opposed to one still arriving (a receiver
+        times out a frame that trickles in, PW-SEC-7)."""
+        buf = self._buffer
+        return len(buf) >= HEADER_SIZE and len(buf) >= HEADER_SIZE + _HEADER.unpack_from(buf)[0]
+
+    def peek(self, count: int) -> bytes:
+        """Up to ``count`` buffered bytes, left in place: for what precedes the first frame
+        on a stream (a preface, SPEC.md §2.2), which is not a frame."""
+        return bytes(self._buffer[:count])
+
+    def take(self, count: int) -> bytes:
+        """Up to ``count`` buffered bytes, removed (see :meth:`peek`)."""
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
 
     def next_frame(self) -> Frame | None:
         """The next whole frame, or ``None`` when more bytes are needed.
@@ -83,12 +145,28 @@ class FrameDecoder:
                         requirement="PW-FRAME-4",
                     )
                 return None
-            with memoryview(buf) as view:
-                frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
+            if self._optioned:
+                hook = self._header_hook
+                if hook is not None:
+                    flags = hook(type_, flags)
+                with memoryview(buf) as view:
+                    frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
+                    self._raw = bytes(view[:end]) if type_ in self._raw_types else None
+            else:
+                with memoryview(buf) as view:
+                    frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
             del buf[:end]
             if frame is not None:
                 return frame
             # unknown ignorable frame: skipped (PW-FRAME-8); look at the next one
+
+    def next_frame_with_raw(self) -> tuple[Frame, bytes | None] | None:
+        """Like :meth:`next_frame`, but with the frame's whole bytes as received when its type
+        is one of ``raw_types`` (``None`` for other types)."""
+        frame = self.next_frame()  # sets _raw when it decodes with options
+        if frame is None:
+            return None
+        return frame, self._raw
 
 
 def encode_preface(first: int, second: int) -> bytes:

@@ -245,3 +245,16 @@ class LocalProtocolError(ProtocolError):
 GAP_REASONS: frozenset[ErrorCode] = frozenset(
     {ErrorCode.HISTORY_EXPIRED, ErrorCode.SLOW_CONSUMER, ErrorCode.FRAME_TOO_LARGE}
 )
+
+#: The codes a frame decoder gives, from a frame's bytes and the receiver's limit alone (steps
+#: 1-5 of SPEC.md §3.5); UNEXPECTED_FRAME and the rest need the connection's state.
+DECODE_ERRORS: frozenset[ErrorCode] = frozenset(
+    {
+        ErrorCode.MALFORMED_FRAME,
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.UNKNOWN_FRAME_TYPE,
+        ErrorCode.RESERVED_BITS_SET,
+        ErrorCode.INVALID_UTF8,
+        ErrorCode.FIELD_OUT_OF_RANGE,
+    }
+)

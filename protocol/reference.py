@@ -259,16 +259,26 @@ def encode_body(frame: F.Frame) -> tuple[int, int, bytes]:
     return int(frame.TYPE), flags, payload
 
 
-def encode_frame(frame: F.Frame) -> bytes:
-    """Header and payload of ``frame``, built entirely by the construct declarations."""
-    type_, flags, payload = encode_body(frame)
+def build_header(length: int, type_: int, flags: int) -> bytes:
+    """The 6-byte frame header (SPEC.md §3.1), built by the declaration. ``length`` need
+    not be that of any payload that follows: test vectors and strategies build headers
+    that lie (oversized, truncated frames). LocalProtocolError if a value does not fit."""
     try:
-        header: bytes = Header.build({"length": len(payload), "type": type_, "flags": flags})
+        return bytes(Header.build({"length": length, "type": type_, "flags": flags}))
     except ConstructError as exc:
         raise LocalProtocolError(
             f"frame cannot be encoded: {exc}", code=ErrorCode.FIELD_OUT_OF_RANGE
         ) from exc
-    return header + payload
+
+
+def build_frame(type_: int, flags: int, payload: bytes) -> bytes:
+    """One frame of any type, flags and payload bytes (valid or not): header + payload."""
+    return build_header(len(payload), type_, flags) + payload
+
+
+def encode_frame(frame: F.Frame) -> bytes:
+    """Header and payload of ``frame``, built entirely by the construct declarations."""
+    return build_frame(*encode_body(frame))
 
 
 def decode_body(type_: int, flags: int, payload: bytes | memoryview) -> F.Frame | None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import enum
 import math
-import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,22 +39,19 @@ from typing import Any, ClassVar
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import choose_version, encode_preface, parse_preface
+from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface, parse_preface
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.heartbeat import Heartbeat
 from pushwire.protocol.layouts import (
     DEFINED_FLAGS,
     HAS_HEADERS,
-    HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
     PREFACE_SIZE,
-    PUBLISH_PREFIX_SIZE,
     SUPPORTED_VERSIONS,
     FrameType,
-    Header,
     Outcome,
     SlowConsumerPolicy,
 )
@@ -115,10 +111,6 @@ FAULTS = frozenset(
         FAULT_SKIP_GAP,
     }
 )
-
-_HEADER = struct.Struct(">IBB")
-assert _HEADER.size == HEADER_SIZE == Header.sizeof()
-_COUNT = struct.Struct(">H")  # the batch record count that follows the topic (§7.2)
 
 
 class ServerState(enum.Enum):
@@ -396,111 +388,17 @@ class Subscription:
 
 # -- frame reading ----------------------------------------------------------------------------
 
-
-class _FrameReader:
-    """Whole frames out of a byte buffer, like :class:`~pushwire.protocol.decoder.
-    FrameDecoder`, but also handing back the raw body of PUBLISH/PUBLISH_BATCH (the
-    forwarding trick needs those bytes, not a re-encoding), and able to ignore reserved
-    flag bits for the ``ignore-reserved-bits`` fault."""
-
-    __slots__ = ("_buffer", "eof", "ignore_reserved_bits", "max_frame_size")
-
-    def __init__(self, max_frame_size: int, *, ignore_reserved_bits: bool = False) -> None:
-        self._buffer = bytearray()
-        self.max_frame_size = max_frame_size
-        self.ignore_reserved_bits = ignore_reserved_bits
-        self.eof = False
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if data:
-            self._buffer += data
-        else:
-            self.eof = True
-
-    def take(self, count: int) -> bytes:
-        data = bytes(self._buffer[:count])
-        del self._buffer[:count]
-        return data
-
-    def holds_a_frame(self) -> bool:
-        """Whether a whole frame is buffered (waiting to be parsed, not trickling in)."""
-        buf = self._buffer
-        return len(buf) >= HEADER_SIZE and len(buf) >= HEADER_SIZE + _HEADER.unpack_from(buf)[0]
-
-    def peek(self, count: int) -> bytes:
-        return bytes(self._buffer[:count])
-
-    def next_frame(self) -> tuple[F.Frame, bytes | None] | None:
-        """(frame, raw body after request_id for publishes else None), or None for more data.
-
-        Raises RemoteProtocolError exactly as ``FrameDecoder.next_frame`` does.
-        """
-        while True:
-            buf = self._buffer
-            if len(buf) < HEADER_SIZE:
-                if self.eof and buf:
-                    raise RemoteProtocolError(
-                        f"connection closed inside a frame header ({len(buf)} bytes)",
-                        code=ErrorCode.MALFORMED_FRAME,
-                        requirement="PW-FRAME-4",
-                    )
-                return None
-            length, type_, flags = _HEADER.unpack_from(buf)
-            if length > self.max_frame_size:
-                raise RemoteProtocolError(
-                    f"frame declares {length} payload bytes, limit is {self.max_frame_size}",
-                    code=ErrorCode.FRAME_TOO_LARGE,
-                    requirement="PW-FRAME-2",
-                )
-            end = HEADER_SIZE + length
-            if len(buf) < end:
-                if self.eof:
-                    raise RemoteProtocolError(
-                        f"connection closed inside a frame ({len(buf)} of {end} bytes)",
-                        code=ErrorCode.MALFORMED_FRAME,
-                        requirement="PW-FRAME-4",
-                    )
-                return None
-            if self.ignore_reserved_bits and type_ in _KNOWN_TYPES:
-                flags &= DEFINED_FLAGS[FrameType(type_)]
-            raw: bytes | None = None
-            with memoryview(buf) as view:
-                frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
-                if type_ in _FORWARDED_TYPES:
-                    raw = bytes(view[HEADER_SIZE + PUBLISH_PREFIX_SIZE : end])
-            del buf[:end]
-            if frame is not None:
-                return frame, raw
-            # an unknown ignorable frame is skipped (PW-FRAME-8)
+#: The frames whose received bytes the server keeps: it forwards their bodies (§7.8).
+_FORWARDED_TYPES = (FrameType.PUBLISH, FrameType.PUBLISH_BATCH)
 
 
-_KNOWN_TYPES = frozenset(int(t) for t in FrameType)
-_FORWARDED_TYPES = frozenset({int(FrameType.PUBLISH), int(FrameType.PUBLISH_BATCH)})
+_DEFINED_FLAGS: dict[int, int] = {int(t): f for t, f in DEFINED_FLAGS.items()}
 
 
-def _header_block_size(headers: F.Headers | None) -> int:
-    """Encoded size of a §9.2 header block: u8 count, then Str8 key + Bytes16 value."""
-    if headers is None:
-        return 0
-    return 1 + sum(1 + len(k.encode("utf-8")) + 2 + len(v) for k, v in headers)
-
-
-def _record_ends(topic: str, flags: int, records: tuple[F.Record, ...]) -> tuple[int, list[int]]:
-    """Where record 0 starts in a batch body and where each record ends (§7.2):
-    body = topic (Str8) + count (u16) + records; record = [header block] + u32 len + payload."""
-    offset = 1 + len(topic.encode("utf-8")) + _COUNT.size
-    start = offset
-    ends = []
-    for record in records:
-        if flags & HAS_HEADERS:
-            offset += _header_block_size(record.headers)
-        offset += 4 + len(record.payload)
-        ends.append(offset)
-    return start, ends
+def _clear_reserved_bits(type_: int, flags: int) -> int:
+    """The ``ignore-reserved-bits`` fault's header hook: undefined flag bits of known types
+    are dropped instead of refused (unknown types keep theirs, for the codec to judge)."""
+    return flags & _DEFINED_FLAGS.get(type_, 0xFF)
 
 
 def _truncate(text: str, limit: int = MAX_REASON_BYTES) -> str:
@@ -536,9 +434,10 @@ class ServerConnection:
         self.version = 0
         self.connection_id = 0
         self.heartbeat_ms = 0
-        self._reader = _FrameReader(
+        self._reader = FrameDecoder(
             MAX_MAX_FRAME_SIZE if FAULT_ACCEPT_OVERSIZED in faults else INITIAL_MAX_FRAME_SIZE,
-            ignore_reserved_bits=FAULT_IGNORE_RESERVED_BITS in faults,
+            raw_types=_FORWARDED_TYPES,
+            header_hook=_clear_reserved_bits if FAULT_IGNORE_RESERVED_BITS in faults else None,
         )
         self._heartbeat = Heartbeat(interval=0.0)
         self._handshake_deadline = now + self.limits.handshake_timeout
@@ -913,7 +812,7 @@ class ServerConnection:
         table = RECEIVE_TRANSITIONS.get(state)
         if table is None:  # paused, waiting for the caller
             return None
-        item = self._reader.next_frame()
+        item = self._reader.next_frame_with_raw()
         if item is None:
             if self._reader.eof and not self._eof_reported:
                 self._eof_reported = True
@@ -1102,14 +1001,18 @@ class ServerConnection:
             return self._refuse(ErrorCode.INVALID_TOPIC, request_type, request_id, problem)
         return None
 
+    # The flags of a publish event come from the decoded frame, not from the received byte:
+    # under the ignore-reserved-bits fault that byte may carry bits no push may forward.
+
     def _on_publish(self, frame: F.Publish, raw: bytes | None) -> Event:
         refused = self._check_publish(FrameType.PUBLISH, frame.request_id, frame.topic)
         if refused is not None:
             return refused
         assert raw is not None
+        _, body = codec.publish_body(raw)
         flags = HAS_HEADERS if frame.headers is not None else 0
         return PublishRequested(
-            frame.request_id, frame.topic, flags, raw, frame.payload, frame.headers
+            frame.request_id, frame.topic, flags, body, frame.payload, frame.headers
         )
 
     def _on_publish_batch(self, frame: F.PublishBatch, raw: bytes | None) -> Event:
@@ -1117,10 +1020,11 @@ class ServerConnection:
         if refused is not None:
             return refused
         assert raw is not None
+        _, body = codec.publish_body(raw)
         flags = HAS_HEADERS if frame.records[0].headers is not None else 0
-        start, ends = _record_ends(frame.topic, flags, frame.records)
+        offsets = codec.body_record_offsets(flags, body)
         return PublishBatchRequested(
-            frame.request_id, frame.topic, flags, raw, frame.records, start, tuple(ends)
+            frame.request_id, frame.topic, flags, body, frame.records, offsets[0], offsets[1:]
         )
 
     _HANDLERS: ClassVar[dict[FrameType, Callable[[Any, Any, bytes | None], Event]]] = {

@@ -72,7 +72,6 @@ from pushwire.protocol.layouts import (
     PROTOCOL_VERSION,
     SERVER_SENDS,
     FrameType,
-    Header,
     Outcome,
     SinceKind,
     SlowConsumerPolicy,
@@ -329,10 +328,6 @@ class Malformed(NamedTuple):
     code: ErrorCode
 
 
-def _header(length: int, type_: int, flags: int) -> bytes:
-    return bytes(Header.build({"length": length, "type": type_, "flags": flags}))
-
-
 #: Types whose payload ends with all remaining bytes (GreedyBytes): trailing bytes are
 #: payload, and only a cut before the payload is a truncation.
 _GREEDY = frozenset({FrameType.MESSAGE, FrameType.PUBLISH})
@@ -400,7 +395,7 @@ def _truncated(draw: st.DrawFn, direction: Direction | None, limit: int) -> Malf
     if isinstance(frame, F.Message | F.Publish):
         keep -= len(frame.payload)
     cut = draw(st.integers(0, keep - 1))
-    return Malformed(_header(cut, data[4], data[5]) + body[:cut], ErrorCode.MALFORMED_FRAME)
+    return Malformed(reference.build_frame(data[4], data[5], body[:cut]), ErrorCode.MALFORMED_FRAME)
 
 
 @st.composite
@@ -408,7 +403,7 @@ def _trailing(draw: st.DrawFn, direction: Direction | None, limit: int) -> Malfo
     types = [t for t in _types(None, direction) if t not in _GREEDY]
     _, data = draw(_base(direction, limit, room=16, types=types))
     body = data[HEADER_SIZE:] + draw(st.binary(min_size=1, max_size=16))
-    return Malformed(_header(len(body), data[4], data[5]) + body, ErrorCode.MALFORMED_FRAME)
+    return Malformed(reference.build_frame(data[4], data[5], body), ErrorCode.MALFORMED_FRAME)
 
 
 @st.composite
@@ -417,7 +412,7 @@ def _too_large(draw: st.DrawFn, direction: Direction | None, limit: int) -> Malf
     # go, unknown ignorable ones too: a receiver cannot skip what it must not buffer.
     length = draw(st.integers(limit + 1, U32_MAX))
     partial = draw(st.binary(max_size=16))
-    header = _header(length, draw(_uint(8)), draw(_uint(8)))
+    header = reference.build_header(length, draw(_uint(8)), draw(_uint(8)))
     return Malformed(header + partial, ErrorCode.FRAME_TOO_LARGE)
 
 
@@ -429,7 +424,7 @@ def _reserved_bits(draw: st.DrawFn, direction: Direction | None, limit: int) -> 
     flags |= draw(st.integers(1, U8_MAX).map(lambda b: b & ~defined).filter(bool))
     # Flags are checked before the payload (§3.5 step 3), so any payload goes.
     body = draw(st.binary(max_size=min(64, limit)))
-    return Malformed(_header(len(body), type_, flags) + body, ErrorCode.RESERVED_BITS_SET)
+    return Malformed(reference.build_frame(type_, flags, body), ErrorCode.RESERVED_BITS_SET)
 
 
 def _text_slots(frame: F.Frame) -> list[Callable[[str], F.Frame]]:
@@ -483,7 +478,7 @@ def _bad_text(draw: st.DrawFn, direction: Direction | None, limit: int) -> Malfo
 def _unknown_fatal(draw: st.DrawFn, direction: Direction | None, limit: int) -> Malformed:
     frame = draw(unknown_frames(ignorable=False))
     body = frame.payload[:limit]
-    data = _header(len(body), frame.type, frame.flags) + body
+    data = reference.build_frame(frame.type, frame.flags, body)
     return Malformed(data, ErrorCode.UNKNOWN_FRAME_TYPE)
 
 

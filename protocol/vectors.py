@@ -60,7 +60,7 @@ from construct import (
 from pushwire.protocol import frames as F
 from pushwire.protocol import reference
 from pushwire.protocol.decoder import encode_preface
-from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.errors import DECODE_ERRORS, ErrorCode
 from pushwire.protocol.layouts import (
     BODIES,
     CLIENT_SENDS,
@@ -78,6 +78,7 @@ from pushwire.protocol.layouts import (
     SinceKind,
     SlowConsumerPolicy,
 )
+from pushwire.protocol.reference import build_frame, build_header
 
 VECTORS_FILE = Path(__file__).with_name("vectors.json")
 SCHEMA_FILE = Path(__file__).with_name("vectors.schema.json")
@@ -229,10 +230,6 @@ def _direction(type_: int) -> Direction:
     return "both"  # unknown types: any receiver
 
 
-def _frame(type_: int, flags: int, body: bytes) -> bytes:
-    return bytes(Header.build({"length": len(body), "type": type_, "flags": flags})) + body
-
-
 def _body(frame: F.Frame) -> tuple[int, int, bytes]:
     data = reference.encode_frame(frame)
     return data[4], data[5], data[HEADER_SIZE:]
@@ -241,17 +238,17 @@ def _body(frame: F.Frame) -> tuple[int, int, bytes]:
 def _cut(frame: F.Frame, n: int) -> bytes:
     """``frame`` with the last ``n`` payload bytes removed (and its length fixed)."""
     type_, flags, body = _body(frame)
-    return _frame(type_, flags, body[:-n])
+    return build_frame(type_, flags, body[:-n])
 
 
 def _append(frame: F.Frame, extra: bytes) -> bytes:
     type_, flags, body = _body(frame)
-    return _frame(type_, flags, body + extra)
+    return build_frame(type_, flags, body + extra)
 
 
 def _flags(frame: F.Frame, flags: int) -> bytes:
     type_, _, body = _body(frame)
-    return _frame(type_, flags, body)
+    return build_frame(type_, flags, body)
 
 
 def _replace(data: bytes, old: bytes, new: bytes) -> bytes:
@@ -264,7 +261,7 @@ def _swap(frame: F.Frame, old: bytes, new: bytes, *, extra: bytes = b"") -> byte
     length, so every length prefix stays right), plus ``extra`` trailing bytes."""
     type_, flags, body = _body(frame)
     assert len(old) == len(new) and body.count(old) == 1, (frame, old)
-    return _frame(type_, flags, body.replace(old, new) + extra)
+    return build_frame(type_, flags, body.replace(old, new) + extra)
 
 
 _E = 0x0123_4567_89AB_CDEF  # distinctive epoch: byte-order mistakes show
@@ -491,16 +488,13 @@ def _invalid_vectors() -> Iterable[_Vector]:
         ErrorCode.FIELD_OUT_OF_RANGE,
     )
 
-    def header_only(length: int, type_: int) -> bytes:
-        return bytes(Header.build({"length": length, "type": type_, "flags": 0}))
-
     cases: list[tuple[str, str, tuple[str, ...], bytes, ErrorCode, Direction | None]] = [
         # FRAME_TOO_LARGE: the header alone decides (no payload bytes follow)
         (
             "frame-too-large-publish",
             "PUBLISH header declaring 16385 bytes, one above the initial limit; no payload follows",
             (_F2,),
-            header_only(too_large, T.PUBLISH),
+            build_header(too_large, T.PUBLISH, 0),
             TL,
             None,
         ),
@@ -508,7 +502,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "frame-too-large-message",
             "MESSAGE header declaring 16385 payload bytes; no payload follows",
             (_F2,),
-            header_only(too_large, T.MESSAGE),
+            build_header(too_large, T.MESSAGE, 0),
             TL,
             None,
         ),
@@ -516,7 +510,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "frame-too-large-beyond-any-limit",
             "PING header declaring 2^24+1 bytes, above every limit a peer may advertise",
             (_F2,),
-            header_only(MAX_MAX_FRAME_SIZE + 1, T.PING),
+            build_header(MAX_MAX_FRAME_SIZE + 1, T.PING, 0),
             TL,
             None,
         ),
@@ -524,7 +518,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "frame-too-large-max-length",
             "SUBSCRIBE header declaring 2^32-1 bytes",
             (_F2,),
-            header_only(_U32, T.SUBSCRIBE),
+            build_header(_U32, T.SUBSCRIBE, 0),
             TL,
             None,
         ),
@@ -532,7 +526,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "precedence-length-before-type",
             "unknown fatal type 0x7f with a length above the limit: the length is checked first",
             (_F2, _F14),
-            header_only(too_large, 0x7F),
+            build_header(too_large, 0x7F, 0),
             TL,
             "both",
         ),
@@ -540,7 +534,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "precedence-length-before-ignorable",
             "unknown ignorable type 0xc0 with a length above the limit: too large, not skipped",
             (_F2, _F14),
-            header_only(too_large, 0xC0),
+            build_header(too_large, 0xC0, 0),
             TL,
             "both",
         ),
@@ -555,7 +549,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
         ),
         ("ack-truncated", "ACK payload of 11 bytes (needs 12)", (_F4,), _cut(ack, 1), M, None),
         ("ping-truncated", "PING payload of 7 bytes (needs 8)", (_F4,), _cut(ping, 1), M, None),
-        ("ping-empty", "PING with an empty payload", (_F4,), _frame(T.PING, 0, b""), M, None),
+        ("ping-empty", "PING with an empty payload", (_F4,), build_frame(T.PING, 0, b""), M, None),
         (
             "subscribe-topic-truncated",
             "SUBSCRIBE whose topic length byte promises more bytes than remain",
@@ -568,7 +562,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "subscribe-after-missing-seq",
             "SUBSCRIBE since AFTER that ends inside the position fields",
             (_F4,),
-            _frame(T.SUBSCRIBE, 0, _body(subscribe)[2][:8] + b"\x01" + bytes(8)),
+            build_frame(T.SUBSCRIBE, 0, _body(subscribe)[2][:8] + b"\x01" + bytes(8)),
             M,
             None,
         ),
@@ -576,7 +570,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "publish-topic-truncated",
             "PUBLISH that ends inside its topic",
             (_F4,),
-            _frame(T.PUBLISH, 0, _body(publish)[2][:8]),
+            build_frame(T.PUBLISH, 0, _body(publish)[2][:8]),
             M,
             None,
         ),
@@ -584,7 +578,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "publish-headers-truncated",
             "PUBLISH with HAS_HEADERS whose header block ends early",
             (_F4,),
-            _frame(T.PUBLISH, HAS_HEADERS, _body(publish_h)[2][: 4 + 1 + 7 + 1 + 1 + 2 + 2]),
+            build_frame(T.PUBLISH, HAS_HEADERS, _body(publish_h)[2][: 4 + 1 + 7 + 1 + 1 + 2 + 2]),
             M,
             None,
         ),
@@ -608,7 +602,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "message-topic-truncated",
             "MESSAGE that ends inside its topic",
             (_F4,),
-            _frame(T.MESSAGE, 0, _body(message)[2][:20]),
+            build_frame(T.MESSAGE, 0, _body(message)[2][:20]),
             M,
             None,
         ),
@@ -624,7 +618,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "goaway-positions-overrun",
             "GOAWAY whose position count says 3 with one position present",
             (_F4,),
-            _frame(T.GOAWAY, 0, _body(goaway)[2][:10] + b"\x00\x03" + _body(goaway)[2][12:]),
+            build_frame(T.GOAWAY, 0, _body(goaway)[2][:10] + b"\x00\x03" + _body(goaway)[2][12:]),
             M,
             None,
         ),
@@ -699,7 +693,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "unknown-type-0x00",
             "type 0x00: unknown, ignorable bit clear",
             (_F5,),
-            _frame(0x00, 0, b""),
+            build_frame(0x00, 0, b""),
             UT,
             None,
         ),
@@ -707,7 +701,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "unknown-type-0x25",
             "type 0x25 (after PUBACK): unknown, ignorable bit clear",
             (_F5,),
-            _frame(0x25, 0, b"\x00\x01"),
+            build_frame(0x25, 0, b"\x00\x01"),
             UT,
             None,
         ),
@@ -715,7 +709,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "unknown-type-0x7f",
             "type 0x7f with flags set: the type is checked before the flags",
             (_F5, _F14),
-            _frame(0x7F, 0xFF, b"\xff"),
+            build_frame(0x7F, 0xFF, b"\xff"),
             UT,
             None,
         ),
@@ -757,7 +751,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
             "precedence-flags-before-payload",
             "PING with a reserved flag and a truncated payload: flags are checked first",
             (_F3, _F14),
-            _frame(T.PING, 0x01, b"\x00\x00\x00"),
+            build_frame(T.PING, 0x01, b"\x00\x00\x00"),
             RB,
             None,
         ),
@@ -975,17 +969,17 @@ def _ignored_vectors() -> Iterable[_Vector]:
         (
             "ignorable-type-0x80-empty",
             "type 0x80 (ignorable bit set, unknown) with no payload",
-            _frame(0x80, 0, b""),
+            build_frame(0x80, 0, b""),
         ),
         (
             "ignorable-type-0xff-flags-set",
             "type 0xff with every flag bit set: flags of an unknown type are not examined",
-            _frame(0xFF, 0xFF, b"\x00\x01\x02"),
+            build_frame(0xFF, 0xFF, b"\x00\x01\x02"),
         ),
         (
             "ignorable-type-0xa0-any-payload",
             "type 0xa0 (MESSAGE | 0x80 is another, unknown type) with a payload no layout accepts",
-            _frame(0xA0, 0x00, b"\xff" * 5),
+            build_frame(0xA0, 0x00, b"\xff" * 5),
         ),
     ]
     for name, description, data in cases:
@@ -1242,17 +1236,7 @@ def schema() -> dict[str, Any]:
         }
         for t in FrameType
     ]
-    decode_errors = sorted(
-        c.name
-        for c in (
-            ErrorCode.MALFORMED_FRAME,
-            ErrorCode.FRAME_TOO_LARGE,
-            ErrorCode.UNKNOWN_FRAME_TYPE,
-            ErrorCode.RESERVED_BITS_SET,
-            ErrorCode.INVALID_UTF8,
-            ErrorCode.FIELD_OUT_OF_RANGE,
-        )
-    )
+    decode_errors = sorted(c.name for c in DECODE_ERRORS)
     preface_errors = sorted(
         c.name
         for c in (

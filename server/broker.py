@@ -28,7 +28,6 @@ import bisect
 import itertools
 import logging
 import secrets
-import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,15 +35,7 @@ from dataclasses import dataclass, field
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import (
-    HAS_HEADERS,
-    HEADER_SIZE,
-    MESSAGE_PREFIX_SIZE,
-    PUBLISH_PREFIX_SIZE,
-    FrameType,
-    Outcome,
-    SinceKind,
-)
+from pushwire.protocol.layouts import HEADER_SIZE, Outcome, SinceKind
 
 __all__ = [
     "Broker",
@@ -62,13 +53,6 @@ __all__ = [
 
 log = logging.getLogger("pushwire.server.broker")
 
-_HEADER = struct.Struct(">IBB")
-_PREFIX = struct.Struct(">QQ")  # epoch, seq (or base_seq) of a push (§7.1, §7.2)
-_COUNT = struct.Struct(">H")
-assert _HEADER.size == HEADER_SIZE and _PREFIX.size == MESSAGE_PREFIX_SIZE
-#: Offset of the topic in a push frame: header + epoch + seq.
-_TOPIC_AT = HEADER_SIZE + MESSAGE_PREFIX_SIZE
-
 
 # -- what the broker stores and returns -------------------------------------------------------
 
@@ -77,17 +61,17 @@ _TOPIC_AT = HEADER_SIZE + MESSAGE_PREFIX_SIZE
 class Entry:
     """One history entry: a push frame encoded once and shared by every subscriber.
 
-    For a MESSAGE_BATCH, ``records_start`` is the offset in ``frame`` of record 0 and
-    ``record_ends[i]`` the offset just after record ``i``, so that a subscriber whose credit
-    or resume point falls inside the batch gets a sub-batch without parsing it again.
+    For a MESSAGE_BATCH, ``offsets`` is ``codec.batch_record_offsets(frame)`` (where each
+    record starts in ``frame``, then the frame's end), so that a subscriber whose credit or
+    resume point falls inside the batch gets a sub-batch without parsing it again; it is
+    empty for a MESSAGE.
     """
 
     epoch: int
     first_seq: int
     count: int
     frame: bytes
-    records_start: int = 0
-    record_ends: tuple[int, ...] = ()
+    offsets: tuple[int, ...] = ()
 
     @property
     def last_seq(self) -> int:
@@ -95,38 +79,21 @@ class Entry:
 
     @property
     def is_batch(self) -> bool:
-        return bool(self.record_ends)
+        return bool(self.offsets)
 
     @property
     def payload_size(self) -> int:
         """The frame's length field: what a receiver compares with its max_frame_size."""
         return len(self.frame) - HEADER_SIZE
 
-    def _record_span(self, first: int, stop: int) -> tuple[int, int]:
-        start = self.records_start if first == 0 else self.record_ends[first - 1]
-        return start, self.record_ends[stop - 1]
-
     def sub_batch_size(self, first: int, stop: int) -> int:
         """Payload size of the MESSAGE_BATCH holding records ``first..stop-1``."""
-        start, end = self._record_span(first, stop)
-        return (self.records_start - HEADER_SIZE) + (end - start)
+        return codec.slice_batch_size(self.offsets, first, stop)
 
     def sub_batch(self, first: int, stop: int) -> bytes:
-        """The MESSAGE_BATCH frame of records ``first..stop-1`` (indexes into the batch)."""
-        if first == 0 and stop == self.count:
-            return self.frame
-        start, end = self._record_span(first, stop)
-        topic = self.frame[_TOPIC_AT : self.records_start - _COUNT.size]
-        body_len = MESSAGE_PREFIX_SIZE + len(topic) + _COUNT.size + (end - start)
-        return b"".join(
-            (
-                _HEADER.pack(body_len, FrameType.MESSAGE_BATCH, self.frame[5]),
-                _PREFIX.pack(self.epoch, self.first_seq + first),
-                topic,
-                _COUNT.pack(stop - first),
-                self.frame[start:end],
-            )
-        )
+        """The MESSAGE_BATCH frame of records ``first..stop-1`` (indexes into the batch);
+        all of them is ``frame`` itself."""
+        return codec.slice_batch(self.frame, first, stop, self.offsets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,23 +184,14 @@ def resolve_since(
 def message_body(topic: str, payload: bytes, headers: F.Headers | None = None) -> tuple[int, bytes]:
     """(flags, PUBLISH body after request_id) for a publish made through the Python API, so
     it takes the same path as one that arrived on the wire."""
-    frame = codec.encode_frame(F.Publish(0, topic, payload, headers))
-    return frame[5], frame[HEADER_SIZE + PUBLISH_PREFIX_SIZE :]
+    return codec.publish_body(codec.encode_frame(F.Publish(0, topic, payload, headers)))
 
 
 def batch_body(topic: str, records: tuple[F.Record, ...]) -> tuple[int, bytes, int, list[int]]:
     """(flags, body, records_start, record_ends) of a PUBLISH_BATCH body (offsets into body)."""
-    frame = codec.encode_frame(F.PublishBatch(0, topic, records))
-    flags = frame[5]
-    body = frame[HEADER_SIZE + PUBLISH_PREFIX_SIZE :]
-    offset = 1 + len(topic.encode("utf-8")) + _COUNT.size
-    start, ends = offset, []
-    for r in records:
-        if flags & HAS_HEADERS and r.headers is not None:
-            offset += 1 + sum(1 + len(k.encode("utf-8")) + 2 + len(v) for k, v in r.headers)
-        offset += 4 + len(r.payload)
-        ends.append(offset)
-    return flags, body, start, ends
+    flags, body = codec.publish_body(codec.encode_frame(F.PublishBatch(0, topic, records)))
+    offsets = codec.body_record_offsets(flags, body)
+    return flags, body, offsets[0], list(offsets[1:])
 
 
 #: ``listener(epoch, head_seq, count, size)``: called after each append of ``count`` messages
@@ -401,13 +359,7 @@ class MemoryBroker(Broker):
     async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
         t = self._topic(topic, touch=True)
         seq = t.head + 1
-        frame = b"".join(
-            (
-                _HEADER.pack(MESSAGE_PREFIX_SIZE + len(body), FrameType.MESSAGE, flags),
-                _PREFIX.pack(t.epoch, seq),
-                body,
-            )
-        )
+        frame = codec.body_to_message(flags, body, t.epoch, seq)
         t.head = seq
         self._append(t, Entry(t.epoch, seq, 1, frame))
         self._notify(t, 1, len(frame))
@@ -419,24 +371,11 @@ class MemoryBroker(Broker):
         t = self._topic(topic, touch=True)
         first = t.head + 1
         count = len(record_ends)
-        frame = b"".join(
-            (
-                _HEADER.pack(MESSAGE_PREFIX_SIZE + len(body), FrameType.MESSAGE_BATCH, flags),
-                _PREFIX.pack(t.epoch, first),
-                body,
-            )
-        )
-        shift = HEADER_SIZE + MESSAGE_PREFIX_SIZE
+        frame = codec.body_to_message_batch(flags, body, t.epoch, first)
+        shift = len(frame) - len(body)  # the body is the frame's tail
+        offsets = (records_start + shift, *[end + shift for end in record_ends])
         t.head = first + count - 1
-        entry = Entry(
-            t.epoch,
-            first,
-            count,
-            frame,
-            records_start=records_start + shift,
-            record_ends=tuple(end + shift for end in record_ends),
-        )
-        self._append(t, entry)
+        self._append(t, Entry(t.epoch, first, count, frame, offsets))
         self._notify(t, count, len(frame))
         return t.epoch, first
 

@@ -300,7 +300,7 @@ class Session:
             if entry.first_seq > cur.next_seq:
                 break  # trimmed while we looked; the next round sends the gap
             frame = entry.frame
-            if not entry.record_ends and len(frame) - HEADER_SIZE <= peer_max:
+            if not entry.offsets and len(frame) - HEADER_SIZE <= peer_max:
                 out.append(frame)  # the shared bytes object, as built by the publish
                 used += len(frame)
                 run += 1

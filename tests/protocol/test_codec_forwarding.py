@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from pushwire.protocol import codec
@@ -99,6 +99,63 @@ def test_slicing_a_whole_batch_gives_it_back_unchanged() -> None:
     assert codec.slice_batch(batch, 0, 2) == batch
 
 
+# -- the body-level parts, for a broker that stores publish bodies ------------------------------
+
+
+@given(publishes | publish_batches)
+def test_a_publish_body_is_what_follows_the_request_id(publish: F.Publish | F.PublishBatch) -> None:
+    data = codec.encode_frame(publish)
+    flags, body = codec.publish_body(data)
+    assert (flags, body) == (data[5], data[HEADER_SIZE + 4 :])
+    assert codec.publish_body(memoryview(bytearray(data))) == (flags, body)
+    assert codec.publish_body(bytearray(data)) == (flags, body)
+
+
+@pytest.mark.spec("PW-PUB-7", "PW-PUB-8")
+@given(publishes, U64, U64)
+def test_a_message_from_a_publish_body_is_the_message_from_the_publish(
+    publish: F.Publish, epoch: int, seq: int
+) -> None:
+    data = codec.encode_frame(publish)
+    flags, body = codec.publish_body(data)
+    assert codec.body_to_message(flags, body, epoch, seq) == codec.publish_to_message(
+        data, epoch, seq
+    )
+
+
+@given(publish_batches, U64, U64)
+def test_body_record_offsets_moved_by_the_prefix_are_the_batch_record_offsets(
+    publish: F.PublishBatch, epoch: int, base_seq: int
+) -> None:
+    flags, body = codec.publish_body(codec.encode_frame(publish))
+    batch = codec.body_to_message_batch(flags, body, epoch, base_seq)
+    assert batch == codec.publish_batch_to_message_batch(publish, epoch, base_seq)
+    offsets = codec.body_record_offsets(flags, body)
+    assert offsets[-1] == len(body)
+    shift = len(batch) - len(body)  # the body is the tail of the push
+    assert tuple(shift + o for o in offsets) == codec.batch_record_offsets(batch)
+
+
+@pytest.mark.spec("PW-FLOW-3")
+@given(message_batches, st.data())
+def test_the_size_of_a_slice_is_known_without_building_it(
+    batch: F.MessageBatch, data: st.DataObject
+) -> None:
+    assume(batch.base_seq + len(batch.records) < 1 << 64)
+    raw = codec.encode_frame(batch)
+    offsets = codec.batch_record_offsets(raw)
+    start = data.draw(st.integers(0, len(batch.records) - 1))
+    stop = data.draw(st.integers(start + 1, len(batch.records)))
+    sliced = codec.slice_batch(raw, start, stop, offsets)
+    assert codec.slice_batch_size(offsets, start, stop) == len(sliced) - HEADER_SIZE
+
+
+def test_all_of_a_stored_batch_is_the_same_object() -> None:
+    batch = codec.encode_frame(F.MessageBatch(5, 10, "t", (F.Record(b"a"), F.Record(b"b"))))
+    assert codec.slice_batch(batch, 0, 2) is batch
+    assert codec.slice_batch(bytearray(batch), 0, 2) == batch
+
+
 BAD_CALLS = [
     (
         "a MESSAGE given as a publish",
@@ -146,6 +203,23 @@ BAD_CALLS = [
                 b"\x00\x00\x00\x1a", b"\x00\x00\x00\x19", 1
             )
         ),
+    ),
+    (
+        "a MESSAGE given as a publish body",
+        lambda: codec.publish_body(codec.encode_frame(F.Message(1, 1, "t", b""))),
+    ),
+    ("a publish body without its frame", lambda: codec.publish_body(b"\x01t")),
+    (
+        "a publish frame cut short for its body",
+        lambda: codec.publish_body(codec.encode_frame(F.Publish(1, "t", b"x"))[:-1]),
+    ),
+    (
+        "batch body offsets of a body whose records overrun",
+        lambda: codec.body_record_offsets(0, b"\x01t\x00\x01\x00\x00\x00\x05ab"),
+    ),
+    (
+        "batch body offsets of a body with bytes after its records",
+        lambda: codec.body_record_offsets(0, b"\x01t\x00\x01\x00\x00\x00\x01ab"),
     ),
 ]
 

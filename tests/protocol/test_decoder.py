@@ -350,3 +350,156 @@ def test_the_version_chosen_is_the_highest_common_one(
     offer: tuple[int, int], chosen: int | None
 ) -> None:
     assert choose_version(*offer) == chosen
+
+
+# -- options: raw bytes and the header hook -----------------------------------------------------
+
+PUBLISH = codec.encode_frame(F.Publish(3, "a/b", b"payload", (("k", b"v"),)))
+RAW_PUBLISHES = (FrameType.PUBLISH, FrameType.PUBLISH_BATCH)
+
+
+def drain_with_raw(decoder: FrameDecoder) -> list[tuple[F.Frame, bytes | None]]:
+    items = []
+    while (item := decoder.next_frame_with_raw()) is not None:
+        items.append(item)
+    return items
+
+
+def raw_in_chunks(data: bytes, cuts: Sequence[int]) -> list[tuple[F.Frame, bytes | None]]:
+    decoder = FrameDecoder(raw_types=RAW_PUBLISHES)
+    items: list[tuple[F.Frame, bytes | None]] = []
+    for chunk in chunks(data, cuts):
+        decoder.feed(chunk)
+        items += drain_with_raw(decoder)
+    decoder.feed(b"")
+    items += drain_with_raw(decoder)
+    return items
+
+
+def test_a_raw_type_comes_with_its_whole_frame_as_received() -> None:
+    decoder = FrameDecoder(raw_types=RAW_PUBLISHES)
+    decoder.feed(PUBLISH)
+    assert decoder.next_frame_with_raw() == (drain_one(PUBLISH), PUBLISH)
+    assert decoder.next_frame_with_raw() is None
+
+
+def test_a_raw_frame_fed_one_byte_at_a_time_comes_only_when_complete() -> None:
+    decoder = FrameDecoder(raw_types=RAW_PUBLISHES)
+    for byte in PUBLISH[:-1]:
+        decoder.feed(bytes([byte]))
+        assert decoder.next_frame_with_raw() is None
+    decoder.feed(PUBLISH[-1:])
+    assert decoder.next_frame_with_raw() == (drain_one(PUBLISH), PUBLISH)
+
+
+def test_other_types_come_without_raw_bytes_and_trailing_bytes_stay_buffered() -> None:
+    decoder = FrameDecoder(raw_types=RAW_PUBLISHES)
+    decoder.feed(PING + PUBLISH + PING[:3])
+    assert drain_with_raw(decoder) == [(F.Ping(7), None), (drain_one(PUBLISH), PUBLISH)]
+    assert decoder.buffered == 3
+
+
+def test_without_options_the_raw_bytes_are_always_none() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(PUBLISH + PING)
+    assert drain_with_raw(decoder) == [(drain_one(PUBLISH), None), (F.Ping(7), None)]
+
+
+@given(streams(), st.data())
+def test_raw_bytes_are_each_frames_own_bytes_in_any_chunking(
+    stream: tuple[list[F.Frame], bytes], data: st.DataObject
+) -> None:
+    expected, raw = stream
+    cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=12))
+    items = raw_in_chunks(raw, cuts)
+    assert [frame for frame, _ in items] == expected
+    for frame, kept in items:
+        if frame.TYPE in RAW_PUBLISHES:
+            assert kept == codec.encode_frame(frame)  # the stream was made by the encoder
+        else:
+            assert kept is None
+
+
+def test_the_raw_bytes_of_a_publish_after_a_skipped_frame_are_its_own() -> None:
+    items = raw_in_chunks(IGNORABLE + PUBLISH + IGNORABLE + PING, [])
+    assert items == [(drain_one(PUBLISH), PUBLISH), (F.Ping(7), None)]
+
+
+def test_the_header_hook_sees_each_whole_frame_once_and_decides_the_flags() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def hook(type_: int, flags: int) -> int:
+        seen.append((type_, flags))
+        return flags
+
+    decoder = FrameDecoder(header_hook=hook)
+    for byte in PING + MESSAGE:
+        decoder.feed(bytes([byte]))
+        drain(decoder)
+    assert seen == [(FrameType.PING, 0), (FrameType.MESSAGE, MESSAGE[5])]
+
+
+@pytest.mark.spec("PW-FRAME-3")
+def test_a_header_hook_can_clear_reserved_bits_and_the_codec_judges_the_rest() -> None:
+    data = bytearray(PING)
+    data[5] = 0x40
+
+    def clear(type_: int, flags: int) -> int:
+        return 0
+
+    decoder = FrameDecoder(header_hook=clear)
+    decoder.feed(bytes(data))
+    assert decoder.next_frame() == F.Ping(7)
+    # a hook that keeps the bits leaves the codec's own check in force
+    for hook in (None, lambda type_, flags: flags):
+        decoder = FrameDecoder(header_hook=hook)
+        decoder.feed(bytes(data))
+        with pytest.raises(RemoteProtocolError) as info:
+            decoder.next_frame()
+        assert info.value.code == ErrorCode.RESERVED_BITS_SET
+
+
+def test_a_header_hook_may_refuse_a_frame() -> None:
+    def refuse(type_: int, flags: int) -> int:
+        raise RemoteProtocolError("no", code=ErrorCode.UNEXPECTED_FRAME)
+
+    decoder = FrameDecoder(header_hook=refuse)
+    decoder.feed(PING)
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == ErrorCode.UNEXPECTED_FRAME
+
+
+@pytest.mark.spec("PW-FRAME-2")
+def test_the_size_limit_is_decided_before_the_header_hook() -> None:
+    called: list[int] = []
+    decoder = FrameDecoder(header_hook=lambda type_, flags: called.append(type_) or flags)
+    decoder.feed(Header.build({"length": INITIAL_MAX_FRAME_SIZE + 1, "type": 0x01, "flags": 0}))
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+    assert called == []
+
+
+def test_the_bytes_before_the_first_frame_are_peeked_and_taken() -> None:
+    decoder = FrameDecoder()
+    preface = encode_preface(1, 1)
+    decoder.feed(preface + PING[:2])
+    assert decoder.peek(PREFACE_SIZE) == preface
+    assert decoder.buffered == PREFACE_SIZE + 2
+    assert decoder.take(PREFACE_SIZE) == preface
+    decoder.feed(PING[2:])
+    assert decoder.next_frame() == F.Ping(7)
+
+
+def test_holds_a_frame_only_once_the_whole_frame_is_buffered() -> None:
+    decoder = FrameDecoder()
+    assert not decoder.holds_a_frame()
+    for byte in PING[:-1]:
+        decoder.feed(bytes([byte]))
+        assert not decoder.holds_a_frame()
+    decoder.feed(PING[-1:])
+    assert decoder.holds_a_frame()
+    assert not decoder.eof
+    decoder.feed(b"")
+    assert decoder.eof

@@ -320,6 +320,17 @@ class TestFraming:
         conn = open_conn(faults=frozenset({sc.FAULT_IGNORE_RESERVED_BITS}))
         assert feed(conn, bytes(data)) == [sc.PingReceived(1)]
 
+    def test_under_the_ignore_reserved_bits_fault_no_reserved_bit_reaches_a_publish(
+        self,
+    ) -> None:
+        data = bytearray(enc(F.Publish(0, "a/b", b"payload")))
+        data[5] = 0x80
+        conn = open_conn(faults=frozenset({sc.FAULT_IGNORE_RESERVED_BITS}))
+        (event,) = feed(conn, bytes(data))
+        assert isinstance(event, sc.PublishRequested)
+        assert event.flags == 0
+        assert event.body == bytes(data[HEADER_SIZE + 4 :])
+
     @pytest.mark.spec("PW-FRAME-8")
     def test_skips_unknown_ignorable_frames(self) -> None:
         unknown = struct.pack(">IBB", 3, 0xB3, 0xFF) + b"abc"

@@ -158,6 +158,17 @@ async def test_a_sliced_batch_is_the_batch_its_records_would_make() -> None:
     assert entry.sub_batch(0, 6) is entry.frame
 
 
+@given(st.lists(st.binary(max_size=8), min_size=1, max_size=5), st.booleans())
+async def test_a_stored_batch_knows_where_its_records_are(
+    payloads: list[bytes], with_headers: bool
+) -> None:
+    broker = MemoryBroker()
+    records = tuple(F.Record(p, (("k", p),) if with_headers else None) for p in payloads)
+    await broker.publish_batch("a/b", *batch_body("a/b", records))
+    (entry,) = (await broker.read("a/b", 1, max_count=10, max_bytes=1 << 20)).entries
+    assert entry.offsets == codec.batch_record_offsets(entry.frame)
+
+
 @pytest.mark.spec("PW-LIMIT-5")
 async def test_topics_beyond_the_bound_are_evicted_unless_subscribed() -> None:
     broker = MemoryBroker(max_topics=3)
