@@ -336,6 +336,7 @@ class Server:
         is ``TLS_FAILED`` (not a registry code: no pushwire frame was exchanged),
         ``HANDSHAKE_TIMEOUT`` or ``SHUTTING_DOWN``."""
         peer = _peer(stream)
+        accepted_at = trio.current_time()
         if self._refusing():
             await self._run_session(stream, peer)  # refuses, logs and closes it
             return
@@ -362,7 +363,8 @@ class Server:
                     f"no TLS handshake within {timeout:g} s",
                 )
         if not code:
-            await self.serve_stream(tls_stream, peer)
+            # The HELLO deadline still counts from the TCP accept, not from the end of TLS.
+            await self._run_session(tls_stream, peer, accepted_at=accepted_at)
             return
         await trio.aclose_forcefully(stream)
         self._next_id += 1
@@ -390,7 +392,9 @@ class Server:
         in-memory streams in tests). Never raises for anything the connection does."""
         await self._run_session(stream, peer)
 
-    async def _run_session(self, stream: trio.abc.Stream, peer: str | None = None) -> None:
+    async def _run_session(
+        self, stream: trio.abc.Stream, peer: str | None = None, accepted_at: float | None = None
+    ) -> None:
         self._next_id += 1
         cid = self._next_id
         peer = peer or _peer(stream)
@@ -398,7 +402,7 @@ class Server:
             log.info("connection %d: %s refused at the hard cap", cid, peer)
             await trio.aclose_forcefully(stream)
             return
-        session = Session(self, stream, cid, peer)
+        session = Session(self, stream, cid, peer, accepted_at=accepted_at)
         self._sessions[cid] = session
         if self._idle.is_set():
             self._idle = trio.Event()

@@ -96,7 +96,13 @@ class Session:
     """One connection. Created and run by :class:`~pushwire.server.serve.Server`."""
 
     def __init__(
-        self, server: Server, stream: trio.abc.Stream, connection_id: int, peer: str
+        self,
+        server: Server,
+        stream: trio.abc.Stream,
+        connection_id: int,
+        peer: str,
+        *,
+        accepted_at: float | None = None,
     ) -> None:
         config = server.config
         self.server = server
@@ -105,9 +111,10 @@ class Session:
         self.connection_id = connection_id
         self.peer = peer
         self.faults = config.faults
-        self.conn = sc.ServerConnection(
-            server.limits, now=trio.current_time(), faults=config.faults
-        )
+        # The handshake timeout runs from the TCP accept (PW-HS-14), which for a TLS
+        # connection is before the TLS handshake that preceded this session.
+        started = trio.current_time() if accepted_at is None else accepted_at
+        self.conn = sc.ServerConnection(server.limits, now=started, faults=config.faults)
         self.close_code: ErrorCode | None = None
         self.close_reason = ""
         self._broker = server.broker

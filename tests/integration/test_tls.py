@@ -242,6 +242,26 @@ async def test_a_client_that_never_starts_tls_loses_its_slot_at_the_handshake_ti
     assert not any(r.exc_info for r in caplog.records)
 
 
+@pytest.mark.spec("PW-HS-14")
+async def test_the_hello_deadline_counts_from_the_tcp_accept_not_from_the_end_of_tls(
+    pki: Pki,
+) -> None:
+    timeout = 1.0
+    with trio.fail_after(TIMEOUT):
+        async with tls_server(pki, handshake_timeout=timeout, close_timeout=0.1) as address:
+            tcp = await trio.open_tcp_stream("127.0.0.1", port_of(address))
+            accepted = trio.current_time()
+            await trio.sleep(timeout * 0.9)  # a slow TLS handshake ...
+            tls = trio.SSLStream(tcp, pki.client_context(), server_hostname="localhost")
+            await tls.do_handshake()
+            # ... then no preface at all: the server gives up one timeout after the accept
+            assert await read_until_eof(tls) == b""
+            elapsed = trio.current_time() - accepted
+            await trio.aclose_forcefully(tls)
+    # a deadline restarted after TLS would close at about 1.9 s
+    assert timeout * 0.9 <= elapsed < timeout * 1.6
+
+
 async def test_shutdown_does_not_wait_for_a_pending_tls_handshake(pki: Pki) -> None:
     config = ServerConfig(port=0, tls=pki.server_context(), handshake_timeout=60)
     with trio.fail_after(TIMEOUT):
