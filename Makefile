@@ -35,7 +35,7 @@ typecheck: $(VENV)/.installed
 	ln -s ../../../server build/typecheck/pushwire/server
 	ln -s ../../../client build/typecheck/pushwire/client
 	cd build/typecheck && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml \
-		-p pushwire.protocol
+		-p pushwire.protocol -p pushwire.server -p pushwire.client
 
 pytest: $(VENV)/.installed
 	$(BIN)/pytest
