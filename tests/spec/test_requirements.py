@@ -89,8 +89,9 @@ def test_ids_are_unique_and_numbered_without_holes_or_retired_reuse() -> None:
         assert sorted(numbers + retired) == list(range(1, len(numbers) + len(retired) + 1)), prefix
 
 
-def test_ids_already_cited_in_the_design_keep_their_meaning() -> None:
-    """These IDs were cited in code before the table existed; their meaning is fixed."""
+def test_the_decode_error_ids_keep_their_meaning() -> None:
+    """The decoder and the vectors cite these IDs for fixed error codes; renumbering them
+    would silently change what a conformance report means."""
     expect = {
         "PW-PREFACE-1": "BAD_PREFACE",
         "PW-PREFACE-2": "RESERVED_BITS_SET",
