@@ -218,5 +218,12 @@ def run(args: argparse.Namespace) -> int:
             ],
             "hot_over_ceiling": ratio,
         }
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        try:
+            args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:  # the figures are printed above; only the file is lost
+            print(
+                f"pushwire bench codec: error: cannot write {args.json}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 2
     return 0

@@ -1101,7 +1101,14 @@ def run(args: argparse.Namespace) -> int:
             **report,
             "complete": not incomplete,
         }
-        args.json.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+        try:
+            args.json.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:  # the figures are printed already; only the file is lost
+            print(
+                f"pushwire bench server: error: cannot write {args.json}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 2
     for line in incomplete:
         print(f"pushwire bench server: incomplete: {line}", file=sys.stderr)
     return 1 if incomplete else 0

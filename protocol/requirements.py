@@ -119,7 +119,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "the client closes without sending anything more."),
     R("PW-PREFACE-8", "MAY", "2.2", "client", True,
       "The client may send HELLO right after its preface, without waiting for the server's."),
-    R("PW-PREFACE-9", "MUST NOT", "2.3", "server", False,
+    R("PW-PREFACE-9", "MUST NOT", "2.3", "server", True,
       "The server does not interpret bytes after the client preface before it has chosen a "
       "version."),
     # §3 framing -----------------------------------------------------------------------------
@@ -252,7 +252,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-SUB-18", "MAY", "6.3", "client", True,
       "A push for a topic with no subscription and no outstanding UNSUBSCRIBE may be treated "
       "as PROTOCOL_ERROR."),
-    R("PW-SUB-19", "MUST", "6.1", "both", False,
+    R("PW-SUB-19", "MUST", "6.1", "both", True,
       "Subscriptions belong to one connection and end when it closes."),
     R("PW-SUB-20", "MUST", "6.1", "server", True,
       "FORBIDDEN when the identity may not subscribe to the topic."),
@@ -474,7 +474,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-TOPIC-3", "MUST", "9.1", "both", True,
       "Topic names are compared byte for byte: no normalisation, case-sensitive, no "
       "wildcards."),
-    R("PW-TOPIC-4", "MUST", "9.2", "both", False,
+    R("PW-TOPIC-4", "MUST", "9.2", "both", True,
       "Header order and repeated keys are preserved end to end."),
     R("PW-TOPIC-5", "SHOULD NOT", "9.2", "both", False,
       "Applications do not use header keys starting with 'pw-' (reserved)."),

@@ -15,8 +15,10 @@ first connection arms the trick, the client's reconnect receives it.
 Each scenario ends with a list of checks, each with the SPEC.md requirement IDs it proves
 and a level: a failed MUST check fails the scenario, a failed SHOULD check is a warning
 (an error with ``--strict``). What a client shows its application (a gap, an epoch change)
-cannot be seen on the wire; each scenario states it (``expect_app``) and the Python helper
-:func:`drive_reference_client` checks it for the reference client.
+cannot be seen on the wire; each scenario states it (``expect_app``, and as data in
+``Scenario.app``), and the project's tests check it for the reference client
+(``tests/conformance/reference_client.py``). This module imports only the protocol package:
+it never knows the client it tests.
 
 Running a client under test: either start ``pushwire testserver --port 7450`` and run your
 client once per scenario (``mytool sub conformance/gap --server 127.0.0.1:7450``), or let
@@ -71,7 +73,8 @@ credit exhaustion, redelivery...), records what the client does on the wire and 
 per scenario, each check with its SPEC.md requirement IDs.
 
 Exit status: 0 = every selected scenario passed, 1 = a MUST check failed (or, with
---strict, a SHOULD check) or a scenario did not finish, 2 = usage error."""
+--strict, a SHOULD check) or a scenario did not finish, 2 = usage error, the port cannot
+be opened, or the --json file cannot be written."""
 
 EPILOG = """\
 examples:
@@ -406,6 +409,12 @@ class Peer:
             self.delivered[sub_id] = seq
         return True
 
+    def restart_acks(self, sub_id: int) -> None:
+        """The subscription continues in a new epoch: ACKs count from 0 again (PW-ACK-4), so
+        the next ACK below the old level is not "backwards". Call it after :meth:`settle`,
+        so no ACK of the old epoch is still on its way."""
+        self.acks[sub_id] = []
+
     def take_subscribe(self, sub: F.Subscribe) -> None:
         self.credit[sub.sub_id] = sub.initial_credit
         self.granted[sub.sub_id] = 0
@@ -426,8 +435,8 @@ class Scenario:
     expect_app: str
     script: Script
     mode: str = "any"  # "at-least-once": the client must subscribe at-least-once
-    #: app-level expectation for the Python helper: list of ("msg", seq) / ("gap", first,
-    #: last) / ("epoch",) / ("error",) items, computed from the run's state.
+    #: ``expect_app`` as data: the list of ("msg", seq) / ("gap", first, last) / ("epoch",) /
+    #: ("error",) items the application must see, computed from the run's state.
     app: Callable[[ScenarioRun], list[tuple[Any, ...]]] | None = None
 
     @property
@@ -478,8 +487,15 @@ class Ctx:
         await (self.peer.send_bytewise(data) if bytewise else self.peer.send_raw(data))
 
     async def deliver(
-        self, seqs: range, *, epoch: int | None = None, bytewise: bool = False
+        self,
+        seqs: range,
+        *,
+        epoch: int | None = None,
+        bytewise: bool = False,
+        reqs: tuple[str, ...] = ("PW-FRAME-1",),
     ) -> bool:
+        """MESSAGEs ``seqs`` within credit. When the client closes first, that fails
+        ``reqs`` (the rules that make these frames valid)."""
         ok = await self.peer.deliver(
             self.sub.sub_id,
             self.epoch() if epoch is None else epoch,
@@ -494,7 +510,7 @@ class Ctx:
         if self.peer.closed_at is not None:
             self.run.check(
                 "the client stays connected through valid frames",
-                ("PW-FRAME-1",),
+                reqs,
                 False,
                 f"closed after seq {self.peer.delivered.get(sid)}; its ERROR: "
                 f"{self.peer.client_error}",
@@ -666,6 +682,61 @@ async def _gap(c: Ctx) -> None:
     c.peer.delivered[c.sub.sub_id] = 10
     if await c.deliver(range(11, 16)):
         await c.finish_ok(15)
+
+
+async def _sequence_hole(c: Ctx) -> None:
+    """Messages 1 and 2, then 4: no GAP says 3 is gone, so the client must not go on as if
+    nothing were missing."""
+    await c.subscribed()
+    if await c.deliver(range(1, 3)) and await c.deliver(range(4, 5)):
+        await c.expect_error_close(ErrorCode.PROTOCOL_ERROR, ("PW-ORDER-7",))
+
+
+async def _next_epoch(c: Ctx, key: str) -> int:
+    """Switch the subscription to a new epoch (the topic was reset while subscribed): let
+    the client settle first, so its ACKs of the old epoch are in."""
+    await c.peer.settle(c.sub.sub_id, c.timeout)
+    c.peer.restart_acks(c.sub.sub_id)
+    return c.epoch(key)
+
+
+async def _epoch_reset_live(c: Ctx) -> None:
+    """Epoch A 1..3; epoch B 1..3 (MESSAGEs); epoch C: GAP 1..2, then 3..4. Each new epoch
+    starts at sequence 1, as PW-ORDER-12 makes a server do, so the client must accept it."""
+    sid = c.sub.sub_id
+    reqs = ("PW-ORDER-13", "PW-RESUME-4")
+    await c.subscribed()
+    if not await c.deliver(range(1, 4)):
+        return
+    second = await _next_epoch(c, "new-epoch")
+    if not await c.deliver(range(1, 4), epoch=second, reqs=reqs):
+        return
+    rtt = await c.peer.ping(0xE90C, c.timeout)
+    if not c.run.check(
+        "the client accepts a new epoch whose first MESSAGE has sequence 1",
+        reqs,
+        rtt is not None and c.peer.closed_at is None,
+        "" if rtt is not None else f"no PONG; client ERROR: {c.peer.client_error}",
+    ):
+        c.run.finish()
+        return
+    third = await _next_epoch(c, "third-epoch")
+    await c.peer.send(F.Gap(sid, third, 1, 2, ErrorCode.SLOW_CONSUMER))
+    c.peer.delivered[sid] = 2
+    if await c.deliver(range(3, 5), epoch=third, reqs=reqs):
+        await c.finish_ok(4)
+
+
+async def _epoch_reset_bad_start(c: Ctx) -> None:
+    """Epoch A 1..3, then a MESSAGE of epoch B with sequence 4: the numbers look
+    contiguous, but a new epoch starts at 1, and sequences of two epochs are never
+    compared."""
+    await c.subscribed()
+    if not await c.deliver(range(1, 4)):
+        return
+    second = await _next_epoch(c, "new-epoch")
+    if await c.deliver(range(4, 5), epoch=second):
+        await c.expect_error_close(ErrorCode.PROTOCOL_ERROR, ("PW-ORDER-13", "PW-RESUME-4"))
 
 
 async def _first_then_drop(c: Ctx, last: int, *, goaway_ms: int | None = None) -> None:
@@ -1011,6 +1082,42 @@ SCENARIOS: dict[str, Scenario] = {
             app=lambda r: [*_msgs(range(1, 6)), ("gap", 6, 10), *_msgs(range(11, 16))],
         ),
         Scenario(
+            "sequence-hole",
+            "Messages 1, 2, then 4: a hole without a GAP",
+            ("PW-ORDER-7", "PW-ERR-1"),
+            "ERROR(PROTOCOL_ERROR), then close: never deliver 4 as if 3 had not existed",
+            "messages 1..2, then a connection error (never message 4)",
+            _sequence_hole,
+            app=lambda r: [*_msgs(range(1, 3)), ("error",)],
+        ),
+        Scenario(
+            "epoch-reset-live",
+            "Mid-subscription the topic continues in a new epoch at seq 1 (twice; the "
+            "second time starting with GAP 1..2)",
+            ("PW-ORDER-13", "PW-RESUME-4"),
+            "accept a push of a new epoch that starts at sequence 1 (MESSAGE or GAP), "
+            "restart its position at (new epoch, 0) and tell the application; stay connected",
+            "messages 1..3, epoch change, messages 1..3, epoch change, gap 1..2, messages 3..4",
+            _epoch_reset_live,
+            app=lambda r: [
+                *_msgs(range(1, 4)),
+                ("epoch",),
+                *_msgs(range(1, 4)),
+                ("epoch",),
+                ("gap", 1, 2),
+                *_msgs(range(3, 5)),
+            ],
+        ),
+        Scenario(
+            "epoch-reset-bad-start",
+            "Messages 1..3, then a MESSAGE of a new epoch with sequence 4",
+            ("PW-ORDER-13", "PW-RESUME-4"),
+            "ERROR(PROTOCOL_ERROR), then close: a new epoch must start at sequence 1",
+            "messages 1..3, then a connection error (no epoch change, never message 4)",
+            _epoch_reset_bad_start,
+            app=lambda r: [*_msgs(range(1, 4)), ("error",)],
+        ),
+        Scenario(
             "resume-gap",
             "Connection dropped after 5 messages; the resume gets outcome GAP",
             ("PW-RESUME-1", "PW-RESUME-2"),
@@ -1103,6 +1210,10 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+#: Width of the scenario-name column in the text reports.
+NAME_WIDTH = max(len(name) for name in SCENARIOS)
+
+
 # -- the server ----------------------------------------------------------------------------
 
 
@@ -1165,6 +1276,14 @@ class TestServer:
         self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
+        await self.serve_listeners(listeners, task_status=task_status)
+
+    async def serve_listeners(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -1344,75 +1463,23 @@ async def _receive(stream: trio.SocketStream) -> bytes:
 
 @asynccontextmanager
 async def open_testserver(
-    scenarios: list[str] | None = None, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+    scenarios: list[str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    listeners: list[trio.SocketListener] | None = None,
+    **options: Any,
 ) -> Any:
-    """A started testserver (``.port``, ``.runs``); stops on exit."""
+    """A started testserver (``.port``, ``.runs``); stops on exit. It listens on ``host``
+    and ``port``, or on ``listeners`` already open. The listeners are opened before any task
+    starts, so a port in use is a plain ``OSError`` here, not an exception group."""
     server = TestServer(scenarios or list(SCENARIOS), **options)
+    if listeners is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve, host, port)
+        await nursery.start(server.serve_listeners, listeners)
         yield server
         nursery.cancel_scope.cancel()
-
-
-# -- driving the reference client ------------------------------------------------------------
-
-
-async def drive_reference_client(
-    address: str, run: ScenarioRun, *, credit: int = 64, limit: float = 30.0
-) -> list[tuple[Any, ...]]:
-    """Run ``pushwire.client`` through one scenario and return what it showed the
-    application: ("msg", seq), ("gap", first, last), ("epoch",), ("error",)."""
-    import pushwire.client as pw
-
-    scenario = run.scenario
-    seen: list[tuple[Any, ...]] = []
-    with trio.move_on_after(limit):
-        async with trio.open_nursery() as nursery:
-
-            async def stop_when_done() -> None:
-                await run.done.wait()
-                await trio.sleep(0.2)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(stop_when_done)
-            try:
-                async with pw.connect(
-                    address, client_name="pushwire-reference", backoff_initial=0.05, backoff_max=0.3
-                ) as conn:
-                    sub = conn.subscribe(
-                        scenario.topic,
-                        at_least_once=scenario.mode == "at-least-once",
-                        credit=credit,
-                    )
-                    while True:
-                        try:
-                            msg = await sub.__anext__()
-                        except pw.GapDetected as gap:
-                            seen.append(("gap", gap.first, gap.last))
-                            continue
-                        except pw.EpochChanged:
-                            seen.append(("epoch",))
-                            continue
-                        except StopAsyncIteration:
-                            break
-                        seen.append(("msg", msg.seq))
-            except pw.PushwireError:
-                seen.append(("error",))
-            await trio.sleep_forever()
-    return seen
-
-
-def app_matches(expected: list[tuple[Any, ...]], seen: list[tuple[Any, ...]]) -> bool:
-    """The application saw ``expected`` in order; duplicates of messages (redelivery) and
-    a trailing error after the expected ones are tolerated where expected allows them."""
-    if not expected:
-        return True
-    dedup: list[tuple[Any, ...]] = []
-    for item in seen:
-        if item[0] == "msg" and dedup and dedup[-1] == item:
-            continue
-        dedup.append(item)
-    return dedup[: len(expected)] == expected
 
 
 # -- reports and command line ----------------------------------------------------------------
@@ -1423,7 +1490,7 @@ def render(runs: list[ScenarioRun]) -> str:
     for r in runs:
         out.append(
             f"{r.verdict.upper() if r.verdict in ('fail', 'incomplete') else r.verdict:<10} "
-            f"{r.scenario.name:<18} {r.scenario.title}"
+            f"{r.scenario.name:<{NAME_WIDTH}} {r.scenario.title}"
         )
         if r.not_applicable:
             out.append(f"{'':11}{r.not_applicable}")
@@ -1450,16 +1517,49 @@ def render_list() -> str:
     out = []
     for s in SCENARIOS.values():
         mode = " (subscribe at-least-once)" if s.mode != "any" else ""
-        out.append(f"{s.name:<18} topic {s.topic}{mode}")
-        out.append(f"{'':18} {s.title}")
-        out.append(f"{'':18} a correct client must: {s.client_must}")
-        out.append(f"{'':18} requirements: {', '.join(s.requirements)}")
+        out.append(f"{s.name:<{NAME_WIDTH}} topic {s.topic}{mode}")
+        out.append(f"{'':{NAME_WIDTH}} {s.title}")
+        out.append(f"{'':{NAME_WIDTH}} a correct client must: {s.client_must}")
+        out.append(f"{'':{NAME_WIDTH}} requirements: {', '.join(s.requirements)}")
     return "\n".join(out)
+
+
+def port_number(text: str) -> int:
+    """argparse type for --port: a TCP port, 0..65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0..65535)")
+    return port
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a report cannot be written to ``path``, or None. Tried by opening it for append
+    (a file that did not exist is removed again) before the scenarios run, so a typo in the
+    path costs one line, not a run."""
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
+
+
+def _error(text: str) -> int:
+    print(f"pushwire testserver: error: {text}", file=sys.stderr)
+    return 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7450, help="port (7450; 0 = any free port)")
+    parser.add_argument(
+        "--port", type=port_number, default=7450, help="port (7450; 0 = any free port)"
+    )
     parser.add_argument(
         "--scenario",
         action="append",
@@ -1551,19 +1651,20 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n in args.scenario if n != "all"] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        print(
-            f"pushwire testserver: unknown scenario(s) {', '.join(unknown)}; see --list",
-            file=sys.stderr,
-        )
-        return 2
+        return _error(f"unknown scenario(s) {', '.join(unknown)}; see --list")
+    if args.json is not None and (problem := unwritable(args.json)) is not None:
+        return _error(problem)
     server_mode_flag = args.mode_flag
     started = time.monotonic()
 
-    async def main() -> list[ScenarioRun]:
+    async def main() -> list[ScenarioRun] | str:
+        try:
+            listeners = await trio.open_tcp_listeners(args.port, host=args.host)
+        except OSError as exc:
+            return f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         async with open_testserver(
             names,
-            host=args.host,
-            port=args.port,
+            listeners=listeners,
             heartbeat_ms=args.heartbeat_ms,
             timeout=args.timeout,
             goaway_after_ms=args.goaway_after_ms,
@@ -1583,22 +1684,19 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {r.verdict:<10} {r.scenario.name}", file=sys.stderr, flush=True)
             return runs
 
-    try:
-        runs = trio.run(main)
-    except OSError as exc:
-        print(f"pushwire testserver: {exc}", file=sys.stderr)
-        return 2
+    runs = trio.run(main)
+    if isinstance(runs, str):
+        return _error(runs)
     print(render(runs))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "tool": "pushwire testserver",
-                    "seconds": round(time.monotonic() - started, 3),
-                    "scenarios": [r.to_json() for r in runs],
-                },
-                indent=2,
-            )
-        )
+        doc = {
+            "tool": "pushwire testserver",
+            "seconds": round(time.monotonic() - started, 3),
+            "scenarios": [r.to_json() for r in runs],
+        }
+        try:
+            args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        except OSError as exc:  # checked before the run; the file system changed since
+            return _error(f"cannot write {args.json}: {exc.strerror or exc}")
     bad = {"fail", "incomplete"} | ({"warn"} if args.strict else set())
     return 1 if any(r.verdict in bad for r in runs) else 0

@@ -1,13 +1,17 @@
 """``pushwire conformance HOST:PORT``: check a server against SPEC.md over the wire.
 
 Exit codes: 0 every selected case passed (or was n/a / skipped); 1 at least one case failed
-or could not run; 2 bad command line.
+or could not run; 2 bad command line, a server that cannot be reached at all, or a report
+file that cannot be written. Those last two are decided before the run where possible (one
+TCP connect, one trial open of each report file), so a typo costs one line, not a run of
+~100 failing cases.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,7 +30,8 @@ afterwards), --reset-command (a topic's history reset / new epoch), --token (aut
 --max-connections, --forbidden-topic. History expiry is produced by publishing more than
 the server keeps (bounded by --max-publish).
 
-Exit status: 0 = no failures, 1 = at least one failure or kit error, 2 = usage error."""
+Exit status: 0 = no failures, 1 = at least one failure or kit error, 2 = usage error,
+server unreachable, or a report file that cannot be written."""
 
 EPILOG = """\
 examples:
@@ -141,7 +146,40 @@ def parse_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"{text!r} is not HOST:PORT")
+    if not 0 < int(port) <= 65535:
+        raise ValueError(f"{text!r}: port {int(port)} is not in 1..65535")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def unreachable(host: str, port: int, timeout: float) -> str | None:
+    """Why ``host:port`` does not accept a TCP connection, or None when it does. The probe
+    connection is closed at once, before it sends a byte: a server sees a client that left
+    before its preface, which the cases themselves do too (PH-14)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a report cannot be written to ``path``, or None. Tried by opening it for append
+    (a file that did not exist is removed again), which answers for permissions, missing
+    directories and read-only file systems alike."""
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
+
+
+def _error(text: str) -> int:
+    print(f"pushwire conformance: error: {text}", file=sys.stderr)
+    return 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,8 +190,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cases = select_cases(args.case, args.category)
     except KeyError as exc:
-        print(f"pushwire conformance: {exc.args[0]}", file=sys.stderr)
-        return 2
+        return _error(exc.args[0])
     if args.list:
         print(report.render_list(cases))
         return 0
@@ -161,13 +198,17 @@ def run(args: argparse.Namespace) -> int:
         print(report.render_coverage(report.coverage()))
         return 0
     if not args.address:
-        print("pushwire conformance: HOST:PORT is required (or --list)", file=sys.stderr)
-        return 2
+        return _error("HOST:PORT is required (or --list)")
     try:
         host, port = parse_address(args.address)
     except ValueError as exc:
-        print(f"pushwire conformance: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    reports = [p for p in (args.json, args.junit) if p is not None]
+    problem = next(filter(None, map(unwritable, reports)), None)
+    if problem is None:
+        problem = unreachable(host, port, args.timeout)
+    if problem is not None:
+        return _error(problem)
     target = Target(
         host=host,
         port=port,
@@ -195,8 +236,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.case and not args.category:
         print()
         print(report.render_coverage(report.coverage()))
+    if not_checked := report.render_unchecked(report.unchecked(results)):
+        print()
+        print(not_checked)
+    files: list[tuple[Path, str]] = []
     if args.json:
-        args.json.write_text(report.to_json(results, target=target.address, strict=args.strict))
+        text = report.to_json(results, target=target.address, strict=args.strict)
+        files.append((args.json, text))
     if args.junit:
-        args.junit.write_text(report.to_junit(results, target=target.address))
+        files.append((args.junit, report.to_junit(results, target=target.address)))
+    for path, text in files:
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:  # checked before the run; the file system changed since
+            return _error(f"cannot write {path}: {exc.strerror or exc}")
     return 1 if any(r.status.is_failure for r in results) else 0

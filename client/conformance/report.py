@@ -5,6 +5,10 @@ Coverage is computed from the case table and ``pushwire.protocol.requirements``:
 observe on the wire must be cited by at least one case. The ones no case cites are listed
 with the reason, from :data:`UNCOVERED_REASONS` — so a gap in the kit is a visible,
 explained decision rather than an accident.
+
+That is the kit's coverage, not a run's: a MUST whose only cases were n/a in a run (the
+GOAWAY MUSTs without --shutdown-command) was not checked by that run. :func:`unchecked`
+lists those per run, so a clean report does not claim more than it checked.
 """
 
 from __future__ import annotations
@@ -62,6 +66,31 @@ def coverage(cases: Sequence[Case] | None = None) -> Coverage:
             reason = UNCOVERED_REASONS.get(req.id) or "no case checks it yet"
             uncovered.append((req, reason))
     return Coverage(covered, uncovered, hidden)
+
+
+@dataclass(frozen=True, slots=True)
+class Unchecked:
+    """A covered MUST that this run did not check: no case citing it reached pass or fail."""
+
+    requirement: Requirement
+    results: list[Result]  # the citing cases of the run, each n/a, skipped or error
+
+
+def unchecked(results: Sequence[Result]) -> list[Unchecked]:
+    """The observable server MUSTs cited by cases of this run of which none reached a
+    verdict (every one n/a, skipped or an error of the kit), in requirement order."""
+    by_req: dict[str, list[Result]] = {}
+    for r in results:
+        for rid in r.case.requirements:
+            by_req.setdefault(rid, []).append(r)
+    out = []
+    for req in server_musts():
+        cited = by_req.get(req.id)
+        if not req.observable or not cited:
+            continue
+        if not any(r.status in (Status.PASS, Status.FAIL) for r in cited):
+            out.append(Unchecked(req, cited))
+    return out
 
 
 # -- text ------------------------------------------------------------------------------------
@@ -139,6 +168,26 @@ def render_coverage(cov: Coverage) -> str:
     return "\n".join(out)
 
 
+def render_unchecked(items: Sequence[Unchecked]) -> str:
+    """The MUSTs this run did not check, with the cases that would have and why they did
+    not (an empty string when the run checked every MUST its cases cite)."""
+    if not items:
+        return ""
+    out = [
+        f"Not checked in this run: {len(items)} covered server MUST(s) whose cases were all "
+        "n/a, skipped or errors:"
+    ]
+    for u in items:
+        cases = ", ".join(f"{r.case.id} {r.status.value}" for r in u.results)
+        out.append(f"  {u.requirement.id:<13} {cases}")
+    reasons = {r.detail for u in items for r in u.results if r.detail and not r.status.is_failure}
+    if reasons:
+        out.append("Why:")
+    for why in sorted(reasons):
+        out.extend(f"  - {c}" if i == 0 else f"    {c}" for i, c in enumerate(_wrap(why, 86)))
+    return "\n".join(out)
+
+
 # -- JSON ------------------------------------------------------------------------------------
 
 
@@ -156,6 +205,17 @@ def to_json(results: Sequence[Result], *, target: str = "", strict: bool = False
             "covered": [r.id for r in cov.covered],
             "uncovered": [{"id": r.id, "text": r.text, "why": why} for r, why in cov.uncovered],
             "not_observable": [r.id for r in cov.not_observable],
+            "unchecked_this_run": [
+                {
+                    "id": u.requirement.id,
+                    "text": u.requirement.text,
+                    "cases": [
+                        {"id": r.case.id, "status": r.status.value, "detail": r.detail}
+                        for r in u.results
+                    ],
+                }
+                for u in unchecked(results)
+            ],
         },
     }
     return json.dumps(doc, indent=2, ensure_ascii=False)

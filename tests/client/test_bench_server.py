@@ -122,3 +122,17 @@ def test_bench_server_refuses_nonsense_arguments(
 ) -> None:
     assert cli.main(["bench", "server", *args]) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_written_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def measured(*args: Any) -> dict[str, Any]:  # stands in for the whole run
+        return {}
+
+    monkeypatch.setattr(bench_server, "_main", measured)
+    report = tmp_path / "missing-dir" / "server.json"
+    assert cli.main(["bench", "server", "--scenario", "fanout", "--json", str(report)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"pushwire bench server: error: cannot write {report}: No such file or directory"
+    ]

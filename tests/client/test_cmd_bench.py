@@ -42,3 +42,16 @@ def test_bench_needs_a_target() -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["bench"])
     assert info.value.code == 2
+
+
+def test_bench_codec_report_write_failure_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "missing-dir" / "codec.json"
+    args = ["bench", "codec", "--n", "1000", "--repeat", "1", "--json", str(report)]
+    assert cli.main(args) == 2
+    out, err = capsys.readouterr()
+    assert "hot-path / ceiling" in out  # the figures were printed; only the file is missing
+    assert err.strip().splitlines() == [
+        f"pushwire bench codec: error: cannot write {report}: No such file or directory"
+    ]

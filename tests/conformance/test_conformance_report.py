@@ -10,7 +10,7 @@ import trio
 
 from pushwire.client import cli
 from pushwire.client.conformance import report
-from pushwire.client.conformance.model import Status
+from pushwire.client.conformance.model import Case, Result, Status
 from pushwire.client.conformance.runner import Target, run_cases, select_cases
 from pushwire.protocol.requirements import BY_ID
 from pushwire.server import ServerConfig, open_server
@@ -25,6 +25,9 @@ def test_every_observable_server_must_is_covered_or_explained() -> None:
         req = BY_ID[rid]
         assert req.is_must and req.observable and req.applies_to in ("server", "both")
     assert len(cov.covered) >= cov.total_observable - 3
+    # observable on the wire, and checked: SO-06 (header order), SO-15 (subscriptions end
+    # with the connection), PH-16 (nothing behind the preface read before the version)
+    assert {"PW-TOPIC-4", "PW-SUB-19", "PW-PREFACE-9"} <= {r.id for r in cov.covered}
 
 
 async def test_reports_show_expected_and_observed_for_failures(tmp_path: Path) -> None:
@@ -41,6 +44,8 @@ async def test_reports_show_expected_and_observed_for_failures(tmp_path: Path) -
     assert "FAIL     ER-01" in table and "expected" in table and "observed" in table
     assert "--shutdown-command" in table
     assert table.rstrip().endswith("1 pass, 1 fail, 1 n/a")
+    not_checked = report.render_unchecked(report.unchecked(results))
+    assert "PW-GOAWAY-1   SD-02 n/a" in not_checked  # SD-02 needs --shutdown-command
 
     doc = json.loads(report.to_json(results, target="t"))
     assert doc["passed"] is False
@@ -84,3 +89,41 @@ async def test_command_line_exit_codes_and_files(tmp_path: Path) -> None:
     assert failed == 1
     assert cli.main(["conformance", "--list"]) == 0
     assert cli.main(["conformance", "--case", "NOPE-1", "127.0.0.1:1"]) == 2
+
+
+def test_a_run_lists_the_covered_musts_it_did_not_check() -> None:
+    """Static coverage says which MUSTs the kit can check; a run without the operator's
+    options checks fewer. A MUST is unchecked when every case of the run citing it is n/a,
+    skipped or an error; one pass or fail anywhere checks it."""
+
+    async def nothing(ctx: object) -> None:
+        pass
+
+    def result(cid: str, reqs: tuple[str, ...], status: Status, detail: str = "") -> Result:
+        return Result(Case(cid, cid, "shutdown", reqs, "MUST", nothing), status, detail=detail)
+
+    needs = "needs --shutdown-command (an operator action)"
+    results = [
+        result("XX-01", ("PW-GOAWAY-1", "PW-HB-2"), Status.NOT_APPLICABLE, needs),
+        result("XX-02", ("PW-HB-2",), Status.PASS),
+        result("XX-03", ("PW-HB-3",), Status.FAIL),
+        result("XX-04", ("PW-HS-11",), Status.SKIPPED, "SHOULD case: run with --strict"),
+        result("XX-05", ("PW-RESUME-4", "PW-ACK-6"), Status.NOT_APPLICABLE, needs),
+        result("XX-06", ("PW-HS-12",), Status.ERROR),
+    ]
+    got = report.unchecked(results)
+    assert [(u.requirement.id, [r.case.id for r in u.results]) for u in got] == [
+        ("PW-HS-11", ["XX-04"]),
+        ("PW-HS-12", ["XX-06"]),
+        ("PW-GOAWAY-1", ["XX-01"]),
+    ]  # not PW-HB-2 (XX-02 passed), PW-RESUME-4 (not observable), PW-ACK-6 (a client MUST)
+    text = report.render_unchecked(got)
+    assert text.splitlines()[0].startswith("Not checked in this run: 3 covered server MUST")
+    assert "  PW-GOAWAY-1   XX-01 n/a" in text and needs in text
+    doc = json.loads(report.to_json(results))
+    assert doc["coverage"]["unchecked_this_run"][2] == {
+        "id": "PW-GOAWAY-1",
+        "text": BY_ID["PW-GOAWAY-1"].text,
+        "cases": [{"id": "XX-01", "status": "n/a", "detail": needs}],
+    }
+    assert report.render_unchecked(report.unchecked(results[1:3])) == ""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from reference_client import app_matches, drive_reference_client
 
 from pushwire.client import cli
 from pushwire.protocol import codec
@@ -23,12 +24,7 @@ from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
 from pushwire.protocol.errors import RemoteProtocolError
 from pushwire.protocol.layouts import PREFACE_SIZE
-from pushwire.server.testserver import (
-    SCENARIOS,
-    app_matches,
-    drive_reference_client,
-    open_testserver,
-)
+from pushwire.server.testserver import SCENARIOS, open_testserver
 
 FAST = {"heartbeat_ms": 300, "timeout": 3.0, "goaway_after_ms": 400}
 #: A broken client is expected to time out somewhere: keep those waits short.
@@ -99,6 +95,8 @@ class RawClient:
         ("credit", True, 4, "PW-FLOW-7"),  # never grants more credit (a SHOULD: warn)
         ("resume-gap", True, 64, "PW-RESUME-1"),  # never reconnects to resume
         ("unknown-fatal", True, 64, "PW-FRAME-5"),  # ignores a fatal unknown frame type
+        ("sequence-hole", True, 64, "PW-ORDER-7"),  # takes 1, 2, 4 as if nothing were lost
+        ("epoch-reset-bad-start", True, 64, "PW-ORDER-13"),  # takes a new epoch at seq 4
     ],
 )
 async def test_testserver_catches_a_broken_client(

@@ -157,6 +157,29 @@ async def no_common_version(ctx: CaseContext) -> None:
 
 
 @case(
+    "PH-16",
+    "Bytes behind an unsupported client preface are not interpreted: version 0, then close",
+    category=CAT,
+    requirements=("PW-PREFACE-9", "PW-PREFACE-6"),
+)
+async def nothing_read_before_the_version(ctx: CaseContext) -> None:
+    """The server chooses the version from the preface alone and reads nothing behind it
+    first: a HELLO and a PING right behind a preface that offers only versions 2..9 get no
+    WELCOME, PONG or ERROR, only the server preface with version 0 and the close."""
+    conn = await ctx.open()
+    behind = codec.encode_frame(_hello(ctx)) + codec.encode_frame(F.Ping(0x5052_4546))
+    await conn.send_raw(encode_preface(2, 9) + behind)
+    got = await conn.read_preface()
+    if got is RESET:
+        # A server that closes with our bytes unread resets the connection, and the reset
+        # may destroy its preface before we read it: nothing left to judge.
+        raise NotApplicable("the connection was reset before the server preface arrived")
+    if not isinstance(got, bytes) or got[:4] != MAGIC or got[4] != 0:
+        raise CaseFailed("server preface with version 0", describe(got))
+    await conn.expect_close()
+
+
+@case(
     "PH-06",
     "A frame other than HELLO first is UNEXPECTED_FRAME",
     category=CAT,

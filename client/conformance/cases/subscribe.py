@@ -9,7 +9,7 @@ import trio
 
 from pushwire.client.conformance.model import case
 from pushwire.client.conformance.runner import CaseContext, check_seqs
-from pushwire.client.conformance.wire import CaseFailed, describe
+from pushwire.client.conformance.wire import TIMEOUT, CaseFailed, describe
 from pushwire.protocol import frames as F
 from pushwire.protocol.layouts import Outcome, SinceKind
 
@@ -121,7 +121,7 @@ async def no_puback(ctx: CaseContext) -> None:
     "SO-06",
     "Headers and payload reach subscribers byte for byte",
     category=CAT,
-    requirements=("PW-PUB-7", "PW-FRAME-16"),
+    requirements=("PW-PUB-7", "PW-TOPIC-4", "PW-FRAME-16"),
 )
 async def headers_preserved(ctx: CaseContext) -> None:
     """Repeated keys, binary values, empty payloads and non-ASCII keys are opaque to the
@@ -329,3 +329,32 @@ async def exact_topic_match(ctx: CaseContext) -> None:
     msgs = await ctx.receive(sub, mine, 1)
     if msgs[0].payload != b"yours" or msgs[0].seq != 1:
         raise CaseFailed("only the message published to the exact name", repr(msgs[0]))
+
+
+@case(
+    "SO-15",
+    "A subscription ends with its connection: nothing follows the client to a new one",
+    category=CAT,
+    requirements=("PW-SUB-19",),
+)
+async def subscription_ends_with_connection(ctx: CaseContext) -> None:
+    """Subscriptions belong to one connection. After the connection that held an
+    at-least-once subscription (with a message not yet acknowledged) closes, a new
+    connection with the same client name receives nothing it did not subscribe to, and the
+    same sub_id and topic are free on it: SUBSCRIBED(NEW), not ALREADY_SUBSCRIBED."""
+    topic = ctx.topic()
+    first = await ctx.connect()
+    await ctx.subscribe(first, topic, sub_id=7, at_least_once=True)
+    await ctx.publish(topic, [b"unacknowledged"])
+    await ctx.receive(first, topic, 1)
+    await first.aclose()
+    second = await ctx.connect()
+    await ctx.publish(topic, [b"after the close"])
+    obs = await second.next_frame(ctx.quiet)
+    if obs is not TIMEOUT:
+        raise CaseFailed("nothing on a new connection that subscribed to nothing", describe(obs))
+    reply = await ctx.subscribe(second, topic, sub_id=7, at_least_once=True)
+    if (reply.outcome, reply.start_seq, reply.head_seq) != (Outcome.NEW, 3, 2):
+        raise CaseFailed("SUBSCRIBED(outcome=NEW, start_seq=3, head_seq=2)", describe(reply))
+    await ctx.publish(topic, [b"new"])
+    check_seqs("the new subscription", [m.seq for m in await ctx.receive(second, topic, 1)], [3])
