@@ -139,8 +139,10 @@ def check_decoder(decoder: Decoder, max_examples: int = 200, **options: Any) -> 
         answer = decoder.decode(malformed.data, limit)
         assert answer == {"error": malformed.code.name}, answer
 
+    roles: tuple[ps.Role, ...] = ("client", "server")
+
     @config
-    @given(st.sampled_from(["client", "server"]).flatmap(ps.conversations))
+    @given(st.sampled_from(roles).flatmap(ps.conversations))
     def conversations_decode_frame_by_frame(conversation: ps.Conversation) -> None:
         data = conversation.data()[PREFACE_SIZE:]
         answer = decoder.decode(data, limit)

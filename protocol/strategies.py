@@ -1,7 +1,7 @@
 """Hypothesis strategies for pushwire v1: valid frames, hostile bytes, whole conversations.
 
 These are public: an implementation of pushwire in any language can be fuzzed with them
-(``docs/examples/fuzz_third_party_decoder.py`` shows how). hypothesis is a *test*
+(:mod:`pushwire.protocol.fuzz_decoder` shows how). hypothesis is a *test*
 dependency of pushwire (``pip install 'pushwire[test]'``), so it is imported here and
 nowhere else in the package; importing this module without it raises ImportError with that
 hint.

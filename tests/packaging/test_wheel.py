@@ -82,3 +82,14 @@ def test_installed_wheel_imports_from_its_own_files(wheel: Path, tmp_path: Path)
         cwd=tmp_path,
     )
     assert result.stdout.strip().startswith(str(target))
+
+
+def test_wheel_metadata_carries_the_license_as_an_spdx_expression(wheel: Path) -> None:
+    """PEP 639: ``license = "MIT"`` (setuptools >= 77), not the deprecated table form that
+    makes every build print a deprecation warning."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    headers = metadata.split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: MIT" in headers
+    assert not [h for h in headers if h.startswith("License:")]

@@ -3,23 +3,36 @@
 A hypothesis RuleBasedStateMachine plays the application on the client side and a minimal
 broker on the server side; bytes cross an in-memory pipe in random chunks, and time moves
 by hand. The model is plain data (per topic and epoch: the payloads in order; per
-subscription: the next sequence due, the credit granted, the acks), never a second
-implementation. Two honest machines must never fail each other, and everything the client
-is told must agree with the model.
+subscription: the next sequence due, the credit granted, the acks; per side: when it last
+received a byte), never a second implementation. Two honest machines must never fail each
+other, and everything the client is told must agree with the model.
+
+Time is a shared fake clock that both sides' ``tick()`` read. It may jump with bytes still
+in flight, and one side may be *muted* (its bytes are held back, as on a stalled link), so
+the heartbeat rules are checked as they happen: a side times out exactly when nothing has
+reached it for three intervals (PW-HB-3, PW-HB-4), and then only it and, once its ERROR
+arrives, its peer close. A tap on each direction decodes what is sent, so every PING that
+reached an open side is answered with a PONG of the same opaque, in order (PW-HB-2), every
+code is used in its scope (PW-ERR-5), and nothing follows a connection-level ERROR
+(PW-ERR-2).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
+from hypothesis import event
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
     precondition,
     rule,
 )
+from wire_tap import Tap, after_connection_error, scope_problem
 
 from pushwire.protocol import client_conn as cc
 from pushwire.protocol import codec
@@ -27,11 +40,37 @@ from pushwire.protocol import frames as F
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.client_conn import ClientConnection, ClientState, Since
 from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.heartbeat import TIMEOUT_FACTOR
 from pushwire.protocol.layouts import Outcome, SinceKind
 from pushwire.protocol.server_conn import ServerConnection, ServerLimits
 
 TOPICS = ("t/one", "t/two")
 HEARTBEAT = 1.0  # seconds (HELLO asks for 1000 ms; the server's clamp allows it)
+TIMEOUT = TIMEOUT_FACTOR * HEARTBEAT  # nothing received this long: HEARTBEAT_TIMEOUT
+Side = Literal["client", "server"]
+SIDES: tuple[Side, ...] = ("client", "server")
+LIVE = (ClientState.OPEN, ClientState.DRAINING, sc.ServerState.OPEN, sc.ServerState.DRAINING)
+CLOSED = (ClientState.CLOSED, sc.ServerState.CLOSED)
+
+
+class Pipe:
+    """One direction: bytes sent and not yet delivered, and a tap on everything sent."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self.delivered = 0
+        self.tap = Tap()
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self.pending += data
+            self.tap.feed(data)
+
+    def take(self, size: int) -> bytes:
+        chunk = bytes(self.pending[:size])
+        del self.pending[:size]
+        self.delivered += len(chunk)
+        return chunk
 
 
 @dataclass
@@ -64,9 +103,14 @@ class StatePair(RuleBasedStateMachine):
         super().__init__()
         self.now = 0.0
         self.client = ClientConnection()
-        self.server = ServerConnection(ServerLimits(heartbeat_min_ms=100), now=self.now)
-        self.c2s = bytearray(self.client.initiate("pair", heartbeat_ms=1000, now=self.now))
-        self.s2c = bytearray()
+        # (a frame cut by the random chunking may wait long for its rest: not a trickle attack)
+        limits = ServerLimits(heartbeat_min_ms=100, frame_timeout=1e9)
+        self.server = ServerConnection(limits, now=self.now)
+        self.c2s, self.s2c = Pipe(), Pipe()
+        self.c2s.send(self.client.initiate("pair", heartbeat_ms=1000, now=self.now))
+        self.last_received = dict.fromkeys(SIDES, self.now)
+        self.muted: Side | None = None  # a side whose bytes are held back
+        self.timed_out: set[Side] = set()  # sides that closed with HEARTBEAT_TIMEOUT
         # model: topic -> current epoch; (topic, epoch) -> payloads, seq = index + 1
         self.epoch = {t: 0x100 + i for i, t in enumerate(TOPICS)}
         self.history: dict[tuple[str, int], list[bytes]] = {
@@ -81,9 +125,9 @@ class StatePair(RuleBasedStateMachine):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def to_server(self, data: bytes) -> None:
+    def server_sends(self, data: bytes) -> None:
         if data:
-            self.s2c += data
+            self.s2c.send(data)
             self.server.data_sent(self.now)
 
     def serve(self) -> None:
@@ -92,13 +136,13 @@ class StatePair(RuleBasedStateMachine):
         for ev in server.events():
             match ev:
                 case sc.PrefaceReceived():
-                    self.to_server(server.send_preface())
+                    self.server_sends(server.send_preface())
                 case sc.HelloReceived():
-                    self.to_server(server.accept(1, "pair", self.now))
+                    self.server_sends(server.accept(1, "pair", self.now))
                 case sc.SubscribeRequested():
                     self.on_subscribe(ev)
                 case sc.UnsubscribeRequested():
-                    self.to_server(server.unsubscribed(ev.sub_id))
+                    self.server_sends(server.unsubscribed(ev.sub_id))
                     del self.server_subs[ev.sub_id]
                 case sc.Acked():
                     acks = self.server_subs[ev.sub_id].acks
@@ -112,9 +156,12 @@ class StatePair(RuleBasedStateMachine):
                     pass
                 case sc.RequestRefused(code=ErrorCode.INVALID_ACK):
                     assert any(self.resets.values()), ev  # the same known race, server side
+                case sc.PeerError(code=ErrorCode.HEARTBEAT_TIMEOUT):
+                    assert "client" in self.timed_out, ev  # the client's verdict, delivered
+                    assert server.state is sc.ServerState.CLOSED
                 case _:
                     pytest.fail(f"server got {ev}")
-        self.to_server(server.data_to_send())
+        self.server_sends(server.data_to_send())
 
     def on_subscribe(self, ev: sc.SubscribeRequested) -> None:
         topic, epoch = ev.topic, self.epoch[ev.topic]
@@ -129,7 +176,7 @@ class StatePair(RuleBasedStateMachine):
             outcome, start = Outcome.RECOVERED, max(0, head - ev.since_count) + 1
         else:
             outcome, start = Outcome.RECOVERED, 1
-        self.to_server(self.server.subscribed(ev.sub_id, outcome, epoch, start, head))
+        self.server_sends(self.server.subscribed(ev.sub_id, outcome, epoch, start, head))
         self.server_subs[ev.sub_id] = ServerSub(topic, start, epoch)
 
     def on_publish(self, request_id: int, topic: str, payloads: list[bytes]) -> None:
@@ -138,7 +185,7 @@ class StatePair(RuleBasedStateMachine):
         first = len(log) + 1
         log.extend(payloads)
         self.assigned[request_id] = (epoch, first, len(payloads))
-        self.to_server(self.server.puback(request_id, epoch, first, len(payloads)))
+        self.server_sends(self.server.puback(request_id, epoch, first, len(payloads)))
 
     def listen(self) -> None:
         """Let the client application handle its events."""
@@ -177,39 +224,104 @@ class StatePair(RuleBasedStateMachine):
                 case cc.PublishAcked():
                     assert self.assigned.pop(ev.request_id) == (ev.epoch, ev.first_seq, ev.count)
                     assert self.pending_publishes.pop(ev.request_id) == ev.count
+                case cc.ConnectionFailed(code=ErrorCode.HEARTBEAT_TIMEOUT):
+                    # its own verdict (tick), or the server's ERROR
+                    assert ("server" if ev.reported_by_server else "client") in self.timed_out
+                    assert self.client.state is ClientState.CLOSED
                 case _:
                     pytest.fail(f"client got {ev}")
-        self.c2s += self.client.data_to_send()
+        self.c2s.send(self.client.data_to_send())
 
     # -- the pipe ------------------------------------------------------------------------------
 
     @rule(size=st.integers(1, 200))
     def deliver_to_server(self, size: int) -> None:
-        chunk, self.c2s[:size] = bytes(self.c2s[:size]), b""
+        if self.muted == "client":
+            return
+        chunk = self.c2s.take(size)
         if chunk:  # b"" would mean EOF
+            self.last_received["server"] = self.now
             self.server.receive_data(chunk, self.now)
         self.serve()
 
     @rule(size=st.integers(1, 200))
     def deliver_to_client(self, size: int) -> None:
-        chunk, self.s2c[:size] = bytes(self.s2c[:size]), b""
+        if self.muted == "server":
+            return
+        chunk = self.s2c.take(size)
         if chunk:
+            self.last_received["client"] = self.now
             self.client.receive_data(chunk, self.now)
         self.listen()
 
     def flush(self) -> None:
-        while self.c2s or self.s2c:
-            self.deliver_to_server(len(self.c2s) or 1)
-            self.deliver_to_client(len(self.s2c) or 1)
+        """Deliver everything in flight, except what a muted side sends."""
+        while (self.c2s.pending and self.muted != "client") or (
+            self.s2c.pending and self.muted != "server"
+        ):
+            self.deliver_to_server(len(self.c2s.pending) or 1)
+            self.deliver_to_client(len(self.s2c.pending) or 1)
+
+    def both_open(self) -> bool:
+        return self.client.state is ClientState.OPEN and self.server.state is sc.ServerState.OPEN
+
+    @precondition(both_open)
+    @rule(side=st.sampled_from(SIDES))
+    def mute(self, side: Side) -> None:
+        """From now on, nothing ``side`` sends arrives (it still receives)."""
+        if self.muted is None:
+            self.muted = side
+
+    @precondition(lambda self: self.muted is not None)
+    @rule()
+    def unmute(self) -> None:
+        """The held bytes flow again, late but intact (a stalled link, not a lossy one)."""
+        self.muted = None
+
+    def tick(self, side: Side) -> None:
+        """``side`` does its heartbeat duties at ``now``; it must time out exactly when
+        nothing reached it for three intervals, whatever the rest of the pipe holds."""
+        conn = self.client if side == "client" else self.server
+        pipe = self.c2s if side == "client" else self.s2c
+        live = conn.state in LIVE  # heartbeats run from the handshake on (PW-HB-6)
+        silent = self.now - self.last_received[side]
+        if side == "client":
+            self.c2s.send(self.client.tick(self.now))
+        else:
+            self.server_sends(self.server.tick(self.now))
+        if not live:
+            return
+        closed = conn.state not in LIVE
+        assert closed == (silent >= TIMEOUT), f"{side} silent for {silent:.3f} s, {closed=}"
+        if closed:
+            if currently_in_test_context():  # (the scripted tests below run outside one)
+                event(f"{side} timed out ({self.muted or 'nobody'} muted)")
+            self.timed_out.add(side)
+            end, error = pipe.tap.frames[-1]
+            assert end == pipe.tap.sent and isinstance(error, F.Error), "ERROR comes last"
+            assert (error.code, error.request_type, error.request_id) == (
+                ErrorCode.HEARTBEAT_TIMEOUT,
+                0,
+                0,
+            )
 
     @rule(dt=st.floats(0.05, 0.95 * HEARTBEAT))
     def time_passes(self, dt: float) -> None:
-        """Idle time below one interval: PINGs keep both sides alive, nobody times out."""
+        """Idle time below one interval with everything delivered: the PINGs keep both sides
+        alive (unless a side is muted: its peer's silence keeps growing)."""
         self.flush()
         self.now += dt
-        self.c2s += self.client.tick(self.now)
-        self.to_server(self.server.tick(self.now))
+        self.tick("client")
+        self.tick("server")
         self.flush()
+
+    @precondition(both_open)
+    @rule(dt=st.floats(0.0, 1.5 * HEARTBEAT), server_first=st.booleans())
+    def clock_advances(self, dt: float, server_first: bool) -> None:
+        """Time jumps with bytes still in flight; both sides tick, in either order."""
+        self.now += dt
+        for side in reversed(SIDES) if server_first else SIDES:
+            self.tick(side)
 
     # -- the client application ----------------------------------------------------------------
 
@@ -238,7 +350,7 @@ class StatePair(RuleBasedStateMachine):
         sub_id, data = self.client.subscribe(
             topic, since, at_least_once=at_least_once, initial_credit=credit
         )
-        self.c2s += data
+        self.c2s.send(data)
         self.client_subs[sub_id] = ClientSub(sub_id, topic, at_least_once, credit)
 
     @precondition(is_open)
@@ -253,13 +365,13 @@ class StatePair(RuleBasedStateMachine):
         if n == 0:
             return
         sub.consumed += n
-        self.c2s += self.client.grant_credit(sub.sub_id, n)
+        self.c2s.send(self.client.grant_credit(sub.sub_id, n))
         sub.granted += n
         if sub.at_least_once and sub.last_seq > sub.acked:
             view = self.client.subscription(sub.sub_id)
             assert view is not None
             if view.epoch == sub.epoch and view.last_acked < sub.last_seq:
-                self.c2s += self.client.ack(sub.sub_id, sub.last_seq)
+                self.c2s.send(self.client.ack(sub.sub_id, sub.last_seq))
                 sub.acked = sub.last_seq
 
     @precondition(is_open)
@@ -268,7 +380,7 @@ class StatePair(RuleBasedStateMachine):
         subs = [s for s in self.client_subs.values() if not s.closing]
         if subs:
             sub = subs[pick % len(subs)]
-            self.c2s += self.client.unsubscribe(sub.sub_id)
+            self.c2s.send(self.client.unsubscribe(sub.sub_id))
             sub.closing = True
 
     @precondition(is_open)
@@ -279,15 +391,19 @@ class StatePair(RuleBasedStateMachine):
         if batch:
             request_id, data = self.client.publish_batch(topic, payloads)
             self.pending_publishes[request_id] = count
-            self.c2s += data
+            self.c2s.send(data)
             return
         for payload in payloads:
             request_id, data = self.client.publish(topic, payload, (("n", payload),))
             self.pending_publishes[request_id] = 1
-            self.c2s += data
+            self.c2s.send(data)
 
     # -- the server's broker -------------------------------------------------------------------
 
+    def server_live(self) -> bool:
+        return self.server.state in LIVE
+
+    @precondition(server_live)
     @rule(pick=st.integers(0, 10), most=st.integers(1, 6))
     def push(self, pick: int, most: int) -> None:
         """Send what credit allows, as a MESSAGE or a MESSAGE_BATCH."""
@@ -308,7 +424,7 @@ class StatePair(RuleBasedStateMachine):
             records = tuple(F.Record(p) for p in payloads)
             frame = F.MessageBatch(sub.epoch, first, sub.topic, records)
         self.server.consume_credit(sub_id, n, epoch=sub.epoch, last_seq=first + n - 1)
-        self.to_server(codec.encode_frame(frame))
+        self.server_sends(codec.encode_frame(frame))
         sub.next_seq += n
 
     @rule(topic=st.sampled_from(TOPICS))
@@ -321,6 +437,7 @@ class StatePair(RuleBasedStateMachine):
             if sub.topic == topic:
                 sub.epoch, sub.next_seq, sub.acks = self.epoch[topic], 1, []
 
+    @precondition(server_live)
     @rule(pick=st.integers(0, 10))
     def gap(self, pick: int) -> None:
         """Skip ahead explicitly (as DROP does for a slow consumer)."""
@@ -332,19 +449,42 @@ class StatePair(RuleBasedStateMachine):
         if sub.epoch != self.epoch[sub.topic] or sub.next_seq > head:
             return
         data = self.server.gap(sub_id, sub.epoch, sub.next_seq, head, ErrorCode.SLOW_CONSUMER)
-        self.to_server(data)  # costs no credit
+        self.server_sends(data)  # costs no credit
         sub.next_seq = head + 1
 
     # -- invariants ----------------------------------------------------------------------------
 
     @invariant()
-    def nobody_failed(self) -> None:
-        assert self.client.state is not ClientState.CLOSED
-        assert self.server.state is not sc.ServerState.CLOSED
+    def only_a_heartbeat_timeout_ends_the_connection(self) -> None:
+        if self.server.state is sc.ServerState.CLOSED:
+            assert self.server.close_code is ErrorCode.HEARTBEAT_TIMEOUT
+        if self.client.state is ClientState.CLOSED or self.server.state is sc.ServerState.CLOSED:
+            assert self.timed_out, "an honest pair failed"  # which side: see listen / serve
+
+    @invariant()
+    def every_ping_that_arrived_is_answered_with_its_opaque(self) -> None:
+        for pipe, back, conn in (
+            (self.c2s, self.s2c, self.server),
+            (self.s2c, self.c2s, self.client),
+        ):
+            pings = [f.opaque for f in pipe.tap.up_to(pipe.delivered) if isinstance(f, F.Ping)]
+            pongs = [f.opaque for f in back.tap.all() if isinstance(f, F.Pong)]
+            if conn.state not in CLOSED:
+                assert pongs == pings
+            else:  # closed since: the PINGs that arrived later go unanswered
+                assert pongs == pings[: len(pongs)]
+
+    @invariant()
+    def codes_keep_their_scope_and_nothing_follows_a_connection_error(self) -> None:
+        for pipe in (self.c2s, self.s2c):
+            frames = pipe.tap.all()
+            assert [problem for f in frames if (problem := scope_problem(f))] == []
+            assert after_connection_error(frames) == []
 
     def teardown(self) -> None:
-        if self.client.state is ClientState.CLOSED:
+        if self.client.state is ClientState.CLOSED or self.server.state is sc.ServerState.CLOSED:
             return
+        self.muted = None
         self.flush()
         assert not self.pending_publishes, "every publish is acknowledged"
         assert all(s.next_seq for s in self.client_subs.values()), "every SUBSCRIBE answered"
@@ -361,4 +501,55 @@ TestStatePair = pytest.mark.spec(
     "PW-ORDER-7",
     "PW-FLOW-5",
     "PW-HB-1",
+    # heartbeats, with time jumping and one side muted: a timeout exactly after three
+    # intervals without a byte, never before; every PING answered by a PONG of its opaque
+    "PW-HB-2",
+    "PW-HB-3",
+    "PW-HB-4",
+    "PW-ERR-2",
 )(StatePair.TestCase)
+
+
+def peer_of(side: Side) -> Side:
+    return "server" if side == "client" else "client"
+
+
+def check_invariants(pair: StatePair) -> None:
+    pair.only_a_heartbeat_timeout_ends_the_connection()
+    pair.every_ping_that_arrived_is_answered_with_its_opaque()
+    pair.codes_keep_their_scope_and_nothing_follows_a_connection_error()
+
+
+@pytest.mark.spec("PW-HB-3", "PW-HB-4")
+@pytest.mark.parametrize("muted", SIDES)
+def test_the_peer_of_a_muted_side_times_out_after_exactly_three_intervals(muted: Side) -> None:
+    pair = StatePair()
+    pair.flush()  # handshake: both OPEN at t=0
+    pair.mute(muted)
+    for _ in range(3):
+        pair.clock_advances(0.75 * HEARTBEAT, server_first=muted == "client")
+        pair.flush()  # the muted side still hears its peer's PINGs and answers into the void
+        check_invariants(pair)
+    assert pair.timed_out == set()
+    pair.clock_advances(0.75 * HEARTBEAT, server_first=muted == "client")  # t = 3 intervals
+    assert pair.timed_out == {peer_of(muted)}
+    pair.flush()  # its ERROR(HEARTBEAT_TIMEOUT) reaches the muted side, which closes too
+    check_invariants(pair)
+    assert pair.client.state is ClientState.CLOSED
+    assert pair.server.state is sc.ServerState.CLOSED
+
+
+@pytest.mark.spec("PW-HB-4")
+@pytest.mark.parametrize("muted", SIDES)
+def test_bytes_that_arrive_in_time_restart_the_timer(muted: Side) -> None:
+    pair = StatePair()
+    pair.flush()
+    pair.mute(muted)
+    pair.clock_advances(2.9 * HEARTBEAT, server_first=False)
+    pair.unmute()
+    pair.deliver_to_server(1)  # a single byte of whatever is held is enough
+    pair.deliver_to_client(1)
+    pair.clock_advances(2.9 * HEARTBEAT, server_first=False)  # 5.8 intervals since t=0
+    check_invariants(pair)
+    assert pair.timed_out == set()
+    pair.teardown()

@@ -1,4 +1,4 @@
-"""The public strategies keep their promises, and the fuzzing example can catch a bug.
+"""The public strategies keep their promises.
 
 Implementers of other languages test against these strategies, so a strategy that drew an
 invalid "valid" frame, or a malformed frame with the wrong expected code, would mislead them.
@@ -6,10 +6,6 @@ invalid "valid" frame, or a malformed frame with the wrong expected code, would 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -31,8 +27,6 @@ from pushwire.protocol.layouts import (
     Outcome,
 )
 from pushwire.protocol.topics import topic_problem
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "fuzz_third_party_decoder.py"
 
 
 @given(ps.frames())
@@ -220,38 +214,3 @@ def test_conversations_follow_the_rules_a_receiver_checks(
     for conversation in (client, server):
         _check_conversation(conversation)
         _check_server_rules(conversation.exchange)
-
-
-# -- the fuzzing example -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fuzz_third_party_decoder", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_fuzzing_example_passes_pushwires_own_decoder(example: ModuleType) -> None:
-    example.check_decoder(example.PushwireDecoder(), max_examples=25)
-
-
-def test_the_fuzzing_example_drives_a_decoder_in_another_process(example: ModuleType) -> None:
-    line_decoder = example.LineDecoder([sys.executable, str(EXAMPLE), "--serve"])
-    try:
-        example.check_decoder(line_decoder, max_examples=10)
-    finally:
-        line_decoder.close()
-
-
-def test_the_fuzzing_example_catches_a_decoder_that_ignores_the_size_limit(
-    example: ModuleType,
-) -> None:
-    class NoLimit(example.PushwireDecoder):  # type: ignore[misc,name-defined]
-        def decode(self, data: bytes, max_frame_size: int) -> Any:
-            return super().decode(data, 1 << 32)
-
-    with pytest.raises(AssertionError):
-        example.check_decoder(NoLimit(), max_examples=200, database=None)
