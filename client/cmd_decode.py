@@ -34,12 +34,19 @@ frame's type and fields, or the exact error a receiver reports for a malformed f
 name, hex code, requirement ID and message. Exit status 1 on an error, 2 on bad input.
 """
 EPILOG = """\
-examples:
+examples, each with its output (a long line cut short at '...'):
   pushwire decode 0000000c 15 00 00000002 0000000000000029
-      ACK sub_id=2 seq=41
+      @0  ACK (0x15) flags=0x00 length=12
+          sub_id: 2
+          seq: 41
   pushwire decode 00000007140000000001000000
-      CREDIT payload 7 bytes: MALFORMED_FRAME (0x0002) [PW-FRAME-4], exit status 1
+      error at byte 0: MALFORMED_FRAME (0x0002) [PW-FRAME-4]: CREDIT: payload ends inside a field
+        PW-FRAME-4: The payload matches the layout exactly: ...
+      [exit status 1]
   pushwire decode --preface 8950570a01010000 0000000803000000000000000001
+      preface  8950570a01010000: version bytes 1 1 (client: min 1 max 1; server: chose 1, ...
+      @8  PING (0x03) flags=0x00 length=8
+          opaque: 1
   xxd -p capture.bin | pushwire decode --json -
 """
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from pushwire.client.connection import tls_context
+from pushwire.client.connection import parse_address, tls_context
 from pushwire.client.errors import (
     ConnectError,
     ConnectionLost,
@@ -51,7 +51,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         "--server",
         metavar="HOST:PORT",
         default=os.environ.get("PUSHWIRE_SERVER", DEFAULT_SERVER),
-        help="server address; tls://HOST:PORT implies --tls "
+        help="server address: HOST:PORT, [IPv6]:PORT, or HOST alone for port 7447 (the host "
+        "is never implied); tls://HOST:PORT implies --tls "
         "(default: $PUSHWIRE_SERVER or %(default)s)",
     )
     group.add_argument(
@@ -94,10 +95,15 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def connect_options(args: argparse.Namespace) -> dict[str, object]:
     """The keyword arguments of ``connect()`` for the connection options, the address
-    included. Raises UsageError when the --tls-ca file is not usable."""
+    included. Raises UsageError when --server is not an address or the --tls-ca file is
+    not usable."""
     address: str = args.server
     tls: bool | ssl.SSLContext = args.tls or address.startswith(TLS_SCHEME)
     address = address.removeprefix(TLS_SCHEME)
+    try:
+        parse_address(address)  # here, so that a typo is reported before anything else
+    except ValueError as exc:
+        raise UsageError(f"--server: {exc}") from None
     if args.tls_ca is not None:
         try:
             tls = tls_context(True, ca_file=args.tls_ca) or tls  # never None for True

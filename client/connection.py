@@ -161,14 +161,20 @@ def _check_topic(topic: str) -> None:
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``host`` (port 7447, PW-TRANSPORT-2)."""
+    """``host:port``, ``[v6]:port`` or ``host`` (port 7447, PW-TRANSPORT-2). There is no
+    default host: ``:port`` is refused, and so is ``host:`` (a port left out by mistake,
+    not a request for the default port)."""
     host, sep, port = address.rpartition(":")
     if not sep or (address.startswith("[") and not host.endswith("]")):
-        host, port = address, ""
+        host, sep, port = address, "", ""
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not host:
         raise ValueError(f"address {address!r} has no host")
+    if sep and not port:
+        raise ValueError(
+            f"address {address!r} has no port after the ':' (leave the ':' out for {DEFAULT_PORT})"
+        )
     try:
         number = int(port) if port else DEFAULT_PORT
     except ValueError:

@@ -3,8 +3,9 @@
 Prints exactly one line on stdout once it listens (``pushwire listening on HOST:PORT``, or
 ``pushwire listening on tls://HOST:PORT`` with ``--tls-cert``/``--tls-key``), logs to
 stderr, and shuts down gracefully on SIGINT or SIGTERM (GOAWAY to every client, bounded
-drain); a second signal closes at once. User mistakes (a port in use, a bad auth
-file) end with a one-line message and a non-zero exit status, never a traceback.
+drain); a second signal closes at once. User mistakes (a port in use, a bad auth file, a
+limit out of range) end with a one-line message and a non-zero exit status, never a
+traceback. The limits of SPEC.md §13 are options, each mapped to its ServerConfig field.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -30,6 +32,7 @@ EPILOG = """\
 examples:
   pushwire serve --port 7447
   pushwire serve --host 0.0.0.0 --slow-consumer disconnect --max-lag 1000 --log-format json
+  pushwire serve --max-subscriptions 64 --outbound-queue-bytes 262144 --handshake-timeout 3
   pushwire serve --auth tokens.json
       tokens.json: {"s3cret": {"subscribe": ["orders/#"], "publish": ["orders/eu/#"]},
                     "": {"subscribe": ["public/#"]}}
@@ -44,59 +47,123 @@ EXIT_FAILURE = 1
 log = logging.getLogger("pushwire.server")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pushwire.protocol.layouts import DEFAULT_PORT
     from pushwire.protocol.server_conn import FAULTS
 
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument(
-        "--port", type=_positive, default=DEFAULT_PORT, help=f"0 = any free port ({DEFAULT_PORT})"
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"0 = any free port ({DEFAULT_PORT})",
     )
-    parser.add_argument(
-        "--history-count", type=_positive, default=10_000, help="messages kept per topic (10000)"
-    )
-    parser.add_argument(
-        "--history-bytes",
-        type=_positive,
-        default=16 << 20,
-        help="bytes of frames kept per topic (16 MiB)",
-    )
-    parser.add_argument(
-        "--max-connections", type=_positive, default=1024, help="connections served at once (1024)"
-    )
-    parser.add_argument(
+    # the limits of SPEC.md §13, in the order of its table
+    limits = parser.add_argument_group("limits (SPEC.md §13)")
+    limits.add_argument(
         "--max-frame-size",
-        type=_positive,
+        metavar="B",
+        type=int,
         default=1 << 20,
-        help="largest frame accepted from clients, 16384..16777216 (1 MiB)",
+        help="largest frame payload accepted from clients, 16384..16777216 (1 MiB)",
     )
-    parser.add_argument(
-        "--heartbeat-ms",
-        type=_positive,
-        default=5000,
-        help="heartbeat interval when the client has no preference (5000)",
+    limits.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=int,
+        default=1024,
+        help="connections served at once; beyond: TOO_MANY_CONNECTIONS (1024)",
     )
-    parser.add_argument(
+    limits.add_argument(
+        "--max-subscriptions",
+        metavar="N",
+        type=int,
+        default=1024,
+        help="subscriptions per connection; beyond: TOO_MANY_SUBSCRIPTIONS (1024)",
+    )
+    limits.add_argument(
         "--slow-consumer",
         choices=("drop", "disconnect"),
         default="drop",
         help="drop: skip ahead with a GAP; disconnect: close with SLOW_CONSUMER (drop)",
     )
-    parser.add_argument(
+    limits.add_argument(
         "--max-lag",
-        type=_positive,
+        metavar="N",
+        type=int,
         default=10_000,
         help="messages a subscriber may lag before 'disconnect' closes it (10000)",
     )
-    parser.add_argument(
-        "--drain-timeout", type=float, default=5.0, help="seconds clients get after GOAWAY (5)"
+    limits.add_argument(
+        "--history-count",
+        metavar="N",
+        type=int,
+        default=10_000,
+        help="messages kept per topic (10000)",
+    )
+    limits.add_argument(
+        "--history-bytes",
+        metavar="B",
+        type=int,
+        default=16 << 20,
+        help="bytes of frames kept per topic (16 MiB)",
+    )
+    limits.add_argument(
+        "--outbound-queue-bytes",
+        metavar="B",
+        type=int,
+        default=1 << 20,
+        help="per connection: queued replies plus one round of pushes, at least 16384; "
+        "a subscriber that cannot keep up lags in the history instead (1 MiB)",
+    )
+    limits.add_argument(
+        "--handshake-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="from the TCP accept to a complete HELLO; then HANDSHAKE_TIMEOUT (10)",
+    )
+    limits.add_argument(
+        "--heartbeat-ms",
+        metavar="MS",
+        type=int,
+        default=5000,
+        help="heartbeat interval when the client has no preference (5000)",
+    )
+    limits.add_argument(
+        "--heartbeat-min-ms",
+        metavar="MS",
+        type=int,
+        default=None,
+        help="a client's preferred interval is raised to this (1000, or --heartbeat-ms if lower)",
+    )
+    limits.add_argument(
+        "--heartbeat-max-ms",
+        metavar="MS",
+        type=int,
+        default=None,
+        help="... and lowered to this, at most 600000 (60000, or --heartbeat-ms if higher)",
+    )
+    limits.add_argument(
+        "--drain-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=5.0,
+        help="how long clients may stay after GOAWAY (5)",
+    )
+    limits.add_argument(
+        "--goaway-reconnect-after-ms",
+        metavar="MS",
+        type=int,
+        default=1000,
+        help="GOAWAY tells clients to reconnect after this many ms ... (1000)",
+    )
+    limits.add_argument(
+        "--goaway-jitter-ms",
+        metavar="MS",
+        type=int,
+        default=1000,
+        help="... plus a random delay of up to this many ms (1000)",
     )
     parser.add_argument(
         "--auth",
@@ -173,9 +240,67 @@ def load_tls(cert: Path | None, key: Path | None) -> Any:
         raise UsageError(f"cannot use TLS certificate {cert} with key {key}: {reason}") from None
 
 
+#: The value ranges of the numeric options, checked before anything else so that a bad
+#: value is reported with the option's name: option -> (lowest, highest). Where a range
+#: comes from the protocol its SPEC.md section is given; the rest only keep out nonsense.
+U32_MAX = 0xFFFF_FFFF
+RANGES: dict[str, tuple[float, float]] = {
+    "--port": (0, 65535),
+    "--max-connections": (1, math.inf),
+    "--max-frame-size": (16384, 16_777_216),  # §3.4, PW-HS-4
+    "--max-subscriptions": (1, U32_MAX),  # WELCOME.max_subscriptions, §5.2
+    "--max-lag": (0, U32_MAX),  # WELCOME.max_lag, §5.2
+    "--history-count": (0, math.inf),  # 0: only the newest message is kept
+    "--history-bytes": (0, math.inf),
+    "--outbound-queue-bytes": (16384, math.inf),  # room for at least one frame, §13
+    "--heartbeat-ms": (1, 600_000),  # §8.5, PW-HS-8
+    "--heartbeat-min-ms": (1, 600_000),
+    "--heartbeat-max-ms": (1, 600_000),
+    "--goaway-reconnect-after-ms": (0, U32_MAX),  # GOAWAY fields, §8.6
+    "--goaway-jitter-ms": (0, U32_MAX),
+}
+#: Options in seconds: option -> whether 0 is allowed. Infinite and NaN never are.
+DURATIONS = {"--handshake-timeout": False, "--drain-timeout": True}
+
+
+def _value(args: argparse.Namespace, option: str) -> Any:
+    return getattr(args, option[2:].replace("-", "_"))
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """UsageError naming the first option whose value is out of range."""
+    for option, (low, high) in RANGES.items():
+        value = _value(args, option)
+        if value is not None and not low <= value <= high:
+            bound = f"at least {low}" if high == math.inf else f"{low}..{high}"
+            raise UsageError(f"{option} must be {bound}, not {value}")
+    for option, zero_ok in DURATIONS.items():
+        value = _value(args, option)
+        if not (math.isfinite(value) and (value > 0 or (zero_ok and value == 0))):
+            what = "zero or more" if zero_ok else "more than zero"
+            raise UsageError(f"{option} must be a number of seconds {what}, not {value}")
+
+
+def heartbeat_clamp(args: argparse.Namespace) -> tuple[int, int]:
+    """The clamp of clients' heartbeat preferences: the options, or 1000..60000 widened to
+    include --heartbeat-ms (SPEC.md §13). UsageError unless min <= --heartbeat-ms <= max."""
+    low = args.heartbeat_min_ms
+    high = args.heartbeat_max_ms
+    low = min(1000, args.heartbeat_ms) if low is None else low
+    high = max(60_000, args.heartbeat_ms) if high is None else high
+    if not low <= args.heartbeat_ms <= high:
+        raise UsageError(
+            f"need --heartbeat-min-ms ({low}) <= --heartbeat-ms ({args.heartbeat_ms}) "
+            f"<= --heartbeat-max-ms ({high})"
+        )
+    return low, high
+
+
 def build_config(args: argparse.Namespace) -> Any:
     from pushwire.server import ServerConfig
 
+    check_ranges(args)
+    heartbeat_min_ms, heartbeat_max_ms = heartbeat_clamp(args)
     auth = load_auth(args.auth) if args.auth is not None else None
     tls = load_tls(args.tls_cert, args.tls_key)
     try:
@@ -186,11 +311,17 @@ def build_config(args: argparse.Namespace) -> Any:
             history_bytes=args.history_bytes,
             max_connections=args.max_connections,
             max_frame_size=args.max_frame_size,
+            max_subscriptions=args.max_subscriptions,
+            outbound_queue_bytes=args.outbound_queue_bytes,
+            handshake_timeout=args.handshake_timeout,
             heartbeat_ms=args.heartbeat_ms,
-            heartbeat_min_ms=min(1000, args.heartbeat_ms or 1000),
+            heartbeat_min_ms=heartbeat_min_ms,
+            heartbeat_max_ms=heartbeat_max_ms,
             slow_consumer_policy=args.slow_consumer,
             max_lag=args.max_lag,
             drain_timeout=args.drain_timeout,
+            goaway_reconnect_after_ms=args.goaway_reconnect_after_ms,
+            goaway_jitter_ms=args.goaway_jitter_ms,
             auth=auth,
             tls=tls,
             faults=frozenset(args.inject_fault),
@@ -231,12 +362,12 @@ def run(args: argparse.Namespace) -> int:
 
     from pushwire.server.logs import configure_logging
 
-    configure_logging(args.log_format, args.log_level)
     try:
         config = build_config(args)
     except UsageError as exc:
         print(f"pushwire serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    configure_logging(args.log_format, args.log_level)
     try:
         trio.run(serve_until_signalled, config)
     except OSError as exc:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -195,6 +196,13 @@ class ServerConfig:
             raise ValueError("max_connections must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535")
+        if not 0 < self.handshake_timeout < math.inf:  # also refuses NaN
+            raise ValueError("handshake_timeout must be a finite number of seconds above 0")
+        if not 0 <= self.drain_timeout < math.inf:
+            raise ValueError("drain_timeout must be a finite number of seconds, 0 or more")
+        for name in ("goaway_reconnect_after_ms", "goaway_jitter_ms"):
+            if not 0 <= getattr(self, name) <= 0xFFFF_FFFF:
+                raise ValueError(f"{name} must fit in a u32 (GOAWAY, SPEC.md §8.6)")
         if self.tls is not None:
             if self.tls.protocol == ssl.PROTOCOL_TLS_CLIENT:
                 raise ValueError("tls must be a server-side context (see server_tls_context)")

@@ -117,6 +117,9 @@ class Session:
         self.conn = sc.ServerConnection(server.limits, now=started, faults=config.faults)
         self.close_code: ErrorCode | None = None
         self.close_reason = ""
+        #: (code, reason) of the GOAWAY we sent, if any: when the client then closes, as
+        #: asked, the connection ends for this reason, not for the client's
+        self._goaway: tuple[ErrorCode, str] | None = None
         self._broker = server.broker
         self._control: list[bytes] = []
         self._control_bytes = 0
@@ -163,6 +166,10 @@ class Session:
             return
         self._finishing = True
         self._pulling = False
+        if self._goaway is not None and code in (ErrorCode.NO_ERROR, self._goaway[0]):
+            # the client closed while draining (as asked), or the drain time ran out
+            drained = f"drained ({reason})" if code == ErrorCode.NO_ERROR else reason
+            code, reason = self._goaway[0], f"{self._goaway[1]}: {drained}"
         self.close_code = code
         self.close_reason = reason
         if self._cancel_scope is not None:
@@ -186,6 +193,7 @@ class Session:
         if state is sc.ServerState.OPEN:
             self._pulling = False
             self._queue(self.conn.goaway(code, reconnect_after_ms, jitter_ms, reason), force=True)
+            self._goaway = (code, reason or code.name.lower().replace("_", " "))
             self._drain_deadline = trio.current_time() + self.config.drain_timeout
             self._poke.set()
         elif state is not sc.ServerState.DRAINING:  # still in the handshake
@@ -575,7 +583,10 @@ class Session:
                 if event.request_id and self._answering():
                     self._queue(conn.puback(event.request_id, epoch, seq, event.count))
             case sc.GoawayReceived():
-                self.finish(ErrorCode.NO_ERROR, f"client GOAWAY: {event.reason}")
+                self.finish(
+                    ErrorCode.NO_ERROR,
+                    f"client GOAWAY: {event.reason}" if event.reason else "client GOAWAY",
+                )
             case sc.PeerError():
                 self.finish(
                     conn.close_code or ErrorCode.PROTOCOL_ERROR, f"client ERROR: {event.message}"

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushwire.client import cli
+from pushwire.client import cli, cmd_decode
 from pushwire.client.cmd_decode import decode, parse_hex
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
@@ -140,3 +142,42 @@ def test_the_installed_command_prints_no_traceback_for_junk() -> None:
     )
     assert done.returncode == 1
     assert "FRAME_TOO_LARGE" in done.stdout and "Traceback" not in done.stderr
+
+
+@dataclass
+class Example:
+    args: list[str]  # empty: not a plain run of pushwire decode (a pipe), not checked
+    output: list[str] = field(default_factory=list)
+    status: int = 0
+
+
+def help_examples() -> list[Example]:
+    """The examples of ``pushwire decode --help``. An example's output is the lines
+    indented below it; ``[exit status N]`` gives a status other than 0."""
+    examples: list[Example] = []
+    for line in cmd_decode.EPILOG.splitlines():
+        if line.startswith("      ") and examples:
+            text = line[6:]
+            if text.startswith("[exit status "):
+                examples[-1].status = int(text.removeprefix("[exit status ").rstrip("]"))
+            else:
+                examples[-1].output.append(text)
+        elif line.startswith("  "):
+            plain = line.startswith("  pushwire decode ")
+            examples.append(Example(shlex.split(line)[2:] if plain else []))
+    return [e for e in examples if e.args]
+
+
+def test_the_help_examples_show_the_real_output(capsys: pytest.CaptureFixture[str]) -> None:
+    examples = help_examples()
+    assert len(examples) == 3 and all(e.output for e in examples)
+    for example in examples:
+        status, out, _ = run(capsys, *example.args)
+        assert status == example.status, example
+        real = out.splitlines()
+        assert len(real) == len(example.output), (example, real)
+        for got, shown in zip(real, example.output, strict=True):
+            if shown.endswith("..."):  # cut short in the help
+                assert got.startswith(shown[:-3]), (got, shown)
+            else:
+                assert got == shown

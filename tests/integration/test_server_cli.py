@@ -3,6 +3,7 @@ clean exits on SIGINT and SIGTERM, and one-line errors for user mistakes."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import socket
@@ -12,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from integration.server_peer import RawPeer
+from integration.server_peer import CLIENT_PREFACE, RawPeer
 
+from pushwire.client import cli
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import SinceKind, SlowConsumerPolicy
+from pushwire.server import ServerConfig, cmd_serve
 
 TIMEOUT = 20
 COMMAND = [sys.executable, "-m", "pushwire.client.cli", "serve"]
@@ -172,7 +176,7 @@ async def test_serve_enforces_an_auth_file(tmp_path: Path) -> None:
         proc, host, port = await start(tmp_path, "--auth", str(path))
         try:
             denied = await RawPeer.connect(port, host)
-            from integration.server_peer import CLIENT_PREFACE, hello
+            from integration.server_peer import hello
 
             await denied.send(CLIENT_PREFACE + hello(auth_token=b"nope"))
             await denied.read_preface()
@@ -189,3 +193,168 @@ async def test_serve_enforces_an_auth_file(tmp_path: Path) -> None:
                 await proc.wait()
     assert code == 0
     assert "tok" not in err.replace("token", "")  # tokens are never logged
+
+
+# -- the limits of SPEC.md §13 as options ---------------------------------------------------
+
+SPEC_FILE = Path(__file__).resolve().parents[2] / "SPEC.md"
+
+#: SPEC.md §13 row -> the `pushwire serve` options that set it: (option, value given,
+#: ServerConfig field, the field's value then). The values differ from the defaults.
+LIMIT_OPTIONS: dict[str, list[tuple[str, str, str, object]]] = {
+    "frame payload, client to server": [("--max-frame-size", "20000", "max_frame_size", 20000)],
+    "connections per server": [("--max-connections", "7", "max_connections", 7)],
+    "subscriptions per connection": [("--max-subscriptions", "3", "max_subscriptions", 3)],
+    "lag per subscription": [
+        ("--max-lag", "99", "max_lag", 99),
+        ("--slow-consumer", "disconnect", "slow_consumer_policy", SlowConsumerPolicy.DISCONNECT),
+    ],
+    "history per topic, messages": [("--history-count", "50", "history_count", 50)],
+    "history per topic, bytes": [("--history-bytes", "70000", "history_bytes", 70000)],
+    "outbound queue per connection": [
+        ("--outbound-queue-bytes", "65536", "outbound_queue_bytes", 65536)
+    ],
+    "handshake time": [("--handshake-timeout", "2.5", "handshake_timeout", 2.5)],
+    "heartbeat interval H": [
+        ("--heartbeat-ms", "3000", "heartbeat_ms", 3000),
+        ("--heartbeat-min-ms", "200", "heartbeat_min_ms", 200),
+        ("--heartbeat-max-ms", "90000", "heartbeat_max_ms", 90000),
+    ],
+    "drain time after GOAWAY": [("--drain-timeout", "0.5", "drain_timeout", 0.5)],
+    "reconnect delay after GOAWAY": [
+        ("--goaway-reconnect-after-ms", "250", "goaway_reconnect_after_ms", 250),
+        ("--goaway-jitter-ms", "0", "goaway_jitter_ms", 0),
+    ],
+}
+#: Rows with a reference default that are not server options, and why.
+NOT_SERVER_OPTIONS = {
+    "frame payload, server to client": "the client's HELLO.max_frame_size",
+    "frame payload before the handshake": "fixed by the protocol",
+}
+
+
+def spec_limit_rows() -> dict[str, str]:
+    """SPEC.md §13's table: limit -> reference default."""
+    text = SPEC_FILE.read_text(encoding="utf-8")
+    section = text[text.index("## 13. Resource limits") : text.index("## 14.")]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no heading
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    return {c[0]: c[4] for c in cells}
+
+
+def serve_args(*argv: str) -> argparse.Namespace:
+    return cli.build_parser(only="serve").parse_args(["serve", *argv])
+
+
+def test_every_server_limit_of_spec_section_13_is_an_option_of_serve(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with_default = {row for row, default in spec_limit_rows().items() if default != "-"}
+    assert with_default - set(NOT_SERVER_OPTIONS) == set(LIMIT_OPTIONS)
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    options = [o for entries in LIMIT_OPTIONS.values() for o in entries]
+    for option, *_ in options:
+        assert option in help_text
+    config = cmd_serve.build_config(serve_args(*(w for o in options for w in o[:2])))
+    assert {field: getattr(config, field) for _, _, field, _ in options} == {
+        field: value for _, _, field, value in options
+    }
+
+
+def test_serve_options_default_to_the_reference_defaults() -> None:
+    assert cmd_serve.build_config(serve_args()) == ServerConfig(
+        port=7447, server_name=ServerConfig().server_name
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--max-subscriptions", "0"], "--max-subscriptions must be 1..4294967295, not 0"),
+        (["--max-subscriptions", "4294967296"], "--max-subscriptions must be 1..4294967295"),
+        (["--outbound-queue-bytes", "16383"], "--outbound-queue-bytes must be at least 16384"),
+        (["--handshake-timeout", "0"], "--handshake-timeout must be a number of seconds more"),
+        (["--handshake-timeout", "-1"], "--handshake-timeout"),
+        (["--handshake-timeout", "nan"], "--handshake-timeout"),
+        (["--handshake-timeout", "inf"], "--handshake-timeout"),
+        (["--drain-timeout", "-0.5"], "--drain-timeout must be a number of seconds zero or more"),
+        (["--max-frame-size", "100"], "--max-frame-size must be 16384..16777216, not 100"),
+        (["--max-lag", "-1"], "--max-lag must be 0..4294967295, not -1"),
+        (["--heartbeat-ms", "0"], "--heartbeat-ms must be 1..600000, not 0"),
+        (["--heartbeat-max-ms", "600001"], "--heartbeat-max-ms must be 1..600000"),
+        (["--heartbeat-min-ms", "6000"], "need --heartbeat-min-ms (6000) <= --heartbeat-ms (5000)"),
+        (["--heartbeat-max-ms", "4000"], "<= --heartbeat-max-ms (4000)"),
+        (["--goaway-jitter-ms", "-1"], "--goaway-jitter-ms must be 0..4294967295, not -1"),
+        (["--goaway-reconnect-after-ms", "4294967296"], "--goaway-reconnect-after-ms must be"),
+        (["--max-connections", "0"], "--max-connections must be at least 1, not 0"),
+        (["--port", "-1"], "--port must be 0..65535, not -1"),
+        (["--history-bytes", "-1"], "--history-bytes must be at least 0, not -1"),
+    ],
+)
+def test_serve_refuses_a_limit_out_of_range_in_one_line(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["serve", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("pushwire serve: "), err
+    assert complaint in err
+
+
+def test_serve_refuses_a_limit_that_is_not_a_number() -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["serve", "--max-subscriptions", "many"])
+    assert info.value.code == 2
+
+
+async def test_serve_applies_its_limit_options_to_clients(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        proc, host, port = await start(
+            tmp_path,
+            *("--max-subscriptions", "1", "--handshake-timeout", "0.5"),
+            *("--outbound-queue-bytes", "16384", "--heartbeat-ms", "1000"),
+        )
+        try:
+            peer = await RawPeer.connect(port, host)
+            welcome = await peer.handshake()
+            assert welcome.max_subscriptions == 1
+            await peer.subscribe(1, "a")
+            await peer.send(F.Subscribe(2, "b", SinceKind.NEW, 0, 0, 0, 10, False))
+            refused, _ = await peer.recv_until(F.Error)
+            assert refused.code == ErrorCode.TOO_MANY_SUBSCRIPTIONS  # type: ignore[union-attr]
+            # 20 kB pushes still get through a 16 KiB outbound queue, one round each
+            payload = b"z" * 20_000
+            for _ in range(3):
+                await peer.send(F.Publish(0, "a", payload))
+            assert await peer.messages(3) == [(1, payload), (2, payload), (3, payload)]
+            silent = await RawPeer.connect(port, host)
+            await silent.send(CLIENT_PREFACE)  # and no HELLO
+            await silent.read_preface()
+            started = trio.current_time()
+            await silent.expect_error_and_close(ErrorCode.HANDSHAKE_TIMEOUT)
+            assert trio.current_time() - started < 0.5 + 5  # 10 s is the default
+            await silent.aclose()
+            await peer.aclose()
+            code, _, err = await stop(proc, signal.SIGTERM)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 0, err
+
+
+def test_the_installed_serve_command_exits_2_for_a_bad_limit(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*COMMAND, "--port", "0", "--outbound-queue-bytes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "pushwire serve: --outbound-queue-bytes must be at least 16384, not 1\n"
+    )

@@ -7,6 +7,9 @@ subscribers; every subscriber gets the same bytes object, built once.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 import trio
 from integration.server_peer import RawPeer
@@ -14,7 +17,8 @@ from integration.server_peer import RawPeer
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, SinceKind
-from pushwire.server import ServerConfig, open_server
+from pushwire.server import Server, ServerConfig, open_server
+from pushwire.server.broker import message_body
 
 TIMEOUT = 30
 
@@ -59,15 +63,49 @@ async def test_a_subscriber_without_credit_gets_nothing_and_costs_nothing() -> N
             await fast.aclose()
 
 
+def publish_without_waiting(server: Server, topic: str, payload: bytes) -> int:
+    """Publish through the server's broker and prove that the call never suspended, so
+    that it cannot have waited for any subscriber. Returns the message's sequence number."""
+    flags, body = message_body(topic, payload, None)
+    call = server.broker.publish(topic, flags, body)
+    try:
+        call.send(None)
+    except StopIteration as done:
+        return int(done.value[1])
+    call.close()
+    raise AssertionError("publish() suspended: it waited for something")
+
+
+async def connect_with_small_buffers(server: Server) -> RawPeer:
+    """A peer whose connection holds little in the kernel at either end, so that once it
+    stops reading, the server's writer for it blocks after a few frames on any machine
+    (loopback buffers otherwise grow to megabytes)."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # before connect: the window
+    await sock.connect(("127.0.0.1", server.port))
+    peer = RawPeer(trio.SocketStream(sock))
+    welcome = await peer.handshake()
+    stream = server.sessions[welcome.connection_id].stream
+    assert isinstance(stream, trio.SocketStream)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    return peer
+
+
+def messages_in(chunks: list[bytes]) -> int:
+    return sum(chunk[4] == FrameType.MESSAGE for chunk in chunks)
+
+
 @pytest.mark.spec("PW-LIMIT-3", "PW-SLOW-1")
 async def test_a_subscriber_that_stops_reading_costs_at_most_its_outbound_queue() -> None:
     budget = 64 * 1024
     payload = b"y" * 10_000
-    n = 3000  # 30 MB: far beyond what the kernel buffers of a loopback connection hold
+    n = 3000  # 30 MB, far beyond what the stuck connection's buffers hold
+    #: (connection id, MESSAGE frames) for each send_all, in the order the writers made them
+    sends: list[tuple[int, int]] = []
     with trio.fail_after(TIMEOUT):
         async with open_server(config(outbound_queue_bytes=budget)) as server:
-            stuck = await RawPeer.connect(server.port)
-            await stuck.handshake()
+            server.on_send = lambda cid, chunks: sends.append((cid, messages_in(chunks)))
+            stuck = await connect_with_small_buffers(server)
             await stuck.subscribe(1, "t", credit=1_000_000)
             fast = await RawPeer.connect(server.port)
             await fast.handshake()
@@ -75,21 +113,81 @@ async def test_a_subscriber_that_stops_reading_costs_at_most_its_outbound_queue(
             async with trio.open_nursery() as nursery:
 
                 async def publish() -> None:
-                    for _ in range(n):
-                        await server.publish("t", payload)
+                    for seq in range(1, n + 1):
+                        assert publish_without_waiting(server, "t", payload) == seq
+                        await trio.lowlevel.checkpoint()  # let the sessions run
 
                 nursery.start_soon(publish)
-                got = await fast.messages(n)  # full speed for the reader
+                got = await fast.messages(n)
+            # the fast reader gets every message, in order ...
             assert [s for s, _ in got] == list(range(1, n + 1))
+            assert stuck.welcome is not None and fast.welcome is not None
+            stuck_id, fast_id = stuck.welcome.connection_id, fast.welcome.connection_id
             stats = server.stats()
-            stuck_session = min(stats.sessions, key=lambda s: s.subscriptions[1].next_seq)
-            assert stuck_session.subscriptions[1].next_seq < n  # it lags in the history
+            stuck_session = stats.session(stuck_id)
+            # ... while the stuck one lags in the history, its writer blocked in send_all
+            # (what it holds in flight counts as queued) ...
+            assert stuck_session.subscriptions[1].next_seq < n
+            assert stuck_session.queued_bytes > 0
+            # ... since a point after which the fast reader was sent nearly everything: its
+            # writer never waited for the stuck one
+            last_stuck_send = max(i for i, (cid, _) in enumerate(sends) if cid == stuck_id)
+            sent_to_stuck = sum(k for cid, k in sends if cid == stuck_id)
+            fast_after = sum(k for cid, k in sends[last_stuck_send + 1 :] if cid == fast_id)
+            assert sent_to_stuck < n // 10
+            assert fast_after >= n * 9 // 10, (sent_to_stuck, fast_after)
             # the bound: one round of pulled pushes (the budget) plus the frame that crossed it
             assert stuck_session.max_queued_bytes <= budget + len(payload) + 64
             # and once it reads again it gets everything, in order
             assert [s for s, _ in await stuck.messages(n)] == list(range(1, n + 1))
             await stuck.aclose()
             await fast.aclose()
+
+
+async def work_to_deliver(n: int, payload: bytes, *, beside_a_stuck_subscriber: bool) -> float:
+    """CPU seconds this thread spends publishing ``n`` messages and delivering them to a
+    reader. The server, the publisher and the peers all run on this thread (loopback TCP
+    included), so this is all the work there is, and unlike wall time the machine's other
+    load hardly changes it."""
+    async with open_server(config(outbound_queue_bytes=64 * 1024)) as server:
+        if beside_a_stuck_subscriber:
+            stuck = await connect_with_small_buffers(server)
+            await stuck.subscribe(1, "t", credit=1_000_000)
+        fast = await RawPeer.connect(server.port)
+        await fast.handshake()
+        await fast.subscribe(1, "t", credit=1_000_000)
+        started = time.thread_time()
+        async with trio.open_nursery() as nursery:
+
+            async def publish() -> None:
+                for _ in range(n):
+                    publish_without_waiting(server, "t", payload)
+                    await trio.lowlevel.checkpoint()
+
+            nursery.start_soon(publish)
+            got = await fast.messages(n)
+        spent = time.thread_time() - started
+        assert len(got) == n
+        if beside_a_stuck_subscriber:
+            assert stuck.welcome is not None
+            # it was stuck indeed: its writer is still blocked in send_all
+            assert server.stats().session(stuck.welcome.connection_id).queued_bytes > 0
+            await stuck.aclose()
+        await fast.aclose()
+    return spent
+
+
+@pytest.mark.slow
+@pytest.mark.spec("PW-SLOW-1")
+async def test_a_stuck_subscriber_adds_next_to_nothing_to_the_work_for_the_others() -> None:
+    """Best of three runs each, alternating, so that a burst of load cannot decide it."""
+    alone: list[float] = []
+    beside: list[float] = []
+    with trio.fail_after(TIMEOUT):
+        for _ in range(3):
+            alone.append(await work_to_deliver(2000, b"w" * 1000, beside_a_stuck_subscriber=False))
+            beside.append(await work_to_deliver(2000, b"w" * 1000, beside_a_stuck_subscriber=True))
+    assert min(beside) < 3 * min(alone), (alone, beside)
 
 
 @pytest.mark.spec("PW-PUB-8", "PW-PUB-9")

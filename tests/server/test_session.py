@@ -410,6 +410,52 @@ async def test_shutdown_ends_as_soon_as_the_client_closes(autojump_clock: object
         assert trio.current_time() - start < 1.0
 
 
+def closed_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """(message, code field) of each 'connection N: PEER closed: ...' log record."""
+    return [
+        (r.getMessage().split(" closed: ", 1)[1], getattr(r, "code", ""))
+        for r in caplog.records
+        if " closed: " in r.getMessage()
+    ]
+
+
+async def test_a_client_that_closes_after_goaway_is_logged_as_drained(
+    autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushwire")
+    async with memory_server(config(drain_timeout=100.0)) as ms:
+        answers, leaves = await ms.connect(), await ms.connect()
+        await answers.handshake()
+        await leaves.handshake()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ms.server.shutdown)
+            await answers.expect(F.Goaway)
+            await answers.send(F.Goaway(ErrorCode.NO_ERROR, 0, 0, (), ""))
+            await answers.expect_eof()
+            await leaves.expect(F.Goaway)
+            await leaves.aclose()
+    assert sorted(closed_lines(caplog)) == [
+        ("SHUTTING_DOWN server shutting down: drained (client GOAWAY)", "SHUTTING_DOWN"),
+        ("SHUTTING_DOWN server shutting down: drained (peer closed)", "SHUTTING_DOWN"),
+    ]
+
+
+async def test_a_client_that_stays_after_goaway_is_logged_as_cut_off_at_the_drain_time(
+    autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushwire")
+    async with memory_server(config(drain_timeout=2.0)) as ms:
+        peer = await ms.connect()
+        await peer.handshake()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ms.server.shutdown)
+            await peer.expect(F.Goaway)
+            await peer.expect_eof()
+    assert closed_lines(caplog) == [
+        ("SHUTTING_DOWN server shutting down: drain time is over", "SHUTTING_DOWN")
+    ]
+
+
 # -- faults (test-only) -----------------------------------------------------------------------
 
 
@@ -499,7 +545,10 @@ async def test_an_internal_error_closes_only_that_connection_with_a_traceback(
 
 
 @pytest.mark.spec("PW-GOAWAY-10")
-async def test_a_client_goaway_is_a_clean_close(autojump_clock: object) -> None:
+async def test_a_client_goaway_is_a_clean_close(
+    autojump_clock: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushwire")
     async with memory_server(config()) as ms:
         peer = await ms.connect()
         await peer.handshake()
@@ -507,6 +556,14 @@ async def test_a_client_goaway_is_a_clean_close(autojump_clock: object) -> None:
         await peer.send(F.Goaway(0, 0, 0, (), "bye"))
         await ms.server.publish("t", b"late")
         await peer.expect_eof()
+        quiet = await ms.connect()
+        await quiet.handshake()
+        await quiet.send(F.Goaway(0, 0, 0, (), ""))
+        await quiet.expect_eof()
+    assert sorted(closed_lines(caplog)) == [
+        ("NO_ERROR client GOAWAY", "NO_ERROR"),
+        ("NO_ERROR client GOAWAY: bye", "NO_ERROR"),
+    ]
 
 
 @pytest.mark.spec("PW-SUB-19")
