@@ -5,47 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
+from integration.cli_support import PUSHWIRE, serve
 
 import pushwire.client as pw
 from pushwire.client.cli import COMMANDS
-
-_SCRIPT = Path(sys.executable).with_name("pushwire")
-PUSHWIRE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "pushwire.client.cli"]
-
-
-@asynccontextmanager
-async def serve(*extra: str) -> AsyncIterator[str]:
-    """``pushwire serve --port 0``; yields the address from its one stdout line."""
-    proc = await trio.lowlevel.open_process(
-        [*PUSHWIRE, "serve", "--port", "0", "--log-level", "warning", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        line = b""
-        with trio.fail_after(15):
-            while not line.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some(1)
-                assert chunk, "pushwire serve exited before listening"
-                line += chunk
-        text = line.decode().strip()
-        assert text.startswith("pushwire listening on "), text
-        yield text.rsplit(" ", 1)[1]
-    finally:
-        proc.terminate()
-        with trio.move_on_after(10):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def pushwire(

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import ssl
 import subprocess
-import sys
 import warnings
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 import trustme
+from integration.cli_support import PUSHWIRE, serve
 from integration.server_peer import CLIENT_PREFACE, RawPeer, hello
 
 import pushwire.client as pw
@@ -32,9 +32,6 @@ from pushwire.server import Permissions, ServerConfig, open_server, server_tls_c
 TIMEOUT = 10
 #: Short, so the timeout tests are quick, and still far above a loopback TLS handshake.
 HANDSHAKE_TIMEOUT = 0.5
-
-_SCRIPT = Path(sys.executable).with_name("pushwire")
-PUSHWIRE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "pushwire.client.cli"]
 
 
 @dataclass(frozen=True)
@@ -322,32 +319,9 @@ def tls_options(pki: Pki) -> list[str]:
     return ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
 
 
-@asynccontextmanager
-async def serve_tls(pki: Pki) -> AsyncIterator[str]:
+def serve_tls(pki: Pki) -> AbstractAsyncContextManager[str]:
     """``pushwire serve --tls-cert --tls-key --port 0``; yields the address it prints."""
-    proc = await trio.lowlevel.open_process(
-        [*PUSHWIRE, "serve", "--port", "0", "--log-level", "warning", *tls_options(pki)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        line = b""
-        with trio.fail_after(15):
-            while not line.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some(1)
-                assert chunk, "pushwire serve exited before listening"
-                line += chunk
-        text = line.decode().strip()
-        assert text.startswith("pushwire listening on tls://127.0.0.1:"), text
-        yield text.rsplit(" ", 1)[1]
-    finally:
-        proc.terminate()
-        with trio.move_on_after(10):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    return serve(*tls_options(pki), expect_prefix="pushwire listening on tls://127.0.0.1:")
 
 
 @pytest.mark.slow
