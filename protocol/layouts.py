@@ -1,7 +1,7 @@
 """construct declarations: the normative byte layouts of pushwire v1 (SPEC.md §3-§8).
 
 Nothing else in the code base knows an offset. SPEC.md's byte tables are generated from
-these declarations (``pushwire.protocol.spectables``) and a test checks that the committed
+these declarations (``pushwire.protocol.spec.tables``) and a test checks that the committed
 SPEC.md matches them; the hot-path codec in ``codec.py`` is proven byte-identical to them by
 property tests.
 

@@ -183,9 +183,9 @@ def _error(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pushwire.client.conformance import report
-    from pushwire.client.conformance.model import Result
     from pushwire.client.conformance.runner import Target, run_cases, select_cases
+    from pushwire.protocol.testing import report
+    from pushwire.protocol.testing.model import Result
 
     try:
         cases = select_cases(args.case, args.category)

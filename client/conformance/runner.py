@@ -25,13 +25,6 @@ from typing import Any
 import trio
 
 from pushwire.client.conformance import wire
-from pushwire.client.conformance.model import (
-    CATEGORIES,
-    REGISTRY,
-    Case,
-    Result,
-    Status,
-)
 from pushwire.client.conformance.wire import (
     EOF,
     RESET,
@@ -43,6 +36,13 @@ from pushwire.client.conformance.wire import (
 )
 from pushwire.protocol import frames as F
 from pushwire.protocol.layouts import HEADER_SIZE, SinceKind
+from pushwire.protocol.testing.model import (
+    CATEGORIES,
+    REGISTRY,
+    Case,
+    Result,
+    Status,
+)
 
 #: Room a PUBLISH body needs besides its payload: request_id, topic length byte and topic.
 _PUBLISH_OVERHEAD = 4 + 1 + 255

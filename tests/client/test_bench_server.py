@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from pushwire.client import bench_server, cli
+from pushwire.client.bench import server as bench_server
+from pushwire.client.commands import cli
 
 SMALL = [
     *("--subscribers", "1,2", "--messages", "200", "--payload", "100", "--probe", "20"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pushwire.client import cli
+from pushwire.client.commands import cli
 
 
 def test_bench_codec_prints_every_implementation_and_the_ratio(

@@ -14,12 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushwire.client import cli, cmd_decode
-from pushwire.client.cmd_decode import decode, parse_hex
+from pushwire.client.commands import cli
+from pushwire.client.commands import decode as cmd_decode
+from pushwire.client.commands.decode import decode, parse_hex
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import encode_preface
-from pushwire.protocol.vectors import frame_json
+from pushwire.protocol.spec.vectors import frame_json
 
 ACK = codec.encode_frame(F.Ack(2, 41)).hex()
 MESSAGE = codec.encode_frame(F.Message(7, 9, "news/eu", b"hello", (("k", b"\x00v"),))).hex()
@@ -135,7 +136,7 @@ def test_any_bytes_give_frames_or_one_error_never_an_exception(
 
 def test_the_installed_command_prints_no_traceback_for_junk() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pushwire.client.cli", "decode", "ffffffffff00"],
+        [sys.executable, "-m", "pushwire.client", "decode", "ffffffffff00"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from pushwire.client import cli, parse_address
-from pushwire.client.cmdline import EXIT_USAGE
+from pushwire.client import parse_address
+from pushwire.client.commands import cli
+from pushwire.client.commands.cmdline import EXIT_USAGE
 
 
 @pytest.mark.parametrize(

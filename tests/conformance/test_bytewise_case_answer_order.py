@@ -16,12 +16,12 @@ from functools import partial
 import pytest
 import trio
 
-from pushwire.client.conformance.model import Status
 from pushwire.client.conformance.runner import Target, run_cases, select_cases
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
 from pushwire.protocol.layouts import PREFACE_SIZE, Outcome, SlowConsumerPolicy
+from pushwire.protocol.testing.model import Status
 
 Script = Callable[[F.Publish, F.Subscribe, F.Ping], list[F.Frame]]
 

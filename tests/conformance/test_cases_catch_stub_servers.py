@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from pushwire.client.conformance.model import Result, Status
 from pushwire.client.conformance.runner import Target, run_cases, select_cases
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import PREFACE_SIZE, FrameType, Outcome, SlowConsumerPolicy
+from pushwire.protocol.testing.model import Result, Status
 
 EPOCH = 0x5EED
 WELCOME = F.Welcome(1, 60_000, 1 << 20, 64, 1000, SlowConsumerPolicy.DROP, "stub")

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from pushwire.client.conformance.model import REGISTRY, Status
 from pushwire.client.conformance.runner import Target, run_cases, select_cases
 from pushwire.protocol.layouts import SlowConsumerPolicy
+from pushwire.protocol.testing.model import REGISTRY, Status
 from pushwire.server import Permissions, ServerConfig, open_server
 
 #: Small limits so that every case runs quickly (history expiry needs > 40 publishes).
@@ -124,7 +124,7 @@ def test_every_fault_name_is_one_the_server_knows() -> None:
 
 
 def test_case_table_is_consistent() -> None:
-    from pushwire.protocol.requirements import BY_ID
+    from pushwire.protocol.spec.requirements import BY_ID
 
     cases = select_cases()
     assert len(cases) == len(REGISTRY) >= 100

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import trio
 
-from pushwire.client import cli
-from pushwire.client.conformance import report
-from pushwire.client.conformance.model import Case, Result, Status
+from pushwire.client.commands import cli
+from pushwire.client.conformance import cases as _registered  # noqa: F401  (registers the cases)
 from pushwire.client.conformance.runner import Target, run_cases, select_cases
-from pushwire.protocol.requirements import BY_ID
+from pushwire.protocol.spec.requirements import BY_ID
+from pushwire.protocol.testing import report
+from pushwire.protocol.testing.model import Case, Result, Status
 from pushwire.server import ServerConfig, open_server
 
 

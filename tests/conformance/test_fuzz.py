@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import trio
 
-from pushwire.client import cli, fuzz
+from pushwire.client.commands import cli
+from pushwire.client.conformance import fuzz
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import encode_preface

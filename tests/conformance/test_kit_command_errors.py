@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from pushwire.client import cli
+from pushwire.client.commands import cli
 from pushwire.client.conformance import cmd as conformance_cmd
-from pushwire.server import ServerConfig, open_server, testserver
+from pushwire.server import ServerConfig, open_server
+from pushwire.server.testserver import cmd as testserver_cmd
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_testserver_report_write_failure_after_the_run_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The path passed the check, then became unwritable while the scenarios ran."""
-    monkeypatch.setattr(testserver, "unwritable", lambda path: None)
+    monkeypatch.setattr(testserver_cmd, "unwritable", lambda path: None)
     report = tmp_path / "missing-dir" / "r.json"
     args = ["testserver", "--port", "0", "--scenario", "gap", "--scenario-timeout", "0.2"]
     assert cli.main([*args, "--json", str(report)]) == 2
@@ -136,6 +137,6 @@ async def test_conformance_report_write_failure_after_the_run_is_one_line(
 def test_a_report_path_check_leaves_no_file_behind(tmp_path: Path) -> None:
     fresh, kept = tmp_path / "new.json", tmp_path / "old.json"
     kept.write_text("keep")
-    for unwritable in (conformance_cmd.unwritable, testserver.unwritable):
+    for unwritable in (conformance_cmd.unwritable, testserver_cmd.unwritable):
         assert unwritable(fresh) is None and not fresh.exists()
         assert unwritable(kept) is None and kept.read_text() == "keep"

@@ -18,7 +18,7 @@ import pytest
 import trio
 from reference_client import app_matches, drive_reference_client
 
-from pushwire.client import cli
+from pushwire.client.commands import cli
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface

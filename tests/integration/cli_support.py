@@ -12,7 +12,7 @@ import trio
 
 _SCRIPT = Path(sys.executable).with_name("pushwire")
 #: The console script beside this interpreter, or the module when it is not installed.
-PUSHWIRE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "pushwire.client.cli"]
+PUSHWIRE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "pushwire.client"]
 
 
 @asynccontextmanager

@@ -12,7 +12,7 @@ import trio
 from integration.cli_support import PUSHWIRE, serve
 
 import pushwire.client as pw
-from pushwire.client.cli import COMMANDS
+from pushwire.client.commands.cli import COMMANDS
 
 
 async def pushwire(

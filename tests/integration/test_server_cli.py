@@ -15,14 +15,14 @@ import pytest
 import trio
 from integration.server_peer import CLIENT_PREFACE, RawPeer
 
-from pushwire.client import cli
+from pushwire.client.commands import cli
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import SinceKind, SlowConsumerPolicy
 from pushwire.server import ServerConfig, cmd_serve
 
 TIMEOUT = 20
-COMMAND = [sys.executable, "-m", "pushwire.client.cli", "serve"]
+COMMAND = [sys.executable, "-m", "pushwire.client", "serve"]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

@@ -70,7 +70,7 @@ def test_installed_wheel_imports_from_its_own_files(wheel: Path, tmp_path: Path)
     )
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import pushwire.protocol.layouts, pushwire.server, pushwire.client.cli;"
+        "import pushwire.protocol.layouts, pushwire.server, pushwire.client.commands.cli;"
         "import pushwire.client.conformance.cmd, pushwire.server.testserver;"
         "print(pushwire.protocol.layouts.__file__)"
     )

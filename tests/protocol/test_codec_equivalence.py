@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from pushwire.protocol import codec, decoder, reference
 from pushwire.protocol import frames as F
-from pushwire.protocol import strategies as ps
 from pushwire.protocol.errors import LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.layouts import DEFINED_FLAGS, HEADER_SIZE, FrameType, Header
+from pushwire.protocol.testing import strategies as ps
 
 Outcome = tuple[str, Any]
 

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol import strategies as ps
 from pushwire.protocol.decoder import FrameDecoder
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError
 from pushwire.protocol.layouts import HEADER_SIZE, FrameType
+from pushwire.protocol.testing import strategies as ps
 
 U64 = st.integers(0, (1 << 64) - 1)
 publishes = ps.frames(types=[FrameType.PUBLISH], max_items=3, max_payload=64)

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from pushwire.protocol import codec, reference
 from pushwire.protocol import frames as F
-from pushwire.protocol import strategies as ps
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError
 from pushwire.protocol.layouts import (
     DEFINED_FLAGS,
@@ -24,6 +23,7 @@ from pushwire.protocol.layouts import (
     SinceKind,
     SlowConsumerPolicy,
 )
+from pushwire.protocol.testing import strategies as ps
 
 U8, U16, U32, U64 = (1 << 8) - 1, (1 << 16) - 1, (1 << 32) - 1, (1 << 64) - 1
 STR8_MAX = "\u00e9" * 127 + "a"  # 255 UTF-8 bytes, mostly two-byte characters

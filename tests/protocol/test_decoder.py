@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from pushwire.protocol import codec, reference
 from pushwire.protocol import frames as F
-from pushwire.protocol import strategies as ps
 from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface, parse_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
@@ -30,6 +29,7 @@ from pushwire.protocol.layouts import (
     FrameType,
     Header,
 )
+from pushwire.protocol.testing import strategies as ps
 
 PING = codec.encode_frame(F.Ping(7))
 MESSAGE = codec.encode_frame(F.Message(1, 2, "a/b", b"payload", (("k", b"v"),)))

@@ -33,11 +33,11 @@ from pushwire.protocol import client_conn as cc
 from pushwire.protocol import frames as F
 from pushwire.protocol import reference
 from pushwire.protocol import server_conn as sc
-from pushwire.protocol import strategies as ps
 from pushwire.protocol.client_conn import ClientConnection, Since
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import FrameType, Outcome
 from pushwire.protocol.server_conn import ServerConnection, ServerLimits
+from pushwire.protocol.testing import strategies as ps
 
 LIMITS = ServerLimits(heartbeat_min_ms=100)
 LATE = 3600.0  # a tick this late finds any connection timed out

@@ -1,5 +1,5 @@
-"""``pushwire.protocol.fuzz_decoder``, the harness that fuzzes someone else's decoder, passes
-a correct decoder, catches a broken one, and runs end to end as ``python -m``.
+"""``pushwire.protocol.testing.fuzz_decoder``, the harness that fuzzes someone else's
+decoder, passes a correct decoder, catches a broken one, and runs end to end as ``python -m``.
 
 It ships inside ``pushwire.protocol``, so it also obeys that package's rules: importing it
 (or any module of the package) starts no I/O and never imports trio.
@@ -19,9 +19,14 @@ import pytest
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.fuzz_decoder import LineDecoder, PushwireDecoder, check_decoder, serve
+from pushwire.protocol.testing.fuzz_decoder import (
+    LineDecoder,
+    PushwireDecoder,
+    check_decoder,
+    serve,
+)
 
-MODULE = "pushwire.protocol.fuzz_decoder"
+MODULE = "pushwire.protocol.testing.fuzz_decoder"
 
 
 def run_module(*args: str, cwd: Path, **options: Any) -> subprocess.CompletedProcess[str]:
@@ -99,8 +104,10 @@ IMPORT_AUDIT = textwrap.dedent(
     import importlib, pkgutil, sys
     import pushwire.protocol
 
-    names = sorted(m.name for m in pkgutil.iter_modules(pushwire.protocol.__path__))
-    assert "fuzz_decoder" in names, names
+    names = sorted(
+        m.name for m in pkgutil.walk_packages(pushwire.protocol.__path__, "pushwire.protocol.")
+    )
+    assert "pushwire.protocol.testing.fuzz_decoder" in names, names
     seen = []
 
     def audit(event, args):
@@ -113,7 +120,7 @@ IMPORT_AUDIT = textwrap.dedent(
 
     sys.addaudithook(audit)
     for name in names:
-        importlib.import_module("pushwire.protocol." + name)
+        importlib.import_module(name)
     print("\\n".join(seen + [m for m in sys.modules if m.split(".")[0] == "trio"]))
     """
 )

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from pushwire.protocol import codec, reference
 from pushwire.protocol import frames as F
-from pushwire.protocol import strategies as ps
 from pushwire.protocol.decoder import FrameDecoder, parse_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
@@ -26,6 +25,7 @@ from pushwire.protocol.layouts import (
     Header,
     Outcome,
 )
+from pushwire.protocol.testing import strategies as ps
 from pushwire.protocol.topics import topic_problem
 
 

@@ -1,6 +1,6 @@
 """Imports point one way: ``server -> protocol`` and ``client -> protocol``.
 
-Only the command-line dispatcher (``client/cli.py``) knows both shells, and it names the
+Only the command-line dispatcher (``client/commands/cli.py``) knows both shells, and it names the
 server's modules as strings for a lazy import. Every other module is scanned here for
 ``import`` statements anywhere in it (function bodies included: a lazy import is still a
 dependency).

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from pushwire.protocol.requirements import Requirement
+from pushwire.protocol.spec.requirements import Requirement
 
 _UNPROVEN = pytest.StashKey[tuple[list[Requirement], int]]()
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pushwire.protocol import requirements as R
-from pushwire.protocol import spectables
+from pushwire.protocol.spec import requirements as R
+from pushwire.protocol.spec import tables as spectables
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "SPEC.md"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pushwire.client.cli import COMMANDS
-from pushwire.protocol import requirements as R
+from pushwire.client.commands.cli import COMMANDS
+from pushwire.protocol.spec import requirements as R
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "IMPLEMENTING.md"

@@ -16,9 +16,10 @@ import pytest
 
 from pushwire.protocol import frames as F
 from pushwire.protocol import layouts as L
-from pushwire.protocol import reference, spectables
+from pushwire.protocol import reference
 from pushwire.protocol.decoder import FrameDecoder, parse_preface
 from pushwire.protocol.errors import REGISTRY, ErrorCode
+from pushwire.protocol.spec import tables as spectables
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "SPEC.md"
@@ -41,7 +42,8 @@ def region(doc: str, name: str) -> str:
 def test_every_generated_region_matches_the_declarations(doc: str) -> None:
     stale = spectables.stale(doc)
     assert not stale, (
-        f"SPEC.md is stale in {stale}; run `python -m pushwire.protocol.spectables --write SPEC.md`"
+        f"SPEC.md is stale in {stale}; "
+        "run `python -m pushwire.protocol.spec.tables --write SPEC.md`"
     )
 
 

@@ -22,8 +22,8 @@ from unittest.mock import patch
 
 import pytest
 
-from pushwire.client import cli
-from pushwire.protocol import codec, reference, vectors
+from pushwire.client.commands import cli
+from pushwire.protocol import codec, reference
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface, parse_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
@@ -39,7 +39,8 @@ from pushwire.protocol.layouts import (
     SinceKind,
     SlowConsumerPolicy,
 )
-from pushwire.protocol.requirements import BY_ID
+from pushwire.protocol.spec import vectors
+from pushwire.protocol.spec.requirements import BY_ID
 
 DOCUMENT = vectors.load()
 SCHEMA = json.loads(vectors.SCHEMA_FILE.read_text(encoding="utf-8"))

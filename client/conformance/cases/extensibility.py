@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-from pushwire.client.conformance.model import case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import CaseFailed, describe
 from pushwire.protocol import codec
@@ -13,6 +12,7 @@ from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import encode_preface
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import MAGIC
+from pushwire.protocol.testing.model import case
 
 CAT = "extensibility"
 

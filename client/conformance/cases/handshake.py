@@ -3,7 +3,6 @@ before them (SPEC.md §2, §5)."""
 
 from __future__ import annotations
 
-from pushwire.client.conformance.model import NEEDS_MAX_CONNECTIONS, NEEDS_TOKEN, case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import (
     EOF,
@@ -27,6 +26,7 @@ from pushwire.protocol.layouts import (
     PREFACE_SIZE,
     FrameType,
 )
+from pushwire.protocol.testing.model import NEEDS_MAX_CONNECTIONS, NEEDS_TOKEN, case
 
 CAT = "preface-handshake"
 

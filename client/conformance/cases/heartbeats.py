@@ -12,7 +12,6 @@ from types import UnionType
 
 import trio
 
-from pushwire.client.conformance.model import case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import (
     EOF,
@@ -25,6 +24,7 @@ from pushwire.client.conformance.wire import (
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.heartbeat import TIMEOUT_FACTOR
+from pushwire.protocol.testing.model import case
 
 CAT = "heartbeats"
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import trio
 
-from pushwire.client.conformance.model import NEEDS_SHUTDOWN, case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import (
     EOF,
@@ -28,6 +27,7 @@ from pushwire.client.conformance.wire import (
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType
+from pushwire.protocol.testing.model import NEEDS_SHUTDOWN, case
 
 CAT = "shutdown"
 

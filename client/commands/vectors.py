@@ -1,6 +1,6 @@
 """``pushwire vectors``: print, check or regenerate the protocol test vectors.
 
-The vectors are generated from the construct declarations (``pushwire.protocol.vectors``);
+The vectors are generated from the construct declarations (``pushwire.protocol.spec.vectors``);
 the committed ``protocol/vectors.json`` and ``protocol/vectors.schema.json`` are their
 rendering. ``--check`` is what CI and ``tests/spec/test_vectors.py`` run, so a layout change
 without regenerated vectors fails loudly instead of shipping stale vectors to implementers.
@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from pushwire.protocol import vectors
+from pushwire.protocol.spec import vectors
 
 DESCRIPTION = """\
 Print the pushwire test vectors generated from the construct declarations, check that the

@@ -4,7 +4,7 @@ against a real ``pushwire serve`` over loopback TCP.
 Theory of operation
 -------------------
 Each run starts its own ``pushwire serve`` as a **child process** (``sys.executable -P -m
-pushwire.client.cli serve --host 127.0.0.1 --port 0 ...``, address read from its "listening on"
+pushwire.client serve --host 127.0.0.1 --port 0 ...``, address read from its "listening on"
 line) and terminates it when the run ends, whatever happens. Server and load generator are
 both single-threaded Python; sharing one thread would measure their sum, so the server gets a
 process (and, on a machine with two cores or more, a core) of its own. ``-P`` keeps the current
@@ -280,7 +280,7 @@ async def open_server(*args: str) -> AsyncIterator[ServerProcess]:
     import trio
 
     command = [
-        *(sys.executable, "-P", "-m", "pushwire.client.cli", "serve"),
+        *(sys.executable, "-P", "-m", "pushwire.client", "serve"),
         *("--host", HOST, "--port", "0", "--log-level", "warning", "--drain-timeout", "1"),
         *args,
     ]

@@ -80,8 +80,10 @@ from pushwire.protocol.layouts import (
 )
 from pushwire.protocol.reference import build_frame, build_header
 
-VECTORS_FILE = Path(__file__).with_name("vectors.json")
-SCHEMA_FILE = Path(__file__).with_name("vectors.schema.json")
+#: The vectors are a deliverable of the protocol package, not of this generator: they stay at
+#: ``protocol/vectors.json`` where implementers look for them.
+VECTORS_FILE = Path(__file__).parent.parent / "vectors.json"
+SCHEMA_FILE = Path(__file__).parent.parent / "vectors.schema.json"
 #: Version of the file format (not of the protocol): bumped when a reader must change.
 FORMAT = 1
 
@@ -1152,7 +1154,7 @@ def generate() -> dict[str, Any]:
         "protocol_version": PROTOCOL_VERSION,
         "description": (
             "pushwire v1 test vectors, generated from the construct declarations "
-            "(pushwire.protocol.layouts) by pushwire.protocol.vectors. See conventions."
+            "(pushwire.protocol.layouts) by pushwire.protocol.spec.vectors. See conventions."
         ),
         "conventions": CONVENTIONS,
         "frames": sorted((v.render() for v in frames), key=lambda v: v["name"]),
@@ -1261,7 +1263,7 @@ def schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "pushwire v1 test vectors",
         "description": (
-            "Generated from the construct declarations by pushwire.protocol.vectors; see the "
+            "Generated from the construct declarations by pushwire.protocol.spec.vectors; see the "
             "'conventions' object of vectors.json for how values are written."
         ),
         "type": "object",
@@ -1372,7 +1374,7 @@ def render_schema() -> str:
 
 
 def load(path: Path = VECTORS_FILE) -> dict[str, Any]:
-    """The committed vectors (``vectors.json`` next to this module by default)."""
+    """The committed vectors (``protocol/vectors.json`` by default)."""
     with path.open(encoding="utf-8") as f:
         data: dict[str, Any] = json.load(f)
     return data

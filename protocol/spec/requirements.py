@@ -4,7 +4,7 @@ SPEC.md carries every ID in brackets next to the sentence that states it; this t
 machine-readable side of the same list. ``tests/spec/test_requirements.py`` keeps the two
 equal, checks that every ``PW-…`` ID cited in code and tests exists here, and lists the MUSTs
 that no test claims to prove (``@pytest.mark.spec("PW-…")``). SPEC.md's Appendix A is
-generated from this table (``pushwire.protocol.spectables``).
+generated from this table (``pushwire.protocol.spec.tables``).
 
 IDs are stable: an ID is never renumbered or reused. A requirement that is dropped moves to
 :data:`RETIRED` and its number stays taken. New requirements get the next free number of

@@ -1,5 +1,5 @@
 """Fuzz a pushwire frame decoder written by someone else, in any language, with pushwire's
-public hypothesis strategies (``pushwire.protocol.strategies``).
+public hypothesis strategies (``pushwire.protocol.testing.strategies``).
 
 The decoder under test runs as a child process and speaks a one-line-per-request protocol on
 stdin/stdout:
@@ -23,14 +23,14 @@ Three properties are checked, each with hypothesis shrinking any failure to a mi
 
 Usage (hypothesis is a test dependency: ``pip install 'pushwire[test]'``)::
 
-    python -m pushwire.protocol.fuzz_decoder -- ./my-decoder --line-protocol
-    python -m pushwire.protocol.fuzz_decoder --examples 2000 -- java -jar dec.jar
-    python -m pushwire.protocol.fuzz_decoder            # pushwire's own decoder, in process
-    python -m pushwire.protocol.fuzz_decoder --serve    # pushwire as a line-protocol decoder
+    python -m pushwire.protocol.testing.fuzz_decoder -- ./my-decoder --line-protocol
+    python -m pushwire.protocol.testing.fuzz_decoder --examples 2000 -- java -jar dec.jar
+    python -m pushwire.protocol.testing.fuzz_decoder          # pushwire's own decoder
+    python -m pushwire.protocol.testing.fuzz_decoder --serve  # a line-protocol decoder
 
 ``--serve`` makes this module a decoder speaking the line protocol itself (backed by
-pushwire), so ``python -m pushwire.protocol.fuzz_decoder -- python -m
-pushwire.protocol.fuzz_decoder --serve`` runs the whole harness end to end;
+pushwire), so ``python -m pushwire.protocol.testing.fuzz_decoder -- python -m
+pushwire.protocol.testing.fuzz_decoder --serve`` runs the whole harness end to end;
 ``tests/protocol/test_fuzz_decoder.py`` does exactly that. From Python, call
 :func:`check_decoder` with any object that has the :class:`Decoder` method.
 
@@ -52,7 +52,7 @@ try:
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - depends on the environment
     _MISSING = (
-        "pushwire.protocol.fuzz_decoder needs hypothesis, a test dependency: "
+        "pushwire.protocol.testing.fuzz_decoder needs hypothesis, a test dependency: "
         "pip install 'pushwire[test]'"
     )
     if __name__ == "__main__":
@@ -60,11 +60,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(_MISSING) from exc
 
 from pushwire.protocol import reference
-from pushwire.protocol import strategies as ps
 from pushwire.protocol.decoder import FrameDecoder
 from pushwire.protocol.errors import RemoteProtocolError
 from pushwire.protocol.layouts import HEADER_SIZE, INITIAL_MAX_FRAME_SIZE, PREFACE_SIZE
-from pushwire.protocol.vectors import frame_json
+from pushwire.protocol.spec.vectors import frame_json
+from pushwire.protocol.testing import strategies as ps
 
 Answer = dict[str, Any]
 
@@ -168,7 +168,7 @@ def serve(stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pushwire.protocol.fuzz_decoder",
+        prog="python -m pushwire.protocol.testing.fuzz_decoder",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument("--examples", type=int, default=200, help="examples per property")

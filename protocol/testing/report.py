@@ -1,6 +1,6 @@
 """Conformance reports: a readable table, JSON, and JUnit XML; plus requirement coverage.
 
-Coverage is computed from the case table and ``pushwire.protocol.requirements``: every MUST
+Coverage is computed from the case table and ``pushwire.protocol.spec.requirements``: every MUST
 (or MUST NOT) that applies to a server (``applies_to`` server or both) and that a peer can
 observe on the wire must be cited by at least one case. The ones no case cites are listed
 with the reason, from :data:`UNCOVERED_REASONS` — so a gap in the kit is a visible,
@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pushwire.client.conformance.model import CATEGORIES, REGISTRY, Case, Result, Status
-from pushwire.protocol.requirements import REQUIREMENTS, Requirement
+from pushwire.protocol.spec.requirements import REQUIREMENTS, Requirement
+from pushwire.protocol.testing.model import CATEGORIES, REGISTRY, Case, Result, Status
 
 #: Observable server MUSTs that no case checks, and why. A test keeps this list exact.
 UNCOVERED_REASONS: dict[str, str] = {
@@ -51,9 +51,7 @@ def server_musts() -> list[Requirement]:
 
 def coverage(cases: Sequence[Case] | None = None) -> Coverage:
     """Which observable server MUSTs the cases cite, and which not (with the reason)."""
-    if cases is None:
-        from pushwire.client.conformance import cases as _  # noqa: F401  (registers)
-
+    if cases is None:  # the registered cases (the conformance package registers them)
         cases = list(REGISTRY.values())
     cited = {rid for c in cases for rid in c.requirements}
     covered, uncovered, hidden = [], [], []

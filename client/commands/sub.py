@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from pushwire.client.cmdline import (
+from pushwire.client.commands.cmdline import (
     EXIT_CODES_HELP,
     EXIT_OK,
     UsageError,

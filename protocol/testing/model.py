@@ -11,10 +11,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from pushwire.client.conformance.runner import CaseContext
+#: What a case's coroutine receives: the runner's context (``CaseContext`` in
+#: ``pushwire.client.conformance.runner``). Typed loosely here because this model is shared
+#: by both halves of the kit and may not import either.
+CaseContext = Any
 
 #: The categories, in report order. Shutdown runs last: it takes the target down.
 CATEGORIES: tuple[str, ...] = (

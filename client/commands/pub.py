@@ -12,7 +12,7 @@ import sys
 
 import trio
 
-from pushwire.client.cmdline import (
+from pushwire.client.commands.cmdline import (
     EXIT_CODES_HELP,
     EXIT_OK,
     UsageError,

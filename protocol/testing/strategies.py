@@ -1,7 +1,7 @@
 """Hypothesis strategies for pushwire v1: valid frames, hostile bytes, whole conversations.
 
 These are public: an implementation of pushwire in any language can be fuzzed with them
-(:mod:`pushwire.protocol.fuzz_decoder` shows how). hypothesis is a *test*
+(:mod:`pushwire.protocol.testing.fuzz_decoder` shows how). hypothesis is a *test*
 dependency of pushwire (``pip install 'pushwire[test]'``), so it is imported here and
 nowhere else in the package; importing this module without it raises ImportError with that
 hint.
@@ -52,7 +52,7 @@ try:
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "pushwire.protocol.strategies needs hypothesis, a test dependency: "
+        "pushwire.protocol.testing.strategies needs hypothesis, a test dependency: "
         "pip install 'pushwire[test]'"
     ) from exc
 

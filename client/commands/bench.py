@@ -23,8 +23,8 @@ examples:
 
 #: target name -> module implementing it.
 TARGETS: dict[str, str] = {
-    "codec": "pushwire.client.bench_codec",
-    "server": "pushwire.client.bench_server",
+    "codec": "pushwire.client.bench.codec",
+    "server": "pushwire.client.bench.server",
 }
 
 

@@ -26,7 +26,7 @@ from pushwire.protocol.layouts import (
     SinceKind,
     SlowConsumerPolicy,
 )
-from pushwire.protocol.vectors import frame_json
+from pushwire.protocol.spec.vectors import frame_json
 
 DESCRIPTION = """\
 Decode pushwire frames given as hex (several frames may follow each other) and print each
@@ -93,7 +93,7 @@ def _requirement_text(requirement: str | None) -> str | None:
     if requirement is None:
         return None
     try:
-        from pushwire.protocol.requirements import BY_ID
+        from pushwire.protocol.spec.requirements import BY_ID
     except ImportError:  # pragma: no cover - the table is part of the package
         return None
     entry = BY_ID.get(requirement)

@@ -17,14 +17,17 @@ from types import ModuleType
 #: name -> (module, one-line help). Order is the order of ``pushwire --help``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("pushwire.server.cmd_serve", "run a server (embedded in-memory broker)"),
-    "sub": ("pushwire.client.cmd_sub", "subscribe to topics and print messages"),
-    "pub": ("pushwire.client.cmd_pub", "publish a message, or each line of stdin"),
-    "decode": ("pushwire.client.cmd_decode", "decode a frame given in hex, or explain its error"),
-    "vectors": ("pushwire.client.cmd_vectors", "print or check the protocol test vectors"),
-    "bench": ("pushwire.client.cmd_bench", "measure codec and server throughput"),
+    "sub": ("pushwire.client.commands.sub", "subscribe to topics and print messages"),
+    "pub": ("pushwire.client.commands.pub", "publish a message, or each line of stdin"),
+    "decode": (
+        "pushwire.client.commands.decode",
+        "decode a frame given in hex, or explain its error",
+    ),
+    "vectors": ("pushwire.client.commands.vectors", "print or check the protocol test vectors"),
+    "bench": ("pushwire.client.commands.bench", "measure codec and server throughput"),
     "conformance": ("pushwire.client.conformance.cmd", "check a server against SPEC.md"),
-    "testserver": ("pushwire.server.testserver", "scripted server that tests a client"),
-    "fuzz": ("pushwire.client.fuzz", "send hostile byte streams to a server"),
+    "testserver": ("pushwire.server.testserver.cmd", "scripted server that tests a client"),
+    "fuzz": ("pushwire.client.conformance.fuzz", "send hostile byte streams to a server"),
 }
 
 

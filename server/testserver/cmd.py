@@ -1,0 +1,254 @@
+"""``pushwire testserver``: the command (options, client command, report rendering)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+import trio
+
+from pushwire.server.testserver.results import ScenarioRun
+from pushwire.server.testserver.runner import TestServer, open_testserver
+from pushwire.server.testserver.scenarios import NAME_WIDTH, SCENARIOS
+from pushwire.server.testserver.script import TOPIC_PREFIX
+
+DESCRIPTION = """\
+A scripted pushwire server for testing a CLIENT implementation. The client subscribes to
+'conformance/<scenario>' and the testserver plays that scenario (split frames, oversized or
+unknown frames, gaps, epoch changes, GOAWAY with a reconnect hint, heartbeat silence,
+credit exhaustion, redelivery...), records what the client does on the wire and reports,
+per scenario, each check with its SPEC.md requirement IDs.
+
+Exit status: 0 = every selected scenario passed, 1 = a MUST check failed (or, with
+--strict, a SHOULD check) or a scenario did not finish, 2 = usage error, the port cannot
+be opened, or the --json file cannot be written."""
+
+EPILOG = """\
+examples:
+  pushwire testserver --list
+  pushwire testserver --port 7450 --scenario gap      # then: mytool sub conformance/gap ...
+  pushwire testserver --scenario all --json report.json \\
+      --client-command 'pushwire sub {topic} --server {address} {mode_flag}'"""
+
+
+def render(runs: list[ScenarioRun]) -> str:
+    out = []
+    for r in runs:
+        out.append(
+            f"{r.verdict.upper() if r.verdict in ('fail', 'incomplete') else r.verdict:<10} "
+            f"{r.scenario.name:<{NAME_WIDTH}} {r.scenario.title}"
+        )
+        if r.not_applicable:
+            out.append(f"{'':11}{r.not_applicable}")
+        for c in r.checks:
+            if not c.passed:
+                out.append(f"{'':11}{c.level} {', '.join(c.requirements)}: {c.text}")
+                if c.detail:
+                    out.append(f"{'':13}observed: {c.detail}")
+        if r.verdict != "n/a":
+            out.append(f"{'':11}application should see: {r.scenario.expect_app}")
+    verdicts = [r.verdict for r in runs]
+    out.append("")
+    out.append(
+        ", ".join(
+            f"{verdicts.count(v)} {v}"
+            for v in ("pass", "warn", "fail", "incomplete", "n/a")
+            if verdicts.count(v)
+        )
+    )
+    return "\n".join(out)
+
+
+def render_list() -> str:
+    out = []
+    for s in SCENARIOS.values():
+        mode = " (subscribe at-least-once)" if s.mode != "any" else ""
+        out.append(f"{s.name:<{NAME_WIDTH}} topic {s.topic}{mode}")
+        out.append(f"{'':{NAME_WIDTH}} {s.title}")
+        out.append(f"{'':{NAME_WIDTH}} a correct client must: {s.client_must}")
+        out.append(f"{'':{NAME_WIDTH}} requirements: {', '.join(s.requirements)}")
+    return "\n".join(out)
+
+
+def port_number(text: str) -> int:
+    """argparse type for --port: a TCP port, 0..65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0..65535)")
+    return port
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a report cannot be written to ``path``, or None. Tried by opening it for append
+    (a file that did not exist is removed again) before the scenarios run, so a typo in the
+    path costs one line, not a run."""
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
+
+
+def _error(text: str) -> int:
+    print(f"pushwire testserver: error: {text}", file=sys.stderr)
+    return 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument(
+        "--port", type=port_number, default=7450, help="port (7450; 0 = any free port)"
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="scenario to run (repeat), or 'all' (default)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report")
+    parser.add_argument("--strict", action="store_true", help="SHOULD failures fail the run")
+    parser.add_argument(
+        "--heartbeat-ms",
+        type=int,
+        default=1000,
+        metavar="MS",
+        help="heartbeat interval announced in WELCOME (1000)",
+    )
+    parser.add_argument(
+        "--goaway-after-ms",
+        type=int,
+        default=1500,
+        metavar="MS",
+        help="reconnect_after_ms of the goaway scenario (1500)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds the client has for each expected reaction (5)",
+    )
+    parser.add_argument(
+        "--scenario-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds one scenario may take from its first connection (60)",
+    )
+    parser.add_argument(
+        "--client-command",
+        metavar="CMD",
+        help="run this shell command per scenario ({topic} {address} {host} "
+        "{port} {scenario} {mode} {mode_flag}) and stop it when the scenario ends",
+    )
+    parser.add_argument(
+        "--mode-flag",
+        default="--at-least-once",
+        metavar="FLAG",
+        help="what {mode_flag} becomes for at-least-once scenarios",
+    )
+
+
+async def _run_command(server: TestServer, run: ScenarioRun, template: str, limit: float) -> None:
+    s = run.scenario
+    cmd = template.format(
+        topic=shlex.quote(s.topic),
+        address=f"127.0.0.1:{server.port}",
+        host="127.0.0.1",
+        port=server.port,
+        scenario=s.name,
+        mode=s.mode,
+        mode_flag=server_mode_flag if s.mode == "at-least-once" else "",
+    )
+    proc = await trio.lowlevel.open_process(cmd, shell=True, start_new_session=True)
+    try:
+        with trio.move_on_after(limit):
+            await run.done.wait()
+            await trio.sleep(0.3)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if proc.returncode is not None:
+                break
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            with trio.move_on_after(2):
+                await proc.wait()
+
+
+server_mode_flag = "--at-least-once"
+
+
+def run(args: argparse.Namespace) -> int:
+    global server_mode_flag
+    if args.list:
+        print(render_list())
+        return 0
+    names = [n for n in args.scenario if n != "all"] or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        return _error(f"unknown scenario(s) {', '.join(unknown)}; see --list")
+    if args.json is not None and (problem := unwritable(args.json)) is not None:
+        return _error(problem)
+    server_mode_flag = args.mode_flag
+    started = time.monotonic()
+
+    async def main() -> list[ScenarioRun] | str:
+        try:
+            listeners = await trio.open_tcp_listeners(args.port, host=args.host)
+        except OSError as exc:
+            return f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        async with open_testserver(
+            names,
+            listeners=listeners,
+            heartbeat_ms=args.heartbeat_ms,
+            timeout=args.timeout,
+            goaway_after_ms=args.goaway_after_ms,
+        ) as server:
+            print(
+                f"pushwire testserver listening on {args.host}:{server.port}; "
+                f"subscribe to {TOPIC_PREFIX}<scenario>",
+                flush=True,
+            )
+            runs = [server.runs[n] for n in names]
+            for r in runs:
+                if args.client_command:
+                    await _run_command(server, r, args.client_command, args.scenario_timeout)
+                else:
+                    with trio.move_on_after(args.scenario_timeout * len(runs)):
+                        await r.done.wait()
+                print(f"  {r.verdict:<10} {r.scenario.name}", file=sys.stderr, flush=True)
+            return runs
+
+    runs = trio.run(main)
+    if isinstance(runs, str):
+        return _error(runs)
+    print(render(runs))
+    if args.json:
+        doc = {
+            "tool": "pushwire testserver",
+            "seconds": round(time.monotonic() - started, 3),
+            "scenarios": [r.to_json() for r in runs],
+        }
+        try:
+            args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        except OSError as exc:  # checked before the run; the file system changed since
+            return _error(f"cannot write {args.json}: {exc.strerror or exc}")
+    bad = {"fail", "incomplete"} | ({"warn"} if args.strict else set())
+    return 1 if any(r.verdict in bad for r in runs) else 0

@@ -1,0 +1,649 @@
+"""The scenarios: one script per edge case a client must survive, with its checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
+
+import trio
+
+from pushwire.protocol import codec
+from pushwire.protocol import frames as F
+from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import (
+    HEADER_SIZE,
+    MAX_MAX_FRAME_SIZE,
+    FrameType,
+    Outcome,
+)
+from pushwire.server.testserver.results import ScenarioRun
+from pushwire.server.testserver.script import Ctx, Scenario, Script
+
+
+def _msgs(seqs: range) -> list[tuple[Any, ...]]:
+    return [("msg", s) for s in seqs]
+
+
+async def _split_frames(c: Ctx) -> None:
+    await c.subscribed(bytewise=True)
+    if await c.deliver(range(1, 11), bytewise=True):
+        await c.finish_ok(10)
+
+
+async def _coalesced(c: Ctx) -> None:
+    n = min(50, c.sub.initial_credit)
+    batch = [codec.encode_frame(F.Subscribed(c.sub.sub_id, Outcome.NEW, c.epoch(), 1, 0))]
+    batch += [
+        codec.encode_frame(F.Message(c.epoch(), s, c.sub.topic, b"msg-%d" % s))
+        for s in range(1, n + 1)
+    ]
+    c.peer.credit[c.sub.sub_id] -= n
+    c.peer.delivered[c.sub.sub_id] = n
+    await c.peer.send_raw(b"".join(batch) + codec.encode_frame(F.Ping(0xC0A1)))
+    if n < 50 and not await c.deliver(range(n + 1, 51)):
+        return
+    await c.finish_ok(50)
+
+
+async def _max_frame(c: Ctx) -> None:
+    hello = c.peer.hello
+    assert hello is not None
+    limit = min(hello.max_frame_size, MAX_MAX_FRAME_SIZE)
+    c.run.notes.append(f"client limit {hello.max_frame_size} bytes")
+    await c.subscribed()
+    topic_len = len(c.sub.topic.encode())
+    size = limit - (8 + 8 + 1 + topic_len)
+    ok = await c.peer.deliver(
+        c.sub.sub_id,
+        c.epoch(),
+        c.sub.topic,
+        range(1, 2),
+        timeout=c.timeout,
+        payload=lambda s: b"M" * size,
+    )
+    if ok and await c.peer.wait_until(lambda: c.peer.credit.get(c.sub.sub_id, 0) > 0, c.timeout):
+        body = limit - (8 + 8 + 1 + topic_len + 2 + 4)
+        frame = F.MessageBatch(c.epoch(), 2, c.sub.topic, (F.Record(b"B" * body),))
+        data = codec.encode_frame(frame)
+        c.run.check(
+            "the batch frame is exactly the client's limit", (), len(data) - HEADER_SIZE == limit
+        )
+        c.peer.credit[c.sub.sub_id] -= 1
+        await c.peer.send_raw(data)
+        c.peer.delivered[c.sub.sub_id] = 2
+        await c.finish_ok(2)
+
+
+def _fatal(frame_bytes: Callable[[Ctx], bytes], code: ErrorCode, reqs: tuple[str, ...]) -> Script:
+    async def script(c: Ctx) -> None:
+        await c.subscribed()
+        if await c.deliver(range(1, 2)):
+            await c.peer.send_raw(frame_bytes(c))
+            await c.expect_error_close(code, reqs)
+
+    return script
+
+
+def _too_large(c: Ctx) -> bytes:
+    assert c.peer.hello is not None
+    return (c.peer.hello.max_frame_size + 1).to_bytes(4, "big") + bytes((FrameType.MESSAGE, 0))
+
+
+def _raw(type_: int, flags: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + bytes((type_, flags)) + payload
+
+
+async def _unknown_ignorable(c: Ctx) -> None:
+    await c.subscribed()
+    if not await c.deliver(range(1, 2)):
+        return
+    await c.peer.send_raw(_raw(0xB3, 0xFF, os.urandom(100)) + _raw(0x80, 0, b""))
+    if await c.deliver(range(2, 3)):
+        await c.peer.send_raw(_raw(0xFE, 0x01, b"\x00" * 7))
+        if await c.deliver(range(3, 4)):
+            await c.finish_ok(3)
+
+
+async def _gap(c: Ctx) -> None:
+    await c.subscribed()
+    if not await c.deliver(range(1, 6)):
+        return
+    await c.peer.send(F.Gap(c.sub.sub_id, c.epoch(), 6, 10, ErrorCode.SLOW_CONSUMER))
+    c.peer.delivered[c.sub.sub_id] = 10
+    if await c.deliver(range(11, 16)):
+        await c.finish_ok(15)
+
+
+async def _sequence_hole(c: Ctx) -> None:
+    """Messages 1 and 2, then 4: no GAP says 3 is gone, so the client must not go on as if
+    nothing were missing."""
+    await c.subscribed()
+    if await c.deliver(range(1, 3)) and await c.deliver(range(4, 5)):
+        await c.expect_error_close(ErrorCode.PROTOCOL_ERROR, ("PW-ORDER-7",))
+
+
+async def _next_epoch(c: Ctx, key: str) -> int:
+    """Switch the subscription to a new epoch (the topic was reset while subscribed): let
+    the client settle first, so its ACKs of the old epoch are in."""
+    await c.peer.settle(c.sub.sub_id, c.timeout)
+    c.peer.restart_acks(c.sub.sub_id)
+    return c.epoch(key)
+
+
+async def _epoch_reset_live(c: Ctx) -> None:
+    """Epoch A 1..3; epoch B 1..3 (MESSAGEs); epoch C: GAP 1..2, then 3..4. Each new epoch
+    starts at sequence 1, as PW-ORDER-12 makes a server do, so the client must accept it."""
+    sid = c.sub.sub_id
+    reqs = ("PW-ORDER-13", "PW-RESUME-4")
+    await c.subscribed()
+    if not await c.deliver(range(1, 4)):
+        return
+    second = await _next_epoch(c, "new-epoch")
+    if not await c.deliver(range(1, 4), epoch=second, reqs=reqs):
+        return
+    rtt = await c.peer.ping(0xE90C, c.timeout)
+    if not c.run.check(
+        "the client accepts a new epoch whose first MESSAGE has sequence 1",
+        reqs,
+        rtt is not None and c.peer.closed_at is None,
+        "" if rtt is not None else f"no PONG; client ERROR: {c.peer.client_error}",
+    ):
+        c.run.finish()
+        return
+    third = await _next_epoch(c, "third-epoch")
+    await c.peer.send(F.Gap(sid, third, 1, 2, ErrorCode.SLOW_CONSUMER))
+    c.peer.delivered[sid] = 2
+    if await c.deliver(range(3, 5), epoch=third, reqs=reqs):
+        await c.finish_ok(4)
+
+
+async def _epoch_reset_bad_start(c: Ctx) -> None:
+    """Epoch A 1..3, then a MESSAGE of epoch B with sequence 4: the numbers look
+    contiguous, but a new epoch starts at 1, and sequences of two epochs are never
+    compared."""
+    await c.subscribed()
+    if not await c.deliver(range(1, 4)):
+        return
+    second = await _next_epoch(c, "new-epoch")
+    if await c.deliver(range(4, 5), epoch=second):
+        await c.expect_error_close(ErrorCode.PROTOCOL_ERROR, ("PW-ORDER-13", "PW-RESUME-4"))
+
+
+async def _first_then_drop(c: Ctx, last: int, *, goaway_ms: int | None = None) -> None:
+    """Connection 1 of a resume scenario: messages 1..last, let the client settle, then
+    the connection ends (abruptly, or with GOAWAY and a reconnect hint)."""
+    await c.subscribed()
+    if not await c.deliver(range(1, last + 1)):
+        return
+    await c.peer.settle(c.sub.sub_id, c.timeout)
+    c.run.resume_at = at = c.resume_point(c.sub.sub_id)
+    c.run.delivered = c.peer.delivered.get(c.sub.sub_id, 0)
+    if goaway_ms is not None:
+        jitter = c.server.goaway_jitter_ms
+        pos = F.Position(c.sub.sub_id, c.epoch(), at)
+        await c.peer.send(F.Goaway(ErrorCode.SHUTTING_DOWN, goaway_ms, jitter, (pos,), "scenario"))
+        c.peer.goaway_sent_at = c.run.goaway_at = trio.current_time()
+        await c.peer.wait_closed(1.0)  # drain: the client may ACK, GOAWAY and close
+        c.run.check(
+            "after GOAWAY the client sends no SUBSCRIBE, PUBLISH or PUBLISH_BATCH",
+            ("PW-GOAWAY-6",),
+            not c.peer.after_goaway,
+            ", ".join(c.peer.after_goaway),
+        )
+    await c.peer.close()
+    c.server.expect_reconnect(c.run, c.timeout + c.server.reconnect_wait + (goaway_ms or 0) / 1000)
+
+
+async def _resume_gap(c: Ctx) -> None:
+    if c.attempt == 1:
+        return await _first_then_drop(c, 5)
+    at = c.resume_at()
+    c.check_resume(c.epoch(), at)
+    await c.subscribed(Outcome.GAP, 11, 12, gap=(at + 1, 10, ErrorCode.HISTORY_EXPIRED))
+    c.peer.delivered[c.sub.sub_id] = 10
+    if await c.deliver(range(11, 13)):
+        await c.finish_ok(12)
+
+
+async def _epoch_change(c: Ctx) -> None:
+    if c.attempt == 1:
+        return await _first_then_drop(c, 5)
+    c.check_resume(c.epoch(), c.resume_at())
+    new = c.epoch("new-epoch")
+    await c.subscribed(Outcome.EPOCH_CHANGED, 1, 3, epoch=new)
+    c.peer.delivered[c.sub.sub_id] = 0
+    if await c.deliver(range(1, 4), epoch=new):
+        await c.finish_ok(3)
+
+
+async def _goaway(c: Ctx) -> None:
+    if c.attempt == 1:
+        return await _first_then_drop(c, 10, goaway_ms=c.server.goaway_after_ms)
+    if c.run.goaway_at is None:
+        raise RuntimeError("the client reconnected before the scenario sent GOAWAY")
+    waited = c.peer.opened_at - c.run.goaway_at
+    need = c.server.goaway_after_ms / 1000
+    c.run.check(
+        f"the client reconnects no earlier than reconnect_after_ms ({need * 1000:.0f} ms)",
+        ("PW-GOAWAY-7",),
+        waited >= need - 0.02,
+        f"reconnected after {waited * 1000:.0f} ms",
+    )
+    at = c.resume_at()
+    c.check_resume(c.epoch(), at)
+    await c.subscribed(Outcome.RECOVERED, at + 1, 15)
+    c.peer.delivered[c.sub.sub_id] = at
+    if await c.deliver(range(at + 1, 16)):
+        await c.finish_ok(15)
+
+
+async def _redelivery(c: Ctx) -> None:
+    if not c.sub.at_least_once:
+        c.run.not_applicable = "the client subscribed at-most-once; run it at-least-once"
+        c.run.finish()
+        return
+    if c.attempt == 1:
+        return await _first_then_drop(c, 10)
+    at = c.resume_at()
+    c.check_resume(c.epoch(), at, ("PW-RESUME-1", "PW-ACK-6"))
+    await c.subscribed(Outcome.RECOVERED, at + 1, 12)
+    c.peer.delivered[c.sub.sub_id] = at
+    if await c.deliver(range(at + 1, 13)):
+        await c.finish_ok(12)
+
+
+async def _heartbeat(c: Ctx) -> None:
+    await c.subscribed()
+    if not await c.deliver(range(1, 3)):
+        return
+    rtt = await c.peer.ping(0x4842, min(2.0, c.timeout))
+    c.run.check(
+        "PING is answered with PONG (same opaque) promptly",
+        ("PW-HB-2",),
+        rtt is not None,
+        "no PONG" if rtt is None else f"{rtt * 1000:.0f} ms",
+    )
+    start = trio.current_time()
+    await trio.sleep(3 * c.h)
+    times = [start] + [t for t in c.peer.received_times if t > start] + [trio.current_time()]
+    worst = max(b - a for a, b in pairwise(times))
+    c.run.check(
+        f"the client sends a frame at least every heartbeat interval ({c.h * 1000:.0f} ms)",
+        ("PW-HB-1",),
+        worst <= 1.5 * c.h + 0.25,
+        f"longest silence {worst * 1000:.0f} ms",
+    )
+    await c.finish_ok(2)
+
+
+async def _heartbeat_silence(c: Ctx) -> None:
+    if c.attempt > 1:
+        at = c.resume_at()
+        c.check_resume(c.epoch(), at)
+        await c.subscribed(Outcome.RECOVERED, at + 1, 4)
+        c.peer.delivered[c.sub.sub_id] = at
+        if await c.deliver(range(at + 1, 5)):
+            await c.finish_ok(4)
+        return
+    await c.subscribed()
+    if not await c.deliver(range(1, 3)):
+        return
+    await c.peer.settle(c.sub.sub_id, c.timeout)
+    c.run.resume_at = c.resume_point(c.sub.sub_id)
+    c.peer.silent = True
+    start = trio.current_time()
+    closed = await c.peer.wait_closed(4 * c.h + c.timeout)
+    elapsed = (c.peer.closed_at or trio.current_time()) - start
+    c.run.check(
+        f"the client closes after 3 silent heartbeat intervals ({3 * c.h:.2f} s)",
+        ("PW-HB-3",),
+        closed,
+        f"closed after {elapsed:.2f} s" if closed else "never closed",
+    )
+    c.run.check(
+        "the client does not give up much before 3 intervals",
+        ("PW-HB-3",),
+        elapsed >= 2.5 * c.h,
+        f"closed after {elapsed:.2f} s",
+        level="SHOULD",
+    )
+    times = [start] + [t for t in c.peer.received_times if t > start]
+    if c.peer.closed_at:
+        times.append(c.peer.closed_at)
+    worst = max((b - a for a, b in pairwise(times)), default=0.0)
+    c.run.check(
+        "while the server is silent the client still sends a frame every interval (PING)",
+        ("PW-HB-1",),
+        worst <= 1.5 * c.h + 0.25,
+        f"longest silence {worst * 1000:.0f} ms",
+    )
+    err = c.peer.client_error
+    if err is not None:
+        c.run.check(
+            "the client's ERROR is HEARTBEAT_TIMEOUT",
+            ("PW-HB-3",),
+            err.code == ErrorCode.HEARTBEAT_TIMEOUT,
+            str(err),
+        )
+    c.server.expect_reconnect(
+        c.run, c.timeout + c.server.reconnect_wait, level="SHOULD", reqs=("PW-ERR-10",)
+    )
+
+
+async def _credit(c: Ctx) -> None:
+    initial = c.sub.initial_credit
+    if initial > 1000:
+        c.run.not_applicable = f"initial credit {initial} > 1000: exhaustion takes too long"
+        c.run.finish()
+        return
+    total = min(3 * initial + 5, 3000) if initial else 20
+    await c.subscribed()
+    sid = c.sub.sub_id
+    worst = 0
+
+    async def watch() -> None:
+        nonlocal worst
+        while True:
+            outstanding = initial + c.peer.granted.get(sid, 0) - c.peer.delivered.get(sid, 0)
+            worst = max(worst, outstanding)
+            await c.peer.wait_until(lambda: False, 0.01)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(watch)
+        ok = await c.deliver(range(1, total + 1))
+        n.cancel_scope.cancel()
+    c.run.check(
+        f"credit is granted only as messages are consumed (outstanding never above the "
+        f"initial {initial})",
+        ("PW-FLOW-7",),
+        worst <= max(initial, 1),
+        f"outstanding credit reached {worst}",
+        level="SHOULD",
+    )
+    if ok:
+        await c.finish_ok(total)
+
+
+async def _over_credit(c: Ctx) -> None:
+    initial = c.sub.initial_credit
+    if initial > 1000:
+        c.run.not_applicable = f"initial credit {initial} > 1000"
+        c.run.finish()
+        return
+    c.run.credit = initial
+    frames: list[F.Frame] = [F.Subscribed(c.sub.sub_id, Outcome.NEW, c.epoch(), 1, 0)]
+    frames += [F.Message(c.epoch(), s, c.sub.topic, b"msg-%d" % s) for s in range(1, initial + 2)]
+    await c.peer.send(*frames)
+    c.peer.delivered[c.sub.sub_id] = initial + 1
+    await c.expect_error_close(ErrorCode.FLOW_CONTROL_ERROR, ("PW-FLOW-5",))
+
+
+async def _bad_version(c: Ctx) -> None:
+    """Connection 1 arms the testserver: the client's next connection gets a server preface
+    with version 0; it must close without sending anything more."""
+    await c.subscribed()
+    await c.deliver(range(1, 2))
+    await c.peer.settle(c.sub.sub_id, c.timeout)
+    c.server.armed = c.run
+    await c.peer.send(F.Goaway(ErrorCode.SHUTTING_DOWN, 50, 0, (), "scenario: reconnect"))
+    c.peer.goaway_sent_at = trio.current_time()
+    await c.peer.wait_closed(1.0)
+    await c.peer.close()
+    c.server.expect_reconnect(c.run, c.timeout + c.server.reconnect_wait)
+
+
+def _or(value: int | None, default: int) -> int:
+    """A recorded value, or what the expected view assumes when the run never recorded it."""
+    return default if value is None else value
+
+
+def _app_resume(r: ScenarioRun) -> list[tuple[Any, ...]]:
+    return _msgs(range(1, _or(r.delivered, 5) + 1))
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "split-frames",
+            "Every byte of SUBSCRIBED and 10 MESSAGEs in its own TCP segment",
+            ("PW-FRAME-1",),
+            "reassemble frames from any split; deliver messages 1..10; answer the final PING",
+            "messages 1..10 in order",
+            _split_frames,
+            app=lambda r: _msgs(range(1, 11)),
+        ),
+        Scenario(
+            "coalesced-frames",
+            "SUBSCRIBED, up to 50 MESSAGEs and a PING in one TCP segment",
+            ("PW-FRAME-1", "PW-HB-2"),
+            "process every frame of one read; PONG the PING; deliver messages 1..50",
+            "messages 1..50 in order",
+            _coalesced,
+            app=lambda r: _msgs(range(1, 51)),
+        ),
+        Scenario(
+            "max-frame",
+            "A MESSAGE and a MESSAGE_BATCH exactly at the client's max_frame_size",
+            ("PW-FRAME-10",),
+            "accept frames exactly as large as its HELLO.max_frame_size",
+            "messages 1 and 2 (large payloads)",
+            _max_frame,
+            app=lambda r: _msgs(range(1, 3)),
+        ),
+        Scenario(
+            "too-large-frame",
+            "A frame header declaring max_frame_size + 1 bytes",
+            ("PW-FRAME-2",),
+            "ERROR(FRAME_TOO_LARGE) from the header alone, then close",
+            "message 1, then a connection error",
+            _fatal(_too_large, ErrorCode.FRAME_TOO_LARGE, ("PW-FRAME-2",)),
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "unknown-ignorable",
+            "Unknown frame types 0xB3, 0x80, 0xFE (ignorable) between messages",
+            ("PW-FRAME-8",),
+            "skip unknown frames whose type has bit 7 set, whatever their flags",
+            "messages 1..3",
+            _unknown_ignorable,
+            app=lambda r: _msgs(range(1, 4)),
+        ),
+        Scenario(
+            "unknown-fatal",
+            "Unknown frame type 0x7D (not ignorable)",
+            ("PW-FRAME-5",),
+            "ERROR(UNKNOWN_FRAME_TYPE), then close",
+            "message 1, then a connection error",
+            _fatal(lambda c: _raw(0x7D, 0, b"\x01"), ErrorCode.UNKNOWN_FRAME_TYPE, ("PW-FRAME-5",)),
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "reserved-bits",
+            "A MESSAGE with an undefined flag bit (0x02)",
+            ("PW-FRAME-3",),
+            "ERROR(RESERVED_BITS_SET), then close",
+            "message 1, then a connection error",
+            _fatal(
+                lambda c: _raw(
+                    FrameType.MESSAGE,
+                    0x02,
+                    codec.encode_frame(F.Message(c.epoch(), 2, c.sub.topic, b"x"))[HEADER_SIZE:],
+                ),
+                ErrorCode.RESERVED_BITS_SET,
+                ("PW-FRAME-3",),
+            ),
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "malformed",
+            "A PING whose payload is 7 bytes instead of 8",
+            ("PW-FRAME-4",),
+            "ERROR(MALFORMED_FRAME), then close",
+            "message 1, then a connection error",
+            _fatal(
+                lambda c: _raw(FrameType.PING, 0, b"\x00" * 7),
+                ErrorCode.MALFORMED_FRAME,
+                ("PW-FRAME-4",),
+            ),
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "unexpected-frame",
+            "The server sends a SUBSCRIBE (a frame only clients send)",
+            ("PW-FRAME-13",),
+            "ERROR(UNEXPECTED_FRAME), then close",
+            "message 1, then a connection error",
+            _fatal(
+                lambda c: codec.encode_frame(F.Subscribe(sub_id=1, topic="x")),
+                ErrorCode.UNEXPECTED_FRAME,
+                ("PW-FRAME-13",),
+            ),
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "gap",
+            "Messages 1..5, GAP(6..10, SLOW_CONSUMER), messages 11..15",
+            ("PW-PUB-13", "PW-ERR-6"),
+            "report the gap 6..10 to the application and go on with 11..15 (at-least-once: "
+            "ACK up to 15, a GAP counts as delivered)",
+            "messages 1..5, gap 6..10, messages 11..15",
+            _gap,
+            app=lambda r: [*_msgs(range(1, 6)), ("gap", 6, 10), *_msgs(range(11, 16))],
+        ),
+        Scenario(
+            "sequence-hole",
+            "Messages 1, 2, then 4: a hole without a GAP",
+            ("PW-ORDER-7", "PW-ERR-1"),
+            "ERROR(PROTOCOL_ERROR), then close: never deliver 4 as if 3 had not existed",
+            "messages 1..2, then a connection error (never message 4)",
+            _sequence_hole,
+            app=lambda r: [*_msgs(range(1, 3)), ("error",)],
+        ),
+        Scenario(
+            "epoch-reset-live",
+            "Mid-subscription the topic continues in a new epoch at seq 1 (twice; the "
+            "second time starting with GAP 1..2)",
+            ("PW-ORDER-13", "PW-RESUME-4"),
+            "accept a push of a new epoch that starts at sequence 1 (MESSAGE or GAP), "
+            "restart its position at (new epoch, 0) and tell the application; stay connected",
+            "messages 1..3, epoch change, messages 1..3, epoch change, gap 1..2, messages 3..4",
+            _epoch_reset_live,
+            app=lambda r: [
+                *_msgs(range(1, 4)),
+                ("epoch",),
+                *_msgs(range(1, 4)),
+                ("epoch",),
+                ("gap", 1, 2),
+                *_msgs(range(3, 5)),
+            ],
+        ),
+        Scenario(
+            "epoch-reset-bad-start",
+            "Messages 1..3, then a MESSAGE of a new epoch with sequence 4",
+            ("PW-ORDER-13", "PW-RESUME-4"),
+            "ERROR(PROTOCOL_ERROR), then close: a new epoch must start at sequence 1",
+            "messages 1..3, then a connection error (no epoch change, never message 4)",
+            _epoch_reset_bad_start,
+            app=lambda r: [*_msgs(range(1, 4)), ("error",)],
+        ),
+        Scenario(
+            "resume-gap",
+            "Connection dropped after 5 messages; the resume gets outcome GAP",
+            ("PW-RESUME-1", "PW-RESUME-2"),
+            "reconnect, SUBSCRIBE AFTER(epoch, last ACK or last delivered), report the gap, go on",
+            "messages 1..5, gap (resume point+1)..10, messages 11..12",
+            _resume_gap,
+            app=lambda r: [
+                *_app_resume(r),
+                ("gap", _or(r.resume_at, 5) + 1, 10),
+                *_msgs(range(11, 13)),
+            ],
+        ),
+        Scenario(
+            "epoch-change",
+            "Connection dropped after 5 messages; the resume gets EPOCH_CHANGED",
+            ("PW-RESUME-1", "PW-RESUME-3"),
+            "reconnect, resume with AFTER(old epoch, position), adopt the new epoch, tell the "
+            "application, deliver seqs 1..3 of the new epoch",
+            "messages 1..5, epoch change, messages 1..3",
+            _epoch_change,
+            app=lambda r: [*_app_resume(r), ("epoch",), *_msgs(range(1, 4))],
+        ),
+        Scenario(
+            "goaway",
+            "GOAWAY(SHUTTING_DOWN) after 10 messages with a reconnect hint",
+            ("PW-GOAWAY-6", "PW-GOAWAY-7", "PW-RESUME-1"),
+            "send no new requests after GOAWAY, reconnect no earlier than reconnect_after_ms, "
+            "resume from its own position, deliver 11..15",
+            "messages 1..15, no duplicates",
+            _goaway,
+            app=lambda r: _msgs(range(1, 16)),
+        ),
+        Scenario(
+            "heartbeat",
+            "PING from the server; then an idle connection for 3 intervals",
+            ("PW-HB-1", "PW-HB-2"),
+            "PONG every PING promptly; send a frame at least every heartbeat interval",
+            "messages 1..2",
+            _heartbeat,
+            app=lambda r: _msgs(range(1, 3)),
+        ),
+        Scenario(
+            "heartbeat-silence",
+            "The server goes completely silent after 2 messages",
+            ("PW-HB-1", "PW-HB-3", "PW-ERR-10"),
+            "keep PINGing, close after 3 silent intervals (ERROR(HEARTBEAT_TIMEOUT)), reconnect "
+            "and resume from its position",
+            "messages 1..4 (the connection is replaced in between)",
+            _heartbeat_silence,
+            app=lambda r: _msgs(range(1, 5)),
+        ),
+        Scenario(
+            "credit",
+            "More messages than the initial credit (3 x credit + 5)",
+            ("PW-FLOW-7",),
+            "grant more credit as the application consumes, never far ahead of it",
+            "every message, in order",
+            _credit,
+            app=lambda r: [],
+        ),
+        Scenario(
+            "over-credit",
+            "One MESSAGE more than the credit granted",
+            ("PW-FLOW-5",),
+            "ERROR(FLOW_CONTROL_ERROR), then close",
+            "the messages within credit, then a connection error",
+            _over_credit,
+            app=lambda r: [*_msgs(range(1, _or(r.credit, 0) + 1)), ("error",)],
+        ),
+        Scenario(
+            "redelivery",
+            "At-least-once: connection dropped after 10 messages; resume from the ACK",
+            ("PW-RESUME-1", "PW-ACK-6"),
+            "resume with AFTER(epoch, last ACK): what was not acknowledged comes again",
+            "messages 1..12 (some may come twice)",
+            _redelivery,
+            mode="at-least-once",
+            app=lambda r: [],
+        ),
+        Scenario(
+            "bad-version",
+            "After a GOAWAY, the reconnect gets a server preface with version 0",
+            ("PW-PREFACE-7",),
+            "report UNSUPPORTED_VERSION and close without sending anything after its HELLO",
+            "message 1, then a terminal error (no further reconnects)",
+            _bad_version,
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+    )
+}
+
+
+#: Width of the scenario-name column in the text reports.
+NAME_WIDTH = max(len(name) for name in SCENARIOS)
+
+
+# -- the server ----------------------------------------------------------------------------
