@@ -37,12 +37,14 @@ typecheck: $(VENV)/.installed
 	cd build/typecheck && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml \
 		-p pushwire.protocol -p pushwire.server -p pushwire.client
 
+# Branch coverage: the whole-suite figure per file is printed after the tests.
 pytest: $(VENV)/.installed
-	$(BIN)/pytest
+	$(BIN)/coverage run $(BIN)/pytest
+	$(BIN)/coverage report
 
 # Long hypothesis run of the protocol property tests (not part of `make test`).
 fuzz: $(VENV)/.installed
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/protocol
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis .mypy_cache .ruff_cache .coverage
