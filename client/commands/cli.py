@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("pushwire.client.commands.bench", "measure codec and server throughput"),
     "conformance": ("pushwire.client.conformance.cmd", "check a server against SPEC.md"),
     "testserver": ("pushwire.server.testserver.cmd", "scripted server that tests a client"),
+    "token": ("pushwire.server.cmd_token", "mint a signed auth token for development"),
     "fuzz": ("pushwire.client.conformance.fuzz", "send hostile byte streams to a server"),
 }
 

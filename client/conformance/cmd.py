@@ -117,7 +117,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(shell-quoted) topic name (enables RH-12)",
     )
     parser.add_argument(
-        "--max-connections", type=int, metavar="N", help="the server's connection limit (PH-15)"
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="how many connections the server admits from this host: its connection limit, "
+        "or its per-source limit when lower (PH-15)",
     )
     parser.add_argument(
         "--forbidden-topic", metavar="TOPIC", help="a topic the token may not use (ER-25)"

@@ -81,7 +81,10 @@ async def test_reference_server_with_auth_limits_and_disconnect_policy() -> None
     connection limit and the DISCONNECT slow-consumer policy."""
     auth = {b"secret": Permissions(subscribe=("conformance/#",), publish=("conformance/#",))}
     async with reference(
-        auth=auth, max_connections=6, slow_consumer_policy=SlowConsumerPolicy.DISCONNECT
+        auth=auth,
+        max_connections=6,
+        max_connections_per_source=6,  # the kit connects from one address
+        slow_consumer_policy=SlowConsumerPolicy.DISCONNECT,
     ) as target:
         target.token = b"secret"
         target.forbidden_topic = "private/area"

@@ -358,3 +358,44 @@ def test_the_installed_serve_command_exits_2_for_a_bad_limit(tmp_path: Path) -> 
     assert result.stderr == (
         "pushwire serve: --outbound-queue-bytes must be at least 16384, not 1\n"
     )
+
+
+def test_pushwire_token_mints_a_token_that_serve_accepts(tmp_path: Path) -> None:
+    from pushwire.server.tokens import verify
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    result = subprocess.run(
+        [
+            *COMMAND[:-1],
+            "token",
+            "--secret-file",
+            str(secret),
+            "--name",
+            "dashboard",
+            "--subscribe",
+            "orders/#",
+            "--ttl",
+            "15m",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    signed = verify(result.stdout.strip().encode(), b"0123456789abcdef0123456789abcdef")
+    assert signed is not None and signed.name == "dashboard"
+    assert signed.permissions.allows("subscribe", "orders/eu")
+    assert not signed.permissions.allows("publish", "orders/eu")
+    short = tmp_path / "short"
+    short.write_bytes(b"too short")
+    result = subprocess.run(
+        [*COMMAND[:-1], "token", "--secret-file", str(short), "--name", "x"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "pushwire token: error: the token secret must be at least 32 bytes"
+    )
