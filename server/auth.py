@@ -11,7 +11,10 @@ __all__ = ["OPEN", "Permissions", "topic_matches"]
 
 def topic_matches(pattern: str, topic: str) -> bool:
     """``#`` matches every topic, ``a/b/#`` matches ``a/b`` and everything below it, any
-    other pattern only the topic it names."""
+    other pattern only the topic it names. A reserved topic (first segment starting with
+    ``$``) is matched only by a pattern that starts with ``$`` too, as in MQTT."""
+    if topic.startswith("$") and not pattern.startswith("$"):
+        return False  # reserved topics (SPEC.md §9.3) are only matched by name
     if pattern == "#":
         return True
     if pattern.endswith("/#"):
@@ -46,4 +49,4 @@ class Permissions:
 
 
 #: The permissions of every client when the server has no auth configured.
-OPEN = Permissions(subscribe=("#",), publish=("#",))
+OPEN = Permissions(subscribe=("#", "$sys/stats"), publish=("#",))

@@ -251,6 +251,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-key", metavar="FILE", type=Path, help="PEM private key for --tls-cert"
     )
+    ops = parser.add_argument_group("operations")
+    ops.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics",
+    )
+    ops.add_argument(
+        "--stats-interval",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="publish JSON stats on the topic $sys/stats this often; 0: never (10)",
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), default="info"
@@ -418,6 +431,8 @@ def build_config(args: argparse.Namespace) -> Any:
             request_burst=args.request_rate * 2,
             auth=auth,
             token_secret=token_secret,
+            metrics_address=args.metrics,
+            stats_interval=args.stats_interval,
             tls=tls,
             faults=frozenset(args.inject_fault),
         )

@@ -52,6 +52,7 @@ from pushwire.protocol.topics import topic_problem
 from pushwire.server.admission import Admission, AdmissionLimits, LogSampler, source_of
 from pushwire.server.auth import OPEN, Permissions
 from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
+from pushwire.server.metrics import STATS_TOPIC, Counters, serve_metrics, stats_payload
 from pushwire.server.session import Session, SessionStats
 from pushwire.server.tokens import MIN_SECRET_BYTES
 from pushwire.server.tokens import verify as verify_signed_token
@@ -158,6 +159,10 @@ class ServerConfig:
     #: Secret for signed tokens (JWT, HS256; see pushwire.server.tokens), at least 32 bytes.
     #: Works alone or beside ``auth``: a HELLO token is tried as a signed token first.
     token_secret: bytes | None = None
+    #: "HOST:PORT" of the Prometheus endpoint (GET /metrics); None: none.
+    metrics_address: str | None = None
+    #: Seconds between the JSON stats the server publishes on $sys/stats; 0: never.
+    stats_interval: float = 10.0
     #: TLS around every accepted connection (SPEC.md §2.1); None: plain TCP. Build one with
     #: server_tls_context(); a context that allows TLS below 1.2 is refused.
     tls: ssl.SSLContext | None = None
@@ -203,10 +208,22 @@ class ServerConfig:
                 raise ValueError("tls must not allow versions below TLS 1.2 (PW-TRANSPORT-5)")
         if self.token_secret is not None and len(self.token_secret) < MIN_SECRET_BYTES:
             raise ValueError(f"token_secret must be at least {MIN_SECRET_BYTES} bytes")
+        if not 0 <= self.stats_interval < math.inf:
+            raise ValueError("stats_interval must be a finite number of seconds, 0 or more")
+        if self.metrics_address is not None:
+            self.metrics_endpoint()
         if not 0 <= self.idle_timeout < math.inf:
             raise ValueError("idle_timeout must be a finite number of seconds, 0 or more")
         self.limits()  # validates the rest
         self.admission_limits()
+
+    def metrics_endpoint(self) -> tuple[str, int]:
+        """``metrics_address`` as (host, port); ValueError when it is not HOST:PORT."""
+        text = self.metrics_address or ""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"metrics address must be HOST:PORT, not {text!r}")
+        return host.strip("[]"), int(port)
 
     @property
     def auth_required(self) -> bool:
@@ -325,6 +342,9 @@ class Server:
         )
         #: Refusals are logged through this, so that a flood cannot flood the log.
         self.refusal_log = LogSampler()
+        self.counters = Counters()
+        #: Where the metrics endpoint listens once serving (host, port), if configured.
+        self.metrics_bound: tuple[str, int] | None = None
         #: Test and diagnostics hook: called as on_send(connection_id, chunks) by each
         #: connection's writer just before its single send_all of ``chunks``.
         self.on_send: Any = None
@@ -363,6 +383,9 @@ class Server:
                 for listener in self._listeners:
                     accepting.start_soon(self._accept_loop, listener, sessions)
                 accepting.start_soon(self._housekeeping)
+                if config.metrics_address is not None:
+                    host, port = config.metrics_endpoint()
+                    self.metrics_bound = await accepting.start(serve_metrics, self, host, port)
                 log.info("listening on %s", self.address)
                 task_status.started((self.host, self.port))
         finally:
@@ -482,12 +505,17 @@ class Server:
             ticks += 1
             if ticks % 10 == 0:
                 self.admission.forget_idle(now)
+            interval = self.config.stats_interval
+            if interval and ticks % max(1, round(interval)) == 0:
+                await self.publish(STATS_TOPIC, stats_payload(self))
 
     def log_refusal(
         self, session: Session, code: ErrorCode, what: str, topic: str = "", reason: str = ""
     ) -> None:
         """The audit line of a refused HELLO or request: identity, source, topic and code,
         sampled per (code, source) so that a flood of refusals costs a few lines."""
+        if what != "HELLO":
+            self.counters.refused[code.name] += 1
         suppressed = self.refusal_log.allow(f"{code.name} {session.source}", time.monotonic())
         if suppressed is None:
             return
@@ -548,6 +576,7 @@ class Server:
             refused = self.admission.connect(source)
         else:
             source, refused = admission
+        self.counters.accepted += 1
         session = Session(self, stream, cid, peer, accepted_at=accepted_at)
         session.source = source
         session.refuse_code = refused
@@ -573,12 +602,17 @@ class Server:
             if not self._sessions:
                 self._idle.set()
             code = session.close_code or ErrorCode.NO_ERROR
+            counters = self.counters
+            counters.closed[code.name] += 1
+            if not session.admitted:
+                counters.handshake_failures += 1
             log.info(
-                "connection %d: %s closed: %s %s",
+                "connection %d: %s closed: %s %s [%s]",
                 cid,
                 peer,
                 code.name,
                 session.close_reason,
+                session.totals(),
                 extra={"conn": cid, "peer": peer, "code": code.name},
             )
 

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushwire.server")
 
 #: Bytes asked of the socket per receive: the connection buffers at most one frame plus this.
+#: Publishing on ``$sys/reset/<topic>`` resets ``<topic>`` (SPEC.md §9.3).
+RESET_PREFIX = "$sys/reset/"
 READ_SIZE = 64 * 1024
 _PUSH_TYPES = (FrameType.MESSAGE, FrameType.MESSAGE_BATCH)
 
@@ -150,6 +152,22 @@ class Session:
         self._rate_key = ""
         self.expires_at: float | None = None
         self._last_request = started
+        #: Totals of this connection, for the close log line and the server's counters.
+        self.bytes_in = self.bytes_out = 0
+        self.messages_in = self.messages_out = 0
+        self._counters = server.counters
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self._cursors)
+
+    def totals(self) -> str:
+        """This connection's traffic in a few words, for the close log line."""
+        return (
+            f"in {self.messages_in} msg {self.bytes_in} B, "
+            f"out {self.messages_out} msg {self.bytes_out} B, "
+            f"{len(self._cursors)} subscription(s)"
+        )
 
     def idle_since(self, now: float) -> float:
         """Seconds since the last request, or 0 while the connection holds a subscription
@@ -277,6 +295,8 @@ class Session:
                     if self.server.on_send is not None:
                         self.server.on_send(self.connection_id, chunks)
                     await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                    self.bytes_out += self._inflight
+                    self._counters.bytes_out += self._inflight
                     self._inflight = 0
                     conn.data_sent(trio.current_time())
                 if self._finishing and not self._control:
@@ -312,6 +332,10 @@ class Session:
         if pending:
             self._wake.set()
 
+    def _count_out(self, n: int) -> None:
+        self.messages_out += n
+        self._counters.messages_out += n
+
     async def _pull_one(self, cur: Cursor, chunks: list[bytes], budget: int) -> tuple[int, bool]:
         """Pushes for one subscription: (bytes appended, more is waiting)."""
         conn = self.conn
@@ -344,6 +368,8 @@ class Session:
                 out.append(
                     conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER)
                 )
+                self._counters.gaps += 1
+                self._counters.slow_consumer_events += 1
             cur.next_seq = pos.oldest_seq
             chunks.extend(out)
             return sum(map(len, out)), True
@@ -367,13 +393,17 @@ class Session:
             if run:
                 conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
                 credit -= run
+                self._count_out(run)
                 run = 0
             before = len(out)
-            credit -= self._push_entry(cur, entry, credit, peer_max, out)
+            pushed = self._push_entry(cur, entry, credit, peer_max, out)
+            credit -= pushed
+            self._count_out(pushed)
             used += sum(map(len, out[before:]))
         if run:
             conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
             credit -= run
+            self._count_out(run)
         if (
             sc.FAULT_REORDER in self.faults
             and not cur.reordered
@@ -505,6 +535,8 @@ class Session:
         try:
             while True:
                 data = await self.stream.receive_some(READ_SIZE)
+                self.bytes_in += len(data)
+                self._counters.bytes_in += len(data)
                 if self._finishing:
                     if not data:
                         return
@@ -635,6 +667,12 @@ class Session:
                 if cursor is not None:
                     cursor.active = False
                     cursor.stop_listening()
+                    log.debug(
+                        "connection %d: unsubscribed %d from %r",
+                        self.connection_id,
+                        event.sub_id,
+                        cursor.topic,
+                    )
                 self._queue(conn.unsubscribed(event.sub_id))
             case sc.CreditGranted():
                 self._wake.set()
@@ -644,6 +682,9 @@ class Session:
                 if not self._may_publish(FrameType.PUBLISH, event.request_id, event.topic):
                     return
                 epoch, seq = await self._broker.publish(event.topic, event.flags, event.body)
+                self.messages_in += 1
+                self._counters.messages_in += 1
+                await self._published(event.topic)
                 if event.request_id and self._answering():
                     self._queue(conn.puback(event.request_id, epoch, seq, 1))
             case sc.PublishBatchRequested():
@@ -660,6 +701,9 @@ class Session:
                     event.records_start,
                     list(event.record_ends),
                 )
+                self.messages_in += event.count
+                self._counters.messages_in += event.count
+                await self._published(event.topic)
                 if event.request_id and self._answering():
                     self._queue(conn.puback(event.request_id, epoch, seq, event.count))
             case sc.GoawayReceived():
@@ -697,7 +741,33 @@ class Session:
         self.server.log_refusal(self, code, "HELLO", reason=reason)
         self.finish(code, reason, self.conn.reject(code, reason))
 
+    async def _published(self, topic: str) -> None:
+        """Side effects of a publish on a reserved topic: ``$sys/reset/<topic>`` resets that
+        topic (new epoch, history cleared), SPEC.md §9.3."""
+        if topic.startswith(RESET_PREFIX) and len(topic) > len(RESET_PREFIX):
+            target = topic[len(RESET_PREFIX) :]
+            epoch = await self._broker.reset_topic(target)
+            log.warning(
+                "connection %d: topic %r reset to epoch %d by %s",
+                self.connection_id,
+                target,
+                epoch,
+                self.identity_name or self.peer,
+                extra={"conn": self.connection_id, "identity": self.identity_name},
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("connection %d: published on %r", self.connection_id, topic)
+
     def _may_publish(self, request_type: FrameType, request_id: int, topic: str) -> bool:
+        if topic.startswith("$") and not topic.startswith(RESET_PREFIX):
+            self._refuse_request(
+                ErrorCode.FORBIDDEN,
+                request_type,
+                request_id,
+                topic,
+                "reserved topic: only the server publishes there",
+            )
+            return False
         if self.server.allowed(self.permissions, "publish", topic):
             return True
         self._refuse_request(
@@ -743,6 +813,15 @@ class Session:
         )
         self._cursors[sid] = cursor
         self._wake.set()
+        log.debug(
+            "connection %d: subscription %d to %r: %s, epoch %d, from seq %d",
+            self.connection_id,
+            sid,
+            event.topic,
+            Outcome(outcome).name,
+            res.epoch,
+            res.start_seq,
+        )
 
     # -- time --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("pushwire.server.cmd_serve", "run a server (embedded in-memory broker)"),
     "sub": ("pushwire.client.commands.sub", "subscribe to topics and print messages"),
     "pub": ("pushwire.client.commands.pub", "publish a message, or each line of stdin"),
+    "stats": ("pushwire.client.commands.stats", "show a server's figures ($sys/stats)"),
     "decode": (
         "pushwire.client.commands.decode",
         "decode a frame given in hex, or explain its error",

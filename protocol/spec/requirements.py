@@ -486,6 +486,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "Header order and repeated keys are preserved end to end."),
     R("PW-TOPIC-5", "SHOULD NOT", "9.2", "both", False,
       "Applications do not use header keys starting with 'pw-' (reserved)."),
+    R("PW-TOPIC-6", "MUST", "9.3", "server", True,
+      "A publish on a reserved topic ($ first segment) is FORBIDDEN unless the server documents "
+      "it as writable and the identity may write it."),
     # §13 limits -----------------------------------------------------------------------------
     R("PW-LIMIT-1", "MUST", "13", "server", True,
       "Bound the number of connections (TOO_MANY_CONNECTIONS beyond it)."),

@@ -239,7 +239,7 @@ def spec_limit_rows() -> dict[str, str]:
     section = text[text.index("## 13. Resource limits") : text.index("## 14.")]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no heading
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    return {c[0]: c[4] for c in cells}
+    return {c[0]: c[4] for c in cells if len(c) == 6}  # the protocol limits' table
 
 
 def serve_args(*argv: str) -> argparse.Namespace:

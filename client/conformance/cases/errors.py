@@ -411,3 +411,23 @@ async def forbidden(ctx: CaseContext) -> None:
     await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, 3)
     await conn.send(F.Publish(4, topic, b"x"))
     await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.PUBLISH, 4)
+
+
+@case(
+    "ER-26",
+    "A publish on a reserved topic ($ first segment) is FORBIDDEN",
+    category=CAT,
+    requirements=("PW-TOPIC-6", "PW-ERR-4"),
+)
+async def reserved_topic(ctx: CaseContext) -> None:
+    """Topics whose first segment starts with ``$`` belong to the server; a client's
+    PUBLISH and PUBLISH_BATCH there are refused with FORBIDDEN (a request error), unless
+    the server documents the topic as writable, which no server does for this made-up
+    name. The connection stays usable."""
+    topic = "$conformance-reserved/" + ctx.topic().replace("/", "-")
+    conn = await ctx.connect()
+    await conn.send(F.Publish(5, topic, b"x"))
+    await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.PUBLISH, 5)
+    await conn.send(F.PublishBatch(6, topic, (F.Record(b"a", None),)))
+    await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.PUBLISH_BATCH, 6)
+    await conn.roundtrip()
