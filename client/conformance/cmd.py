@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(result: Result) -> None:
         if sys.stderr.isatty():
-            print(f"  {result.status.value:<8} {result.case.id}", file=sys.stderr)
+            print(f"  {result.status.value:<8} {result.id}", file=sys.stderr)
 
     results = trio.run(
         lambda: run_cases(target, cases, strict=args.strict, jobs=args.jobs, progress=progress)
@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         print(not_checked)
     files: list[tuple[Path, str]] = []
     if args.json:
-        text = report.to_json(results, target=target.address, strict=args.strict)
+        text = report.conformance_json(results, target=target.address, strict=args.strict)
         files.append((args.json, text))
     if args.junit:
         files.append((args.junit, report.to_junit(results, target=target.address)))

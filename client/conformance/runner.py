@@ -436,11 +436,11 @@ def case_limit(case: Case, ctx: CaseContext) -> float:
 
 async def run_case(target: Target, case: Case, run: RunState, *, strict: bool) -> Result:
     if case.level == "SHOULD" and not strict:
-        return Result(case, Status.SKIPPED, detail="SHOULD case: run with --strict")
+        return Result.about(case, Status.SKIPPED, detail="SHOULD case: run with --strict")
     ctx = CaseContext(target, case, run)
     missing = [n for n in sorted(case.needs) if not _has(target, n)]
     if missing:
-        return Result(case, Status.NOT_APPLICABLE, detail=_NEEDS_HELP[missing[0]])
+        return Result.about(case, Status.NOT_APPLICABLE, detail=_NEEDS_HELP[missing[0]])
     started = time.monotonic()
     limit = case_limit(case, ctx)
     result: Result
@@ -448,13 +448,13 @@ async def run_case(target: Target, case: Case, run: RunState, *, strict: bool) -
         with trio.fail_after(limit) as scope:
             ctx._scope = scope
             await case.func(ctx)
-        result = Result(case, Status.PASS)
+        result = Result.about(case, Status.PASS)
     except CaseFailed as exc:
-        result = Result(case, Status.FAIL, expected=exc.expected, observed=exc.observed)
+        result = Result.about(case, Status.FAIL, expected=exc.expected, observed=exc.observed)
     except NotApplicable as exc:
-        result = Result(case, Status.NOT_APPLICABLE, detail=str(exc))
+        result = Result.about(case, Status.NOT_APPLICABLE, detail=str(exc))
     except trio.TooSlowError:
-        result = Result(
+        result = Result.about(
             case,
             Status.FAIL,
             expected=f"the case to finish within {limit:.1f} s",
@@ -462,7 +462,7 @@ async def run_case(target: Target, case: Case, run: RunState, *, strict: bool) -
         )
     except Exception as exc:  # a bug in the kit or an unforeseen answer: report, go on
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        result = Result(case, Status.ERROR, observed=tb, detail=traceback.format_exc(limit=6))
+        result = Result.about(case, Status.ERROR, observed=tb, detail=traceback.format_exc(limit=6))
     finally:
         with trio.CancelScope(shield=True):
             await ctx.close_all()

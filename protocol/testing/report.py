@@ -1,4 +1,6 @@
-"""Conformance reports: a readable table, JSON, and JUnit XML; plus requirement coverage.
+"""The kit's reports: a readable table, JSON, and JUnit XML of a list of :class:`Result`,
+the same for ``pushwire conformance`` and ``pushwire testserver``; plus the conformance
+kit's requirement coverage.
 
 Coverage is computed from the case table and ``pushwire.protocol.spec.requirements``: every MUST
 (or MUST NOT) that applies to a server (``applies_to`` server or both) and that a peer can
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pushwire.protocol.spec.requirements import REQUIREMENTS, Requirement
@@ -79,7 +81,7 @@ def unchecked(results: Sequence[Result]) -> list[Unchecked]:
     verdict (every one n/a, skipped or an error of the kit), in requirement order."""
     by_req: dict[str, list[Result]] = {}
     for r in results:
-        for rid in r.case.requirements:
+        for rid in r.requirements:
             by_req.setdefault(rid, []).append(r)
     out = []
     for req in server_musts():
@@ -107,43 +109,73 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines or [""]
 
 
-def render_table(results: Sequence[Result], *, target: str = "", verbose: bool = False) -> str:
-    """The human report: one line per case, expected/observed under each failure."""
+def render_table(
+    results: Sequence[Result],
+    *,
+    tool: str = "pushwire conformance",
+    target: str = "",
+    verbose: bool = False,
+    strict: bool = False,
+) -> str:
+    """The human report: one line per result, expected/observed (or the failed checks)
+    under each failure, the hint under each judged result."""
     out: list[str] = []
     if target:
-        out.append(f"pushwire conformance: {target}")
+        out.append(f"{tool}: {target}")
+    status_w = max([8, *(len(r.status.value) for r in results)])
+    id_w = max([6, *(len(r.id) for r in results)])
+    pad = " " * (3 + status_w + 6)
     category = None
     for r in results:
-        if r.case.category != category:
-            category = r.case.category
+        if r.category != category:
+            category = r.category
             out.append("")
             out.append(f"== {category}")
-        status = r.status.value.upper() if r.status.is_failure else r.status.value
-        line = f"  {status:<8} {r.case.id:<6} {r.case.level:<6} {r.case.title}"
+        status = r.status.value.upper() if r.status.fails(strict=strict) else r.status.value
+        line = f"  {status:<{status_w}} {r.id:<{id_w}} {r.level:<6} {r.title}"
         if r.duration >= 1.0:
             line += f"  ({r.duration:.1f} s)"
         out.append(line)
-        pad = " " * 17
+        failed = [c for c in r.checks if not c.passed]
+        if r.status.is_failure and not r.checks:
+            out.append(f"{pad}requirements: {', '.join(r.requirements)}")
+        for c in failed:
+            out.extend(_labelled(pad, f"{c.level}", f"{', '.join(c.requirements)}: {c.text}"))
+            if c.detail:
+                out.extend(_labelled(pad + "  ", "observed", c.detail))
         if r.status.is_failure:
-            out.append(f"{pad}requirements: {', '.join(r.case.requirements)}")
             for label, text in (("expected", r.expected), ("observed", r.observed)):
                 if text:
-                    for i, chunk in enumerate(_wrap(text, 80)):
-                        out.append(f"{pad}{label if i == 0 else '':<9} {chunk}")
+                    out.extend(_labelled(pad, label, text))
         elif r.status is Status.NOT_APPLICABLE and r.detail:
             out.extend(f"{pad}{chunk}" for chunk in _wrap(r.detail, 80))
+        if r.hint and r.status not in (Status.NOT_APPLICABLE, Status.SKIPPED):
+            out.extend(f"{pad}{chunk}" for chunk in _wrap(r.hint, 80))
         if verbose:
             out.extend(f"{pad}note: {n}" for n in r.notes)
     out.append("")
-    out.append(summary_line(results))
+    out.append(summary_line(results, strict=strict, noun=_noun(tool)))
     return "\n".join(out)
 
 
-def summary_line(results: Sequence[Result]) -> str:
+def _labelled(pad: str, label: str, text: str) -> list[str]:
+    return [f"{pad}{label if i == 0 else '':<9} {chunk}" for i, chunk in enumerate(_wrap(text, 80))]
+
+
+def _noun(tool: str) -> str:
+    return "scenarios" if tool.endswith("testserver") else "cases"
+
+
+def passed(results: Sequence[Result], *, strict: bool = False) -> bool:
+    """Whether a run passed: no result fails (with ``strict``, no warning either)."""
+    return not any(r.status.fails(strict=strict) for r in results)
+
+
+def summary_line(results: Sequence[Result], *, strict: bool = False, noun: str = "cases") -> str:
     counts = Counter(r.status for r in results)
     parts = [f"{counts.get(s, 0)} {s.value}" for s in Status if counts.get(s, 0)]
-    verdict = "FAIL" if any(r.status.is_failure for r in results) else "PASS"
-    return f"{verdict}: {len(results)} cases: " + ", ".join(parts)
+    verdict = "PASS" if passed(results, strict=strict) else "FAIL"
+    return f"{verdict}: {len(results)} {noun}: " + ", ".join(parts)
 
 
 def render_coverage(cov: Coverage) -> str:
@@ -176,7 +208,7 @@ def render_unchecked(items: Sequence[Unchecked]) -> str:
         "n/a, skipped or errors:"
     ]
     for u in items:
-        cases = ", ".join(f"{r.case.id} {r.status.value}" for r in u.results)
+        cases = ", ".join(f"{r.id} {r.status.value}" for r in u.results)
         out.append(f"  {u.requirement.id:<13} {cases}")
     reasons = {r.detail for u in items for r in u.results if r.detail and not r.status.is_failure}
     if reasons:
@@ -189,54 +221,89 @@ def render_unchecked(items: Sequence[Unchecked]) -> str:
 # -- JSON ------------------------------------------------------------------------------------
 
 
-def to_json(results: Sequence[Result], *, target: str = "", strict: bool = False) -> str:
-    cov = coverage()
+def to_json(
+    results: Sequence[Result],
+    *,
+    tool: str = "pushwire conformance",
+    target: str = "",
+    strict: bool = False,
+    extra: Mapping[str, object] | None = None,
+) -> str:
+    """The JSON report: the run's summary and one object per result (``Result.to_json``);
+    ``extra`` adds the tool's own top-level fields."""
     doc = {
-        "tool": "pushwire conformance",
+        "tool": tool,
         "target": target,
         "strict": strict,
         "summary": {s.value: sum(1 for r in results if r.status is s) for s in Status},
-        "passed": not any(r.status.is_failure for r in results),
+        "passed": passed(results, strict=strict),
         "results": [r.to_json() for r in results],
-        "coverage": {
-            "observable_server_musts": cov.total_observable,
-            "covered": [r.id for r in cov.covered],
-            "uncovered": [{"id": r.id, "text": r.text, "why": why} for r, why in cov.uncovered],
-            "not_observable": [r.id for r in cov.not_observable],
-            "unchecked_this_run": [
-                {
-                    "id": u.requirement.id,
-                    "text": u.requirement.text,
-                    "cases": [
-                        {"id": r.case.id, "status": r.status.value, "detail": r.detail}
-                        for r in u.results
-                    ],
-                }
-                for u in unchecked(results)
-            ],
-        },
+        **(extra or {}),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def conformance_json(results: Sequence[Result], *, target: str = "", strict: bool = False) -> str:
+    """``pushwire conformance --json``: the shared report plus the kit's MUST coverage."""
+    cov = coverage()
+    return to_json(
+        results,
+        target=target,
+        strict=strict,
+        extra={
+            "coverage": {
+                "observable_server_musts": cov.total_observable,
+                "covered": [r.id for r in cov.covered],
+                "uncovered": [{"id": r.id, "text": r.text, "why": why} for r, why in cov.uncovered],
+                "not_observable": [r.id for r in cov.not_observable],
+                "unchecked_this_run": [
+                    {
+                        "id": u.requirement.id,
+                        "text": u.requirement.text,
+                        "cases": [
+                            {"id": r.id, "status": r.status.value, "detail": r.detail}
+                            for r in u.results
+                        ],
+                    }
+                    for u in unchecked(results)
+                ],
+            }
+        },
+    )
 
 
 # -- JUnit -----------------------------------------------------------------------------------
 
 
-def to_junit(results: Sequence[Result], *, target: str = "") -> str:
-    """JUnit XML: one testsuite per category, one testcase per case; n/a and skipped cases
-    are <skipped/>, failures <failure/>, kit errors <error/>."""
-    root = ET.Element("testsuites", name="pushwire conformance")
+def to_junit(
+    results: Sequence[Result],
+    *,
+    tool: str = "pushwire conformance",
+    target: str = "",
+    strict: bool = False,
+) -> str:
+    """JUnit XML: one testsuite per category, one testcase per result; n/a and skipped
+    results are <skipped/>, failures (an incomplete scenario, a warning with ``strict``)
+    <failure/>, kit errors <error/>."""
+
+    def failure(r: Result) -> bool:
+        return r.status is not Status.ERROR and r.status.fails(strict=strict)
+
+    root = ET.Element("testsuites", name=tool)
+    prefix = tool.replace(" ", ".")
     total_time = 0.0
-    for category in CATEGORIES:
-        rs = [r for r in results if r.case.category == category]
-        if not rs:
-            continue
+    order = {name: i for i, name in enumerate(CATEGORIES)}
+    categories = sorted(
+        dict.fromkeys(r.category for r in results), key=lambda c: order.get(c, len(order))
+    )
+    for category in categories:
+        rs = [r for r in results if r.category == category]
         suite = ET.SubElement(
             root,
             "testsuite",
             name=category,
             tests=str(len(rs)),
-            failures=str(sum(r.status is Status.FAIL for r in rs)),
+            failures=str(sum(failure(r) for r in rs)),
             errors=str(sum(r.status is Status.ERROR for r in rs)),
             skipped=str(sum(r.status in (Status.SKIPPED, Status.NOT_APPLICABLE) for r in rs)),
             time=f"{sum(r.duration for r in rs):.3f}",
@@ -249,23 +316,33 @@ def to_junit(results: Sequence[Result], *, target: str = "") -> str:
             tc = ET.SubElement(
                 suite,
                 "testcase",
-                classname=f"pushwire.conformance.{category}",
-                name=f"{r.case.id} {r.case.title}",
+                classname=f"{prefix}.{category}",
+                name=f"{r.id} {r.title}",
                 time=f"{r.duration:.3f}",
             )
-            reqs = ", ".join(r.case.requirements)
-            if r.status is Status.FAIL:
-                el = ET.SubElement(tc, "failure", message=f"expected {r.expected}")
-                el.text = f"requirements: {reqs}\nexpected: {r.expected}\nobserved: {r.observed}"
+            reqs = ", ".join(r.requirements)
+            failed = "".join(
+                f"\n{c.level} {', '.join(c.requirements)}: {c.text}"
+                + (f"\n  observed: {c.detail}" if c.detail else "")
+                for c in r.checks
+                if not c.passed
+            )
+            if failure(r):
+                message = f"expected {r.expected}" if r.expected else r.status.value
+                el = ET.SubElement(tc, "failure", message=message)
+                el.text = (
+                    f"requirements: {reqs}\nexpected: {r.expected}\nobserved: {r.observed}" + failed
+                )
             elif r.status is Status.ERROR:
                 el = ET.SubElement(tc, "error", message=r.observed)
                 el.text = r.detail
             elif r.status in (Status.SKIPPED, Status.NOT_APPLICABLE):
                 ET.SubElement(tc, "skipped", message=f"{r.status.value}: {r.detail}")
-            if r.notes:
-                ET.SubElement(tc, "system-out").text = "\n".join(r.notes)
+            out = [*r.notes, *([failed.strip()] if failed and not failure(r) else [])]
+            if out:
+                ET.SubElement(tc, "system-out").text = "\n".join(out)
     root.set("tests", str(len(results)))
-    root.set("failures", str(sum(r.status is Status.FAIL for r in results)))
+    root.set("failures", str(sum(failure(r) for r in results)))
     root.set("errors", str(sum(r.status is Status.ERROR for r in results)))
     root.set("time", f"{total_time:.3f}")
     ET.indent(root)

@@ -21,9 +21,10 @@ from pushwire.protocol.layouts import (
     Outcome,
     SlowConsumerPolicy,
 )
+from pushwire.protocol.testing.model import Check
 from pushwire.protocol.topics import topic_problem
 from pushwire.server.testserver.peer import Peer
-from pushwire.server.testserver.results import Check, ScenarioRun
+from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.scenarios import SCENARIOS
 from pushwire.server.testserver.script import TOPIC_PREFIX, WELCOME_MAX_FRAME, Ctx
 

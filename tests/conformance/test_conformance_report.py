@@ -36,7 +36,7 @@ async def test_reports_show_expected_and_observed_for_failures(tmp_path: Path) -
     async with open_server(config) as server:
         target = Target("127.0.0.1", server.port, timeout=2.0)
         results = await run_cases(target, select_cases(["ER-01", "ER-03", "SD-02"]))
-    by_id = {r.case.id: r for r in results}
+    by_id = {r.id: r for r in results}
     assert by_id["ER-01"].status is Status.FAIL
     assert by_id["ER-03"].status is Status.PASS
     assert by_id["SD-02"].status is Status.NOT_APPLICABLE
@@ -48,7 +48,7 @@ async def test_reports_show_expected_and_observed_for_failures(tmp_path: Path) -
     not_checked = report.render_unchecked(report.unchecked(results))
     assert "PW-GOAWAY-1   SD-02 n/a" in not_checked  # SD-02 needs --shutdown-command
 
-    doc = json.loads(report.to_json(results, target="t"))
+    doc = json.loads(report.conformance_json(results, target="t"))
     assert doc["passed"] is False
     assert doc["results"][0]["id"] == "ER-01" and doc["results"][0]["observed"]
     assert doc["coverage"]["uncovered"][0]["why"]
@@ -101,7 +101,9 @@ def test_a_run_lists_the_covered_musts_it_did_not_check() -> None:
         pass
 
     def result(cid: str, reqs: tuple[str, ...], status: Status, detail: str = "") -> Result:
-        return Result(Case(cid, cid, "shutdown", reqs, "MUST", nothing), status, detail=detail)
+        return Result.about(
+            Case(cid, cid, "shutdown", reqs, "MUST", nothing), status, detail=detail
+        )
 
     needs = "needs --shutdown-command (an operator action)"
     results = [
@@ -113,7 +115,7 @@ def test_a_run_lists_the_covered_musts_it_did_not_check() -> None:
         result("XX-06", ("PW-HS-12",), Status.ERROR),
     ]
     got = report.unchecked(results)
-    assert [(u.requirement.id, [r.case.id for r in u.results]) for u in got] == [
+    assert [(u.requirement.id, [r.id for r in u.results]) for u in got] == [
         ("PW-HS-11", ["XX-04"]),
         ("PW-HS-12", ["XX-06"]),
         ("PW-GOAWAY-1", ["XX-01"]),
@@ -121,7 +123,7 @@ def test_a_run_lists_the_covered_musts_it_did_not_check() -> None:
     text = report.render_unchecked(got)
     assert text.splitlines()[0].startswith("Not checked in this run: 3 covered server MUST")
     assert "  PW-GOAWAY-1   XX-01 n/a" in text and needs in text
-    doc = json.loads(report.to_json(results))
+    doc = json.loads(report.conformance_json(results))
     assert doc["coverage"]["unchecked_this_run"][2] == {
         "id": "PW-GOAWAY-1",
         "text": BY_ID["PW-GOAWAY-1"].text,

@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
 from pushwire.protocol.errors import RemoteProtocolError
 from pushwire.protocol.layouts import PREFACE_SIZE
+from pushwire.protocol.testing.model import Status
 from pushwire.server.testserver import SCENARIOS, open_testserver
 
 FAST = {"heartbeat_ms": 300, "timeout": 3.0, "goaway_after_ms": 400}
@@ -37,7 +39,7 @@ async def test_reference_client_passes_every_scenario() -> None:
             run = ts.runs[name]
             seen = await drive_reference_client(f"127.0.0.1:{ts.port}", run, limit=15)
             failed = [c for c in run.checks if not c.passed]
-            assert run.verdict == "pass", (name, failed, run.notes)
+            assert run.status is Status.PASS, (name, failed, run.notes)
             expected = run.scenario.app(run) if run.scenario.app else []
             assert app_matches(expected, seen), (name, expected, seen)
 
@@ -120,9 +122,9 @@ async def test_testserver_catches_a_broken_client(
             client.close()
     failed = [c for c in run.checks if not c.passed]
     assert any(requirement in c.requirements for c in failed), run.checks
-    assert run.verdict in ("fail", "warn")
+    assert run.status in (Status.FAIL, Status.WARN)
     if requirement != "PW-FLOW-7":
-        assert run.verdict == "fail"
+        assert run.status is Status.FAIL
 
 
 async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
@@ -130,6 +132,7 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
     the end, and reports; here the client is the project's own `pushwire sub`."""
     exe = str(Path(sys.executable).parent / "pushwire")
     report = tmp_path / "ts.json"
+    junit = tmp_path / "ts.xml"
     args = [
         "testserver",
         "--port",
@@ -146,6 +149,8 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
         "20",
         "--json",
         str(report),
+        "--junit",
+        str(junit),
         "--client-command",
         f"{exe} sub {{topic}} --server {{address}}",
     ]
@@ -153,6 +158,10 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
         pytest.skip("the pushwire command is not installed")
     code = await trio.to_thread.run_sync(cli.main, args)
     doc = json.loads(report.read_text())
-    verdicts = {s["scenario"]: s["verdict"] for s in doc["scenarios"]}
+    verdicts = {r["id"]: r["status"] for r in doc["results"]}
     assert verdicts == {"gap": "pass", "split-frames": "pass"}, doc
+    assert doc["tool"] == "pushwire testserver" and doc["passed"] is True
+    assert all(r["checks"] and r["topic"] == f"conformance/{r['id']}" for r in doc["results"])
+    suites = ET.fromstring(junit.read_text())
+    assert suites.get("tests") == "2" and suites.get("failures") == "0"
     assert code == 0
