@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface
+from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface, read_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
     HEADER_SIZE,
@@ -127,12 +127,12 @@ def judge(data: bytes, facts: ServerFacts) -> tuple[bytes, Expect]:
     first byte that decides the answer, so the server never closes with unread input."""
     if len(data) < PREFACE_SIZE:
         return data, Expect("any", why="incomplete preface, then EOF")
-    preface = data[:PREFACE_SIZE]
-    if preface[:4] != MAGIC:
+    preface, fields = data[:PREFACE_SIZE], read_preface(data)
+    if fields.magic != MAGIC:
         return preface, Expect("nothing", why="BAD_PREFACE")
-    if preface[6:8] != b"\0\0":
+    if fields.reserved:
         return preface, Expect("nothing", why="RESERVED_BITS_SET in the preface")
-    if choose_version(preface[4], preface[5]) is None:
+    if choose_version(fields.first, fields.second) is None:
         return preface, Expect("version0", why="UNSUPPORTED_VERSION")
     decoder = FrameDecoder(INITIAL_MAX_FRAME_SIZE)
     pos = PREFACE_SIZE
@@ -172,7 +172,7 @@ def _frames(
     while pos < len(data):
         if len(data) - pos < HEADER_SIZE:
             break
-        length = int.from_bytes(data[pos : pos + 4], "big")
+        length = codec.decode_header(data[pos:]).length
         if length > decoder.max_frame_size:
             # decided from the header alone: send no payload byte
             probe = FrameDecoder(decoder.max_frame_size)
@@ -356,7 +356,8 @@ def verdict(data: bytes, expect: Expect, obs: Observed) -> Finding | None:
         if obs.preface or obs.frames:
             return WrongAnswer(data, str(expect), str(obs))
     elif expect.kind == "version0":
-        if obs.preface[:5] != MAGIC + b"\0" or obs.frames:
+        fields = read_preface(obs.preface) if len(obs.preface) >= PREFACE_SIZE else None
+        if fields is None or fields.magic != MAGIC or fields.first != 0 or obs.frames:
             return WrongAnswer(data, str(expect), str(obs))
     elif expect.kind == "error":
         last = obs.frames[-1] if obs.frames else None

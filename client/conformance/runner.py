@@ -34,8 +34,9 @@ from pushwire.client.conformance.wire import (
     WireConnection,
     describe,
 )
+from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.layouts import HEADER_SIZE, SinceKind
+from pushwire.protocol.layouts import SinceKind
 from pushwire.protocol.testing.model import (
     CATEGORIES,
     REGISTRY,
@@ -44,8 +45,17 @@ from pushwire.protocol.testing.model import (
     Status,
 )
 
-#: Room a PUBLISH body needs besides its payload: request_id, topic length byte and topic.
-_PUBLISH_OVERHEAD = 4 + 1 + 255
+
+def _batch_size(batch: F.PublishBatch) -> int:
+    return codec.payload_size(codec.encode_frame(batch))
+
+
+#: Room a PUBLISH_BATCH body needs besides its records, with the longest topic there is.
+_BATCH_OVERHEAD = _batch_size(F.PublishBatch(0, "t" * 255, ()))
+#: What each record adds to a PUBLISH_BATCH body besides its payload.
+_RECORD_OVERHEAD = _batch_size(F.PublishBatch(0, "", (F.Record(b""),))) - _batch_size(
+    F.PublishBatch(0, "", ())
+)
 
 
 @dataclass
@@ -234,8 +244,8 @@ class CaseContext:
         """Publish ``count`` messages quickly (batches sized to the server's frame limit)."""
         pub = await self.publisher()
         assert pub.welcome is not None
-        limit = pub.welcome.max_frame_size - HEADER_SIZE - _PUBLISH_OVERHEAD
-        per_batch = max(1, min(1000, limit // (size + 4), 65535))
+        limit = pub.welcome.max_frame_size - _BATCH_OVERHEAD
+        per_batch = max(1, min(1000, limit // (size + _RECORD_OVERHEAD), 65535))
         epoch, seqs = 0, []
         left = count
         while left > 0:

@@ -24,7 +24,7 @@ import trio
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import FrameDecoder, encode_preface
+from pushwire.protocol.decoder import FrameDecoder, Preface, encode_preface, read_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
     INITIAL_MAX_FRAME_SIZE,
@@ -95,6 +95,19 @@ def describe(obs: Observation | bytes | None) -> str:
         return f"MESSAGE_BATCH(seqs={obs.base_seq}..{obs.last_seq}, topic={obs.topic!r})"
     text = repr(obs)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def preface_fields(obs: Observation | bytes | None) -> Preface | None:
+    """The fields of a whole preface the target sent, or None (a close, fewer bytes)."""
+    if not isinstance(obs, bytes | bytearray) or len(obs) < PREFACE_SIZE:
+        return None
+    return read_preface(obs)
+
+
+def chooses_version(obs: Observation | bytes | None, version: int) -> bool:
+    """Whether ``obs`` is a server preface (MAGIC) choosing ``version`` (0: none)."""
+    fields = preface_fields(obs)
+    return fields is not None and fields.magic == MAGIC and fields.first == version
 
 
 def error_name(code: int) -> str:
@@ -349,7 +362,7 @@ class WireConnection:
         await self.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
         preface = await self.read_preface()
         self.server_preface = preface if isinstance(preface, bytes) else None
-        if not isinstance(preface, bytes) or preface[:4] != MAGIC or preface[4] != 1:
+        if not chooses_version(preface, 1):
             raise CaseFailed(
                 f"server preface {encode_preface(1, 1).hex()} (version 1)", describe(preface)
             )
@@ -398,7 +411,9 @@ __all__ = [
     "NotApplicable",
     "Observation",
     "WireConnection",
+    "chooses_version",
     "describe",
     "error_name",
     "frame_name",
+    "preface_fields",
 ]
