@@ -141,6 +141,7 @@ class WireConnection:
     auto_pong: bool = True
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     record: bool = True
+    read_size: int = READ_SIZE
     received: list[tuple[float, Observation]] = field(default_factory=list)
     received_bytes: int = 0
     closed: Closed | None = None
@@ -200,7 +201,7 @@ class WireConnection:
             return self.closed
         with trio.move_on_at(deadline):
             try:
-                data = await self.stream.receive_some(READ_SIZE)
+                data = await self.stream.receive_some(self.read_size)
             except (trio.BrokenResourceError, OSError):
                 self.closed = RESET
                 return RESET
