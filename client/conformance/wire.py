@@ -215,6 +215,12 @@ class WireConnection:
             return bytes(data)
         return TIMEOUT
 
+    async def receive_some(self, timeout: float | None = None) -> bytes | Closed:
+        """The next bytes as they arrive, or how the wait ended: for a caller that decodes
+        on its own (call it after :meth:`read_preface`, which feeds the decoder)."""
+        deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
+        return await self._read(deadline)
+
     async def read_preface(self, timeout: float | None = None) -> bytes | Closed:
         """The target's 8-byte preface, fewer bytes if it closed early, or a Closed."""
         deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
