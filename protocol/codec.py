@@ -776,6 +776,25 @@ def decode_header(data: Buffer) -> FrameHeader:
     return FrameHeader(*_HDR.unpack_from(data))
 
 
+class FrameSpan(NamedTuple):
+    """Where one frame lies in a byte string: its header, where its payload starts and the
+    offset just past it (beyond the end of the string when the frame is cut short)."""
+
+    header: FrameHeader
+    body: int
+    end: int
+
+
+def frame_span(data: Buffer, start: int = 0) -> FrameSpan | None:
+    """The frame that starts at ``start`` in ``data``, by its header alone (nothing else is
+    checked); None when fewer than a header's bytes are left."""
+    if len(data) - start < HEADER_SIZE:
+        return None
+    header = FrameHeader(*_HDR.unpack_from(data, start))
+    body = start + HEADER_SIZE
+    return FrameSpan(header, body, body + header.length)
+
+
 def encode_raw_frame(type_: int, flags: int, payload: Buffer) -> bytes:
     """One frame of any type and flags around any payload (valid or not): header + payload,
     byte-identical to ``reference.build_frame``."""

@@ -46,7 +46,6 @@ from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface, read_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
-    HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
@@ -170,19 +169,19 @@ def _frames(
     """Frames of ``data[pos:]`` with the offset just past each (or past the failing header
     or frame), then the EOF error if the data ends inside a frame."""
     while pos < len(data):
-        if len(data) - pos < HEADER_SIZE:
+        span = codec.frame_span(data, pos)
+        if span is None:
             break
-        length = codec.decode_header(data[pos:]).length
-        if length > decoder.max_frame_size:
+        if span.header.length > decoder.max_frame_size:
             # decided from the header alone: send no payload byte
             probe = FrameDecoder(decoder.max_frame_size)
-            probe.feed(data[pos : pos + HEADER_SIZE])
+            probe.feed(data[pos : span.body])
             try:
                 probe.next_frame()
             except RemoteProtocolError as exc:
-                yield pos + HEADER_SIZE, exc
+                yield span.body, exc
             return
-        end = pos + HEADER_SIZE + length
+        end = span.end
         if end > len(data):
             break
         one = FrameDecoder(decoder.max_frame_size)

@@ -104,3 +104,23 @@ def test_a_valid_preface_reads_back_as_parse_preface_accepts_it(first: int, seco
 def test_read_preface_refuses_fewer_bytes_than_a_preface() -> None:
     with pytest.raises(ValueError):
         read_preface(MAGIC)
+
+
+@given(
+    before=st.binary(max_size=12),
+    type_=u8,
+    flags=u8,
+    payload=st.binary(max_size=40),
+    cut=st.integers(0, 50),
+)
+def test_frame_span_finds_a_frame_by_its_header_whole_or_cut_short(
+    before: bytes, type_: int, flags: int, payload: bytes, cut: int
+) -> None:
+    frame = codec.encode_raw_frame(type_, flags, payload)
+    data = before + frame[: HEADER_SIZE + cut]
+    span = codec.frame_span(data, len(before))
+    assert span is not None
+    assert span.header == codec.decode_header(frame)
+    assert data[span.body : span.end] == payload[:cut]
+    assert span.end == len(before) + len(frame)
+    assert codec.frame_span(data[: len(before) + HEADER_SIZE - 1], len(before)) is None
