@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from pushwire.client.conformance import wire
+from pushwire.client.conformance.registry import CATEGORIES, REGISTRY, Case
 from pushwire.client.conformance.wire import (
     EOF,
     RESET,
@@ -37,13 +38,7 @@ from pushwire.client.conformance.wire import (
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.layouts import SinceKind
-from pushwire.protocol.testing.model import (
-    CATEGORIES,
-    REGISTRY,
-    Case,
-    Result,
-    Status,
-)
+from pushwire.protocol.testing.model import Result, Status
 
 
 def _batch_size(batch: F.PublishBatch) -> int:

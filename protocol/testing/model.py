@@ -8,37 +8,16 @@ took and the individual :class:`Check` records behind the verdict. The renderers
 ``pushwire.protocol.testing.report`` turn a list of results into a table, JSON or JUnit XML
 for either tool. Pure data: no I/O, no trio, nothing of the server or the client.
 
-A case is data plus one coroutine: an ID that never changes meaning (reports are compared
-across implementations and versions), a category, the SPEC.md requirement IDs it checks and
-its level. MUST cases always run; SHOULD cases run with ``--strict`` (a SHOULD that fails is
-a real finding, but not a violation of the protocol).
+The conformance runner's case registry (``pushwire.client.conformance.registry``) and the
+test server's scenarios (``pushwire.server.testserver``) are subjects of results; each half
+keeps its own.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-#: What a case's coroutine receives: the runner's context (``CaseContext`` in
-#: ``pushwire.client.conformance.runner``). Typed loosely here because this model is shared
-#: by both halves of the kit and may not import either.
-CaseContext = Any
-
-#: The categories, in report order. Shutdown runs last: it takes the target down.
-CATEGORIES: tuple[str, ...] = (
-    "preface-handshake",
-    "framing-limits",
-    "errors",
-    "subscribe-ordering",
-    "resume-history",
-    "acks-redelivery",
-    "flow-control",
-    "heartbeats",
-    "extensibility",
-    "shutdown",
-)
 
 
 class Status(enum.Enum):
@@ -95,29 +74,6 @@ class Check:
         }
 
 
-#: What a case needs from the operator beyond HOST:PORT.
-NEEDS_SHUTDOWN = "shutdown"  # --shutdown-command: the only way to make a server send GOAWAY
-NEEDS_TOKEN = "token"  # --token: the target requires authentication
-NEEDS_RESET = "reset"  # --reset-command: resets a topic's history (new epoch)
-NEEDS_MAX_CONNECTIONS = "max-connections"  # --max-connections: the server's connection limit
-NEEDS_FORBIDDEN_TOPIC = "forbidden-topic"  # --forbidden-topic: a topic the token may not use
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    id: str
-    title: str
-    category: str
-    requirements: tuple[str, ...]
-    level: str  # "MUST" or "SHOULD"
-    func: Callable[[CaseContext], Awaitable[None]]
-    #: Operator-provided prerequisites (NEEDS_*); missing ones make the case n/a.
-    needs: frozenset[str] = frozenset()
-    #: Seconds this case may take beyond the per-reply timeout budget (heartbeat waits...).
-    extra_time: Callable[[CaseContext], float] | None = None
-    doc: str = ""
-
-
 @dataclass(slots=True)
 class Result:
     """The verdict on one subject. ``expected``/``observed`` say what a failure broke;
@@ -170,44 +126,3 @@ class Result:
             "hint": self.hint,
             **self.properties,
         }
-
-
-REGISTRY: dict[str, Case] = {}
-
-
-def case(
-    id: str,
-    title: str,
-    *,
-    category: str,
-    requirements: tuple[str, ...] | list[str],
-    level: str = "MUST",
-    needs: tuple[str, ...] = (),
-    extra_time: Callable[[CaseContext], float] | None = None,
-) -> Callable[[Callable[[CaseContext], Awaitable[None]]], Callable[[CaseContext], Awaitable[None]]]:
-    """Register a case. IDs are unique and stable; the docstring of the function says what
-    a correct implementation does and why, and goes into ``--list`` and the JSON report."""
-    if category not in CATEGORIES:
-        raise ValueError(f"{id}: unknown category {category!r}")
-    if level not in ("MUST", "SHOULD"):
-        raise ValueError(f"{id}: level must be MUST or SHOULD")
-
-    def register(
-        func: Callable[[CaseContext], Awaitable[None]],
-    ) -> Callable[[CaseContext], Awaitable[None]]:
-        if id in REGISTRY:
-            raise ValueError(f"duplicate case id {id}")
-        REGISTRY[id] = Case(
-            id=id,
-            title=title,
-            category=category,
-            requirements=tuple(requirements),
-            level=level,
-            func=func,
-            needs=frozenset(needs),
-            extra_time=extra_time,
-            doc=" ".join((func.__doc__ or "").split()),
-        )
-        return func
-
-    return register

@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         return _error(runs)
     results = [r.result() for r in runs]
     tool = "pushwire testserver"
-    print(report.render_table(results, tool=tool, strict=args.strict))
+    print(report.render_table(results, tool=tool, noun="scenarios", strict=args.strict))
     files: list[tuple[Path, str]] = []
     if args.json:
         seconds = round(time.monotonic() - started, 3)

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from pushwire.client.conformance.registry import REGISTRY
 from pushwire.client.conformance.runner import Target, run_cases, select_cases
 from pushwire.protocol.layouts import SlowConsumerPolicy
-from pushwire.protocol.testing.model import REGISTRY, Status
+from pushwire.protocol.testing.model import Status
 from pushwire.server import Permissions, ServerConfig, open_server
 
 #: Small limits so that every case runs quickly (history expiry needs > 40 publishes).

@@ -3,13 +3,13 @@ request errors that must leave the connection up (SPEC.md §3.5, §8.7, §11).""
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import NEEDS_FORBIDDEN_TOPIC, case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import EOF, RESET, CaseFailed, WireConnection, describe
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, SinceKind
-from pushwire.protocol.testing.model import NEEDS_FORBIDDEN_TOPIC, case
 
 CAT = "errors"
 

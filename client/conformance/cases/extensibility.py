@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 
+from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import CaseFailed, chooses_version, describe
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import encode_preface
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.testing.model import case
 
 CAT = "extensibility"
 

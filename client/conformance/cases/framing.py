@@ -3,13 +3,13 @@ directions (SPEC.md §3)."""
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext, check_seqs
 from pushwire.client.conformance.wire import CaseFailed, describe
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import INITIAL_MAX_FRAME_SIZE, FrameType, SinceKind
-from pushwire.protocol.testing.model import case
 
 CAT = "framing-limits"
 

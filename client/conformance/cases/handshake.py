@@ -3,6 +3,7 @@ before them (SPEC.md §2, §5)."""
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import NEEDS_MAX_CONNECTIONS, NEEDS_TOKEN, case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import (
     EOF,
@@ -26,7 +27,6 @@ from pushwire.protocol.layouts import (
     MIN_MAX_FRAME_SIZE,
     FrameType,
 )
-from pushwire.protocol.testing.model import NEEDS_MAX_CONNECTIONS, NEEDS_TOKEN, case
 
 CAT = "preface-handshake"
 
