@@ -74,7 +74,7 @@ class RawPeer(WireConnection):
         got = await super().read_preface(timeout)
         fields = preface_fields(got)
         if fields is None:
-            raise PeerClosed(f"closed after {describe_short(got)} of the preface")
+            raise PeerClosed(f"closed after {_describe_short(got)} of the preface")
         self.preface = (fields.first, fields.second)
         return self.preface
 
@@ -185,7 +185,7 @@ class RawPeer(WireConnection):
         return out
 
 
-def describe_short(got: object) -> str:
+def _describe_short(got: object) -> str:
     return f"{len(got)} bytes" if isinstance(got, bytes) else str(got)
 
 
