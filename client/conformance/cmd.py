@@ -187,6 +187,9 @@ def _error(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pushwire.client.conformance import coverage
+    from pushwire.client.conformance.coverage import TOOL
+    from pushwire.client.conformance.registry import render_list
     from pushwire.client.conformance.runner import Target, run_cases, select_cases
     from pushwire.protocol.testing import report
     from pushwire.protocol.testing.model import Result
@@ -196,10 +199,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as exc:
         return _error(exc.args[0])
     if args.list:
-        print(report.render_list(cases))
+        print(render_list(cases))
         return 0
     if args.coverage:
-        print(report.render_coverage(report.coverage()))
+        print(coverage.render_coverage(coverage.coverage()))
         return 0
     if not args.address:
         return _error("HOST:PORT is required (or --list)")
@@ -231,24 +234,28 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(result: Result) -> None:
         if sys.stderr.isatty():
-            print(f"  {result.status.value:<8} {result.case.id}", file=sys.stderr)
+            print(f"  {result.status.value:<8} {result.id}", file=sys.stderr)
 
     results = trio.run(
         lambda: run_cases(target, cases, strict=args.strict, jobs=args.jobs, progress=progress)
     )
-    print(report.render_table(results, target=target.address, verbose=args.verbose))
+    print(
+        report.render_table(
+            results, tool=TOOL, noun="cases", target=target.address, verbose=args.verbose
+        )
+    )
     if not args.case and not args.category:
         print()
-        print(report.render_coverage(report.coverage()))
-    if not_checked := report.render_unchecked(report.unchecked(results)):
+        print(coverage.render_coverage(coverage.coverage()))
+    if not_checked := coverage.render_unchecked(coverage.unchecked(results)):
         print()
         print(not_checked)
     files: list[tuple[Path, str]] = []
     if args.json:
-        text = report.to_json(results, target=target.address, strict=args.strict)
+        text = coverage.report_json(results, target=target.address, strict=args.strict)
         files.append((args.json, text))
     if args.junit:
-        files.append((args.junit, report.to_junit(results, target=target.address)))
+        files.append((args.junit, report.to_junit(results, tool=TOOL, target=target.address)))
     for path, text in files:
         try:
             path.write_text(text, encoding="utf-8")
