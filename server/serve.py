@@ -50,7 +50,7 @@ from pushwire.protocol.layouts import (
 from pushwire.protocol.server_conn import FAULTS, ServerLimits
 from pushwire.protocol.topics import topic_problem
 from pushwire.server.admission import Admission, AdmissionLimits, LogSampler, source_of
-from pushwire.server.auth import OPEN, Permissions
+from pushwire.server.auth import OPEN, Identity, Permissions
 from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
 from pushwire.server.metrics import STATS_TOPIC, Counters, serve_metrics, stats_payload
 from pushwire.server.session import Session, SessionStats
@@ -263,22 +263,6 @@ class ServerConfig:
             handshake_timeout=self.handshake_timeout,
             frame_timeout=self.frame_timeout,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a connection is, as its HELLO token established it."""
-
-    #: For logs and per-identity limits: the signed token's ``sub``, ``token:<digest>`` for
-    #: a token of the token file (never the token itself, PW-SEC-10), "" when anonymous.
-    name: str
-    permissions: Permissions
-    #: When a signed token stops being valid (seconds since the epoch); None: never.
-    expires_at: float | None = None
-
-    @property
-    def named(self) -> bool:
-        return bool(self.name)
 
 
 def _token_name(token: bytes) -> str:

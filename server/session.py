@@ -36,18 +36,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import trio
 
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import HEADER_SIZE, FrameType, Outcome, SlowConsumerPolicy
-from pushwire.server.broker import Entry, InvalidPosition
-
-if TYPE_CHECKING:
-    from pushwire.server.auth import Permissions
-    from pushwire.server.serve import Server
+from pushwire.server.admission import Admission
+from pushwire.server.auth import Identity, Permissions
+from pushwire.server.broker import Broker, Entry, InvalidPosition
+from pushwire.server.metrics import Counters
 
 log = logging.getLogger("pushwire.server")
 
@@ -56,6 +55,53 @@ log = logging.getLogger("pushwire.server")
 RESET_PREFIX = "$sys/reset/"
 READ_SIZE = 64 * 1024
 _PUSH_TYPES = (FrameType.MESSAGE, FrameType.MESSAGE_BATCH)
+
+
+class SessionConfig(Protocol):
+    """The settings a session reads (:class:`~pushwire.server.serve.ServerConfig` has them)."""
+
+    @property
+    def close_timeout(self) -> float: ...
+    @property
+    def drain_timeout(self) -> float: ...
+    @property
+    def faults(self) -> frozenset[str]: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_lag(self) -> int: ...
+    @property
+    def outbound_queue_bytes(self) -> int: ...
+    @property
+    def server_name(self) -> str: ...
+    @property
+    def slow_consumer_policy(self) -> SlowConsumerPolicy: ...
+
+
+class SessionHost(Protocol):
+    """What a session needs from the server that runs it (:class:`~pushwire.server.serve.
+    Server` is one). Declared here so that the session does not import the server, which
+    imports the session."""
+
+    @property
+    def config(self) -> SessionConfig: ...
+    @property
+    def limits(self) -> sc.ServerLimits: ...
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def admission(self) -> Admission: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def shutting_down(self) -> bool: ...
+    @property
+    def on_send(self) -> Any: ...
+    def authenticate(self, token: bytes) -> Identity | None: ...
+    def allowed(self, permissions: Permissions | None, action: str, topic: str) -> bool: ...
+    def log_refusal(
+        self, session: Session, code: ErrorCode, what: str, topic: str = "", reason: str = ""
+    ) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -101,7 +147,7 @@ class Session:
 
     def __init__(
         self,
-        server: Server,
+        server: SessionHost,
         stream: trio.abc.Stream,
         connection_id: int,
         peer: str,
@@ -879,4 +925,11 @@ class Session:
         )
 
 
-__all__ = ["Cursor", "Session", "SessionStats", "SubscriptionStats"]
+__all__ = [
+    "Cursor",
+    "Session",
+    "SessionConfig",
+    "SessionHost",
+    "SessionStats",
+    "SubscriptionStats",
+]
