@@ -14,7 +14,7 @@ fed in one go: the caller feeds what it read from the socket, then drains frames
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from pushwire.protocol import codec
@@ -35,30 +35,19 @@ _HEADER = struct.Struct(">IBB")
 assert _HEADER.size == HEADER_SIZE == Header.sizeof()
 
 
-#: ``header_hook(type, flags) -> flags``: see :class:`FrameDecoder`.
-HeaderHook = Callable[[int, int], int]
-
-
 class FrameDecoder:
     """Bytes in, whole frames out.
 
-    Two options serve a receiver that needs more than frames (the server's sans-I/O core);
-    a decoder without them pays one flag test per frame for their existence:
-
-    * ``raw_types``: frame types whose bytes :meth:`next_frame_with_raw` hands back with the
-      frame, whole and as received (header included). The server forwards PUBLISH and
-      PUBLISH_BATCH bodies without re-encoding them (SPEC.md §7.8, ``codec.publish_body``).
-    * ``header_hook``: called with each frame's type and flags once the whole frame is
-      buffered, before its payload is decoded; it returns the flags to decode with and may
-      raise :class:`RemoteProtocolError`. The codec's own header check (unknown types,
-      reserved flag bits) still runs on what it returns. A test-only server fault uses it
-      to clear reserved flag bits instead of refusing them.
+    ``raw_types`` serves a receiver that needs more than frames (the server's sans-I/O
+    core): frame types whose bytes :meth:`next_frame_with_raw` hands back with the frame,
+    whole and as received (header included). The server forwards PUBLISH and PUBLISH_BATCH
+    bodies without re-encoding them (SPEC.md §7.8, ``codec.publish_body``). A decoder
+    without it pays one flag test per frame for its existence.
     """
 
     __slots__ = (
         "_buffer",
         "_eof",
-        "_header_hook",
         "_optioned",
         "_raw",
         "_raw_types",
@@ -70,15 +59,13 @@ class FrameDecoder:
         max_frame_size: int = INITIAL_MAX_FRAME_SIZE,
         *,
         raw_types: Iterable[int] = (),
-        header_hook: HeaderHook | None = None,
     ) -> None:
         self._buffer = bytearray()
         self.max_frame_size = max_frame_size
         self._eof = False
         self._raw_types = frozenset(int(t) for t in raw_types)
-        self._header_hook = header_hook
         # One flag read per frame decides between the plain path and the optioned one.
-        self._optioned = bool(self._raw_types) or header_hook is not None
+        self._optioned = bool(self._raw_types)
         self._raw: bytes | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -147,9 +134,6 @@ class FrameDecoder:
                     )
                 return None
             if self._optioned:
-                hook = self._header_hook
-                if hook is not None:
-                    flags = hook(type_, flags)
                 with memoryview(buf) as view:
                     frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
                     self._raw = bytes(view[:end]) if type_ in self._raw_types else None

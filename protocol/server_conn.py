@@ -43,7 +43,6 @@ from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_prefa
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.heartbeat import Heartbeat
 from pushwire.protocol.layouts import (
-    DEFINED_FLAGS,
     HAS_HEADERS,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
@@ -58,7 +57,6 @@ from pushwire.protocol.layouts import (
 from pushwire.protocol.topics import topic_problem
 
 __all__ = [
-    "FAULTS",
     "RECEIVE_TRANSITIONS",
     "SEND_TRANSITIONS",
     "Acked",
@@ -89,28 +87,6 @@ MAX_CREDIT = 0xFFFF_FFFF
 #: ERROR and GOAWAY texts are cut to this many UTF-8 bytes so that the frame always fits in
 #: INITIAL_MAX_FRAME_SIZE, the smallest limit a client can advertise.
 MAX_REASON_BYTES = 1024
-
-#: Test-only fault injection (``ServerConfig.faults``): each name breaks exactly one promise
-#: so that a conformance suite can prove its checks can fail. The ones this module applies:
-FAULT_NO_PONG = "no-pong"
-FAULT_NO_HEARTBEAT_TIMEOUT = "no-heartbeat-timeout"
-FAULT_IGNORE_RESERVED_BITS = "ignore-reserved-bits"
-FAULT_ACCEPT_OVERSIZED = "accept-oversized"
-FAULT_IGNORE_CREDIT = "ignore-credit"
-#: ... and the ones the trio shell applies (declared here so that both agree on the names).
-FAULT_REORDER = "reorder"
-FAULT_SKIP_GAP = "skip-gap"
-FAULTS = frozenset(
-    {
-        FAULT_NO_PONG,
-        FAULT_NO_HEARTBEAT_TIMEOUT,
-        FAULT_IGNORE_RESERVED_BITS,
-        FAULT_ACCEPT_OVERSIZED,
-        FAULT_IGNORE_CREDIT,
-        FAULT_REORDER,
-        FAULT_SKIP_GAP,
-    }
-)
 
 
 class ServerState(enum.Enum):
@@ -392,15 +368,6 @@ class Subscription:
 _FORWARDED_TYPES = (FrameType.PUBLISH, FrameType.PUBLISH_BATCH)
 
 
-_DEFINED_FLAGS: dict[int, int] = {int(t): f for t, f in DEFINED_FLAGS.items()}
-
-
-def _clear_reserved_bits(type_: int, flags: int) -> int:
-    """The ``ignore-reserved-bits`` fault's header hook: undefined flag bits of known types
-    are dropped instead of refused (unknown types keep theirs, for the codec to judge)."""
-    return flags & _DEFINED_FLAGS.get(type_, 0xFF)
-
-
 def _truncate(text: str, limit: int = MAX_REASON_BYTES) -> str:
     data = text.encode("utf-8")
     if len(data) <= limit:
@@ -419,13 +386,8 @@ class ServerConnection:
         limits: ServerLimits | None = None,
         *,
         now: float = 0.0,
-        faults: frozenset[str] = frozenset(),
     ) -> None:
-        unknown = faults - FAULTS
-        if unknown:
-            raise ValueError(f"unknown fault names: {sorted(unknown)}")
         self.limits = limits if limits is not None else ServerLimits()
-        self.faults = faults
         self.state = ServerState.AWAIT_PREFACE
         #: Why the connection closed (ours or the peer's code); None while it is up.
         self.close_code: ErrorCode | None = None
@@ -434,11 +396,7 @@ class ServerConnection:
         self.version = 0
         self.connection_id = 0
         self.heartbeat_ms = 0
-        self._reader = FrameDecoder(
-            MAX_MAX_FRAME_SIZE if FAULT_ACCEPT_OVERSIZED in faults else INITIAL_MAX_FRAME_SIZE,
-            raw_types=_FORWARDED_TYPES,
-            header_hook=_clear_reserved_bits if FAULT_IGNORE_RESERVED_BITS in faults else None,
-        )
+        self._reader = FrameDecoder(INITIAL_MAX_FRAME_SIZE, raw_types=_FORWARDED_TYPES)
         self._heartbeat = Heartbeat(interval=0.0)
         self._handshake_deadline = now + self.limits.handshake_timeout
         self._preface: tuple[int, int, int] | None = None
@@ -522,8 +480,7 @@ class ServerConnection:
         limits = self.limits
         self.connection_id = connection_id
         self.heartbeat_ms = limits.heartbeat_for(self.client.heartbeat_ms)
-        if FAULT_ACCEPT_OVERSIZED not in self.faults:
-            self._reader.max_frame_size = limits.max_frame_size
+        self._reader.max_frame_size = limits.max_frame_size
         self._heartbeat.start(self.heartbeat_ms / 1000, now)
         return codec.encode_frame(
             F.Welcome(
@@ -643,10 +600,7 @@ class ServerConnection:
 
     def credit(self, sub_id: int) -> int:
         """How many messages may be pushed to ``sub_id`` now (§8.1)."""
-        sub = self._active(sub_id)
-        if FAULT_IGNORE_CREDIT in self.faults:
-            return MAX_CREDIT
-        return sub.credit
+        return self._active(sub_id).credit
 
     def can_send(self, sub_id: int, count: int = 1) -> bool:
         return self.credit(sub_id) >= count
@@ -657,7 +611,7 @@ class ServerConnection:
         must ask :meth:`can_send` first and split batches (§8.1)."""
         self._transition("push")
         sub = self._active(sub_id)
-        if count > sub.credit and FAULT_IGNORE_CREDIT not in self.faults:
+        if count > sub.credit:
             raise LocalProtocolError(
                 f"sub {sub_id}: {count} messages exceed credit {sub.credit}",
                 code=ErrorCode.FLOW_CONTROL_ERROR,
@@ -698,7 +652,7 @@ class ServerConnection:
                 ErrorCode.HEARTBEAT_TIMEOUT,
                 f"a frame took more than {self.limits.frame_timeout:g} s to arrive",
             )
-        if FAULT_NO_HEARTBEAT_TIMEOUT not in self.faults and hb.timed_out(now):
+        if hb.timed_out(now):
             return self.close_with_error(
                 ErrorCode.HEARTBEAT_TIMEOUT,
                 f"nothing received for {now - hb.last_received:.3f} s",
@@ -715,11 +669,7 @@ class ServerConnection:
             return None
         if state not in (ServerState.OPEN, ServerState.DRAINING):
             return self._handshake_deadline
-        hb = self._heartbeat
-        if FAULT_NO_HEARTBEAT_TIMEOUT in self.faults:
-            deadline = hb.last_sent + hb.interval
-        else:
-            deadline = hb.next_deadline() or math.inf
+        deadline = self._heartbeat.next_deadline() or math.inf
         if self._partial_since is not None:
             deadline = min(deadline, self._partial_since + self.limits.frame_timeout)
         return deadline
@@ -889,8 +839,7 @@ class ServerConnection:
         return self.client
 
     def _on_ping(self, frame: F.Ping, raw: bytes | None) -> Event:
-        if FAULT_NO_PONG not in self.faults:
-            self._out.append(codec.encode_frame(F.Pong(frame.opaque)))
+        self._out.append(codec.encode_frame(F.Pong(frame.opaque)))
         return PingReceived(frame.opaque)
 
     def _on_pong(self, frame: F.Pong, raw: bytes | None) -> Event:
@@ -1001,8 +950,8 @@ class ServerConnection:
             return self._refuse(ErrorCode.INVALID_TOPIC, request_type, request_id, problem)
         return None
 
-    # The flags of a publish event come from the decoded frame, not from the received byte:
-    # under the ignore-reserved-bits fault that byte may carry bits no push may forward.
+    # The flags of a publish event come from the decoded frame, not from the received byte,
+    # so a push never forwards a bit that decoding did not judge.
 
     def _on_publish(self, frame: F.Publish, raw: bytes | None) -> Event:
         refused = self._check_publish(FrameType.PUBLISH, frame.request_id, frame.topic)

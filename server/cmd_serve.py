@@ -50,7 +50,6 @@ log = logging.getLogger("pushwire.server")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pushwire.protocol.layouts import DEFAULT_PORT
-    from pushwire.protocol.server_conn import FAULTS
 
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument(
@@ -268,14 +267,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), default="info"
     )
-    # test-only: breaks one promise on purpose so a conformance suite can prove it notices
-    parser.add_argument(
-        "--inject-fault",
-        action="append",
-        default=[],
-        choices=sorted(FAULTS),
-        help=argparse.SUPPRESS,
-    )
 
 
 class UsageError(Exception):
@@ -434,7 +425,6 @@ def build_config(args: argparse.Namespace) -> Any:
             metrics_address=args.metrics,
             stats_interval=args.stats_interval,
             tls=tls,
-            faults=frozenset(args.inject_fault),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
