@@ -44,10 +44,12 @@ from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtoc
 from pushwire.protocol.heartbeat import Heartbeat
 from pushwire.protocol.layouts import (
     HAS_HEADERS,
+    HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
+    POSITION_SIZE,
     PREFACE_SIZE,
     SUPPORTED_VERSIONS,
     FrameType,
@@ -568,8 +570,10 @@ class ServerConnection:
         self._transition("goaway")
         reason = _truncate(reason)
         peer_max = self.client.max_frame_size if self.client else INITIAL_MAX_FRAME_SIZE
-        # positions are informational: keep as many as fit the client's frame limit
-        room = (peer_max - 2 - 4 - 4 - 2 - 2 - len(reason.encode("utf-8"))) // 20
+        # positions are informational: keep as many as fit the client's frame limit, each
+        # adding one Position to the GOAWAY without any
+        bare = codec.encode_frame(F.Goaway(int(code), 0, 0, (), reason))
+        room = (peer_max - (len(bare) - HEADER_SIZE)) // POSITION_SIZE
         positions = tuple(
             F.Position(s.sub_id, s.epoch, s.position) for s in self._subs.values() if s.active
         )[: max(0, min(room, 0xFFFF))]
