@@ -66,7 +66,7 @@ from pushwire.client.errors import (
 )
 from pushwire.protocol import client_conn as cc
 from pushwire.protocol.client_conn import ClientConnection, ClientState, Since, SubStatus
-from pushwire.protocol.errors import ErrorCode, LocalProtocolError
+from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.frames import Headers
 from pushwire.protocol.layouts import (
     DEFAULT_PORT,
@@ -320,8 +320,17 @@ class _PublishWaiter:
             self.done.set()
 
 
-# Why a session ended. ``ConnectionFailed`` / ``ConnectionClosed`` come from the core.
-_End: TypeAlias = cc.ConnectionFailed | cc.ConnectionClosed | ConnectionLost
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A session ended with an error code: the server's connection-level ERROR, a protocol
+    violation we detected, or a heartbeat timeout."""
+
+    code: ErrorCode | int
+    message: str
+
+
+# Why a session ended. ``ConnectionClosed`` (EOF) comes from the core.
+_End: TypeAlias = _Failed | cc.ConnectionClosed | ConnectionLost
 
 
 class _Session:
@@ -340,7 +349,6 @@ class _Session:
         self.goaway: cc.GoawayReceived | None = None
         self.reconnect_at = 0.0
         self.opened_at = trio.current_time()
-        self.pending: list[cc.Event] = []  # events that arrived with WELCOME
         self.nursery: trio.Nursery | None = None  # runs the reader, timer and drain tasks
 
     @property
@@ -589,7 +597,7 @@ class Subscription:
 
     # -- events from the session ---------------------------------------------------------------
 
-    def _on_subscribed(self, ev: cc.Subscribed) -> None:
+    def _on_subscribed(self, ev: cc.SubscriptionConfirmed) -> None:
         requested = self._requested
         if ev.outcome is Outcome.GAP:
             before = Position(ev.epoch, ev.gap_first - 1)
@@ -821,20 +829,24 @@ class Connection:
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
             core.receive_data(data, trio.current_time())
-            events = core.events()
-            for i, ev in enumerate(events):
-                if isinstance(ev, cc.Welcomed):
-                    session.pending = events[i + 1 :]
-                    session.send(core.data_to_send())
-                    self.welcome = ev
-                    return session
-                if isinstance(ev, cc.ConnectionFailed):
-                    error = core.data_to_send()
-                    if error:
-                        await stream.send_all(error)
-                    raise HandshakeRejected(ev.code, ev.message)
-                if isinstance(ev, cc.ConnectionClosed):
-                    raise ConnectionLost("the server closed the connection during the handshake")
+            try:
+                for ev in core.events():
+                    if isinstance(ev, cc.Welcomed):
+                        # what arrived behind WELCOME stays buffered in the core for _serve
+                        session.send(core.data_to_send())
+                        self.welcome = ev
+                        return session
+                    if isinstance(ev, cc.PeerError):
+                        raise HandshakeRejected(ev.code, ev.message)
+                    if isinstance(ev, cc.ConnectionClosed):
+                        raise ConnectionLost(
+                            "the server closed the connection during the handshake"
+                        )
+            except RemoteProtocolError as exc:
+                error = core.data_to_send()
+                if error:
+                    await stream.send_all(error)
+                raise HandshakeRejected(exc.code, _violation_message(exc)) from None
 
     async def _establish(self, first: bool, backoff: Backoff) -> _Session:
         """A session in state OPEN; retries with backoff unless that is not wanted."""
@@ -920,7 +932,7 @@ class Connection:
             self._run_done.set()
 
     def _fatal_for(self, end: _End | None) -> PushwireError | None:
-        if isinstance(end, cc.ConnectionFailed) and cc.is_terminal(end.code):
+        if isinstance(end, _Failed) and cc.is_terminal(end.code):
             # Terminal codes and protocol violations are not retried (PW-ERR-10).
             return ConnectionLost(end.message, end.code)
         if not self._opts.reconnect:
@@ -935,8 +947,7 @@ class Connection:
         for sub in list(self._subscriptions.values()):
             sub._bind(session)
         self._pulse()
-        self._dispatch(session, session.pending)
-        session.pending = []
+        self._process(session)  # what arrived behind WELCOME
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, session)
@@ -993,8 +1004,7 @@ class Connection:
                 session.finish(ConnectionLost(f"read failed: {exc}"))
                 return
             core.receive_data(data, trio.current_time())
-            session.send(core.data_to_send())
-            self._dispatch(session, core.events())
+            self._process(session)
 
     async def _timer(self, session: _Session) -> None:
         core = session.core
@@ -1004,44 +1014,60 @@ class Connection:
                 return
             await trio.sleep_until(deadline)
             session.send(core.tick(trio.current_time()))
-            self._dispatch(session, core.events())
+            if core.state is ClientState.CLOSED and core.close_code is not None:
+                message = "nothing received from the server for three heartbeat intervals"
+                session.finish(_Failed(core.close_code, message))
 
-    def _dispatch(self, session: _Session, events: list[cc.Event]) -> None:
-        for ev in events:
-            match ev:
-                case cc.MessageReceived():
-                    sub = session.subs.get(ev.sub_id)
-                    if sub is not None:
-                        sub._on_message(ev)
-                case cc.Subscribed():
-                    sub = session.subs.get(ev.sub_id)
-                    if sub is not None:
-                        sub._on_subscribed(ev)
-                    session.pulse()
-                case cc.GapReceived():
-                    sub = session.subs.get(ev.sub_id)
-                    if sub is not None:
-                        sub._on_gap(ev)
-                case cc.EpochReset():
-                    sub = session.subs.get(ev.sub_id)
-                    if sub is not None:
-                        sub._on_epoch_reset(ev)
-                case cc.PublishAcked():
-                    waiter = session.publishes.get(ev.request_id)
-                    if waiter is not None:
-                        waiter.resolve(ev)
-                    session.pulse()
-                case cc.RequestFailed():
-                    self._on_request_failed(session, ev)
-                    session.pulse()
-                case cc.Unsubscribed():
-                    pass
-                case cc.GoawayReceived():
-                    self._on_goaway(session, ev)
-                case cc.ConnectionFailed() | cc.ConnectionClosed():
-                    session.finish(ev)
-                case _:  # Welcomed is consumed by the handshake
-                    pass
+    def _process(self, session: _Session) -> None:
+        """Dispatch every event the core has now; a violation by the server ends the
+        session with its code, after the ERROR the core queued for it."""
+        core = session.core
+        try:
+            for ev in core.events():
+                self._dispatch(session, ev)
+        except RemoteProtocolError as exc:
+            session.send(core.data_to_send())
+            session.finish(_Failed(exc.code, _violation_message(exc)))
+            return
+        session.send(core.data_to_send())
+
+    def _dispatch(self, session: _Session, ev: cc.Event) -> None:
+        match ev:
+            case cc.MessageReceived():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_message(ev)
+            case cc.SubscriptionConfirmed():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_subscribed(ev)
+                session.pulse()
+            case cc.GapReceived():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_gap(ev)
+            case cc.EpochReset():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_epoch_reset(ev)
+            case cc.PublishAcked():
+                waiter = session.publishes.get(ev.request_id)
+                if waiter is not None:
+                    waiter.resolve(ev)
+                session.pulse()
+            case cc.RequestFailed():
+                self._on_request_failed(session, ev)
+                session.pulse()
+            case cc.UnsubscribeConfirmed():
+                pass
+            case cc.GoawayReceived():
+                self._on_goaway(session, ev)
+            case cc.PeerError():
+                session.finish(_Failed(ev.code, ev.message))
+            case cc.ConnectionClosed():
+                session.finish(ev)
+            case _:  # Welcomed is consumed by the handshake
+                pass
 
     def _on_request_failed(self, session: _Session, ev: cc.RequestFailed) -> None:
         if ev.topic is not None and ev.request_type in (
@@ -1142,6 +1168,10 @@ def _failure_reason(exc: BaseException) -> str:
 
 def _code_name(code: ErrorCode | int) -> str:
     return code.name if isinstance(code, ErrorCode) else f"0x{code:04x}"
+
+
+def _violation_message(exc: RemoteProtocolError) -> str:
+    return str(exc.args[0]) if exc.args else exc.code.name
 
 
 def _describe(end: _End | None) -> str:

@@ -42,6 +42,7 @@ import trio
 
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
+from pushwire.protocol.events import Event, Sentinel
 from pushwire.protocol.layouts import HEADER_SIZE, FrameType, Outcome, SlowConsumerPolicy
 from pushwire.server.admission import Admission
 from pushwire.server.auth import Identity, Permissions
@@ -591,7 +592,7 @@ class Session:
                     await self._room.wait()
                     continue
                 event = conn.next_event()
-                if event is None:
+                if isinstance(event, Sentinel):  # NEED_DATA, or PAUSED until we answer
                     break
                 await self._handle(event)
                 self._queue(conn.data_to_send())
@@ -616,7 +617,7 @@ class Session:
         if conn.state is sc.ServerState.CLOSED and not self._finishing:
             self.finish(conn.close_code or ErrorCode.NO_ERROR, "connection closed")
 
-    async def _handle(self, event: sc.Event) -> None:
+    async def _handle(self, event: Event) -> None:
         conn = self.conn
         server = self.server
         match event:

@@ -15,6 +15,7 @@ from pushwire.protocol import frames as F
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.decoder import FrameDecoder, encode_preface, parse_preface
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from pushwire.protocol.events import NEED_DATA, PAUSED
 from pushwire.protocol.layouts import (
     CLIENT_SENDS,
     HEADER_SIZE,
@@ -109,14 +110,14 @@ class TestPreface:
         conn = sc.ServerConnection()
         conn.receive_data(PREFACE, 0.0)
         assert conn.next_event() == sc.PrefaceReceived(1, 1, 1)
-        assert conn.next_event() is None  # paused until answered
+        assert conn.next_event() is PAUSED  # until answered
         assert parse_preface(conn.send_preface()) == (1, 1)
         assert conn.state is sc.ServerState.AWAIT_HELLO
 
     def test_takes_the_preface_one_byte_at_a_time(self) -> None:
         conn = sc.ServerConnection()
         for i, byte in enumerate(PREFACE):
-            assert conn.next_event() is None, i
+            assert conn.next_event() is NEED_DATA, i
             conn.receive_data(bytes([byte]), 0.0)
         assert isinstance(conn.next_event(), sc.PrefaceReceived)
 
@@ -125,7 +126,7 @@ class TestPreface:
         conn = sc.ServerConnection()
         conn.receive_data(PREFACE + enc(hello()), 0.0)
         assert isinstance(conn.next_event(), sc.PrefaceReceived)
-        assert conn.next_event() is None
+        assert conn.next_event() is PAUSED
         conn.send_preface()
         assert isinstance(conn.next_event(), sc.HelloReceived)
 
@@ -159,7 +160,7 @@ class TestPreface:
         conn.receive_data(MAGIC, 0.0)
         conn.receive_data(b"", 0.0)
         assert conn.next_event() == sc.ConnectionClosed()
-        assert conn.next_event() is None
+        assert conn.next_event() is PAUSED
 
     def test_the_caller_may_not_answer_a_preface_it_did_not_get(self) -> None:
         with pytest.raises(LocalProtocolError):
@@ -854,7 +855,7 @@ class TestGoaway:
         conn = open_conn()
         assert feed(conn, F.Error(0x7777, 0, 0, "odd")) == [sc.PeerError(0x7777, "odd")]
         assert conn.state is sc.ServerState.CLOSED
-        assert conn.next_event() is None
+        assert conn.next_event() is PAUSED
 
     @pytest.mark.spec("PW-ERR-1", "PW-ERR-2")
     def test_close_with_error_says_it_once(self) -> None:
@@ -871,6 +872,16 @@ def test_transition_tables_cover_only_what_clients_send() -> None:
     for table in sc.RECEIVE_TRANSITIONS.values():
         assert set(table) <= CLIENT_SENDS
     assert set(sc.RECEIVE_TRANSITIONS[sc.ServerState.OPEN]) == CLIENT_SENDS - {FrameType.HELLO}
+
+
+def test_both_tables_have_one_shape_state_to_frame_type_to_state() -> None:
+    for table, direction in ((sc.RECEIVE_TRANSITIONS, CLIENT_SENDS), (sc.SEND_TRANSITIONS, None)):
+        assert set(table) == set(sc.ServerState)
+        for row in table.values():
+            for frame_type, after in row.items():
+                assert isinstance(frame_type, FrameType) and isinstance(after, sc.ServerState)
+                assert direction is None or frame_type in direction
+    assert FrameType.GOAWAY not in sc.SEND_TRANSITIONS[sc.ServerState.DRAINING]  # once only
 
 
 def test_limits_refuse_a_frame_size_outside_the_protocol_range() -> None:

@@ -11,7 +11,7 @@ blocks included: a lazy or type-only import is still a dependency), subpackages 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,9 +41,9 @@ def our_modules() -> dict[str, Path]:
     }
 
 
-def imported_modules(path: Path) -> list[str]:
-    """Every module ``path`` imports; ``from package import name`` counts as
-    ``package.name`` too, since ``name`` may be a submodule."""
+def imported_modules(path: Path, submodules: Collection[str] = ()) -> list[str]:
+    """Every module ``path`` imports. ``from package import name`` imports
+    ``package.name`` when that is one of ``submodules``, else ``package``."""
     names: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
@@ -51,8 +51,9 @@ def imported_modules(path: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{path}: use absolute imports across subpackages"
             assert node.module is not None
-            names.append(node.module)
-            names.extend(f"{node.module}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                names.append(full if full in submodules else node.module)
     return names
 
 
@@ -81,7 +82,8 @@ def import_graph() -> dict[str, set[str]]:
     initialises on the way are not counted, as Python tolerates those)."""
     modules = our_modules()
     return {
-        name: {imported for imported in imported_modules(path) if imported in modules} - {name}
+        name: {imported for imported in imported_modules(path, modules) if imported in modules}
+        - {name}
         for name, path in modules.items()
     }
 
