@@ -77,7 +77,7 @@ from pushwire.protocol.layouts import (
 )
 from pushwire.protocol.topics import topic_problem
 
-__all__ = ["Connection", "Message", "Position", "SinceSpec", "Subscription", "connect"]
+__all__ = ["Connection", "Message", "SinceSpec", "Subscription", "TopicPosition", "connect"]
 
 log = logging.getLogger("pushwire.client")
 
@@ -92,7 +92,7 @@ DRAIN_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True, order=True)
-class Position:
+class TopicPosition:
     """A place in a topic's history: the last sequence seen in ``epoch`` (SPEC.md §8.4).
     Pass it as ``since=`` to resume after it."""
 
@@ -111,15 +111,15 @@ class Message:
     payload: bytes
 
     @property
-    def position(self) -> Position:
-        return Position(self.epoch, self.seq)
+    def position(self) -> TopicPosition:
+        return TopicPosition(self.epoch, self.seq)
 
 
 #: Where a subscription starts: None or "new" (only future messages), "oldest" (everything
-#: retained), ("after", epoch, seq) or a Position (resume after it), ("last", n).
+#: retained), ("after", epoch, seq) or a TopicPosition (resume after it), ("last", n).
 SinceSpec: TypeAlias = (
     Literal["new", "oldest"]
-    | Position
+    | TopicPosition
     | tuple[Literal["after"], int, int]
     | tuple[Literal["last"], int]
     | None
@@ -134,7 +134,7 @@ def parse_since(since: SinceSpec) -> Since:
         return Since.new()
     if since == "oldest":
         return Since.oldest()
-    if isinstance(since, Position):
+    if isinstance(since, TopicPosition):
         return Since.after(since.epoch, since.seq)
     if isinstance(since, tuple):
         if len(since) == 3 and since[0] == "after":
@@ -143,7 +143,7 @@ def parse_since(since: SinceSpec) -> Since:
             return Since.last(int(since[1]))
     raise ValueError(
         f"since={since!r}: expected None, 'new', 'oldest', ('after', epoch, seq), "
-        "('last', n) or a Position"
+        "('last', n) or a TopicPosition"
     )
 
 
@@ -411,9 +411,9 @@ class Subscription:
         self._closed = False
         self._error: PushwireError | None = None
         # Positions (SPEC.md §8.4). None until the first SUBSCRIBED.
-        self._received: Position | None = None  # last received from the wire (incl. gaps)
-        self._processed: Position | None = None  # last the application finished
-        self._delivered: Position | None = None  # last handed to the application
+        self._received: TopicPosition | None = None  # last received from the wire (incl. gaps)
+        self._processed: TopicPosition | None = None  # last the application finished
+        self._delivered: TopicPosition | None = None  # last handed to the application
         self._returned: Message | None = None  # handed out, not yet processed
         self._session: _Session | None = None
         self._sub_id = 0
@@ -503,7 +503,7 @@ class Subscription:
         self._wake()
         await trio.lowlevel.checkpoint()
 
-    def position(self) -> Position | None:
+    def position(self) -> TopicPosition | None:
         """The last message (or interruption) handed to the application."""
         return self._delivered
 
@@ -600,14 +600,14 @@ class Subscription:
     def _on_subscribed(self, ev: cc.SubscriptionConfirmed) -> None:
         requested = self._requested
         if ev.outcome is Outcome.GAP:
-            before = Position(ev.epoch, ev.gap_first - 1)
+            before = TopicPosition(ev.epoch, ev.gap_first - 1)
             self._push(GapDetected(self.topic, ev.gap_first, ev.gap_last, ev.gap_reason, ev.epoch))
         elif ev.outcome is Outcome.EPOCH_CHANGED:
-            before = Position(requested.epoch, requested.seq)
+            before = TopicPosition(requested.epoch, requested.seq)
             self._push(EpochChanged(self.topic, requested.epoch, ev.epoch, ev.start_seq))
         else:
-            before = Position(ev.epoch, ev.start_seq - 1)
-        self._received = Position(ev.epoch, ev.start_seq - 1)
+            before = TopicPosition(ev.epoch, ev.start_seq - 1)
+        self._received = TopicPosition(ev.epoch, ev.start_seq - 1)
         if self.at_least_once or self._processed is None:
             self._processed = before
         if self._delivered is None:
@@ -617,27 +617,27 @@ class Subscription:
     def _on_message(self, ev: cc.MessageReceived) -> None:
         self._buffer.append(Message(ev.topic, ev.epoch, ev.seq, ev.headers or (), ev.payload))
         self._buffered_messages += 1
-        self._received = Position(ev.epoch, ev.seq)
+        self._received = TopicPosition(ev.epoch, ev.seq)
         self._wake()
 
     def _on_gap(self, ev: cc.GapReceived) -> None:
         self._push(GapDetected(self.topic, ev.first, ev.last, ev.reason, ev.epoch))
-        self._received = Position(ev.epoch, ev.last)
+        self._received = TopicPosition(ev.epoch, ev.last)
 
     def _on_epoch_reset(self, ev: cc.EpochReset) -> None:
         self._push(EpochChanged(self.topic, ev.old_epoch, ev.new_epoch, 1))
-        self._received = Position(ev.new_epoch, 0)
+        self._received = TopicPosition(ev.new_epoch, 0)
 
     def _push(self, item: PushwireError) -> None:
         self._buffer.append(item)
         self._wake()
 
 
-def _position_after(item: DeliveryInterrupted) -> Position:
+def _position_after(item: DeliveryInterrupted) -> TopicPosition:
     if isinstance(item, GapDetected):
-        return Position(item.epoch, item.last)
+        return TopicPosition(item.epoch, item.last)
     assert isinstance(item, EpochChanged)
-    return Position(item.new_epoch, item.start_seq - 1)
+    return TopicPosition(item.new_epoch, item.start_seq - 1)
 
 
 class Connection:
@@ -722,7 +722,7 @@ class Connection:
         scope); raises the terminal error when there will be none."""
         await self._usable_session()
 
-    def positions(self) -> dict[str, Position]:
+    def positions(self) -> dict[str, TopicPosition]:
         """For each subscription, the last message (or interruption) handed to the
         application; pass one as ``since=`` to continue after it later."""
         return {

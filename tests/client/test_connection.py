@@ -161,7 +161,7 @@ async def test_messages_arrive_in_order_and_credit_is_returned_as_they_are_taken
         assert await server.expect(F.Credit) == F.Credit(request.sub_id, 2)
         assert [m.seq for m in await take(sub, 2)] == [3, 4]
         assert await server.expect(F.Credit) == F.Credit(request.sub_id, 2)
-        assert conn.positions() == {"t": pw.Position(EPOCH, 4)}
+        assert conn.positions() == {"t": pw.TopicPosition(EPOCH, 4)}
 
 
 async def test_slow_application_bounds_the_buffer_to_the_credit_window(
@@ -236,14 +236,14 @@ async def test_epoch_change_on_subscribe_is_raised(
     listener: Listener, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with listener.connected() as (conn, server):
-        sub = conn.subscribe("t", since=pw.Position(111, 50))
+        sub = conn.subscribe("t", since=pw.TopicPosition(111, 50))
         request = await server.expect(F.Subscribe)
         await server.send(F.Subscribed(request.sub_id, Outcome.EPOCH_CHANGED, 222, 3, 4))
         await server.send(message(3, epoch=222))
         with pytest.raises(pw.EpochChanged) as info:
             await sub.__anext__()
         assert (info.value.old_epoch, info.value.new_epoch, info.value.start_seq) == (111, 222, 3)
-        assert (await sub.__anext__()).position == pw.Position(222, 3)
+        assert (await sub.__anext__()).position == pw.TopicPosition(222, 3)
 
 
 async def test_history_reset_while_subscribed_is_raised_as_epoch_change(
@@ -262,7 +262,7 @@ async def test_history_reset_while_subscribed_is_raised_as_epoch_change(
             999,
             1,
         )
-        assert (await sub.__anext__()).position == pw.Position(999, 1)
+        assert (await sub.__anext__()).position == pw.TopicPosition(999, 1)
 
 
 async def test_refused_subscription_raises_request_error_then_ends(
@@ -675,7 +675,7 @@ def test_parse_since() -> None:
     assert pw.parse_since(None).kind == SinceKind.NEW
     assert pw.parse_since("oldest").kind == SinceKind.OLDEST
     assert pw.parse_since(("last", 5)).count == 5
-    after = pw.parse_since(pw.Position(3, 4))
+    after = pw.parse_since(pw.TopicPosition(3, 4))
     assert (after.kind, after.epoch, after.seq) == (SinceKind.AFTER, 3, 4)
     assert pw.parse_since(("after", 3, 4)) == after
     with pytest.raises(ValueError):

@@ -163,7 +163,7 @@ async def run_schedule(
                             before = (epoch, seq)
                         case _:
                             before = (now.epoch, now.head_seq)
-                    assert sub.position() == pw.Position(*before), (spec, now)
+                    assert sub.position() == pw.TopicPosition(*before), (spec, now)
                     event(f"subscribe {since[0]}")
                     subs[topic] = sub
                     expect[topic] = Expect(at_least_once, before[0], before[1] + 1)
