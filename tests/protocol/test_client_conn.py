@@ -1104,3 +1104,18 @@ def test_the_tables_have_one_shape_and_agree_with_the_frame_directions() -> None
             )
     assert set(RECEIVE_TRANSITIONS[ClientState.OPEN]) <= SERVER_SENDS
     assert set(SEND_TRANSITIONS[ClientState.OPEN]) <= CLIENT_SENDS
+
+
+def test_the_package_exports_both_machines_with_one_event_base() -> None:
+    import pushwire.protocol as pw
+
+    assert set(pw.__all__) <= set(dir(pw))
+    client_events = ["Welcomed", "SubscriptionConfirmed", "MessageReceived", "GapReceived"]
+    client_events += ["EpochReset", "UnsubscribeConfirmed", "PublishAcked", "RequestFailed"]
+    server_events = ["PrefaceReceived", "HelloReceived", "SubscribeRequested", "Acked"]
+    server_events += ["UnsubscribeRequested", "CreditGranted", "PublishRequested"]
+    server_events += ["PublishBatchRequested", "PingReceived", "PongReceived", "RequestRefused"]
+    shared = ["GoawayReceived", "PeerError", "ConnectionClosed"]
+    for name in client_events + server_events + shared:
+        assert issubclass(getattr(pw, name), pw.Event), name
+    assert pw.NEED_DATA is not pw.PAUSED
