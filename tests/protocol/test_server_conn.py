@@ -21,6 +21,7 @@ from pushwire.protocol.layouts import (
     HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
+    PUBLISH_PREFIX_SIZE,
     FrameType,
     Outcome,
     SinceKind,
@@ -68,6 +69,12 @@ def open_conn(
     conn.accept(7, "srv", 0.0)
     assert conn.state is sc.ServerState.OPEN
     return conn
+
+
+def with_flags(frame: bytes, flags: int) -> bytes:
+    """``frame`` with its header's flags replaced."""
+    header = codec.decode_header(frame)
+    return codec.encode_header(header.length, header.type, flags) + frame[HEADER_SIZE:]
 
 
 def feed(conn: sc.ServerConnection, *frames: F.Frame | bytes, now: float = 0.0) -> list[sc.Event]:
@@ -208,7 +215,7 @@ class TestHandshake:
         assert welcome == F.Welcome(1, 5000, 20000, 3, 9, 1, "srv")
         assert 16384 <= welcome.max_frame_size <= 1 << 24  # type: ignore[union-attr]
         assert 1 <= welcome.heartbeat_ms <= sc.MAX_HEARTBEAT_MS  # type: ignore[union-attr]
-        too_big = struct.pack(">IBB", 20001, FrameType.PUBLISH, 0)
+        too_big = codec.encode_header(20001, FrameType.PUBLISH, 0)
         fails_with(conn, too_big, ErrorCode.FRAME_TOO_LARGE)
 
     @pytest.mark.spec("PW-HS-5")
@@ -276,14 +283,14 @@ class TestHandshake:
         conn.receive_data(PREFACE, 0.0)
         conn.next_event()
         conn.send_preface()
-        header = struct.pack(">IBB", INITIAL_MAX_FRAME_SIZE + 1, FrameType.HELLO, 0)
+        header = codec.encode_header(INITIAL_MAX_FRAME_SIZE + 1, FrameType.HELLO, 0)
         fails_with(conn, header, ErrorCode.FRAME_TOO_LARGE)
         conn = open_conn(sc.ServerLimits(max_frame_size=20000))
         ok = F.Publish(1, "t", b"x" * (20000 - 4 - 2))
         assert len(enc(ok)) - HEADER_SIZE == 20000
         (event,) = feed(conn, ok)
         assert isinstance(event, sc.PublishRequested)
-        too_big = struct.pack(">IBB", 20001, FrameType.PUBLISH, 0)
+        too_big = codec.encode_header(20001, FrameType.PUBLISH, 0)
         fails_with(conn, too_big, ErrorCode.FRAME_TOO_LARGE)
 
     def test_reject_sends_a_connection_error_and_closes(self) -> None:
@@ -314,31 +321,28 @@ class TestHandshake:
 class TestFraming:
     @pytest.mark.spec("PW-FRAME-3")
     def test_reserved_flag_bits_are_fatal(self) -> None:
-        data = bytearray(enc(F.Ping(1)))
-        data[5] = 0x40
-        out = fails_with(open_conn(), bytes(data), ErrorCode.RESERVED_BITS_SET)
+        data = with_flags(enc(F.Ping(1)), 0x40)
+        out = fails_with(open_conn(), data, ErrorCode.RESERVED_BITS_SET)
         assert decode_all(out)[0].code == ErrorCode.RESERVED_BITS_SET  # type: ignore[union-attr]
 
     def test_the_ignore_reserved_bits_fault_accepts_them(self) -> None:
-        data = bytearray(enc(F.Ping(1)))
-        data[5] = 0x40
+        data = with_flags(enc(F.Ping(1)), 0x40)
         conn = open_conn(cls=faults.IgnoreReservedBits)
-        assert feed(conn, bytes(data)) == [sc.PingReceived(1)]
+        assert feed(conn, data) == [sc.PingReceived(1)]
 
     def test_under_the_ignore_reserved_bits_fault_no_reserved_bit_reaches_a_publish(
         self,
     ) -> None:
-        data = bytearray(enc(F.Publish(0, "a/b", b"payload")))
-        data[5] = 0x80
+        data = with_flags(enc(F.Publish(0, "a/b", b"payload")), 0x80)
         conn = open_conn(cls=faults.IgnoreReservedBits)
-        (event,) = feed(conn, bytes(data))
+        (event,) = feed(conn, data)
         assert isinstance(event, sc.PublishRequested)
         assert event.flags == 0
-        assert event.body == bytes(data[HEADER_SIZE + 4 :])
+        assert event.body == data[HEADER_SIZE + PUBLISH_PREFIX_SIZE :]
 
     @pytest.mark.spec("PW-FRAME-8")
     def test_skips_unknown_ignorable_frames(self) -> None:
-        unknown = struct.pack(">IBB", 3, 0xB3, 0xFF) + b"abc"
+        unknown = codec.encode_header(3, 0xB3, 0xFF) + b"abc"
         assert feed(open_conn(), unknown, F.Ping(4)) == [sc.PingReceived(4)]
 
     @pytest.mark.spec("PW-FRAME-4")
