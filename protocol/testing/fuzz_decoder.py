@@ -64,26 +64,23 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import dataclasses
 import itertools
 import json
-import os
 import queue
 import random
 import shlex
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 try:
-    from hypothesis import HealthCheck, Phase, Verbosity, configuration, given, settings
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
     from hypothesis.database import DirectoryBasedExampleDatabase
@@ -812,7 +809,7 @@ def check_decoder(
     )
     report = Report(seed, max_examples, command=tuple(command))
     ticker = _Progress(progress)
-    with _hypothesis_home(database):
+    with ps.hypothesis_storage(database):
         for prop in PROPERTIES:
             if prop.name in chosen:
                 report.results.append(_run_property(prop, decoder, config, seed, ticker))
@@ -822,30 +819,6 @@ def check_decoder(
 
 
 PROPERTIES_BY_NAME = {p.name: p for p in PROPERTIES}
-
-
-@contextlib.contextmanager
-def _hypothesis_home(database: Path | str | None) -> Iterator[None]:
-    """Where hypothesis writes while the properties run. Besides its example database it
-    caches Unicode tables in ``.hypothesis/`` under the working directory; a harness run in
-    someone's project must not leave that behind, so without ``database`` (and without
-    ``HYPOTHESIS_STORAGE_DIRECTORY``) it writes to a temporary directory, removed after."""
-    if database is not None:
-        home: Path | str | None = database
-    elif os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-        yield
-        return
-    else:
-        home = None
-    with contextlib.ExitStack() as stack:
-        if home is None:
-            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="fuzz_decoder-"))
-        previous = getattr(configuration, "__hypothesis_home_directory", None)
-        configuration.set_hypothesis_home_dir(home)
-        try:
-            yield
-        finally:
-            configuration.set_hypothesis_home_dir(previous)
 
 
 def serve(

@@ -45,14 +45,18 @@ What each strategy promises
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 try:
-    from hypothesis import assume
+    from hypothesis import assume, configuration
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -89,6 +93,7 @@ __all__ = [
     "conversations",
     "frame_bytes",
     "frames",
+    "hypothesis_storage",
     "incomplete_frames",
     "invalid_utf8",
     "malformed_frames",
@@ -943,3 +948,28 @@ def conversations(role: Role, *, max_steps: int = 12) -> st.SearchStrategy[Conve
         return Conversation(role, own, mine, peer, theirs, exchange)
 
     return _exchanges(max_steps).map(project)
+
+
+@contextlib.contextmanager
+def hypothesis_storage(directory: Path | str | None = None) -> Iterator[None]:
+    """Where hypothesis writes while a tool built on these strategies runs.
+
+    Besides its example database, hypothesis caches Unicode tables in ``.hypothesis/`` under
+    the working directory as soon as a text strategy draws, even with ``database=None``. A
+    tool run in someone else's project must not leave that behind: without ``directory``
+    (and without ``HYPOTHESIS_STORAGE_DIRECTORY`` in the environment, which wins) it writes
+    to a temporary directory removed on exit; with one, there (kept).
+    """
+    if directory is None and os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        home = directory
+        if home is None:
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="pushwire-hypothesis-"))
+        previous = getattr(configuration, "__hypothesis_home_directory", None)
+        configuration.set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(previous)

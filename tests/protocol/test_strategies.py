@@ -7,11 +7,13 @@ invalid "valid" frame, or a malformed frame with the wrong expected code, would 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import storage_directory
 
 from pushwire.protocol import codec, reference
 from pushwire.protocol import frames as F
@@ -267,3 +269,17 @@ def test_conversations_follow_the_rules_a_receiver_checks(
     for conversation in (client, server):
         _check_conversation(conversation)
         _check_server_rules(conversation.exchange)
+
+
+def test_hypothesis_storage_goes_to_a_temporary_directory_and_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    before = storage_directory("x", intent_to_write=False).path
+    with ps.hypothesis_storage():
+        inside = storage_directory("x", intent_to_write=False).path
+        assert inside.parent.exists() and inside.parent != before.parent
+    assert not inside.parent.exists()  # removed
+    assert storage_directory("x", intent_to_write=False).path == before
+    with ps.hypothesis_storage(tmp_path / "kept"):
+        assert storage_directory("x", intent_to_write=False).path == tmp_path / "kept" / "x"
