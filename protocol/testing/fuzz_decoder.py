@@ -876,16 +876,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--examples", type=int, default=200, help="examples per property")
-    parser.add_argument("--seed", type=int, help="hypothesis seed (default: random, printed)")
     parser.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for each answer"
+        "--examples", type=int, default=200, metavar="N", help="examples per property (200)"
+    )
+    parser.add_argument(
+        "--seed", type=int, metavar="N", help="hypothesis seed (default: random, printed)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for each answer (10)",
     )
     parser.add_argument(
         "--property",
         action="append",
         choices=list(PROPERTIES_BY_NAME),
-        help="run only this property (repeatable)",
+        metavar="NAME",
+        help="run only this property (repeatable): " + ", ".join(PROPERTIES_BY_NAME),
     )
     parser.add_argument(
         "--no-shrink", action="store_true", help="report failures as found, unshrunk"
