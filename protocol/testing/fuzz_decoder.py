@@ -461,7 +461,7 @@ def _hostile_after_valid(draw: st.DrawFn) -> Case:
     limit = draw(_LIMITS)
     frames, before = draw(_valid_run())
     bad = draw(ps.malformed_frames(max_frame_size=limit))
-    # What follows the bad frame is never read: another valid frame, or noise.
+    # What follows the bad frame is never read: another valid frame, or nothing.
     after = draw(st.one_of(st.just(b""), _SMALL_FRAMES.map(reference.encode_frame)))
     return _case(draw, limit, before + bad.data + after, frames, bad.code)
 
