@@ -17,7 +17,7 @@ import struct
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from pushwire.protocol import codec
+from pushwire.protocol import codec, reference
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.frames import Frame
 from pushwire.protocol.layouts import (
@@ -105,7 +105,9 @@ class FrameDecoder:
         """The next whole frame, or ``None`` when more bytes are needed.
 
         Raises RemoteProtocolError for an oversized header (FRAME_TOO_LARGE), or for any
-        payload error, and MALFORMED_FRAME when EOF cuts a frame short.
+        payload error. When EOF cuts a frame short: the header's own code if its type or
+        flags are refused (UNKNOWN_FRAME_TYPE, RESERVED_BITS_SET), else MALFORMED_FRAME; the
+        bytes of a cut-short payload are never examined (SPEC.md §3.5).
         """
         while True:
             buf = self._buffer
@@ -127,6 +129,10 @@ class FrameDecoder:
             end = HEADER_SIZE + length
             if len(buf) < end:
                 if self._eof:
+                    # The header checks come before the payload's completeness (SPEC.md
+                    # §3.5, PW-FRAME-14): an unknown fatal type or a reserved flag bit keeps
+                    # its own code when the stream ends inside that frame's payload.
+                    reference.check_header(type_, flags)
                     raise RemoteProtocolError(
                         f"connection closed inside a frame ({len(buf)} of {end} bytes)",
                         code=ErrorCode.MALFORMED_FRAME,

@@ -233,6 +233,35 @@ def test_end_of_input_inside_a_frame_is_malformed(kept: int) -> None:
     assert first_error(PING + MESSAGE[:kept]) == ErrorCode.MALFORMED_FRAME
 
 
+@pytest.mark.spec("PW-FRAME-14")
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        ("000000087d00", ErrorCode.UNKNOWN_FRAME_TYPE),
+        ("000000087d0000", ErrorCode.UNKNOWN_FRAME_TYPE),
+        ("00000008200200", ErrorCode.RESERVED_BITS_SET),
+        ("000000080301", ErrorCode.RESERVED_BITS_SET),
+        ("00000008c00000", ErrorCode.MALFORMED_FRAME),  # an ignorable frame cut short
+        ("000000087d", ErrorCode.MALFORMED_FRAME),  # the header itself is cut short
+    ],
+)
+def test_end_of_input_inside_a_payload_keeps_the_code_the_header_decides(
+    data: str, code: ErrorCode
+) -> None:
+    raw = bytes.fromhex(data)
+    for cut in range(len(raw) + 1):
+        assert first_error(PING + raw, [len(PING) + cut]) == code
+
+
+@pytest.mark.spec("PW-FRAME-4", "PW-FRAME-14")
+def test_a_cut_short_payload_is_not_examined() -> None:
+    bad_topic = reference.build_frame(FrameType.SUBSCRIBE, 0, bytes(9) + b"\x02\xff\xff")
+    assert first_error(bad_topic) == ErrorCode.INVALID_UTF8
+    # the same header and every payload byte but the last, then EOF: the bad topic byte has
+    # arrived, but a cut-short payload is MALFORMED_FRAME whatever it holds
+    assert first_error(bad_topic[:-1]) == ErrorCode.MALFORMED_FRAME
+
+
 # -- hostile input ---------------------------------------------------------------------------------
 
 
