@@ -1,4 +1,5 @@
-"""pushwire's trio client: ``async with pushwire.client.connect("host:port") as conn``.
+"""pushwire's client: ``async with pushwire.client.connect("host:port") as conn``, under
+asyncio or trio (it is written with anyio).
 
 See :func:`connect`, :class:`Connection` and :class:`Subscription` for the API, and the
 module docstring of ``pushwire.client.connection`` for how reconnects, credit and

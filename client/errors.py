@@ -1,4 +1,4 @@
-"""Exceptions of the trio client. All derive from :class:`PushwireError`.
+"""Exceptions of the client. All derive from :class:`PushwireError`.
 
 Codes are registry members (:class:`~pushwire.protocol.errors.ErrorCode`) when known, plain
 ints otherwise (a newer server may send codes this client does not know, SPEC.md §11).

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import anyio
 import trio
 from client_support import Link
 from hypothesis import event, example, given
@@ -189,7 +190,7 @@ async def run_schedule(
                                     deliver(topic, subs[topic].receive_nowait())
                                 except pw.DeliveryInterrupted as exc:
                                     deliver(topic, exc)
-                                except trio.WouldBlock:
+                                except anyio.WouldBlock:
                                     break
                         case ("disconnect",):
                             link.kill()
