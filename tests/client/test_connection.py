@@ -1,4 +1,5 @@
-"""The trio client against a scripted server over in-memory streams (virtual clock)."""
+"""The client against a scripted server over in-memory streams, under trio for its virtual
+clock (tests/integration runs the client under asyncio and trio over real TCP)."""
 
 from __future__ import annotations
 
