@@ -59,7 +59,6 @@ import anyio.lowlevel
 from pushwire.client.errors import (
     ConnectError,
     ConnectionLost,
-    DeliveryInterrupted,
     EpochChanged,
     GapDetected,
     HandshakeRejected,
@@ -79,7 +78,17 @@ from pushwire.protocol.layouts import (
 )
 from pushwire.protocol.topics import topic_problem
 
-__all__ = ["Connection", "Message", "SinceSpec", "Subscription", "TopicPosition", "connect"]
+__all__ = [
+    "Connection",
+    "EpochChange",
+    "Gap",
+    "Item",
+    "Message",
+    "SinceSpec",
+    "Subscription",
+    "TopicPosition",
+    "connect",
+]
 
 log = logging.getLogger("pushwire.client")
 
@@ -115,6 +124,49 @@ class Message:
     @property
     def position(self) -> TopicPosition:
         return TopicPosition(self.epoch, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Sequences ``first..last`` of ``epoch`` will never be delivered; ``reason`` says why
+    (HISTORY_EXPIRED, SLOW_CONSUMER, FRAME_TOO_LARGE, or a code not known here). The item
+    :meth:`Subscription.items` gives where iterating the subscription raises
+    :class:`GapDetected`."""
+
+    topic: str
+    epoch: int
+    first: int
+    last: int
+    reason: ErrorCode | int
+
+    @property
+    def position(self) -> TopicPosition:
+        """Where delivery continues after: the last lost sequence."""
+        return TopicPosition(self.epoch, self.last)
+
+
+@dataclass(frozen=True, slots=True)
+class EpochChange:
+    """The topic's history was reset (e.g. the server restarted without persistence): its
+    sequences restarted in ``new_epoch`` and delivery continues at ``start_seq``. Messages
+    of ``old_epoch`` not yet received are lost, and so are sequences 1..start_seq-1 of the
+    new epoch. The item :meth:`Subscription.items` gives where iterating the subscription
+    raises :class:`EpochChanged`."""
+
+    topic: str
+    old_epoch: int
+    new_epoch: int
+    start_seq: int
+
+    @property
+    def position(self) -> TopicPosition:
+        """Where delivery continues after: just before ``start_seq`` of the new epoch."""
+        return TopicPosition(self.new_epoch, self.start_seq - 1)
+
+
+#: What :meth:`Subscription.items` yields: a message, or a discontinuity of the ordered
+#: stream, as a value.
+Item: TypeAlias = Message | Gap | EpochChange
 
 
 #: Where a subscription starts: None or "new" (only future messages), "oldest" (everything
@@ -384,9 +436,12 @@ class Subscription:
     """An application's subscription to one topic: an async iterator of :class:`Message`.
 
     It survives reconnects: the client re-subscribes from the recorded position and the
-    iteration simply continues. ``__anext__`` raises :class:`GapDetected` or
-    :class:`EpochChanged` (both :class:`DeliveryInterrupted`) at a discontinuity; catching
-    it and iterating again continues after the discontinuity. It raises
+    iteration simply continues. Losses are never skipped, in either of two forms:
+    :meth:`items` yields a :class:`Gap` or an :class:`EpochChange` in the stream of
+    messages, so one ``async for`` handles all three; iterating the subscription itself is
+    the strict form, where ``__anext__`` raises :class:`GapDetected` or
+    :class:`EpochChanged` (both :class:`DeliveryInterrupted`) at a discontinuity, and
+    iterating again continues after it. Both forms raise
     :class:`RequestError` when the server refuses the subscription (the iterator then ends),
     and :class:`ConnectionLost` when the connection is gone for good. It stops
     (StopAsyncIteration) after :meth:`aclose` or when the Connection closes.
@@ -406,7 +461,7 @@ class Subscription:
         self._conn = conn
         self._since = since  # used until the first SUBSCRIBED
         self._requested = since  # what the current session's SUBSCRIBE asked for
-        self._buffer: deque[Message | PushwireError] = deque()
+        self._buffer: deque[Item | PushwireError] = deque()
         self._buffered_messages = 0
         self._pending_grant = 0
         self._wakeup = anyio.Event()
@@ -426,19 +481,29 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Message:
+        return _message_or_raise(await self._next_item())
+
+    def items(self) -> AsyncIterator[Item]:
+        """Messages, gaps and epoch changes, as values: ``async for item in sub.items()``
+        with a ``match`` on :class:`Message`, :class:`Gap` and :class:`EpochChange`. The
+        same stream as iterating the subscription, which raises at a gap or epoch change
+        instead; the two may be mixed."""
+        return _Items(self)
+
+    async def _next_item(self) -> Item:
         # Checkpoints as trio's and anyio's own channels do: cancellation is honoured before
         # taking anything, and the scheduler runs once per item even when the buffer is full.
         await anyio.lowlevel.checkpoint_if_cancelled()
         self._finish_previous()
         while True:
             try:
-                message = self._take()
+                item = self._take()
             except PushwireError:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
                 raise
-            if message is not None:
+            if item is not None:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
-                return message
+                return item
             if self._closed:
                 if self._error is not None:
                     raise self._error
@@ -452,9 +517,9 @@ class Subscription:
         """Like ``__anext__`` without waiting: anyio.WouldBlock when nothing is buffered,
         anyio.EndOfStream when the subscription has ended."""
         self._finish_previous()
-        message = self._take()
-        if message is not None:
-            return message
+        item = self._take()
+        if item is not None:
+            return _message_or_raise(item)
         if self._closed:
             if self._error is not None:
                 raise self._error
@@ -462,9 +527,9 @@ class Subscription:
         self._flush_ack()
         raise anyio.WouldBlock
 
-    def _take(self) -> Message | None:
-        """The next buffered message; raises a buffered interruption or error; None when
-        the buffer is empty."""
+    def _take(self) -> Item | None:
+        """The next buffered item; raises a buffered terminal error; None when the buffer
+        is empty."""
         if not self._buffer:
             return None
         item = self._buffer.popleft()
@@ -474,10 +539,9 @@ class Subscription:
             self._delivered = item.position
             self._consumed_one()
             return item
-        if isinstance(item, DeliveryInterrupted):
-            position = _position_after(item)
-            self._delivered = self._processed = position
-            raise item
+        if isinstance(item, Gap | EpochChange):
+            self._delivered = self._processed = item.position
+            return item
         self._closed = True
         raise item
 
@@ -603,10 +667,10 @@ class Subscription:
         requested = self._requested
         if ev.outcome is Outcome.GAP:
             before = TopicPosition(ev.epoch, ev.gap_first - 1)
-            self._push(GapDetected(self.topic, ev.gap_first, ev.gap_last, ev.gap_reason, ev.epoch))
+            self._push(Gap(self.topic, ev.epoch, ev.gap_first, ev.gap_last, ev.gap_reason))
         elif ev.outcome is Outcome.EPOCH_CHANGED:
             before = TopicPosition(requested.epoch, requested.seq)
-            self._push(EpochChanged(self.topic, requested.epoch, ev.epoch, ev.start_seq))
+            self._push(EpochChange(self.topic, requested.epoch, ev.epoch, ev.start_seq))
         else:
             before = TopicPosition(ev.epoch, ev.start_seq - 1)
         self._received = TopicPosition(ev.epoch, ev.start_seq - 1)
@@ -623,23 +687,37 @@ class Subscription:
         self._wake()
 
     def _on_gap(self, ev: cc.GapReceived) -> None:
-        self._push(GapDetected(self.topic, ev.first, ev.last, ev.reason, ev.epoch))
+        self._push(Gap(self.topic, ev.epoch, ev.first, ev.last, ev.reason))
         self._received = TopicPosition(ev.epoch, ev.last)
 
     def _on_epoch_reset(self, ev: cc.EpochReset) -> None:
-        self._push(EpochChanged(self.topic, ev.old_epoch, ev.new_epoch, 1))
+        self._push(EpochChange(self.topic, ev.old_epoch, ev.new_epoch, 1))
         self._received = TopicPosition(ev.new_epoch, 0)
 
-    def _push(self, item: PushwireError) -> None:
+    def _push(self, item: Gap | EpochChange) -> None:
         self._buffer.append(item)
         self._wake()
 
 
-def _position_after(item: DeliveryInterrupted) -> TopicPosition:
-    if isinstance(item, GapDetected):
-        return TopicPosition(item.epoch, item.last)
-    assert isinstance(item, EpochChanged)
-    return TopicPosition(item.new_epoch, item.start_seq - 1)
+class _Items(AsyncIterator[Item]):
+    """:meth:`Subscription.items`: the subscription's stream with interruptions as values."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+
+    async def __anext__(self) -> Item:
+        return await self._sub._next_item()
+
+
+def _message_or_raise(item: Item) -> Message:
+    """The strict form: a discontinuity is raised."""
+    match item:
+        case Message():
+            return item
+        case Gap():
+            raise GapDetected(item.topic, item.first, item.last, item.reason, item.epoch)
+        case EpochChange():
+            raise EpochChanged(item.topic, item.old_epoch, item.new_epoch, item.start_seq)
 
 
 class Connection:

@@ -58,7 +58,9 @@ class ConnectionLost(PushwireError):
 
 class DeliveryInterrupted(PushwireError):
     """The ordered stream of a subscription has a discontinuity. Raised from
-    ``__anext__``; iterating again continues right after it. Never skipped silently."""
+    ``__anext__``; iterating again continues right after it. Never skipped silently.
+    ``Subscription.items()`` gives the same discontinuity as a value instead (a ``Gap`` or
+    an ``EpochChange``)."""
 
     topic: str
 

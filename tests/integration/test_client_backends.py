@@ -10,6 +10,7 @@ import trio
 from server_thread import ServerLoop
 
 import pushwire.client as pw
+from pushwire.protocol.errors import ErrorCode
 from pushwire.server import ServerConfig
 
 pytestmark = pytest.mark.anyio
@@ -63,3 +64,39 @@ async def test_the_applications_cancel_scope_ends_a_waiting_iteration(
         await server.publish("t", b"after")
         with anyio.fail_after(10):
             assert (await sub.__anext__()).payload == b"after"
+
+
+async def test_one_loop_reads_messages_gaps_and_epoch_changes(server_loop: ServerLoop) -> None:
+    seen: list[str] = []
+    with anyio.fail_after(10):
+        async with server_loop.server(ServerConfig(port=0, history_count=3)) as server:
+            for i in range(1, 7):
+                epoch, _ = await server.publish("t", b"%d" % i)  # the history keeps 4..6
+            async with (
+                pw.connect(f"127.0.0.1:{server.port}") as conn,
+                conn.subscribe("t", since=("after", epoch, 1)) as sub,
+            ):
+                async for item in sub.items():
+                    match item:
+                        case pw.Message(epoch=e, seq=seq) if e == epoch:
+                            seen.append(f"{seq}")
+                            if seq == 6:
+                                new_epoch = await server.reset_topic("t")
+                                await server.publish("t", b"new")
+                        case pw.Message(seq=seq, payload=payload):
+                            seen.append(f"{seq} {payload.decode()} in the new epoch")
+                            break
+                        case pw.Gap(first=first, last=last, reason=reason):
+                            assert reason == ErrorCode.HISTORY_EXPIRED
+                            seen.append(f"gap {first}..{last}")
+                        case pw.EpochChange(old_epoch=old, new_epoch=new, start_seq=start):
+                            assert (old, new) == (epoch, new_epoch)
+                            seen.append(f"epoch change, from {start}")
+    assert seen == [
+        "gap 2..3",
+        "4",
+        "5",
+        "6",
+        "epoch change, from 1",
+        "1 new in the new epoch",
+    ]
