@@ -100,3 +100,31 @@ async def test_one_loop_reads_messages_gaps_and_epoch_changes(server_loop: Serve
         "epoch change, from 1",
         "1 new in the new epoch",
     ]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncios_own_timeouts_and_task_cancellation_work(server_loop: ServerLoop) -> None:
+    async with server_loop.server(ServerConfig(port=0)) as server:
+        address = f"127.0.0.1:{server.port}"
+        async with pw.connect(address) as conn:
+            sub = conn.subscribe("t")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await sub.__anext__()
+            await conn.publish("t", b"after")
+            async with asyncio.timeout(10):
+                assert (await sub.__anext__()).payload == b"after"
+
+        async def follow() -> None:
+            async with pw.connect(address) as conn:
+                async for _ in conn.subscribe("u").items():
+                    pass
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(10):
+            while (await server.stats()).connections:  # the cancelled client closed
+                await asyncio.sleep(0.01)
