@@ -1,5 +1,9 @@
 """The client: ``connect()``, subscriptions, publishing, reconnect and resume.
 
+It is written with anyio, so it runs on whichever event loop calls ``connect()``, asyncio's
+or trio's: tasks are anyio task groups, waits anyio events and cancel scopes, and the
+transport is an ``anyio.abc.ByteStream``. Nothing here may use trio or asyncio directly.
+
 Theory of operation
 -------------------
 ``connect()`` starts one *supervisor* task. It opens a transport, runs the handshake
