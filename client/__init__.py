@@ -1,4 +1,5 @@
-"""pushwire's trio client: ``async with pushwire.client.connect("host:port") as conn``.
+"""pushwire's client: ``async with pushwire.client.connect("host:port") as conn``, under
+asyncio or trio (it is written with anyio).
 
 See :func:`connect`, :class:`Connection` and :class:`Subscription` for the API, and the
 module docstring of ``pushwire.client.connection`` for how reconnects, credit and
@@ -8,6 +9,9 @@ acknowledgements work.
 from pushwire.client.connection import (
     Backoff,
     Connection,
+    EpochChange,
+    Gap,
+    Item,
     Message,
     SinceSpec,
     Subscription,
@@ -34,9 +38,12 @@ __all__ = [
     "Connection",
     "ConnectionLost",
     "DeliveryInterrupted",
+    "EpochChange",
     "EpochChanged",
+    "Gap",
     "GapDetected",
     "HandshakeRejected",
+    "Item",
     "Message",
     "PushwireError",
     "RequestError",

@@ -1,4 +1,5 @@
-"""The trio client against a scripted server over in-memory streams (virtual clock)."""
+"""The client against a scripted server over in-memory streams, under trio for its virtual
+clock (tests/integration runs the client under asyncio and trio over real TCP)."""
 
 from __future__ import annotations
 
@@ -680,3 +681,74 @@ def test_parse_since() -> None:
     assert pw.parse_since(("after", 3, 4)) == after
     with pytest.raises(ValueError):
         pw.parse_since(("before", 1))  # type: ignore[arg-type]
+
+
+# -- one loop: interruptions as values ----------------------------------------------------------
+
+
+async def test_items_give_gaps_and_epoch_changes_as_values_in_one_loop(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with listener.connected() as (conn, server):
+        sub = conn.subscribe("t")
+        request = await server.accept_subscribe()
+        await server.send(
+            message(1),
+            F.Gap(request.sub_id, EPOCH, 2, 5, ErrorCode.SLOW_CONSUMER),
+            message(6),
+            message(1, epoch=999),
+        )
+        got: list[pw.Item] = []
+        positions = []
+        async for item in sub.items():
+            got.append(item)
+            positions.append(sub.position())
+            if len(got) == 5:
+                break
+    assert got == [
+        pw.Message("t", EPOCH, 1, (), b"1"),
+        pw.Gap("t", EPOCH, 2, 5, ErrorCode.SLOW_CONSUMER),
+        pw.Message("t", EPOCH, 6, (), b"6"),
+        pw.EpochChange("t", EPOCH, 999, 1),
+        pw.Message("t", 999, 1, (), b"1"),
+    ]
+    assert positions == [
+        pw.TopicPosition(EPOCH, 1),
+        pw.TopicPosition(EPOCH, 5),  # the gap counts as handed over
+        pw.TopicPosition(EPOCH, 6),
+        pw.TopicPosition(999, 0),
+        pw.TopicPosition(999, 1),
+    ]
+
+
+async def test_items_and_the_strict_form_read_the_same_stream(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with listener.connected() as (conn, server):
+        sub = conn.subscribe("t", since=("after", EPOCH, 3))
+        request = await server.expect(F.Subscribe)
+        gap = (4, 7, ErrorCode.HISTORY_EXPIRED)
+        await server.send(F.Subscribed(request.sub_id, Outcome.GAP, EPOCH, 8, 9, *gap))
+        await server.send(message(8), F.Gap(request.sub_id, EPOCH, 9, 9, 0x7777), message(10))
+        items = sub.items()
+        assert await items.__anext__() == pw.Gap("t", EPOCH, 4, 7, ErrorCode.HISTORY_EXPIRED)
+        assert (await sub.__anext__()).seq == 8
+        with pytest.raises(pw.GapDetected) as info:
+            await sub.__anext__()
+        assert (info.value.first, info.value.last, info.value.reason) == (9, 9, 0x7777)
+        assert await items.__anext__() == pw.Message("t", EPOCH, 10, (), b"10")
+
+
+async def test_items_end_and_fail_as_the_strict_form_does(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with listener.connected() as (conn, server):
+        refused = conn.subscribe("secret")
+        request = await server.expect(F.Subscribe)
+        await server.send(F.Error(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, request.sub_id, "no"))
+        with pytest.raises(pw.RequestError):
+            async for _ in refused.items():
+                pytest.fail("an item of a refused subscription")
+        async with conn.subscribe("t") as sub:
+            await server.accept_subscribe()
+        assert [item async for item in sub.items()] == []  # closed: the loop ends

@@ -151,3 +151,19 @@ def test_the_session_does_not_import_the_server_that_runs_it() -> None:
         assert "pushwire.server.session" not in cycle
         assert "pushwire.server.serve" not in cycle
     assert not any(m.startswith("pushwire.server.serve") for m in graph["pushwire.server.session"])
+
+
+#: The client library (not its commands or tools): written with anyio, so that it runs on
+#: asyncio's loop as well as trio's.
+CLIENT_LIBRARY = ("client/__init__.py", "client/connection.py", "client/errors.py")
+
+
+def test_the_client_library_uses_neither_event_loop_directly() -> None:
+    found = [
+        f"{path} imports {name}"
+        for path in CLIENT_LIBRARY
+        for name in imported_modules(ROOT / path)
+        if name.split(".")[0] in ("trio", "asyncio", "sniffio")
+    ]
+    assert found == []
+    assert "anyio" in imported_modules(ROOT / "client/connection.py")
