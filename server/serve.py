@@ -277,7 +277,8 @@ class Server:
         self.port = self.config.port
         self.shutting_down = False
         #: Test and diagnostics hook: called as on_send(connection_id, chunks) by each
-        #: connection's writer just before its single send_all of ``chunks``.
+        #: connection's writer just before it sends one round's ``chunks`` (bytes, and
+        #: memoryviews into topic logs: do not keep them, they pin the log's segments).
         self.on_send: Any = None
         self._sessions: dict[int, Session] = {}
         self._next_id = 0

@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from pushwire.protocol import delivery
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
-from pushwire.protocol.layouts import HEADER_SIZE, FrameType, Outcome, SlowConsumerPolicy
-from pushwire.server.broker import Entry, InvalidPosition
+from pushwire.protocol.layouts import FrameType, Outcome, SlowConsumerPolicy
+from pushwire.server.broker import InvalidPosition, Topic
 
 if TYPE_CHECKING:
     from pushwire.server.serve import Permissions, Server
@@ -52,23 +53,30 @@ log = logging.getLogger("pushwire.server")
 #: Bytes asked of the socket per receive: the connection buffers at most one frame plus this.
 READ_SIZE = 64 * 1024
 _PUSH_TYPES = (FrameType.MESSAGE, FrameType.MESSAGE_BATCH)
+#: A round whose pieces add up to at most this many bytes is joined into one ``send_all``
+#: (one syscall); larger rounds send each shared slice as it is, without a copy.
+JOIN_LIMIT = 16 * 1024
+#: Topics whose publish permission a connection remembers (cleared when full: a client that
+#: publishes on ever new topics pays the check each time, nothing more).
+_MAY_CACHE = 1024
 
 
 @dataclass(slots=True, eq=False)
 class Cursor:
-    """Where one subscription reads the topic's history: everything before ``next_seq`` of
+    """Where one subscription reads the topic's log: everything before ``next_seq`` of
     ``epoch`` was sent or skipped."""
 
     sub_id: int
     topic: str
     epoch: int
     next_seq: int
-    stop_listening: Callable[[], None] = field(default=lambda: None)
+    handle: Topic | None = None
     active: bool = True
     reordered: bool = False  # the "reorder" fault fired already
-    # messages appended since the last pull that the writer will queue first (DISCONNECT)
-    queued_count: int = 0
-    queued_bytes: int = 0
+    parked: bool = False  # a wake-up waits on the topic (caught up, with credit)
+    watch_key: int = -1  # head sequence whose passing makes us judge the lag (DISCONNECT)
+    wakeup: Callable[[], None] = field(default=lambda: None)
+    watched: Callable[[], None] = field(default=lambda: None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,7 @@ class Session:
         self._cancel_scope: trio.CancelScope | None = None
         self._rotation = 0
         self.permissions: Permissions | None = None
+        self._may: dict[str, bool] = {}  # publish permission per topic (fixed after HELLO)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -152,7 +161,7 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             for cursor in self._cursors.values():
-                cursor.stop_listening()
+                self._release(cursor)
             self._cursors.clear()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
@@ -217,23 +226,34 @@ class Session:
 
     async def _writer(self) -> None:
         conn = self.conn
+        stream = self.stream
         try:
             while True:
                 await self._wake.wait()
                 self._wake = trio.Event()
-                chunks, self._control = self._control, []
+                control, self._control = self._control, []
                 self._control_bytes = 0
                 self._room.set()
+                pieces: list[bytes | memoryview] = []
+                if control:
+                    pieces.append(control[0] if len(control) == 1 else b"".join(control))
                 if self._pulling and conn.state in (sc.ServerState.OPEN, sc.ServerState.DRAINING):
                     # snapshot now: a cursor created after this point has its SUBSCRIBED in
                     # the next round, so its pushes must wait for that round too
-                    await self._pull(list(self._cursors.values()), chunks)
-                if chunks:
-                    self._inflight = sum(map(len, chunks))
+                    self._pull(list(self._cursors.values()), pieces)
+                if pieces:
+                    total = sum(map(len, pieces))
+                    self._inflight = total
                     self.max_queued_bytes = max(self.max_queued_bytes, self.queued_bytes)
                     if self.server.on_send is not None:
-                        self.server.on_send(self.connection_id, chunks)
-                    await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                        self.server.on_send(self.connection_id, pieces)
+                    if len(pieces) == 1:
+                        await stream.send_all(pieces[0])
+                    elif total <= JOIN_LIMIT:
+                        await stream.send_all(b"".join(pieces))
+                    else:
+                        for piece in pieces:
+                            await stream.send_all(piece)
                     self._inflight = 0
                     conn.data_sent(trio.current_time())
                 if self._finishing and not self._control:
@@ -242,26 +262,26 @@ class Session:
             self.finish(ErrorCode.NO_ERROR, f"peer went away while we wrote: {exc!r}")
             return
         try:
-            if isinstance(self.stream, trio.abc.HalfCloseableStream):
-                await self.stream.send_eof()
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    # -- pulling pushes from the history -----------------------------------------------------
+    # -- pulling pushes from the topic logs --------------------------------------------------
 
-    async def _pull(self, cursors: list[Cursor], chunks: list[bytes]) -> None:
-        """Append pushes for ``cursors`` to ``chunks``, fairly, within the outbound budget;
+    def _pull(self, cursors: list[Cursor], pieces: list[bytes | memoryview]) -> None:
+        """Append pushes for ``cursors`` to ``pieces``, fairly, within the outbound budget;
         wake the writer again if any subscription still has something to send."""
         if not cursors:
             return
-        budget = self.config.outbound_queue_bytes - sum(map(len, chunks))
+        budget = self.config.outbound_queue_bytes - sum(map(len, pieces))
         n = len(cursors)
         self._rotation = (self._rotation + 1) % n
         pending = False
         for i in range(n):
             cursor = cursors[(self._rotation + i) % n]
             share = max(budget // (n - i), 1)
-            used, more = await self._pull_one(cursor, chunks, share)
+            used, more = self._pull_one(cursor, pieces, share)
             budget -= used
             pending = pending or more
             if self._finishing:
@@ -269,191 +289,136 @@ class Session:
         if pending:
             self._wake.set()
 
-    async def _pull_one(self, cur: Cursor, chunks: list[bytes], budget: int) -> tuple[int, bool]:
-        """Pushes for one subscription: (bytes appended, more is waiting)."""
+    def _pull_one(
+        self, cur: Cursor, pieces: list[bytes | memoryview], budget: int
+    ) -> tuple[int, bool]:
+        """One round for one subscription, as :func:`delivery.plan_round` plans it: (bytes
+        appended, more is waiting). Afterwards the cursor either waits on its topic (caught
+        up, with credit) or, under DISCONNECT, is watched for lag."""
         conn = self.conn
         sub = conn.subscription(cur.sub_id)
-        if not cur.active or sub is None or not sub.active:
+        handle = cur.handle
+        if not cur.active or sub is None or not sub.active or handle is None:
             return 0, False
-        credit = conn.credit(cur.sub_id)
-        result = await self._broker.read(
-            cur.topic, cur.next_seq, max_count=credit, max_bytes=max(budget, 1)
-        )
-        if not cur.active or conn.state not in (sc.ServerState.OPEN, sc.ServerState.DRAINING):
-            return 0, False
-        pos = result.position
-        out: list[bytes] = []
-        cur.queued_count = cur.queued_bytes = 0
-        if pos.epoch != cur.epoch:
+        log = handle.log
+        if log.epoch != cur.epoch:
             # the topic was reset under us: carry on at sequence 1 of the new epoch; if 1 is
             # gone already, the slow-consumer rules below say what happens [PW-ORDER-12]
-            cur.epoch = pos.epoch
+            cur.epoch = log.epoch
             cur.next_seq = 1
-            return 0, True
-        if cur.next_seq < pos.oldest_seq:
-            lost = (cur.next_seq, pos.oldest_seq - 1)
-            if self.config.slow_consumer_policy == SlowConsumerPolicy.DISCONNECT:
+            cur.watch_key = -1
+        credit = conn.credit(cur.sub_id)
+        policy = self.config.slow_consumer_policy
+        used = 0
+        late = delivery.behind(policy, cur.next_seq, log.oldest, credit)
+        if late is not None:
+            lost = late.lost
+            if late.close:
                 self._slow(cur, f"messages {lost[0]}..{lost[1]} left the history")
                 return 0, False
-            if credit == 0:
+            if late.gap is None:
                 return 0, False  # the GAP goes out when there is credit to continue
             if sc.FAULT_SKIP_GAP not in self.faults:
-                out.append(
-                    conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER)
-                )
-            cur.next_seq = pos.oldest_seq
-            chunks.extend(out)
-            return sum(map(len, out)), True
+                gap = conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER)
+                pieces.append(gap)
+                used += len(gap)
+            cur.next_seq = log.oldest
         peer_max = conn.client.max_frame_size if conn.client else 0
-        used = 0
-        run = 0  # MESSAGEs appended whose credit is charged in one go (the hot path)
-        for entry in result.entries:
-            if credit <= run or used >= budget:
-                break
-            if entry.last_seq < cur.next_seq:
-                continue
-            if entry.first_seq > cur.next_seq:
-                break  # trimmed while we looked; the next round sends the gap
-            frame = entry.frame
-            if not entry.offsets and len(frame) - HEADER_SIZE <= peer_max:
-                out.append(frame)  # the shared bytes object, as built by the publish
-                used += len(frame)
-                run += 1
-                cur.next_seq = entry.first_seq + 1
-                continue
-            if run:
-                conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
-                credit -= run
-                run = 0
-            before = len(out)
-            credit -= self._push_entry(cur, entry, credit, peer_max, out)
-            used += sum(map(len, out[before:]))
-        if run:
-            conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
-            credit -= run
+        reorder = sc.FAULT_REORDER in self.faults and not cur.reordered
+        steps, next_seq = delivery.plan_round(
+            log, cur.next_seq, credit, budget - used, peer_max, per_frame=reorder
+        )
+        start = len(pieces)
+        for step in steps:
+            if isinstance(step, delivery.Push):
+                conn.consume_credit(cur.sub_id, step.count, epoch=cur.epoch, last_seq=step.last)
+                credit -= step.count
+                pieces.extend(step.data)
+            elif sc.FAULT_SKIP_GAP not in self.faults:
+                pieces.append(conn.gap(cur.sub_id, cur.epoch, step.first, step.last, step.reason))
+        cur.next_seq = next_seq
         if (
-            sc.FAULT_REORDER in self.faults
-            and not cur.reordered
-            and len(out) >= 2
-            and out[0][4] in _PUSH_TYPES
-            and out[1][4] in _PUSH_TYPES
+            reorder
+            and len(pieces) - start >= 2
+            and pieces[start][4] in _PUSH_TYPES
+            and pieces[start + 1][4] in _PUSH_TYPES
         ):
             cur.reordered = True
-            out[0], out[1] = out[1], out[0]
-        chunks.extend(out)
-        if self._lagging(cur, pos.head_seq):  # after queueing what we could [PW-SLOW-5]
+            pieces[start], pieces[start + 1] = pieces[start + 1], pieces[start]
+        used += sum(map(len, pieces[start:]))
+        lag = delivery.lag(policy, log.head, cur.next_seq, self.config.max_lag)
+        if lag is not None:  # after queueing what we could [PW-SLOW-5]
+            self._slow(cur, f"lag {lag} exceeds max_lag {self.config.max_lag}")
             return used, False
-        more = cur.next_seq <= pos.head_seq and credit > 0
+        more = cur.next_seq <= log.head and credit > 0
+        if not more and credit > 0 and not cur.parked:
+            cur.parked = True
+            handle.wait(cur, cur.wakeup)
+        if policy == SlowConsumerPolicy.DISCONNECT:
+            self._watch(cur, handle, credit)
         return used, more
 
-    def _push_entry(
-        self, cur: Cursor, entry: Entry, credit: int, peer_max: int, out: list[bytes]
-    ) -> int:
-        """Append the part of ``entry`` from ``cur.next_seq`` that credit and the peer's
-        frame limit allow; returns the credit used. Records too large for the peer become a
-        GAP(FRAME_TOO_LARGE) and use no credit (§7.3)."""
-        conn = self.conn
-        skip_gap = sc.FAULT_SKIP_GAP in self.faults
-        if not entry.is_batch:
-            if entry.payload_size > peer_max:
-                if not skip_gap:
-                    out.append(
-                        conn.gap(
-                            cur.sub_id,
-                            entry.epoch,
-                            entry.first_seq,
-                            entry.first_seq,
-                            ErrorCode.FRAME_TOO_LARGE,
-                        )
-                    )
-                cur.next_seq = entry.first_seq + 1
-                return 0
-            conn.consume_credit(cur.sub_id, 1, epoch=entry.epoch, last_seq=entry.first_seq)
-            out.append(entry.frame)
-            cur.next_seq = entry.first_seq + 1
-            return 1
-        first = cur.next_seq - entry.first_seq
-        stop = min(entry.count, first + credit)
-        if entry.sub_batch_size(first, stop) <= peer_max:  # the common case: one frame
-            conn.consume_credit(
-                cur.sub_id, stop - first, epoch=entry.epoch, last_seq=entry.first_seq + stop - 1
-            )
-            out.append(entry.sub_batch(first, stop))
-            cur.next_seq = entry.first_seq + stop
-            return stop - first
-        used = 0
-        i = first
-        while i < entry.count and used < credit:
-            if entry.sub_batch_size(i, i + 1) > peer_max:
-                j = i + 1
-                while j < entry.count and entry.sub_batch_size(j, j + 1) > peer_max:
-                    j += 1
-                if not skip_gap:
-                    out.append(
-                        conn.gap(
-                            cur.sub_id,
-                            entry.epoch,
-                            entry.first_seq + i,
-                            entry.first_seq + j - 1,
-                            ErrorCode.FRAME_TOO_LARGE,
-                        )
-                    )
-                cur.next_seq = entry.first_seq + j
-                i = j
-                continue
-            j = i + 1
-            while (
-                j < entry.count
-                and used + (j - i) < credit
-                and entry.sub_batch_size(i, j + 1) <= peer_max
-            ):
-                j += 1
-            conn.consume_credit(
-                cur.sub_id, j - i, epoch=entry.epoch, last_seq=entry.first_seq + j - 1
-            )
-            out.append(entry.sub_batch(i, j))
-            used += j - i
-            cur.next_seq = entry.first_seq + j
-            i = j
-        return used
+    def _wakeup(self, cur: Cursor) -> None:
+        """Parked cursor's topic moved (run by the appending task): wake the writer."""
+        cur.parked = False
+        if cur.active:
+            self._wake.set()
 
-    def _lagging(self, cur: Cursor, head_seq: int) -> bool:
-        """DISCONNECT policy: close once the subscription lags more than max_lag (§8.2)."""
-        if self.config.slow_consumer_policy != SlowConsumerPolicy.DISCONNECT:
-            return False
-        lag = head_seq - (cur.next_seq - 1)
-        if lag > self.config.max_lag:
+    def _queueable(self, cur: Cursor, credit: int) -> int:
+        """How many of the messages from ``cur.next_seq`` the writer would queue first: up
+        to the credit, as far as the room left in the outbound budget goes."""
+        handle = cur.handle
+        assert handle is not None
+        log = handle.log
+        room = self.config.outbound_queue_bytes - self.queued_bytes
+        hi = min(log.head, cur.next_seq + credit - 1)
+        if room <= 0 or hi < cur.next_seq or cur.next_seq < log.oldest:
+            return 0
+        return log.last_within(cur.next_seq, hi, room) - cur.next_seq + 1
+
+    def _watch(self, cur: Cursor, handle: Topic, credit: int) -> None:
+        """DISCONNECT: have the topic call us when an append could make this subscription's
+        lag exceed max_lag, or trim its next message, so lag is judged at every append that
+        matters without touching every subscription at every append [PW-SLOW-5]."""
+        key = cur.next_seq - 1 + self._queueable(cur, credit) + self.config.max_lag
+        if cur.watch_key == -1 or key < cur.watch_key:
+            cur.watch_key = key
+            handle.watch_head(key, cur.watched)
+            handle.watch_oldest(cur.next_seq, cur.watched)
+
+    def _watched(self, cur: Cursor) -> None:
+        """A watch came due (run by the appending task): judge the lag now."""
+        cur.watch_key = -1
+        handle = cur.handle
+        if not cur.active or self._finishing or handle is None:
+            return
+        log = handle.log
+        if log.epoch != cur.epoch:
+            self._wake.set()
+            return
+        if cur.next_seq < log.oldest:
+            self._slow(cur, f"messages {cur.next_seq}..{log.oldest - 1} left the history")
+            return
+        sub = self.conn.subscription(cur.sub_id)
+        credit = self.conn.credit(cur.sub_id) if sub is not None and sub.active else 0
+        queued = self._queueable(cur, credit)
+        lag = delivery.lag(
+            SlowConsumerPolicy.DISCONNECT, log.head, cur.next_seq + queued, self.config.max_lag
+        )
+        if lag is not None:
             self._slow(cur, f"lag {lag} exceeds max_lag {self.config.max_lag}")
-            return True
-        return False
+            return
+        self._watch(cur, handle, credit)
 
     def _slow(self, cur: Cursor, why: str) -> None:
         self.fail(ErrorCode.SLOW_CONSUMER, f"subscription {cur.sub_id} on {cur.topic!r}: {why}")
 
-    def _on_topic(self, cur: Cursor, epoch: int, head_seq: int, count: int, size: int) -> None:
-        """Broker listener, run inside the publisher's task: must be quick and not raise.
-
-        Under DISCONNECT this is where lag is judged each time a message is appended
-        [PW-SLOW-5], counting as delivered what the writer would queue first: messages up to
-        the credit that fit the room left in the outbound budget (``cur.queueable_*`` is
-        that account; the writer resets it when it pulls for the subscription). A
-        subscriber whose TCP connection is blocked thus lags once the budget is full.
-        """
-        if not cur.active or self._finishing:
-            return
-        policy = self.config.slow_consumer_policy
-        if policy == SlowConsumerPolicy.DISCONNECT and epoch == cur.epoch and count:
-            sub = self.conn.subscription(cur.sub_id)
-            credit = self.conn.credit(cur.sub_id) if sub is not None and sub.active else 0
-            room = self.config.outbound_queue_bytes - self.queued_bytes
-            if cur.queued_count + count <= credit and cur.queued_bytes + size <= room:
-                cur.queued_count += count
-                cur.queued_bytes += size
-            lag = head_seq - (cur.next_seq - 1) - cur.queued_count
-            if lag > self.config.max_lag:
-                self._slow(cur, f"lag {lag} exceeds max_lag {self.config.max_lag}")
-                return
-        self._wake.set()
+    def _release(self, cur: Cursor) -> None:
+        cur.active = False
+        if cur.handle is not None:
+            cur.handle.unwait(cur)
+            self._broker.detach(cur.handle)
+            cur.handle = None
 
     # -- reading and events ------------------------------------------------------------------
 
@@ -559,21 +524,20 @@ class Session:
             case sc.UnsubscribeRequested():
                 cursor = self._cursors.pop(event.sub_id, None)
                 if cursor is not None:
-                    cursor.active = False
-                    cursor.stop_listening()
+                    self._release(cursor)
                 self._queue(conn.unsubscribed(event.sub_id))
             case sc.CreditGranted():
                 self._wake.set()
             case sc.PublishRequested():
                 if not self._may_publish(FrameType.PUBLISH, event.request_id, event.topic):
                     return
-                epoch, seq = await self._broker.publish(event.topic, event.flags, event.body)
+                epoch, seq = self._broker.append(event.topic, event.flags, event.body)
                 if event.request_id and self._answering():
                     self._queue(conn.puback(event.request_id, epoch, seq, 1))
             case sc.PublishBatchRequested():
                 if not self._may_publish(FrameType.PUBLISH_BATCH, event.request_id, event.topic):
                     return
-                epoch, seq = await self._broker.publish_batch(
+                epoch, seq = self._broker.append_batch(
                     event.topic,
                     event.flags,
                     event.body,
@@ -613,7 +577,12 @@ class Session:
         )
 
     def _may_publish(self, request_type: FrameType, request_id: int, topic: str) -> bool:
-        if self.server.allowed(self.permissions, "publish", topic):
+        allowed = self._may.get(topic)
+        if allowed is None:
+            allowed = self._may[topic] = self.server.allowed(self.permissions, "publish", topic)
+            if len(self._may) > _MAY_CACHE:
+                self._may.clear()
+        if allowed:
             return True
         self._queue(
             self.conn.request_error(
@@ -657,9 +626,9 @@ class Session:
             )
         )
         cursor = Cursor(sid, event.topic, res.epoch, res.start_seq)
-        cursor.stop_listening = self._broker.listen(
-            event.topic, functools.partial(self._on_topic, cursor)
-        )
+        cursor.handle = self._broker.attach(event.topic)
+        cursor.wakeup = functools.partial(self._wakeup, cursor)
+        cursor.watched = functools.partial(self._watched, cursor)
         self._cursors[sid] = cursor
         self._wake.set()
 

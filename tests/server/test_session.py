@@ -513,10 +513,10 @@ async def test_a_protocol_error_closes_only_that_connection_and_is_logged_at_inf
 
 
 class ExplodingBroker(MemoryBroker):
-    async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
+    def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
         if topic == "boom":
             raise RuntimeError("disk on fire")
-        return await super().publish(topic, flags, body)
+        return super().append(topic, flags, body)
 
 
 async def test_an_internal_error_closes_only_that_connection_with_a_traceback(
