@@ -796,6 +796,23 @@ def _push(type_: int, flags: int, epoch: int, seq: int, rest: Buffer) -> bytes:
     return b"".join((head, rest))
 
 
+#: Bytes a push adds in front of a publish body: header, epoch and seq.
+PUSH_OVERHEAD = _PUSH_H.size
+
+
+def push_into(
+    buf: bytearray, offset: int, type_: int, flags: int, epoch: int, seq: int, rest: Buffer
+) -> int:
+    """Write the push frame :func:`body_to_message` (or its batch counterpart) would return
+    into ``buf`` at ``offset``, without building it first; returns its size. ``buf`` must
+    have the room (``PUSH_OVERHEAD + len(rest)`` bytes); it is never resized."""
+    size = len(rest)
+    _PUSH_H.pack_into(buf, offset, MESSAGE_PREFIX_SIZE + size, type_, flags, epoch, seq)
+    start = offset + _PUSH_H.size
+    buf[start : start + size] = rest
+    return _PUSH_H.size + size
+
+
 def publish_body(publish: Buffer) -> tuple[int, bytes]:
     """(flags, publish body) of one whole PUBLISH or PUBLISH_BATCH frame: the bytes after
     request_id, which a push carries after its epoch and seq (see :func:`body_to_message`).

@@ -42,7 +42,8 @@ import sys
 from array import array
 from bisect import bisect_left, bisect_right
 
-from pushwire.protocol.layouts import HEADER_SIZE
+from pushwire.protocol import codec
+from pushwire.protocol.layouts import HEADER_SIZE, FrameType
 
 __all__ = ["MAX_SEGMENT", "MIN_SEGMENT", "TOPIC_OVERHEAD", "TopicLog", "segment_size_for"]
 
@@ -58,6 +59,8 @@ TOPIC_OVERHEAD = 1024
 _SEGMENT_OVERHEAD = 160
 #: Dead array entries tolerated before compaction (below this, never compact).
 _COMPACT_MIN = 1024
+_MESSAGE = int(FrameType.MESSAGE)
+_MESSAGE_BATCH = int(FrameType.MESSAGE_BATCH)
 
 
 def segment_size_for(max_bytes: int) -> int:
@@ -126,6 +129,41 @@ class TopicLog:
 
     # -- writing -----------------------------------------------------------------------------
 
+    def append_push(self, flags: int, body: bytes | memoryview, count: int = 0) -> int:
+        """Append the push of a publish body (``body`` after the request_id, see
+        :func:`codec.body_to_message`): a MESSAGE, or with ``count`` a MESSAGE_BATCH of
+        that many records. The frame is written straight into the segment when it fits
+        one, so no intermediate bytes object exists. Returns the first sequence."""
+        size = codec.PUSH_OVERHEAD + len(body)
+        first = self.head + 1
+        cur = self._cur
+        pos = self._tail
+        type_ = _MESSAGE_BATCH if count else _MESSAGE
+        if cur is None or size > self._seg >> 2 or pos + size > (self._cur_slot + 1) * self._seg:
+            if count:
+                frame = codec.body_to_message_batch(flags, body, self.epoch, first)
+            else:
+                frame = codec.body_to_message(flags, body, self.epoch, first)
+            return self.append(frame, count or 1)
+        codec.push_into(
+            cur, pos - self._cur_slot * self._seg, type_, flags, self.epoch, first, body
+        )
+        self._tail = pos + size
+        if count:
+            self._starts.extend(array("Q", (pos,)) * count)
+            self.head = first + count - 1
+        else:
+            self._starts.append(pos)
+            self.head = first
+        self._frames.append(first)
+        self.frame_bytes += size
+        self.frames_appended += 1
+        if size - HEADER_SIZE > self.max_payload:
+            self.max_payload = size - HEADER_SIZE
+        if self.head - self.oldest + 1 > self.max_count or self.frame_bytes > self.max_bytes:
+            self._trim()
+        return first
+
     def append(self, frame: bytes, count: int = 1) -> int:
         """Store ``frame`` (a MESSAGE, or a MESSAGE_BATCH of ``count`` records) as the next
         ``count`` sequences; returns the first. Trims what the limits no longer allow."""
@@ -184,12 +222,16 @@ class TopicLog:
             self.segment_bytes -= len(cur) - used
 
     def _trim(self) -> None:
+        """Drop the oldest frames until both limits hold, and then on to 1/64 below them
+        (hysteresis: a full log trims once per 1/64 of its size, not at every append)."""
         frames = self._frames
         starts = self._starts
         f0 = self._f0
         last = len(frames) - 1
+        max_count = self.max_count - (self.max_count >> 6)
+        max_bytes = self.max_bytes - (self.max_bytes >> 6)
         while f0 < last and (
-            self.head - self.oldest + 1 > self.max_count or self.frame_bytes > self.max_bytes
+            self.head - self.oldest + 1 > max_count or self.frame_bytes > max_bytes
         ):
             nxt = frames[f0 + 1]
             self.frame_bytes -= (

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import math
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,11 +46,13 @@ from pushwire.protocol.heartbeat import Heartbeat
 from pushwire.protocol.layouts import (
     DEFINED_FLAGS,
     HAS_HEADERS,
+    HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
     PREFACE_SIZE,
+    PUBLISH_PREFIX_SIZE,
     SUPPORTED_VERSIONS,
     FrameType,
     Outcome,
@@ -408,6 +411,18 @@ def _truncate(text: str, limit: int = MAX_REASON_BYTES) -> str:
     return data[:limit].decode("utf-8", "ignore")
 
 
+# -- the publish hot path ---------------------------------------------------------------------
+
+_HEADER = struct.Struct(">IBB")  # layouts.Header
+_PUB_HEAD = struct.Struct(">IB")  # layouts: PUBLISH request_id, topic length
+_PUBLISH = int(FrameType.PUBLISH)
+_PUB_MIN = HEADER_SIZE + _PUB_HEAD.size  # where a PUBLISH's topic bytes start
+_PUB_BODY = HEADER_SIZE + PUBLISH_PREFIX_SIZE  # where its body after request_id starts
+#: Topic names one connection remembers as valid: publishers use few topics; one that
+#: cycles through more only pays the check again.
+TOPIC_CACHE = 256
+
+
 # -- the connection ---------------------------------------------------------------------------
 
 
@@ -449,6 +464,7 @@ class ServerConnection:
         self._eof_reported = False
         self._last_received = now
         self._partial_since: float | None = None  # when the frame now arriving began
+        self._topic_cache: dict[bytes, str] = {}  # valid topic names seen (take_publishes)
 
     # -- bytes in, events out ---------------------------------------------------------------
 
@@ -497,6 +513,55 @@ class ServerConnection:
     def buffered(self) -> int:
         """Received bytes not yet turned into events."""
         return self._reader.buffered
+
+    def take_publishes(self) -> tuple[bytes, list[tuple[int, str, int, int]]] | None:
+        """The publisher's hot path: every whole PUBLISH without headers at the front of
+        the buffer, in one pass, as ``(data, [(request_id, topic, start, end), ...])``,
+        where ``data[start:end]`` is each publish body after its request_id (what
+        :func:`codec.body_to_message` takes). ``None`` when the next frame is anything
+        else, or a PUBLISH this path does not judge (a topic that is not valid, a short
+        frame): :meth:`next_event` then handles it as usual, with the same outcome.
+
+        Only in OPEN with no event pending, so order is kept. A valid topic is decoded
+        and checked once per connection (up to :data:`TOPIC_CACHE` names)."""
+        if self.state is not ServerState.OPEN or self._events or self.faults:
+            return None
+        reader = self._reader
+        buf = reader.buffer
+        size = len(buf)
+        limit = reader.max_frame_size
+        topics = self._topic_cache
+        spans: list[tuple[int, str, int, int]] = []
+        offset = 0
+        while offset + _PUB_MIN <= size:
+            length, type_, flags = _HEADER.unpack_from(buf, offset)
+            end = offset + HEADER_SIZE + length
+            if type_ != _PUBLISH or flags or length > limit or end > size:
+                break
+            request_id, n = _PUB_HEAD.unpack_from(buf, offset + HEADER_SIZE)
+            topic_end = offset + _PUB_MIN + n
+            if topic_end > end:
+                break
+            name = bytes(buf[offset + _PUB_MIN : topic_end])
+            topic = topics.get(name)
+            if topic is None:
+                try:
+                    topic = name.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
+                if topic_problem(topic) is not None:
+                    break
+                if len(topics) >= TOPIC_CACHE:
+                    topics.clear()
+                topics[name] = topic
+            spans.append((request_id, topic, offset + _PUB_BODY, end))
+            offset = end
+        if not spans:
+            return None
+        data = bytes(buf[:offset])
+        reader.discard(offset)
+        self._partial_since = self._last_received if reader.buffered else None
+        return data, spans
 
     # -- handshake ---------------------------------------------------------------------------
 

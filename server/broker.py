@@ -341,6 +341,17 @@ class Broker(abc.ABC):
     def detach(self, topic: Topic) -> None:
         """Release what :meth:`attach` returned."""
 
+    def append_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int]]
+    ) -> tuple[int, int]:
+        """:meth:`append` of each publish body ``data[start:end]`` (flags 0), in order;
+        returns (epoch, first seq). Backends may wake the topic once for all of them."""
+        with memoryview(data) as view:
+            epoch, first = self.append(topic, 0, view[spans[0][0] : spans[0][1]])
+            for start, end in spans[1:]:
+                self.append(topic, 0, view[start:end])
+        return epoch, first
+
     async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
         """:meth:`append`, for callers on the portable interface."""
         return self.append(topic, flags, body)
@@ -452,13 +463,31 @@ class MemoryBroker(Broker):
     def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
         t = self._topic(topic)
         log = t.log
-        seq = log.head + 1
-        frame = codec.body_to_message(flags, body, log.epoch, seq)
-        log.append(frame)
+        seq = log.append_push(flags, body)
         t.appended()
         if t.listeners:
-            self._notify(t, 1, len(frame))
+            self._notify(t, 1, codec.PUSH_OVERHEAD + len(body))
         return log.epoch, seq
+
+    def append_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int]]
+    ) -> tuple[int, int]:
+        """Append one MESSAGE per publish body ``data[start:end]`` (no headers) for each
+        span, in order, waking the topic once for all of them: what one read of a
+        publisher's socket holds. Returns (epoch, first seq); the rest follow it."""
+        t = self._topic(topic)
+        log = t.log
+        first = log.head + 1
+        with memoryview(data) as view:
+            if t.listeners:  # they hear of every append
+                for start, end in spans:
+                    self.append(topic, 0, view[start:end])
+                return log.epoch, first
+            append = log.append_push
+            for start, end in spans:
+                append(0, view[start:end])
+        t.appended()
+        return log.epoch, first
 
     def append_batch(
         self,
@@ -470,13 +499,11 @@ class MemoryBroker(Broker):
     ) -> tuple[int, int]:
         t = self._topic(topic)
         log = t.log
-        first = log.head + 1
         count = len(record_ends)
-        frame = codec.body_to_message_batch(flags, body, log.epoch, first)
-        log.append(frame, count)
+        first = log.append_push(flags, body, count)
         t.appended()
         if t.listeners:
-            self._notify(t, count, len(frame))
+            self._notify(t, count, codec.PUSH_OVERHEAD + len(body))
         return log.epoch, first
 
     def attach(self, topic: str) -> Topic:

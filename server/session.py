@@ -449,6 +449,10 @@ class Session:
                 if self._control_bytes >= self.config.outbound_queue_bytes:
                     await self._room.wait()
                     continue
+                run = conn.take_publishes()
+                if run is not None:
+                    self._publish_run(*run)
+                    continue
                 event = conn.next_event()
                 if event is None:
                     break
@@ -567,6 +571,31 @@ class Session:
                 )
             case _:
                 pass  # PING (PONG is queued already), PONG, ACK: nothing to do here
+
+    def _publish_run(self, data: bytes, spans: list[tuple[int, str, int, int]]) -> None:
+        """Whole PUBLISH frames of one read (:meth:`ServerConnection.take_publishes`):
+        each run on one topic is appended in one go and wakes its subscribers once; the
+        PUBACKs follow in request order [PW-ORDER-10]."""
+        conn = self.conn
+        broker = self._broker
+        n = len(spans)
+        i = 0
+        while i < n:
+            topic = spans[i][1]
+            j = i + 1
+            while j < n and spans[j][1] == topic:
+                j += 1
+            if not self._may_publish(FrameType.PUBLISH, spans[i][0], topic):
+                for k in range(i + 1, j):
+                    self._may_publish(FrameType.PUBLISH, spans[k][0], topic)
+                i = j
+                continue
+            epoch, seq = broker.append_many(topic, data, [(s, e) for _, _, s, e in spans[i:j]])
+            for k in range(i, j):
+                request_id = spans[k][0]
+                if request_id:
+                    self._queue(conn.puback(request_id, epoch, seq + k - i, 1))
+            i = j
 
     def _answering(self) -> bool:
         """Whether replies can still go out: another task (a publisher's listener call, the

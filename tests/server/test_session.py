@@ -518,6 +518,13 @@ class ExplodingBroker(MemoryBroker):
             raise RuntimeError("disk on fire")
         return super().append(topic, flags, body)
 
+    def append_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int]]
+    ) -> tuple[int, int]:
+        if topic == "boom":
+            raise RuntimeError("disk on fire")
+        return super().append_many(topic, data, spans)
+
 
 async def test_an_internal_error_closes_only_that_connection_with_a_traceback(
     autojump_clock: object, caplog: pytest.LogCaptureFixture
