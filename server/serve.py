@@ -49,6 +49,7 @@ from pushwire.protocol.server_conn import FAULTS, ServerLimits
 from pushwire.protocol.topics import topic_problem
 from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
 from pushwire.server.session import Session, SessionStats
+from pushwire.server.timers import Timers
 
 __all__ = [
     "Permissions",
@@ -280,6 +281,8 @@ class Server:
         #: connection's writer just before it sends one round's ``chunks`` (bytes, and
         #: memoryviews into topic logs: do not keep them, they pin the log's segments).
         self.on_send: Any = None
+        #: every session's deadlines, served by one task (see server/timers.py)
+        self.timers = Timers()
         self._sessions: dict[int, Session] = {}
         self._next_id = 0
         self._listeners: list[trio.SocketListener] = []

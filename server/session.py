@@ -1,8 +1,8 @@
-"""One client connection on trio: a reader, a writer and a ticker around a ServerConnection.
+"""One client connection on trio: a reader and a writer around a ServerConnection.
 
 Theory of operation
 -------------------
-Three tasks share one nursery per connection:
+Two tasks share one nursery per connection:
 
 * the **reader** reads at most :data:`READ_SIZE` bytes at a time, feeds the sans-I/O
   :class:`~pushwire.protocol.server_conn.ServerConnection` and acts on its events (auth,
@@ -11,12 +11,17 @@ Three tasks share one nursery per connection:
   stops being read (TCP pushes back on it), and the queue stays bounded.
 * the **writer** is the only task that writes to the stream. Each round it takes the whole
   control queue, then *pulls* pushes for every subscription that has credit, straight from
-  the broker's history -- the same ``bytes`` object for every subscriber -- up to the
-  outbound budget, and sends everything in one ``send_all``. Control frames queued before
+  the topic's log -- :func:`~pushwire.protocol.delivery.plan_round` picks the range, which
+  is one ``memoryview`` slice of segments every subscriber shares -- up to the outbound
+  budget, and sends the round (joined into one ``send_all`` when small). When a
+  subscription has caught up and has credit it parks on its topic, which wakes it once at
+  the next append; without credit it parks nowhere, and CREDIT wakes it. Control frames
+  queued before
   a round go out before that round's pushes, so SUBSCRIBED precedes the first MESSAGE and
   every MESSAGE precedes UNSUBSCRIBED.
-* the **ticker** sleeps until the connection's next deadline (handshake, heartbeat, drain)
-  and hands the time to the connection.
+* time: the server's one timer task (:mod:`pushwire.server.timers`) calls
+  :meth:`Session.on_timer` at the connection's next deadline (handshake, heartbeat, frame,
+  drain), which hands the time to the connection; no task or timer per connection.
 
 Backpressure, in three named places: TCP (``send_all`` blocks the writer), the outbound
 budget (``outbound_queue_bytes``: the control queue plus one round of pulled pushes), and
@@ -136,7 +141,8 @@ class Session:
         self._cursors: dict[int, Cursor] = {}
         self._wake = trio.Event()  # the writer has something to do
         self._room = trio.Event()  # the control queue dropped below its bound
-        self._poke = trio.Event()  # the next deadline may have moved earlier
+        #: when the server's timers will call on_timer (inf: not scheduled; see _arm)
+        self.timer_at = math.inf
         self._reader_done = trio.Event()
         self._finishing = False
         self._pulling = True
@@ -153,7 +159,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
-                nursery.start_soon(self._ticker)
+                self._arm()
                 nursery.start_soon(self._reader)
                 await self._writer()
                 with trio.move_on_after(self.config.close_timeout):
@@ -187,7 +193,7 @@ class Session:
             )
         self._wake.set()
         self._room.set()
-        self._poke.set()
+        self.timer_at = -math.inf  # any scheduled entry is stale now
 
     def fail(self, code: ErrorCode, message: str) -> None:
         """A connection-level error of ours: ERROR(code) then close."""
@@ -204,7 +210,7 @@ class Session:
             self._queue(self.conn.goaway(code, reconnect_after_ms, jitter_ms, reason), force=True)
             self._goaway = (code, reason or code.name.lower().replace("_", " "))
             self._drain_deadline = trio.current_time() + self.config.drain_timeout
-            self._poke.set()
+            self._arm()
         elif state is not sc.ServerState.DRAINING:  # still in the handshake
             self.finish(code, reason, self.conn.close_with_error(code, reason))
 
@@ -433,6 +439,7 @@ class Session:
                     continue  # lingering: discard until EOF so our ERROR is not reset away
                 conn.receive_data(data, trio.current_time())
                 await self._process_events()
+                self._arm()  # a frame that began to arrive has a deadline of its own
                 if not data:
                     if not self._finishing:
                         self.finish(conn.close_code or ErrorCode.NO_ERROR, "peer closed")
@@ -514,7 +521,7 @@ class Session:
                 self._queue(
                     conn.accept(self.connection_id, self.config.server_name, trio.current_time())
                 )
-                self._poke.set()
+                self._arm()
                 log.info(
                     "connection %d: %s opened as %r (heartbeat %d ms)",
                     self.connection_id,
@@ -663,31 +670,37 @@ class Session:
 
     # -- time --------------------------------------------------------------------------------
 
-    async def _ticker(self) -> None:
+    def _arm(self) -> None:
+        """Have the server's timers call :meth:`on_timer` at the next deadline, if it moved
+        earlier than the one scheduled (later needs nothing: see server/timers.py)."""
+        if self._finishing:
+            return
+        deadline = self.conn.next_deadline()
+        deadline = min(math.inf if deadline is None else deadline, self._drain_deadline)
+        if deadline < self.timer_at:
+            self.server.timers.schedule(self, deadline)
+
+    def on_timer(self, now: float) -> None:
+        """A deadline came (run by the server's timer task): what the time demands."""
+        if self._finishing:
+            return
         conn = self.conn
-        while not self._finishing:
-            deadline = conn.next_deadline()
-            deadline = min(math.inf if deadline is None else deadline, self._drain_deadline)
-            self._poke = trio.Event()
-            with trio.move_on_at(deadline):
-                await self._poke.wait()
-                continue
-            now = trio.current_time()
-            if now >= self._drain_deadline and not self._finishing:
-                self.finish(ErrorCode.SHUTTING_DOWN, "drain time is over")
-                return
-            out = conn.tick(now)
-            if conn.state is sc.ServerState.CLOSED:
-                code = conn.close_code or ErrorCode.INTERNAL_ERROR
-                log.info(
-                    "connection %d: %s",
-                    self.connection_id,
-                    code.name,
-                    extra={"conn": self.connection_id, "peer": self.peer, "code": code.name},
-                )
-                self.finish(code, code.name.lower().replace("_", " "), out)
-                return
-            self._queue(out)
+        if now >= self._drain_deadline:
+            self.finish(ErrorCode.SHUTTING_DOWN, "drain time is over")
+            return
+        out = conn.tick(now)
+        if conn.state is sc.ServerState.CLOSED:
+            code = conn.close_code or ErrorCode.INTERNAL_ERROR
+            log.info(
+                "connection %d: %s",
+                self.connection_id,
+                code.name,
+                extra={"conn": self.connection_id, "peer": self.peer, "code": code.name},
+            )
+            self.finish(code, code.name.lower().replace("_", " "), out)
+            return
+        self._queue(out)
+        self._arm()
 
     # -- introspection -----------------------------------------------------------------------
 
