@@ -37,7 +37,7 @@ splicing already-validated bytes instead of decoding and re-encoding every paylo
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pushwire.protocol import frames as F
@@ -687,6 +687,21 @@ def _enc_gap(f: Any) -> bytes:
 def _enc_puback(f: Any) -> bytes:
     return _PUBACK_H.pack(
         _PUBACK.size, FrameType.PUBACK, 0, f.request_id, f.epoch, f.first_seq, f.count
+    )
+
+
+def encode_pubacks(epoch: int, first_seq: int, request_ids: Sequence[int]) -> bytes:
+    """PUBACK(request_id, epoch, first_seq + k, 1) for the k-th of ``request_ids`` that is
+    not 0 (those wanted no answer), back to back: the answers to a run of single-message
+    publishes on one topic, without a frame object each."""
+    pack = _PUBACK_H.pack
+    size, type_ = _PUBACK.size, int(FrameType.PUBACK)
+    return b"".join(
+        [
+            pack(size, type_, 0, request_id, epoch, first_seq + k, 1)
+            for k, request_id in enumerate(request_ids)
+            if request_id
+        ]
     )
 
 

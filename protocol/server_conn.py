@@ -664,6 +664,12 @@ class ServerConnection:
         self._transition("reply")
         return codec.encode_frame(F.Puback(request_id, epoch, first_seq, count))
 
+    def pubacks(self, epoch: int, first_seq: int, request_ids: list[int]) -> bytes:
+        """The PUBACKs of a run of single-message publishes sequenced ``first_seq``,
+        ``first_seq + 1``, ... (request_id 0 gets none): many :meth:`puback` in one go."""
+        self._transition("reply")
+        return codec.encode_pubacks(epoch, first_seq, request_ids)
+
     def goaway(
         self,
         code: ErrorCode = ErrorCode.SHUTTING_DOWN,

@@ -597,11 +597,9 @@ class Session:
                     self._may_publish(FrameType.PUBLISH, spans[k][0], topic)
                 i = j
                 continue
-            epoch, seq = broker.append_many(topic, data, [(s, e) for _, _, s, e in spans[i:j]])
-            for k in range(i, j):
-                request_id = spans[k][0]
-                if request_id:
-                    self._queue(conn.puback(request_id, epoch, seq + k - i, 1))
+            run = spans[i:j]
+            epoch, seq = broker.append_many(topic, data, [(s, e) for _, _, s, e in run])
+            self._queue(conn.pubacks(epoch, seq, [request_id for request_id, _, _, _ in run]))
             i = j
 
     def _answering(self) -> bool:
