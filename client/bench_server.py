@@ -50,8 +50,10 @@ zero-credit subscriber received (must be 0, PW-FLOW-2).
 
 ``acks``: the reference client (``pushwire.client.connect``) publishes ``--messages`` messages
 per payload size and waits for each PUBACK: ``single`` (one publish in flight: a round trip
-each), ``batch`` (``publish_batch`` of ``--batch`` records, one in flight) and ``concurrent``
-(``--concurrency`` tasks publishing at once on one connection). Figures: messages/s, calls/s
+each), ``batch`` (``publish_batch`` of ``--batch`` records, one in flight), ``concurrent``
+(``--concurrency`` tasks publishing at once on one connection) and ``window``
+(``publish_many``: one task, a window of pipelined publishes, PUBACKs in order; its latency
+column is wall time per message). Figures: messages/s, calls/s
 and the latency of one call (publish to PUBACK). Sequence numbers are checked contiguous.
 
 Every run is bounded: at most ``--duration-limit`` seconds (a run that hits it reports what it
@@ -98,7 +100,9 @@ examples:
   pushwire bench server --scenario stall --scenario acks --json server.json
 """
 
-SCENARIOS = ("fanout", "stall", "acks")
+SCENARIOS = ("fanout", "stall", "acks", "rate", "idle", "interference")
+#: What runs without --scenario: the others take minutes or thousands of connections.
+DEFAULT_SCENARIOS = ("fanout", "stall", "acks")
 HOST = "127.0.0.1"
 
 #: Start of every payload: the message's index and its publish time in perf_counter_ns.
@@ -162,7 +166,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=SCENARIOS,
         metavar="NAME",
-        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)} (default: all)",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)} "
+        f"(default: {', '.join(DEFAULT_SCENARIOS)})",
     )
     parser.add_argument(
         "--subscribers",
@@ -214,6 +219,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds one run may take before it stops and counts as incomplete (default 60)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    from pushwire.client import bench_scenarios
+
+    bench_scenarios.add_arguments(parser)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
@@ -355,12 +363,12 @@ class RawConnection:
         self.decoder = FrameDecoder(INITIAL_MAX_FRAME_SIZE)
 
     @classmethod
-    async def open(cls, port: int, name: str) -> RawConnection:
+    async def open(cls, port: int, name: str, heartbeat_ms: int = HEARTBEAT_MS) -> RawConnection:
         import trio
 
         conn = cls(await trio.open_tcp_stream(HOST, port))
         try:
-            await conn._handshake(name)
+            await conn._handshake(name, heartbeat_ms)
         except BaseException:
             await conn.aclose()
             raise
@@ -381,8 +389,8 @@ class RawConnection:
             raise BenchError("the server closed the connection")
         return bytes(data)
 
-    async def _handshake(self, name: str) -> None:
-        hello = F.Hello(MAX_FRAME_SIZE, HEARTBEAT_MS, name, b"")
+    async def _handshake(self, name: str, heartbeat_ms: int = HEARTBEAT_MS) -> None:
+        hello = F.Hello(MAX_FRAME_SIZE, heartbeat_ms, name, b"")
         await self.stream.send_all(encode_preface(1, 1) + codec.encode_frame(hello))
         preface = bytearray()
         while len(preface) < PREFACE_SIZE:
@@ -450,8 +458,10 @@ class Subscriber:
     finished: bool = False
 
     @classmethod
-    async def open(cls, port: int, name: str, topic: str, credit: int) -> Subscriber:
-        conn = await RawConnection.open(port, name)
+    async def open(
+        cls, port: int, name: str, topic: str, credit: int, heartbeat_ms: int = HEARTBEAT_MS
+    ) -> Subscriber:
+        conn = await RawConnection.open(port, name, heartbeat_ms)
         subscribed = await conn.subscribe(topic, credit)
         return cls(conn, subscribed.start_seq)
 
@@ -840,6 +850,15 @@ async def acks_mode(
         while count > 0:
             k = min(records, count)
             start = time.perf_counter_ns()
+            if mode == "window":  # one call pipelines them all; latency is per message
+                seqs: list[int] = []
+                await conn.publish_many(topic, itertools.repeat(body, count), seqs.append)
+                if seqs and seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+                    errors.append("PUBACK sequences are not contiguous and in order")
+                firsts.extend((seq, 1) for seq in seqs)
+                latencies.append((time.perf_counter_ns() - start) // max(count, 1))
+                done += len(seqs)
+                return
             if mode == "batch":
                 first = await conn.publish_batch(topic, [body] * k)
             else:
@@ -894,7 +913,7 @@ async def acks_runs(
     async with open_server() as server:
         address = f"{HOST}:{server.port}"
         async with connect(address, reconnect=False, client_name="bench-acks") as conn:
-            for mode in ("single", "batch", "concurrent"):
+            for mode in ("single", "batch", "concurrent", "window"):
                 result = await acks_mode(
                     conn, server, mode, messages, payload, batch, concurrency, limit
                 )
@@ -1043,11 +1062,19 @@ async def _main(args: argparse.Namespace, scenarios: Sequence[str]) -> dict[str,
                 args.messages, payload, args.batch, args.concurrency, limit
             )
         print()
+    from pushwire.client import bench_scenarios
+
+    await bench_scenarios.run_scenarios(args, scenarios, report)
     return report
 
 
 def _incomplete(report: dict[str, Any]) -> list[str]:
-    out = []
+    out = [
+        f"{name}: {r['errors']}"
+        for name in ("rate", "idle", "interference")
+        for r in report.get(name, [])
+        if not r["complete"]
+    ]
     for r in report.get("fanout", []):
         if not r["complete"]:
             out.append(f"fanout {r['subscribers']} x {r['payload_bytes']} B: {r['errors']}")
@@ -1067,7 +1094,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"pushwire bench server: {problem}", file=sys.stderr)
         return 2
-    scenarios = [s for s in SCENARIOS if s in (args.scenario or SCENARIOS)]
+    scenarios = [s for s in SCENARIOS if s in (args.scenario or DEFAULT_SCENARIOS)]
     print(
         f"pushwire serve subprocess on {HOST}; Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs"
