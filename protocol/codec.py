@@ -690,18 +690,14 @@ def _enc_puback(f: Any) -> bytes:
     )
 
 
-def encode_pubacks(epoch: int, first_seq: int, request_ids: Sequence[int]) -> bytes:
-    """PUBACK(request_id, epoch, first_seq + k, 1) for the k-th of ``request_ids`` that is
-    not 0 (those wanted no answer), back to back: the answers to a run of single-message
-    publishes on one topic, without a frame object each."""
+def encode_pubacks(epoch: int, acks: Sequence[tuple[int, int, int]]) -> bytes:
+    """PUBACK(request_id, epoch, first_seq, count) for each (request_id, first_seq, count)
+    whose request_id is not 0 (those wanted no answer), back to back: the answers to a run
+    of publishes on one topic, without a frame object each."""
     pack = _PUBACK_H.pack
     size, type_ = _PUBACK.size, int(FrameType.PUBACK)
     return b"".join(
-        [
-            pack(size, type_, 0, request_id, epoch, first_seq + k, 1)
-            for k, request_id in enumerate(request_ids)
-            if request_id
-        ]
+        [pack(size, type_, 0, rid, epoch, first, count) for rid, first, count in acks if rid]
     )
 
 

@@ -342,15 +342,28 @@ class Broker(abc.ABC):
         """Release what :meth:`attach` returned."""
 
     def append_many(
-        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int]]
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
     ) -> tuple[int, int]:
-        """:meth:`append` of each publish body ``data[start:end]`` (flags 0), in order;
-        returns (epoch, first seq). Backends may wake the topic once for all of them."""
+        """For each (start, end, count): the publish body ``data[start:end]`` (flags 0) as a
+        MESSAGE (count 0) or a batch of ``count`` records, in order; returns (epoch, first
+        seq). Backends may wake the topic once for all of them."""
         with memoryview(data) as view:
-            epoch, first = self.append(topic, 0, view[spans[0][0] : spans[0][1]])
-            for start, end in spans[1:]:
-                self.append(topic, 0, view[start:end])
-        return epoch, first
+            first = self.append_span(topic, view, spans[0])
+            for span in spans[1:]:
+                self.append_span(topic, view, span)
+        return first
+
+    def append_span(
+        self, topic: str, view: memoryview, span: tuple[int, int, int]
+    ) -> tuple[int, int]:
+        """One (start, end, count) of :meth:`append_many` through :meth:`append` or
+        :meth:`append_batch`."""
+        start, end, count = span
+        if not count:
+            return self.append(topic, 0, view[start:end])
+        body = view[start:end]
+        offsets = codec.body_record_offsets(0, body)
+        return self.append_batch(topic, 0, body, offsets[0], offsets[1:])
 
     async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
         """:meth:`append`, for callers on the portable interface."""
@@ -470,22 +483,23 @@ class MemoryBroker(Broker):
         return log.epoch, seq
 
     def append_many(
-        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int]]
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
     ) -> tuple[int, int]:
-        """Append one MESSAGE per publish body ``data[start:end]`` (no headers) for each
-        span, in order, waking the topic once for all of them: what one read of a
-        publisher's socket holds. Returns (epoch, first seq); the rest follow it."""
+        """For each (start, end, count): the publish body ``data[start:end]`` (no headers)
+        as a MESSAGE (count 0) or a MESSAGE_BATCH of ``count`` records, in order, waking the
+        topic once for all of them: what one read of a publisher's socket holds. Returns
+        (epoch, first seq); the rest follow it."""
         t = self._topic(topic)
         log = t.log
         first = log.head + 1
         with memoryview(data) as view:
             if t.listeners:  # they hear of every append
-                for start, end in spans:
-                    self.append(topic, 0, view[start:end])
+                for span in spans:
+                    self.append_span(topic, view, span)
                 return log.epoch, first
             append = log.append_push
-            for start, end in spans:
-                append(0, view[start:end])
+            for start, end, count in spans:
+                append(0, view[start:end], count)
         t.appended()
         return log.epoch, first
 

@@ -641,10 +641,11 @@ class Session:
             case _:
                 pass  # PING (PONG is queued already), PONG, ACK: nothing to do here
 
-    def _publish_run(self, data: bytes, spans: list[tuple[int, str, int, int]]) -> None:
-        """Whole PUBLISH frames of one read (:meth:`ServerConnection.take_publishes`):
-        each run on one topic is appended in one go and wakes its subscribers once; the
-        PUBACKs follow in request order [PW-ORDER-10]."""
+    def _publish_run(self, data: bytes, spans: list[tuple[int, str, int, int, int]]) -> None:
+        """Whole PUBLISH / PUBLISH_BATCH frames of one read
+        (:meth:`ServerConnection.take_publishes`): each run on one topic is appended in one
+        go and wakes its subscribers once; the PUBACKs follow in request order
+        [PW-ORDER-10]."""
         conn = self.conn
         broker = self._broker
         n = len(spans)
@@ -654,14 +655,20 @@ class Session:
             j = i + 1
             while j < n and spans[j][1] == topic:
                 j += 1
-            if not self._may_publish(FrameType.PUBLISH, spans[i][0], topic):
-                for k in range(i + 1, j):
-                    self._may_publish(FrameType.PUBLISH, spans[k][0], topic)
+            run = spans[i:j]
+            kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
+            if not self._may_publish(kind, run[0][0], topic):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._may_publish(kind, request_id, topic)
                 i = j
                 continue
-            run = spans[i:j]
-            epoch, seq = broker.append_many(topic, data, [(s, e) for _, _, s, e in run])
-            self._queue(conn.pubacks(epoch, seq, [request_id for request_id, _, _, _ in run]))
+            epoch, seq = broker.append_many(topic, data, [(s, e, c) for _, _, s, e, c in run])
+            acks = []
+            for request_id, _, _, _, count in run:
+                acks.append((request_id, seq, count or 1))
+                seq += count or 1
+            self._queue(conn.pubacks(epoch, acks))
             i = j
 
     def _answering(self) -> bool:

@@ -145,15 +145,15 @@ def test_the_dispatch_table_accepts_exactly_the_defined_flags() -> None:
 
 @given(
     st.integers(1, 2**63 - 1),
-    st.integers(1, 2**40),
-    st.lists(st.integers(0, 2**32 - 1), max_size=20),
+    st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 2**40), st.integers(1, 0xFFFF)),
+        max_size=20,
+    ),
 )
 def test_encode_pubacks_is_each_wanted_puback_back_to_back(
-    epoch: int, first: int, request_ids: list[int]
+    epoch: int, acks: list[tuple[int, int, int]]
 ) -> None:
     expected = b"".join(
-        codec.encode_frame(F.Puback(rid, epoch, first + k, 1))
-        for k, rid in enumerate(request_ids)
-        if rid
+        codec.encode_frame(F.Puback(rid, epoch, first, count)) for rid, first, count in acks if rid
     )
-    assert codec.encode_pubacks(epoch, first, request_ids) == expected
+    assert codec.encode_pubacks(epoch, acks) == expected

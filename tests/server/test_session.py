@@ -519,7 +519,7 @@ class ExplodingBroker(MemoryBroker):
         return super().append(topic, flags, body)
 
     def append_many(
-        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int]]
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
     ) -> tuple[int, int]:
         if topic == "boom":
             raise RuntimeError("disk on fire")
