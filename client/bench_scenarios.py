@@ -50,6 +50,8 @@ from pushwire.protocol import frames as F
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import trio
+
 __all__ = ["add_arguments", "run_scenarios"]
 
 #: Connections opened at once while setting up many (each waits for its SUBSCRIBED).
@@ -101,14 +103,25 @@ def _raise_fd_limit(wanted: int) -> None:
 
 
 async def _open_many(
-    port: int, n: int, topic: str, credit: int, heartbeat_ms: int
+    port: int,
+    n: int,
+    topic: str,
+    credit: int,
+    heartbeat_ms: int,
+    receivers: trio.Nursery,
+    total: int | None,
+    progress: Progress,
 ) -> list[Subscriber]:
+    """``n`` subscribers, each receiving (and answering PINGs) in ``receivers`` from the
+    moment it is subscribed: setting up thousands takes longer than a heartbeat timeout."""
     import trio
 
     subs: list[Subscriber] = []
 
     async def one(i: int) -> None:
-        subs.append(await Subscriber.open(port, f"bench-idle-{i}", topic, credit, heartbeat_ms))
+        s = await Subscriber.open(port, f"bench-idle-{i}", topic, credit, heartbeat_ms)
+        subs.append(s)
+        receivers.start_soon(s.receive, total, total or 0, progress)
 
     for start in range(0, n, CONNECT_BATCH):
         async with trio.open_nursery() as nursery:
@@ -198,12 +211,19 @@ async def idle_run(
         before = server.memory_kib()
         subs: list[Subscriber] = []
         with trio.move_on_after(limit) as scope:
-            subs = await _open_many(server.port, connections, topic, MAX_CREDIT, heartbeat_ms)
-            pub = await RawConnection.open(server.port, "bench-idle-pub")
             progress = Progress()
             async with trio.open_nursery() as nursery:
-                for s in subs:
-                    nursery.start_soon(s.receive, publishes, publishes, progress)
+                subs = await _open_many(
+                    server.port,
+                    connections,
+                    topic,
+                    MAX_CREDIT,
+                    heartbeat_ms,
+                    nursery,
+                    publishes,
+                    progress,
+                )
+                pub = await RawConnection.open(server.port, "bench-idle-pub")
                 await trio.sleep(1.0)  # settle
                 after = server.memory_kib()
                 cpu0, t0 = server.cpu_seconds(), time.perf_counter()
@@ -216,7 +236,7 @@ async def idle_run(
                 with trio.move_on_after(10):
                     await progress.until(lambda: all(s.finished for s in subs))
                 nursery.cancel_scope.cancel()
-            await pub.aclose()
+                await pub.aclose()
         crashed = server.exited()
         for s in subs:
             await s.conn.aclose()
@@ -256,14 +276,14 @@ async def interference_run(zero_credit: int, probes: int, limit: float) -> dict[
         probe = await Subscriber.open(server.port, "bench-probe", quiet, MAX_CREDIT)
         busy_sub = await Subscriber.open(server.port, "bench-busy-sub", busy, MAX_CREDIT)
         with trio.move_on_after(limit) as scope:
-            if zero_credit:
-                idle = await _open_many(server.port, zero_credit, busy, 0, 60_000)
-            pub = await RawConnection.open(server.port, "bench-busy-pub")
-            prober = await RawConnection.open(server.port, "bench-probe-pub")
             progress = Progress()
             async with trio.open_nursery() as nursery:
-                for s in idle:
-                    nursery.start_soon(s.receive, None, 0, progress)
+                if zero_credit:
+                    idle = await _open_many(
+                        server.port, zero_credit, busy, 0, 60_000, nursery, None, progress
+                    )
+                pub = await RawConnection.open(server.port, "bench-busy-pub")
+                prober = await RawConnection.open(server.port, "bench-probe-pub")
                 nursery.start_soon(busy_sub.receive, None, 1 << 62, progress)
                 nursery.start_soon(probe.receive, probes, probes, progress)
 
@@ -289,8 +309,8 @@ async def interference_run(zero_credit: int, probes: int, limit: float) -> dict[
                     if probe.finished:
                         break
                 nursery.cancel_scope.cancel()
-            await pub.aclose()
-            await prober.aclose()
+                await pub.aclose()
+                await prober.aclose()
         for s in [*idle, probe, busy_sub]:
             await s.conn.aclose()
     if scope.cancelled_caught:
