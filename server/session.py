@@ -407,13 +407,28 @@ class Session:
         _, more = self._pull_one(cur, pieces, self.config.outbound_queue_bytes)
         if more or self._finishing:
             self._wake.set()
-        if not pieces:
-            return
+        if pieces:
+            self._write_now(pieces)
+
+    def _can_write_now(self) -> bool:
+        """Whether bytes may be written from outside the writer: a plain TCP socket, the
+        writer idle, nothing queued or carried (so nothing would be overtaken)."""
+        return (
+            self._fd >= 0
+            and self._writer_idle
+            and not self._control
+            and not self._carry
+            and not self._finishing
+        )
+
+    def _write_now(self, pieces: list[bytes | memoryview]) -> None:
+        """Write ``pieces`` with non-blocking writes; what the socket does not take now
+        becomes the writer's carry (see :meth:`_wakeup`). Only if :meth:`_can_write_now`."""
         if self.server.on_send is not None:
             self.server.on_send(self.connection_id, pieces)
         for i, piece in enumerate(pieces):
             try:
-                sent = os.write(fd, piece)
+                sent = os.write(self._fd, piece)
             except BlockingIOError:
                 sent = 0
             except OSError:  # the writer meets the same error on its next send
@@ -766,7 +781,10 @@ class Session:
             )
             self.finish(code, code.name.lower().replace("_", " "), out)
             return
-        self._queue(out)
+        if out and self._can_write_now():
+            self._write_now([out])  # a PING: no writer wake-up for it
+        else:
+            self._queue(out)
         self._arm()
 
     # -- introspection -----------------------------------------------------------------------
