@@ -745,7 +745,8 @@ class Connection:
             nonlocal count
             while len(pending) > limit:
                 _, waiter = pending[0]
-                await waiter.done.wait()
+                if waiter.result is None:  # answered ones need no trip through the scheduler
+                    await waiter.done.wait()
                 result = waiter.result
                 if isinstance(result, cc.PublishAcked):
                     pending.popleft()
