@@ -584,3 +584,28 @@ async def test_subscriptions_end_with_their_connection(autojump_clock: object) -
         while ms.server.stats().connections:
             await trio.sleep(0.01)
         assert ms.server.stats().topics["t"].listeners == 0
+
+
+@pytest.mark.spec("PW-FLOW-2")
+async def test_a_subscription_without_credit_is_never_woken_by_publishes(
+    autojump_clock: object,
+) -> None:
+    async with memory_server(config()) as ms:
+        peer = await ms.connect()
+        await peer.handshake()
+        await peer.subscribe(1, "t", credit=0)
+        broker = ms.server.broker
+        assert isinstance(broker, MemoryBroker)
+        topic = broker.attach("t")
+        try:
+            for i in range(20):
+                await ms.server.publish("t", b"%d" % i)
+                assert not topic.waiters  # nobody parked: no wake-up to give
+            await peer.send(F.Credit(1, 5))
+            assert [s for s, _ in await peer.messages(5)] == [1, 2, 3, 4, 5]
+            await peer.send(F.Credit(1, 100))
+            assert [s for s, _ in await peer.messages(15)] == list(range(6, 21))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(topic.waiters) == 1  # caught up with credit: parked until the next append
+        finally:
+            broker.detach(topic)
