@@ -22,14 +22,16 @@ frames' bytes plus two segments (the one being filled, and the oldest, partly tr
 A subscriber therefore pulls "everything from ``lo`` to ``hi``" with two look-ups and one
 ``memoryview`` slice (a few at segment boundaries), however many messages that is:
 :meth:`TopicLog.slices`. No per-message Python object exists anywhere: a message costs the
-bytes of its frame plus 8 bytes of ``starts`` (one per record for a batch) and 8 bytes of
-``frames`` (first sequence of each frame, for trimming and for cutting batches).
+bytes of its frame plus 8 bytes of ``starts`` (one per record for a batch), and per frame 8
+bytes of ``frames`` (its first sequence, for trimming and for cutting batches) and 8 of
+``cum`` (the bytes appended before it, so trimming is two binary searches).
 
 Trimming keeps the history limits' meaning (at most ``max_count`` messages and
 ``max_bytes`` bytes of frames, but always the newest frame) and frees a segment as soon as
 no retained frame lies in it. The arrays are compacted lazily (when more than half of them
-is dead), so trimming costs O(1) amortised. :attr:`TopicLog.memory` counts everything the
-log holds: segments, both arrays and a fixed per-topic overhead.
+is dead), so trimming costs O(log n) per trim and O(1) amortised per append.
+:attr:`TopicLog.memory` counts everything the log holds: segments, the arrays and a fixed
+per-topic overhead.
 
 Nothing here knows about sockets, tasks or subscribers: the planner
 (:mod:`pushwire.protocol.delivery`) decides what a subscriber gets, the server's session
@@ -79,6 +81,7 @@ class TopicLog:
     """
 
     __slots__ = (
+        "_cum",
         "_cur",
         "_cur_slot",
         "_ends",
@@ -90,6 +93,7 @@ class TopicLog:
         "_seq0",
         "_starts",
         "_tail",
+        "_total",
         "epoch",
         "frame_bytes",
         "frames_appended",
@@ -119,6 +123,8 @@ class TopicLog:
         self._starts = array("Q")
         self._seq0 = 1  # sequence of _starts[0]
         self._frames = array("Q")  # first sequence of each frame
+        self._cum = array("Q")  # bytes of every frame appended before each frame
+        self._total = 0  # bytes of every frame appended in this epoch
         self._f0 = 0  # index in _frames of the oldest retained frame
         self._segs: dict[int, bytearray | bytes] = {}
         self._ends: dict[int, int] = {}  # slot -> end position, for sealed and own segments
@@ -156,6 +162,8 @@ class TopicLog:
             self._starts.append(pos)
             self.head = first
         self._frames.append(first)
+        self._cum.append(self._total)
+        self._total += size
         self.frame_bytes += size
         self.frames_appended += 1
         if size - HEADER_SIZE > self.max_payload:
@@ -199,6 +207,8 @@ class TopicLog:
         else:
             self._starts.extend(array("Q", (pos,)) * count)
         self._frames.append(first)
+        self._cum.append(self._total)
+        self._total += size
         self.head = first + count - 1
         self.frame_bytes += size
         self.frames_appended += 1
@@ -226,20 +236,19 @@ class TopicLog:
         (hysteresis: a full log trims once per 1/64 of its size, not at every append)."""
         frames = self._frames
         starts = self._starts
-        f0 = self._f0
+        cum = self._cum
         last = len(frames) - 1
         max_count = self.max_count - (self.max_count >> 6)
         max_bytes = self.max_bytes - (self.max_bytes >> 6)
-        while f0 < last and (
-            self.head - self.oldest + 1 > max_count or self.frame_bytes > max_bytes
-        ):
-            nxt = frames[f0 + 1]
-            self.frame_bytes -= (
-                self._end_of(nxt - 1 - self._seq0) - starts[self.oldest - self._seq0]
-            )
-            self.oldest = nxt
-            f0 += 1
+        # the first frame from which on both limits hold: two binary searches, however
+        # many frames go (both arrays grow monotonically), never the newest frame
+        f0 = max(
+            bisect_left(frames, self.head - max_count + 1, self._f0, last),
+            bisect_left(cum, self._total - max_bytes, self._f0, last),
+        )
         self._f0 = f0
+        self.oldest = frames[f0]
+        self.frame_bytes = self._total - cum[f0]
         # free every segment that lies wholly before the oldest retained frame
         live = starts[self.oldest - self._seq0] // self._seg
         while self._first_slot < live:
@@ -250,6 +259,7 @@ class TopicLog:
             self._first_slot += 1
         if f0 > _COMPACT_MIN and f0 * 2 > len(frames):
             del frames[:f0]
+            del cum[:f0]
             self._f0 = 0
         dead = self.oldest - self._seq0
         if dead > _COMPACT_MIN and dead * 2 > len(starts):
@@ -347,6 +357,7 @@ class TopicLog:
             self.segment_bytes
             + sys.getsizeof(self._starts)  # includes the allocated, not just used, items
             + sys.getsizeof(self._frames)
+            + sys.getsizeof(self._cum)
             + len(self._segs) * _SEGMENT_OVERHEAD
             + TOPIC_OVERHEAD
         )
