@@ -42,6 +42,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
@@ -239,6 +240,7 @@ class Topic:
         "listeners",
         "log",
         "name",
+        "plan",
         "waiters",
     )
 
@@ -248,6 +250,8 @@ class Topic:
         self.attached = 0
         self.waiters: dict[object, Wakeup] = {}
         self.listeners: dict[int, Listener] = {}
+        #: the sessions' shared plan for this topic (see server.session.SharedPlan)
+        self.plan: Any = None
         self._head_watch: list[tuple[int, int, Wakeup]] = []
         self._oldest_watch: list[tuple[int, int, Wakeup]] = []
 

@@ -86,6 +86,20 @@ class Cursor:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedPlan:
+    """The last one-push plan on a topic that reached its head: subscribers at the same
+    position with at least this credit and room get it as it is (a fan-out plans once per
+    append, not once per subscriber). Kept on the topic, replaced by the next such plan."""
+
+    log: object
+    first: int
+    head: int
+    count: int
+    size: int
+    steps: list[delivery.Push | delivery.Gap]
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionStats:
     topic: str
     epoch: int
@@ -347,9 +361,36 @@ class Session:
             cur.next_seq = log.oldest
         peer_max = conn.client.max_frame_size if conn.client else 0
         reorder = sc.FAULT_REORDER in self.faults and not cur.reordered
-        steps, next_seq = delivery.plan_round(
-            log, cur.next_seq, credit, budget - used, peer_max, per_frame=reorder
-        )
+        room = budget - used
+        shared = handle.plan
+        if (
+            shared is not None
+            and shared.log is log
+            and shared.first == cur.next_seq
+            and shared.head == log.head
+            and credit >= shared.count
+            and room >= shared.size
+            and peer_max >= log.max_payload
+            and not reorder
+        ):
+            # the plan the previous subscriber at this position got, which reached the head
+            # unlimited by credit or budget: this one would get the very same
+            steps: list[delivery.Push | delivery.Gap] = shared.steps
+            next_seq = log.head + 1
+        else:
+            steps, next_seq = delivery.plan_round(
+                log, cur.next_seq, credit, room, peer_max, per_frame=reorder
+            )
+            if (
+                next_seq == log.head + 1
+                and len(steps) == 1
+                and isinstance(steps[0], delivery.Push)
+                and peer_max >= log.max_payload
+                and not reorder
+            ):
+                push = steps[0]
+                size = sum(map(len, push.data))
+                handle.plan = SharedPlan(log, push.first, log.head, push.count, size, steps)
         start = len(pieces)
         for step in steps:
             if isinstance(step, delivery.Push):

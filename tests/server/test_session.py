@@ -609,3 +609,27 @@ async def test_a_subscription_without_credit_is_never_woken_by_publishes(
             assert len(topic.waiters) == 1  # caught up with credit: parked until the next append
         finally:
             broker.detach(topic)
+
+
+@pytest.mark.spec("PW-FLOW-2", "PW-ORDER-6")
+async def test_subscribers_at_one_position_with_different_credit_each_get_their_share(
+    autojump_clock: object,
+) -> None:
+    async with memory_server(config()) as ms:
+        credits = [1000, 2, 1000, 0, 7]
+        peers = []
+        for credit in credits:
+            peer = await ms.connect()
+            await peer.handshake()
+            await peer.subscribe(1, "t", credit=credit)
+            peers.append(peer)
+        await ms.server.publish_batch("t", [b"%d" % i for i in range(10)])
+        await ms.server.publish("t", b"10")
+        for peer, credit in zip(peers, credits, strict=True):
+            want = min(credit, 11)
+            got = [s for s, _ in await peer.messages(want)] if want else []
+            assert got == list(range(1, want + 1))
+        await trio.testing.wait_all_tasks_blocked()
+        for peer, credit in zip(peers, credits, strict=True):
+            sub = ms.server.stats().session(peer.welcome.connection_id).subscriptions[1]  # type: ignore[union-attr]
+            assert sub.next_seq == min(credit, 11) + 1
