@@ -37,7 +37,7 @@ splicing already-validated bytes instead of decoding and re-encoding every paylo
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from pushwire.protocol import frames as F
@@ -690,6 +690,17 @@ def _enc_puback(f: Any) -> bytes:
     )
 
 
+def encode_pubacks(epoch: int, acks: Sequence[tuple[int, int, int]]) -> bytes:
+    """PUBACK(request_id, epoch, first_seq, count) for each (request_id, first_seq, count)
+    whose request_id is not 0 (those wanted no answer), back to back: the answers to a run
+    of publishes on one topic, without a frame object each."""
+    pack = _PUBACK_H.pack
+    size, type_ = _PUBACK.size, int(FrameType.PUBACK)
+    return b"".join(
+        [pack(size, type_, 0, rid, epoch, first, count) for rid, first, count in acks if rid]
+    )
+
+
 def _enc_unknown(f: Any) -> bytes:
     return _frame(f.type, f.flags, f.payload)
 
@@ -872,6 +883,23 @@ def _push(type_: int, flags: int, epoch: int, seq: int, rest: Buffer) -> bytes:
             f"push frame cannot be encoded: {exc}", code=ErrorCode.FIELD_OUT_OF_RANGE
         ) from exc
     return b"".join((head, rest))
+
+
+#: Bytes a push adds in front of a publish body: header, epoch and seq.
+PUSH_OVERHEAD = _PUSH_H.size
+
+
+def push_into(
+    buf: bytearray, offset: int, type_: int, flags: int, epoch: int, seq: int, rest: Buffer
+) -> int:
+    """Write the push frame :func:`body_to_message` (or its batch counterpart) would return
+    into ``buf`` at ``offset``, without building it first; returns its size. ``buf`` must
+    have the room (``PUSH_OVERHEAD + len(rest)`` bytes); it is never resized."""
+    size = len(rest)
+    _PUSH_H.pack_into(buf, offset, MESSAGE_PREFIX_SIZE + size, type_, flags, epoch, seq)
+    start = offset + _PUSH_H.size
+    buf[start : start + size] = rest
+    return _PUSH_H.size + size
 
 
 def publish_body(publish: Buffer) -> tuple[int, bytes]:

@@ -90,6 +90,16 @@ class FrameDecoder:
         buf = self._buffer
         return len(buf) >= HEADER_SIZE and len(buf) >= HEADER_SIZE + _HEADER.unpack_from(buf)[0]
 
+    @property
+    def buffer(self) -> bytearray:
+        """The bytes buffered, in place: for a caller that walks many whole frames in one
+        pass (the server's publish path) and then :meth:`discard` s them. Do not modify."""
+        return self._buffer
+
+    def discard(self, count: int) -> None:
+        """Drop ``count`` buffered bytes that the caller consumed from :attr:`buffer`."""
+        del self._buffer[:count]
+
     def peek(self, count: int) -> bytes:
         """Up to ``count`` buffered bytes, left in place: for what precedes the first frame
         on a stream (a preface, SPEC.md §2.2), which is not a frame."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import math
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ from pushwire.protocol.layouts import (
     MIN_MAX_FRAME_SIZE,
     POSITION_SIZE,
     PREFACE_SIZE,
+    PUBLISH_PREFIX_SIZE,
     SUPPORTED_VERSIONS,
     FrameType,
     Outcome,
@@ -373,6 +375,21 @@ def _truncate(text: str, limit: int = MAX_REASON_BYTES) -> str:
     return data[:limit].decode("utf-8", "ignore")
 
 
+# -- the publish hot path ---------------------------------------------------------------------
+
+_HEADER = struct.Struct(">IBB")  # layouts.Header
+_PUB_HEAD = struct.Struct(">IB")  # layouts: PUBLISH request_id, topic length
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_PUBLISH = int(FrameType.PUBLISH)
+_PUBLISH_BATCH = int(FrameType.PUBLISH_BATCH)
+_PUB_MIN = HEADER_SIZE + _PUB_HEAD.size  # where a PUBLISH's topic bytes start
+_PUB_BODY = HEADER_SIZE + PUBLISH_PREFIX_SIZE  # where its body after request_id starts
+#: Topic names one connection remembers as valid: publishers use few topics; one that
+#: cycles through more only pays the check again.
+TOPIC_CACHE = 256
+
+
 # -- the connection ---------------------------------------------------------------------------
 
 
@@ -405,6 +422,7 @@ class ServerConnection:
         self._eof_reported = False
         self._last_received = now
         self._partial_since: float | None = None  # when the frame now arriving began
+        self._topic_cache: dict[bytes, str] = {}  # valid topic names seen (take_publishes)
 
     # -- bytes in, events out ---------------------------------------------------------------
 
@@ -456,6 +474,74 @@ class ServerConnection:
     def buffered(self) -> int:
         """Received bytes not yet turned into events."""
         return self._reader.buffered
+
+    def take_publishes(self) -> tuple[bytes, list[tuple[int, str, int, int, int]]] | None:
+        """The publisher's hot path: every whole PUBLISH and PUBLISH_BATCH without headers
+        at the front of the buffer, in one pass, as ``(data, [(request_id, topic, start,
+        end, count), ...])``, where ``data[start:end]`` is each publish body after its
+        request_id (what :func:`codec.body_to_message` and
+        :func:`codec.body_to_message_batch` take) and ``count`` is a batch's record count
+        (0 for a PUBLISH). ``None`` when the next frame is anything else, or a publish
+        this path does not judge (a topic that is not valid, a frame that is not well
+        formed): :meth:`next_event` then handles it as usual, with the same outcome.
+
+        Only in OPEN with no event pending, so order is kept. A valid topic is decoded
+        and checked once per connection (up to :data:`TOPIC_CACHE` names); a batch's
+        records are walked by their length prefixes only."""
+        if self.state is not ServerState.OPEN or self._events:
+            return None
+        reader = self._reader
+        buf = reader.buffer
+        size = len(buf)
+        limit = reader.max_frame_size
+        topics = self._topic_cache
+        u32 = _U32.unpack_from
+        spans: list[tuple[int, str, int, int, int]] = []
+        offset = 0
+        while offset + _PUB_MIN <= size:
+            length, type_, flags = _HEADER.unpack_from(buf, offset)
+            end = offset + HEADER_SIZE + length
+            if (type_ != _PUBLISH and type_ != _PUBLISH_BATCH) or flags:
+                break
+            if length > limit or end > size:
+                break
+            request_id, n = _PUB_HEAD.unpack_from(buf, offset + HEADER_SIZE)
+            topic_end = offset + _PUB_MIN + n
+            if topic_end > end:
+                break
+            count = 0
+            if type_ == _PUBLISH_BATCH:
+                if topic_end + 2 > end:
+                    break
+                count = _U16.unpack_from(buf, topic_end)[0]
+                at = topic_end + 2
+                for _ in range(count):
+                    if at + 4 > end:
+                        at = -1  # a record is missing
+                        break
+                    at += 4 + u32(buf, at)[0]
+                if not count or at != end:
+                    break  # empty or not well formed: next_event says what is wrong
+            name = bytes(buf[offset + _PUB_MIN : topic_end])
+            topic = topics.get(name)
+            if topic is None:
+                try:
+                    topic = name.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
+                if topic_problem(topic) is not None:
+                    break
+                if len(topics) >= TOPIC_CACHE:
+                    topics.clear()
+                topics[name] = topic
+            spans.append((request_id, topic, offset + _PUB_BODY, end, count))
+            offset = end
+        if not spans:
+            return None
+        data = bytes(buf[:offset])
+        reader.discard(offset)
+        self._partial_since = self._last_received if reader.buffered else None
+        return data, spans
 
     # -- handshake ---------------------------------------------------------------------------
 
@@ -569,6 +655,12 @@ class ServerConnection:
     def puback(self, request_id: int, epoch: int, first_seq: int, count: int) -> bytes:
         self._transition(FrameType.PUBACK)
         return codec.encode_frame(F.Puback(request_id, epoch, first_seq, count))
+
+    def pubacks(self, epoch: int, acks: list[tuple[int, int, int]]) -> bytes:
+        """PUBACK(request_id, epoch, first_seq, count) for each (request_id, first_seq,
+        count) whose request_id is not 0: many :meth:`puback` in one go."""
+        self._transition(FrameType.PUBACK)
+        return codec.encode_pubacks(epoch, acks)
 
     def goaway(
         self,

@@ -1,41 +1,54 @@
-"""The broker: per-topic sequence numbers, epochs and history, behind a small async interface.
+"""The broker: per-topic sequence numbers, epochs and history, behind a small interface.
 
 Theory of operation
 -------------------
 A publish is turned into its push frame (MESSAGE or MESSAGE_BATCH) exactly once, here, and
-stored in the topic's history as an :class:`Entry`. Subscribers never get a copy of their
-own: each connection *pulls* entries from the history when it has credit and room in its
-outbound queue, and writes the very same ``bytes`` object that every other subscriber
-writes. A subscriber that cannot keep up therefore costs nothing but its cursor (a sequence
-number); it lags in the history until the history no longer holds its next message, and
-then the session applies the slow-consumer policy. Publishing never waits for a subscriber.
+appended to the topic's :class:`~pushwire.protocol.log.TopicLog`: fixed-size segments of
+encoded frames and an array of where each sequence starts. Subscribers never get a copy of
+their own: each connection *pulls* from the log when it has credit and room in its outbound
+budget, and sends slices of the very same segments every other subscriber sends. A
+subscriber that cannot keep up costs nothing but its cursor (a sequence number); it lags in
+the log until the log no longer holds its next message, and then the session applies the
+slow-consumer policy. Publishing never waits for a subscriber.
 
-The interface (:class:`Broker`) is deliberately small and async so that a Redis Streams
-backend (one stream per topic; XADD assigns the sequence, XRANGE reads, the epoch is a key
-set with NX at topic creation, a pub/sub channel or XREAD BLOCK drives :meth:`Broker.listen`)
-can replace :class:`MemoryBroker` without touching the connection code. Sessions only ever
-call the methods defined on :class:`Broker`.
+Wake-ups are per topic, not per message: a writer that has caught up with a topic and has
+credit parks a callback with :meth:`Topic.wait`; an append calls the parked callbacks once
+and forgets them, so a burst of appends between two turns of the event loop wakes each
+waiting writer once, and a subscription without credit (which parks nothing) is never woken
+by publishes at all. Under the DISCONNECT policy a subscription that is not draining
+registers *watches* instead: "call me when head passes ``next_seq - 1 + max_lag``" and "when
+the oldest retained sequence passes ``next_seq``". The topic keeps them in two heaps and an
+append looks only at their tops, so the lag of a stalled subscription is judged by the very
+append that makes it too large, at O(log n) per subscription that trips, O(1) otherwise.
+
+The async methods (``publish``, ``read``, ``resolve``...) are the interface a different
+backend would implement; sessions use the synchronous fast path (:meth:`Broker.append`,
+:meth:`Broker.attach`) that a backend mirroring its topics into local logs provides.
 
 Bounds (ServerConfig): each topic keeps at most ``history_count`` messages and
-``history_bytes`` bytes of encoded frames, but always its newest entry, so a topic costs at
-most ``history_bytes`` plus one frame (``max_frame_size`` + 12).
+``history_bytes`` bytes of encoded frames, but always its newest frame; what its log holds
+beyond that (partly filled segment, arrays, bookkeeping) is bounded by
+:attr:`TopicLog.memory`, reported in :meth:`Broker.stats`. Topics nobody subscribes to are
+evicted least recently used first once there are ``max_topics``, in O(1).
 """
 
 from __future__ import annotations
 
 import abc
-import bisect
+import heapq
 import itertools
 import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import HEADER_SIZE, Outcome, SinceKind
+from pushwire.protocol.layouts import HEADER_SIZE, FrameType, Outcome, SinceKind
+from pushwire.protocol.log import TopicLog
 
 __all__ = [
     "Broker",
@@ -44,6 +57,7 @@ __all__ = [
     "MemoryBroker",
     "ReadResult",
     "Resolution",
+    "Topic",
     "TopicPosition",
     "TopicStats",
     "batch_body",
@@ -51,7 +65,7 @@ __all__ = [
     "resolve_since",
 ]
 
-log = logging.getLogger("pushwire.server.broker")
+log_ = logging.getLogger("pushwire.server.broker")
 
 
 # -- what the broker stores and returns -------------------------------------------------------
@@ -135,7 +149,8 @@ class TopicStats:
     entries: int
     bytes: int
     frames_encoded: int  # push frames built by publishes (one per publish, whatever the fan-out)
-    listeners: int
+    listeners: int  # subscriptions attached plus listen() callbacks
+    memory: int = 0  # bytes the topic's log holds (segments, arrays, bookkeeping)
 
 
 class InvalidPosition(Exception):
@@ -197,24 +212,172 @@ def batch_body(topic: str, records: tuple[F.Record, ...]) -> tuple[int, bytes, i
 #: ``listener(epoch, head_seq, count, size)``: called after each append of ``count`` messages
 #: in a frame of ``size`` bytes, and after a reset (head_seq, count and size 0).
 Listener = Callable[[int, int, int, int], None]
+#: A parked writer or a watch: called once, inside the appending task; quick, never raises.
+Wakeup = Callable[[], None]
+
+
+def _new_epoch(previous: int = 0) -> int:
+    """A nonzero random 63-bit epoch, different from ``previous``: a restarted in-memory
+    server therefore never presents an old epoch with new contents."""
+    while True:
+        epoch = secrets.randbits(63)
+        if epoch and epoch != previous:
+            return epoch
+
+
+_tokens = itertools.count()
+
+
+class Topic:
+    """One topic: its current log (replaced by a reset), the writers parked on it and the
+    DISCONNECT watches. Sessions hold it from :meth:`Broker.attach` to
+    :meth:`Broker.detach`."""
+
+    __slots__ = (
+        "_head_watch",
+        "_oldest_watch",
+        "attached",
+        "listeners",
+        "log",
+        "name",
+        "plan",
+        "waiters",
+    )
+
+    def __init__(self, name: str, log: TopicLog) -> None:
+        self.name = name
+        self.log = log
+        self.attached = 0
+        self.waiters: dict[object, Wakeup] = {}
+        self.listeners: dict[int, Listener] = {}
+        #: the sessions' shared plan for this topic (see server.session.SharedPlan)
+        self.plan: Any = None
+        self._head_watch: list[tuple[int, int, Wakeup]] = []
+        self._oldest_watch: list[tuple[int, int, Wakeup]] = []
+
+    def wait(self, key: object, wakeup: Wakeup) -> None:
+        """Call ``wakeup`` once, at the next append or reset (one per ``key``)."""
+        self.waiters[key] = wakeup
+
+    def unwait(self, key: object) -> None:
+        """Forget what ``key`` parked (a subscription that went away)."""
+        self.waiters.pop(key, None)
+
+    def watch_head(self, seq: int, wakeup: Wakeup) -> None:
+        """Call ``wakeup`` once, when the head passes ``seq`` (or at a reset)."""
+        heapq.heappush(self._head_watch, (seq, next(_tokens), wakeup))
+        self._bound_watches()
+
+    def watch_oldest(self, seq: int, wakeup: Wakeup) -> None:
+        """Call ``wakeup`` once, when the oldest retained sequence passes ``seq`` (or at a
+        reset)."""
+        heapq.heappush(self._oldest_watch, (seq, next(_tokens), wakeup))
+        self._bound_watches()
+
+    def _bound_watches(self) -> None:
+        # callers register at most one watch of each kind per subscription at a time, but a
+        # subscription may go away with its watches still here: fire the stale ones early
+        # (a wake-up is harmless) so that churn cannot grow the heaps without bound
+        limit = 2 * self.attached + 16
+        if len(self._head_watch) + len(self._oldest_watch) > 2 * limit:
+            self.fire_all_watches()
+
+    def appended(self) -> None:
+        """After an append: run the parked writers and the watches that came due."""
+        if self.waiters:
+            waiters, self.waiters = self.waiters, {}
+            for wakeup in waiters.values():
+                wakeup()
+        log = self.log
+        watch = self._head_watch
+        while watch and watch[0][0] < log.head:
+            heapq.heappop(watch)[2]()
+        watch = self._oldest_watch
+        while watch and watch[0][0] < log.oldest:
+            heapq.heappop(watch)[2]()
+
+    def fire_all_watches(self) -> None:
+        watches = self._head_watch + self._oldest_watch
+        self._head_watch, self._oldest_watch = [], []
+        waiters, self.waiters = self.waiters, {}
+        for _, _, wakeup in watches:
+            wakeup()
+        for wakeup in waiters.values():
+            wakeup()
+
+    @property
+    def position(self) -> TopicPosition:
+        log = self.log
+        return TopicPosition(log.epoch, log.head, log.oldest)
 
 
 class Broker(abc.ABC):
-    """What a session needs from a broker. Small and async on purpose: a Redis Streams
-    backend can implement it without touching the connection code (see the module
-    docstring). Implementations must keep, per topic, sequences contiguous from 1 within an
-    epoch and never reuse an epoch."""
+    """What a session needs from a broker. Implementations must keep, per topic, sequences
+    contiguous from 1 within an epoch and never reuse an epoch.
+
+    The async methods are the portable interface (a Redis Streams backend could implement
+    them: XADD assigns the sequence, XRANGE reads, the epoch is a key set with NX at topic
+    creation). Sessions use the synchronous fast path, :meth:`append`,
+    :meth:`append_batch` and :meth:`attach`, whose :class:`Topic` carries a local
+    :class:`~pushwire.protocol.log.TopicLog`; a remote backend would mirror into it."""
 
     @abc.abstractmethod
-    async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
+    def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
         """Append one message; ``body`` is a PUBLISH body after request_id. Returns
-        (epoch, seq) and wakes the topic's listeners."""
+        (epoch, seq) and wakes the topic's parked writers."""
 
     @abc.abstractmethod
+    def append_batch(
+        self,
+        topic: str,
+        flags: int,
+        body: bytes | memoryview,
+        records_start: int,
+        record_ends: list[int] | tuple[int, ...],
+    ) -> tuple[int, int]:
+        """Append a batch atomically (consecutive sequences); returns (epoch, first_seq)."""
+
+    @abc.abstractmethod
+    def attach(self, topic: str) -> Topic:
+        """The topic, held (never evicted) until :meth:`detach`."""
+
+    @abc.abstractmethod
+    def detach(self, topic: Topic) -> None:
+        """Release what :meth:`attach` returned."""
+
+    def append_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
+    ) -> tuple[int, int]:
+        """For each (start, end, count): the publish body ``data[start:end]`` (flags 0) as a
+        MESSAGE (count 0) or a batch of ``count`` records, in order; returns (epoch, first
+        seq). Backends may wake the topic once for all of them."""
+        with memoryview(data) as view:
+            first = self.append_span(topic, view, spans[0])
+            for span in spans[1:]:
+                self.append_span(topic, view, span)
+        return first
+
+    def append_span(
+        self, topic: str, view: memoryview, span: tuple[int, int, int]
+    ) -> tuple[int, int]:
+        """One (start, end, count) of :meth:`append_many` through :meth:`append` or
+        :meth:`append_batch`."""
+        start, end, count = span
+        if not count:
+            return self.append(topic, 0, view[start:end])
+        body = view[start:end]
+        offsets = codec.body_record_offsets(0, body)
+        return self.append_batch(topic, 0, body, offsets[0], offsets[1:])
+
+    async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
+        """:meth:`append`, for callers on the portable interface."""
+        return self.append(topic, flags, body)
+
     async def publish_batch(
         self, topic: str, flags: int, body: bytes, records_start: int, record_ends: list[int]
     ) -> tuple[int, int]:
-        """Append a batch atomically (consecutive sequences); returns (epoch, first_seq)."""
+        """:meth:`append_batch`, for callers on the portable interface."""
+        return self.append_batch(topic, flags, body, records_start, record_ends)
 
     @abc.abstractmethod
     async def position(self, topic: str) -> TopicPosition:
@@ -233,8 +396,8 @@ class Broker(abc.ABC):
     def listen(self, topic: str, callback: Listener) -> Callable[[], None]:
         """Call ``callback(epoch, head_seq, count, size)`` after each append to ``topic``
         (``count`` messages in a push frame of ``size`` bytes) and after a reset (zeros).
-        The callback must be quick and must not raise. Returns the function that stops
-        listening."""
+        For monitoring: per append, unlike :meth:`Topic.wait`. The callback must be quick
+        and must not raise. Returns the function that stops listening."""
 
     @abc.abstractmethod
     async def reset_topic(self, topic: str) -> int:
@@ -260,40 +423,9 @@ class Broker(abc.ABC):
 # -- the in-memory broker ---------------------------------------------------------------------
 
 
-def _new_epoch(previous: int = 0) -> int:
-    """A nonzero random 63-bit epoch, different from ``previous``: a restarted in-memory
-    server therefore never presents an old epoch with new contents."""
-    while True:
-        epoch = secrets.randbits(63)
-        if epoch and epoch != previous:
-            return epoch
-
-
-@dataclass(slots=True, eq=False)
-class _Topic:
-    epoch: int
-    head: int = 0
-    entries: list[Entry] = field(default_factory=list)
-    firsts: list[int] = field(default_factory=list)  # entries[i].first_seq, for bisect
-    start: int = 0  # index of the oldest live entry (trimmed ones are dropped lazily)
-    bytes: int = 0
-    frames_encoded: int = 0
-    listeners: dict[int, Listener] = field(default_factory=dict)
-
-    @property
-    def oldest(self) -> int:
-        if self.start < len(self.entries):
-            return self.entries[self.start].first_seq
-        return self.head + 1
-
-    @property
-    def position(self) -> TopicPosition:
-        return TopicPosition(self.epoch, self.head, self.oldest)
-
-
 class MemoryBroker(Broker):
     """History in process memory, bounded per topic by ``history_count`` messages and
-    ``history_bytes`` bytes of frames (the newest entry is always kept). Epochs are random,
+    ``history_bytes`` bytes of frames (the newest frame is always kept). Epochs are random,
     so a restart changes every topic's epoch (clients see EPOCH_CHANGED)."""
 
     def __init__(
@@ -308,76 +440,107 @@ class MemoryBroker(Broker):
         self.history_count = history_count
         self.history_bytes = history_bytes
         self.max_topics = max_topics
-        self._topics: OrderedDict[str, _Topic] = OrderedDict()  # least recently used first
+        self._topics: dict[str, Topic] = {}
+        self._idle: OrderedDict[str, None] = OrderedDict()  # unheld topics, least recent first
         self._listener_ids = 0
         self.evicted = 0
 
-    def _topic(self, name: str, *, touch: bool = False) -> _Topic:
+    def _log(self, previous_epoch: int = 0) -> TopicLog:
+        return TopicLog(
+            _new_epoch(previous_epoch), max_count=self.history_count, max_bytes=self.history_bytes
+        )
+
+    def _topic(self, name: str) -> Topic:
         topic = self._topics.get(name)
         if topic is None:
             if len(self._topics) >= self.max_topics:
                 self._evict()
-            topic = self._topics[name] = _Topic(epoch=_new_epoch())
-        elif touch:
-            self._topics.move_to_end(name)
+            topic = self._topics[name] = Topic(name, self._log())
+            self._idle[name] = None
+        elif not topic.attached and not topic.listeners:
+            self._idle.move_to_end(name)
         return topic
 
     def _evict(self) -> None:
-        """Forget the least recently used topic nobody listens to [PW-LIMIT-5]; if it is
-        named again it starts over with a new epoch. Looks at a few candidates only, so a
-        server whose topics are all subscribed grows past max_topics rather than stall."""
-        for name, topic in itertools.islice(self._topics.items(), 16):
-            if not topic.listeners:
-                del self._topics[name]
-                self.evicted += 1
-                return
+        """Forget the least recently used topic nobody holds [PW-LIMIT-5]; if it is named
+        again it starts over with a new epoch. When every topic is held, the server grows
+        past max_topics rather than stall."""
+        if self._idle:
+            name, _ = self._idle.popitem(last=False)
+            del self._topics[name]
+            self.evicted += 1
 
-    def _append(self, topic: _Topic, entry: Entry) -> None:
-        topic.entries.append(entry)
-        topic.firsts.append(entry.first_seq)
-        topic.bytes += len(entry.frame)
-        topic.frames_encoded += 1
-        entries = topic.entries
-        while len(entries) - topic.start > 1 and (
-            topic.head - entries[topic.start].first_seq + 1 > self.history_count
-            or topic.bytes > self.history_bytes
-        ):
-            topic.bytes -= len(entries[topic.start].frame)
-            topic.start += 1
-        if topic.start > 64 and topic.start * 2 > len(entries):
-            del entries[: topic.start]
-            del topic.firsts[: topic.start]
-            topic.start = 0
+    def _hold(self, topic: Topic) -> None:
+        self._idle.pop(topic.name, None)
 
-    def _notify(self, topic: _Topic, count: int = 0, size: int = 0) -> None:
+    def _release(self, topic: Topic) -> None:
+        if not topic.attached and not topic.listeners and self._topics.get(topic.name) is topic:
+            self._idle[topic.name] = None
+
+    def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
+        t = self._topic(topic)
+        log = t.log
+        seq = log.append_push(flags, body)
+        t.appended()
+        if t.listeners:
+            self._notify(t, 1, codec.PUSH_OVERHEAD + len(body))
+        return log.epoch, seq
+
+    def append_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
+    ) -> tuple[int, int]:
+        """For each (start, end, count): the publish body ``data[start:end]`` (no headers)
+        as a MESSAGE (count 0) or a MESSAGE_BATCH of ``count`` records, in order, waking the
+        topic once for all of them: what one read of a publisher's socket holds. Returns
+        (epoch, first seq); the rest follow it."""
+        t = self._topic(topic)
+        log = t.log
+        first = log.head + 1
+        with memoryview(data) as view:
+            if t.listeners:  # they hear of every append
+                for span in spans:
+                    self.append_span(topic, view, span)
+                return log.epoch, first
+            append = log.append_push
+            for start, end, count in spans:
+                append(0, view[start:end], count)
+        t.appended()
+        return log.epoch, first
+
+    def append_batch(
+        self,
+        topic: str,
+        flags: int,
+        body: bytes | memoryview,
+        records_start: int,
+        record_ends: list[int] | tuple[int, ...],
+    ) -> tuple[int, int]:
+        t = self._topic(topic)
+        log = t.log
+        count = len(record_ends)
+        first = log.append_push(flags, body, count)
+        t.appended()
+        if t.listeners:
+            self._notify(t, count, codec.PUSH_OVERHEAD + len(body))
+        return log.epoch, first
+
+    def attach(self, topic: str) -> Topic:
+        t = self._topic(topic)
+        t.attached += 1
+        self._hold(t)
+        return t
+
+    def detach(self, topic: Topic) -> None:
+        topic.attached -= 1
+        self._release(topic)
+
+    def _notify(self, topic: Topic, count: int = 0, size: int = 0) -> None:
+        log = topic.log
         for callback in list(topic.listeners.values()):
             try:
-                callback(topic.epoch, topic.head, count, size)
+                callback(log.epoch, log.head, count, size)
             except Exception:  # a listener must never break the publisher
-                log.exception("topic listener failed")
-
-    async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
-        t = self._topic(topic, touch=True)
-        seq = t.head + 1
-        frame = codec.body_to_message(flags, body, t.epoch, seq)
-        t.head = seq
-        self._append(t, Entry(t.epoch, seq, 1, frame))
-        self._notify(t, 1, len(frame))
-        return t.epoch, seq
-
-    async def publish_batch(
-        self, topic: str, flags: int, body: bytes, records_start: int, record_ends: list[int]
-    ) -> tuple[int, int]:
-        t = self._topic(topic, touch=True)
-        first = t.head + 1
-        count = len(record_ends)
-        frame = codec.body_to_message_batch(flags, body, t.epoch, first)
-        shift = len(frame) - len(body)  # the body is the frame's tail
-        offsets = (records_start + shift, *[end + shift for end in record_ends])
-        t.head = first + count - 1
-        self._append(t, Entry(t.epoch, first, count, frame, offsets))
-        self._notify(t, count, len(frame))
-        return t.epoch, first
+                log_.exception("topic listener failed")
 
     async def position(self, topic: str) -> TopicPosition:
         return self._topic(topic).position
@@ -389,54 +552,57 @@ class MemoryBroker(Broker):
         self, topic: str, from_seq: int, *, max_count: int, max_bytes: int
     ) -> ReadResult:
         t = self._topic(topic)
+        log = t.log
         out: list[Entry] = []
-        if from_seq <= t.head and max_count > 0:
-            i = max(bisect.bisect_right(t.firsts, from_seq, lo=t.start) - 1, t.start)
-            entries = t.entries
-            size = 0
-            count = 0
-            while i < len(entries):
-                entry = entries[i]
-                if out and (size + len(entry.frame) > max_bytes or count >= max_count):
+        if from_seq <= log.head and max_count > 0:
+            seq = max(from_seq, log.oldest)
+            size = count = 0
+            while seq <= log.head:
+                first, n, view = log.frame(seq)
+                if out and (size + len(view) > max_bytes or count >= max_count):
                     break
-                out.append(entry)
-                size += len(entry.frame)
-                count += entry.last_seq - max(from_seq, entry.first_seq) + 1
-                i += 1
+                frame = bytes(view)
+                offsets = codec.batch_record_offsets(frame) if frame[4] == _BATCH else ()
+                out.append(Entry(log.epoch, first, n, frame, offsets))
+                size += len(frame)
+                count += first + n - max(from_seq, first)
+                seq = first + n
         return ReadResult(t.position, out)
 
     def listen(self, topic: str, callback: Listener) -> Callable[[], None]:
-        t = self._topic(topic, touch=True)
+        t = self._topic(topic)
+        self._hold(t)
         self._listener_ids += 1
         key = self._listener_ids
         t.listeners[key] = callback
 
         def stop() -> None:
-            t.listeners.pop(key, None)
+            if t.listeners.pop(key, None) is not None:
+                self._release(t)
 
         return stop
 
     async def reset_topic(self, topic: str) -> int:
         t = self._topic(topic)
-        t.epoch = _new_epoch(t.epoch)
-        t.head = 0
-        t.entries.clear()
-        t.firsts.clear()
-        t.start = 0
-        t.bytes = 0
+        t.log = self._log(t.log.epoch)
+        t.fire_all_watches()
         self._notify(t)
-        return t.epoch
+        return t.log.epoch
 
     def stats(self) -> dict[str, TopicStats]:
         return {
             name: TopicStats(
-                t.epoch,
-                t.head,
-                t.oldest,
-                len(t.entries) - t.start,
-                t.bytes,
-                t.frames_encoded,
-                len(t.listeners),
+                t.log.epoch,
+                t.log.head,
+                t.log.oldest,
+                t.log.frames,
+                t.log.frame_bytes,
+                t.log.frames_appended,
+                t.attached + len(t.listeners),
+                t.log.memory,
             )
             for name, t in self._topics.items()
         }
+
+
+_BATCH = int(FrameType.MESSAGE_BATCH)

@@ -54,6 +54,7 @@ from pushwire.server.auth import OPEN, Identity, Permissions
 from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
 from pushwire.server.metrics import STATS_TOPIC, Counters, serve_metrics, stats_payload
 from pushwire.server.session import ConnectionFactory, Session, SessionHost, SessionStats
+from pushwire.server.timers import Timers
 from pushwire.server.tokens import MIN_SECRET_BYTES
 from pushwire.server.tokens import verify as verify_signed_token
 
@@ -357,6 +358,8 @@ class Server:
         self.counters = Counters()
         #: Where the metrics endpoint listens once serving (host, port), if configured.
         self.metrics_bound: tuple[str, int] | None = None
+        #: every session's deadlines, served by one task (see server/timers.py)
+        self.timers = Timers()
         self._sessions: dict[int, Session] = {}
         self._next_id = 0
         self._listeners: list[trio.SocketListener] = []

@@ -1,8 +1,8 @@
-"""One client connection on trio: a reader, a writer and a ticker around a ServerConnection.
+"""One client connection on trio: a reader and a writer around a ServerConnection.
 
 Theory of operation
 -------------------
-Three tasks share one nursery per connection:
+Two tasks share one nursery per connection:
 
 * the **reader** reads at most :data:`READ_SIZE` bytes at a time, feeds the sans-I/O
   :class:`~pushwire.protocol.server_conn.ServerConnection` and acts on its events (auth,
@@ -11,12 +11,17 @@ Three tasks share one nursery per connection:
   stops being read (TCP pushes back on it), and the queue stays bounded.
 * the **writer** is the only task that writes to the stream. Each round it takes the whole
   control queue, then *pulls* pushes for every subscription that has credit, straight from
-  the broker's history -- the same ``bytes`` object for every subscriber -- up to the
-  outbound budget, and sends everything in one ``send_all``. Control frames queued before
+  the topic's log -- :func:`~pushwire.protocol.delivery.plan_round` picks the range, which
+  is one ``memoryview`` slice of segments every subscriber shares -- up to the outbound
+  budget, and sends the round (joined into one ``send_all`` when small). When a
+  subscription has caught up and has credit it parks on its topic, which wakes it once at
+  the next append; without credit it parks nowhere, and CREDIT wakes it. Control frames
+  queued before
   a round go out before that round's pushes, so SUBSCRIBED precedes the first MESSAGE and
   every MESSAGE precedes UNSUBSCRIBED.
-* the **ticker** sleeps until the connection's next deadline (handshake, heartbeat, drain)
-  and hands the time to the connection.
+* time: the server's one timer task (:mod:`pushwire.server.timers`) calls
+  :meth:`Session.on_timer` at the connection's next deadline (handshake, heartbeat, frame,
+  drain), which hands the time to the connection; no task or timer per connection.
 
 Backpressure, in three named places: TCP (``send_all`` blocks the writer), the outbound
 budget (``outbound_queue_bytes``: the control queue plus one round of pulled pushes), and
@@ -33,6 +38,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,14 +46,16 @@ from typing import Protocol
 
 import trio
 
+from pushwire.protocol import delivery
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.events import Event, Sentinel
-from pushwire.protocol.layouts import HEADER_SIZE, FrameType, Outcome, SlowConsumerPolicy
+from pushwire.protocol.layouts import FrameType, Outcome, SlowConsumerPolicy
 from pushwire.server.admission import Admission
 from pushwire.server.auth import Identity, Permissions
-from pushwire.server.broker import Broker, Entry, InvalidPosition
+from pushwire.server.broker import Broker, InvalidPosition, Topic
 from pushwire.server.metrics import Counters
+from pushwire.server.timers import Timers
 
 log = logging.getLogger("pushwire.server")
 
@@ -102,6 +110,8 @@ class SessionHost(Protocol):
     def shutting_down(self) -> bool: ...
     @property
     def connection_factory(self) -> ConnectionFactory: ...
+    @property
+    def timers(self) -> Timers: ...
     def authenticate(self, token: bytes) -> Identity | None: ...
     def allowed(self, permissions: Permissions | None, action: str, topic: str) -> bool: ...
     def log_refusal(
@@ -109,20 +119,43 @@ class SessionHost(Protocol):
     ) -> None: ...
 
 
+#: A round whose pieces add up to at most this many bytes is joined into one ``send_all``
+#: (one syscall); larger rounds send each shared slice as it is, without a copy.
+JOIN_LIMIT = 16 * 1024
+#: Topics whose publish permission a connection remembers (cleared when full: a client that
+#: publishes on ever new topics pays the check each time, nothing more).
+_MAY_CACHE = 1024
+
+
 @dataclass(slots=True, eq=False)
 class Cursor:
-    """Where one subscription reads the topic's history: everything before ``next_seq`` of
+    """Where one subscription reads the topic's log: everything before ``next_seq`` of
     ``epoch`` was sent or skipped."""
 
     sub_id: int
     topic: str
     epoch: int
     next_seq: int
-    stop_listening: Callable[[], None] = field(default=lambda: None)
+    handle: Topic | None = None
     active: bool = True
-    # messages appended since the last pull that the writer will queue first (DISCONNECT)
-    queued_count: int = 0
-    queued_bytes: int = 0
+    parked: bool = False  # a wake-up waits on the topic (caught up, with credit)
+    watch_key: int = -1  # head sequence whose passing makes us judge the lag (DISCONNECT)
+    wakeup: Callable[[], None] = field(default=lambda: None)
+    watched: Callable[[], None] = field(default=lambda: None)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPlan:
+    """The last one-push plan on a topic that reached its head: subscribers at the same
+    position with at least this credit and room get it as it is (a fan-out plans once per
+    append, not once per subscriber). Kept on the topic, replaced by the next such plan."""
+
+    log: object
+    first: int
+    head: int
+    count: int
+    size: int
+    steps: list[delivery.Push | delivery.Gap]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,13 +214,19 @@ class Session:
         self._cursors: dict[int, Cursor] = {}
         self._wake = trio.Event()  # the writer has something to do
         self._room = trio.Event()  # the control queue dropped below its bound
-        self._poke = trio.Event()  # the next deadline may have moved earlier
+        #: when the server's timers will call on_timer (inf: not scheduled; see _arm)
+        self.timer_at = math.inf
         self._reader_done = trio.Event()
         self._finishing = False
         self._pulling = True
         self._drain_deadline = math.inf
         self._cancel_scope: trio.CancelScope | None = None
         self._rotation = 0
+        self._writer_idle = False  # the writer waits for _wake with nothing in hand
+        self._publishing = False  # this connection's own publish is being appended
+        self._carry: list[bytes | memoryview] = []  # left unsent by a direct write
+        #: the socket written directly by _wakeup (-1: not a plain TCP stream, never)
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self.permissions: Permissions | None = None
         #: Admission (set by the server before run): the source address the connection is
         #: counted under, the code to refuse it with (None: it may handshake), and whether
@@ -205,6 +244,7 @@ class Session:
         self.bytes_in = self.bytes_out = 0
         self.messages_in = self.messages_out = 0
         self._counters = server.counters
+        self._may: dict[str, bool] = {}  # publish permission per topic (fixed after HELLO)
 
     @property
     def subscription_count(self) -> int:
@@ -254,7 +294,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
-                nursery.start_soon(self._ticker)
+                self._arm()
                 nursery.start_soon(self._reader)
                 await self._writer()
                 with trio.move_on_after(self.config.close_timeout):
@@ -262,7 +302,7 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             for cursor in self._cursors.values():
-                cursor.stop_listening()
+                self._release(cursor)
             self._cursors.clear()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
@@ -288,7 +328,7 @@ class Session:
             )
         self._wake.set()
         self._room.set()
-        self._poke.set()
+        self.timer_at = -math.inf  # any scheduled entry is stale now
 
     def fail(self, code: ErrorCode, message: str) -> None:
         """A connection-level error of ours: ERROR(code) then close."""
@@ -305,7 +345,7 @@ class Session:
             self._queue(self.conn.goaway(code, reconnect_after_ms, jitter_ms, reason), force=True)
             self._goaway = (code, reason or code.name.lower().replace("_", " "))
             self._drain_deadline = trio.current_time() + self.config.drain_timeout
-            self._poke.set()
+            self._arm()
         elif state is not sc.ServerState.DRAINING:  # still in the handshake
             self.finish(code, reason, self.conn.close_with_error(code, reason))
 
@@ -327,23 +367,39 @@ class Session:
 
     async def _writer(self) -> None:
         conn = self.conn
+        stream = self.stream
         try:
             while True:
+                self._writer_idle = True
                 await self._wake.wait()
+                self._writer_idle = False
                 self._wake = trio.Event()
-                chunks, self._control = self._control, []
+                control, self._control = self._control, []
                 self._control_bytes = 0
                 self._room.set()
+                # what a direct send left unsent goes first (it was sent as a whole before
+                # anything else was queued: see _wakeup)
+                pieces: list[bytes | memoryview]
+                pieces, self._carry = self._carry, []
+                if control:
+                    pieces.append(control[0] if len(control) == 1 else b"".join(control))
                 if self._pulling and conn.state in (sc.ServerState.OPEN, sc.ServerState.DRAINING):
                     # snapshot now: a cursor created after this point has its SUBSCRIBED in
                     # the next round, so its pushes must wait for that round too
-                    await self._pull(list(self._cursors.values()), chunks)
-                if chunks:
-                    self._inflight = sum(map(len, chunks))
+                    self._pull(list(self._cursors.values()), pieces)
+                if pieces:
+                    total = sum(map(len, pieces))
+                    self._inflight = total
                     self.max_queued_bytes = max(self.max_queued_bytes, self.queued_bytes)
-                    await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                    self.bytes_out += self._inflight
-                    self._counters.bytes_out += self._inflight
+                    if len(pieces) == 1:
+                        await stream.send_all(pieces[0])
+                    elif total <= JOIN_LIMIT:
+                        await stream.send_all(b"".join(pieces))
+                    else:
+                        for piece in pieces:
+                            await stream.send_all(piece)
+                    self.bytes_out += total
+                    self._counters.bytes_out += total
                     self._inflight = 0
                     conn.data_sent(trio.current_time())
                 if self._finishing and not self._control:
@@ -352,26 +408,26 @@ class Session:
             self.finish(ErrorCode.NO_ERROR, f"peer went away while we wrote: {exc!r}")
             return
         try:
-            if isinstance(self.stream, trio.abc.HalfCloseableStream):
-                await self.stream.send_eof()
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    # -- pulling pushes from the history -----------------------------------------------------
+    # -- pulling pushes from the topic logs --------------------------------------------------
 
-    async def _pull(self, cursors: list[Cursor], chunks: list[bytes]) -> None:
-        """Append pushes for ``cursors`` to ``chunks``, fairly, within the outbound budget;
+    def _pull(self, cursors: list[Cursor], pieces: list[bytes | memoryview]) -> None:
+        """Append pushes for ``cursors`` to ``pieces``, fairly, within the outbound budget;
         wake the writer again if any subscription still has something to send."""
         if not cursors:
             return
-        budget = self.config.outbound_queue_bytes - sum(map(len, chunks))
+        budget = self.config.outbound_queue_bytes - sum(map(len, pieces))
         n = len(cursors)
         self._rotation = (self._rotation + 1) % n
         pending = False
         for i in range(n):
             cursor = cursors[(self._rotation + i) % n]
             share = max(budget // (n - i), 1)
-            used, more = await self._pull_one(cursor, chunks, share)
+            used, more = self._pull_one(cursor, pieces, share)
             budget -= used
             pending = pending or more
             if self._finishing:
@@ -383,182 +439,209 @@ class Session:
         self.messages_out += n
         self._counters.messages_out += n
 
-    async def _pull_one(self, cur: Cursor, chunks: list[bytes], budget: int) -> tuple[int, bool]:
-        """Pushes for one subscription: (bytes appended, more is waiting)."""
+    def _pull_one(
+        self, cur: Cursor, pieces: list[bytes | memoryview], budget: int
+    ) -> tuple[int, bool]:
+        """One round for one subscription, as :func:`delivery.plan_round` plans it: (bytes
+        appended, more is waiting). Afterwards the cursor either waits on its topic (caught
+        up, with credit) or, under DISCONNECT, is watched for lag."""
         conn = self.conn
         sub = conn.subscription(cur.sub_id)
-        if not cur.active or sub is None or not sub.active:
+        handle = cur.handle
+        if not cur.active or sub is None or not sub.active or handle is None:
             return 0, False
-        credit = conn.credit(cur.sub_id)
-        result = await self._broker.read(
-            cur.topic, cur.next_seq, max_count=credit, max_bytes=max(budget, 1)
-        )
-        if not cur.active or conn.state not in (sc.ServerState.OPEN, sc.ServerState.DRAINING):
-            return 0, False
-        pos = result.position
-        out: list[bytes] = []
-        cur.queued_count = cur.queued_bytes = 0
-        if pos.epoch != cur.epoch:
+        log = handle.log
+        if log.epoch != cur.epoch:
             # the topic was reset under us: carry on at sequence 1 of the new epoch; if 1 is
             # gone already, the slow-consumer rules below say what happens [PW-ORDER-12]
-            cur.epoch = pos.epoch
+            cur.epoch = log.epoch
             cur.next_seq = 1
-            return 0, True
-        if cur.next_seq < pos.oldest_seq:
-            lost = (cur.next_seq, pos.oldest_seq - 1)
-            if self.config.slow_consumer_policy == SlowConsumerPolicy.DISCONNECT:
+            cur.watch_key = -1
+        credit = conn.credit(cur.sub_id)
+        policy = self.config.slow_consumer_policy
+        used = 0
+        late = delivery.behind(policy, cur.next_seq, log.oldest, credit)
+        if late is not None:
+            lost = late.lost
+            if late.close:
                 self._slow(cur, f"messages {lost[0]}..{lost[1]} left the history")
                 return 0, False
-            if credit == 0:
+            if late.gap is None:
                 return 0, False  # the GAP goes out when there is credit to continue
-            out.append(conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER))
+            gap = conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER)
+            pieces.append(gap)
+            used += len(gap)
             self._counters.gaps += 1
             self._counters.slow_consumer_events += 1
-            cur.next_seq = pos.oldest_seq
-            chunks.extend(out)
-            return sum(map(len, out)), True
+            cur.next_seq = log.oldest
         peer_max = conn.client.max_frame_size if conn.client else 0
-        used = 0
-        run = 0  # MESSAGEs appended whose credit is charged in one go (the hot path)
-        for entry in result.entries:
-            if credit <= run or used >= budget:
-                break
-            if entry.last_seq < cur.next_seq:
-                continue
-            if entry.first_seq > cur.next_seq:
-                break  # trimmed while we looked; the next round sends the gap
-            frame = entry.frame
-            if not entry.offsets and len(frame) - HEADER_SIZE <= peer_max:
-                out.append(frame)  # the shared bytes object, as built by the publish
-                used += len(frame)
-                run += 1
-                cur.next_seq = entry.first_seq + 1
-                continue
-            if run:
-                conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
-                credit -= run
-                self._count_out(run)
-                run = 0
-            before = len(out)
-            pushed = self._push_entry(cur, entry, credit, peer_max, out)
-            credit -= pushed
+        room = budget - used
+        shared = handle.plan
+        if (
+            shared is not None
+            and shared.log is log
+            and shared.first == cur.next_seq
+            and shared.head == log.head
+            and credit >= shared.count
+            and room >= shared.size
+            and peer_max >= log.max_payload
+        ):
+            # the plan the previous subscriber at this position got, which reached the head
+            # unlimited by credit or budget: this one would get the very same
+            steps: list[delivery.Push | delivery.Gap] = shared.steps
+            next_seq = log.head + 1
+        else:
+            steps, next_seq = delivery.plan_round(log, cur.next_seq, credit, room, peer_max)
+            if (
+                next_seq == log.head + 1
+                and len(steps) == 1
+                and isinstance(steps[0], delivery.Push)
+                and peer_max >= log.max_payload
+            ):
+                push = steps[0]
+                size = sum(map(len, push.data))
+                handle.plan = SharedPlan(log, push.first, log.head, push.count, size, steps)
+        start = len(pieces)
+        pushed = 0
+        for step in steps:
+            if isinstance(step, delivery.Push):
+                conn.consume_credit(cur.sub_id, step.count, epoch=cur.epoch, last_seq=step.last)
+                credit -= step.count
+                pushed += step.count
+                pieces.extend(step.data)
+            else:
+                pieces.append(conn.gap(cur.sub_id, cur.epoch, step.first, step.last, step.reason))
+                self._counters.gaps += 1
+        cur.next_seq = next_seq
+        if pushed:
             self._count_out(pushed)
-            used += sum(map(len, out[before:]))
-        if run:
-            conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
-            credit -= run
-            self._count_out(run)
-        chunks.extend(out)
-        if self._lagging(cur, pos.head_seq):  # after queueing what we could [PW-SLOW-5]
+        used += sum(map(len, pieces[start:]))
+        lag = delivery.lag(policy, log.head, cur.next_seq, self.config.max_lag)
+        if lag is not None:  # after queueing what we could [PW-SLOW-5]
+            self._slow(cur, f"lag {lag} exceeds max_lag {self.config.max_lag}")
             return used, False
-        more = cur.next_seq <= pos.head_seq and credit > 0
+        more = cur.next_seq <= log.head and credit > 0
+        if not more and credit > 0 and not cur.parked:
+            cur.parked = True
+            handle.wait(cur, cur.wakeup)
+        if policy == SlowConsumerPolicy.DISCONNECT:
+            self._watch(cur, handle, credit)
         return used, more
 
-    def _push_entry(
-        self, cur: Cursor, entry: Entry, credit: int, peer_max: int, out: list[bytes]
-    ) -> int:
-        """Append the part of ``entry`` from ``cur.next_seq`` that credit and the peer's
-        frame limit allow; returns the credit used. Records too large for the peer become a
-        GAP(FRAME_TOO_LARGE) and use no credit (§7.3)."""
-        conn = self.conn
-        if not entry.is_batch:
-            if entry.payload_size > peer_max:
-                out.append(
-                    conn.gap(
-                        cur.sub_id,
-                        entry.epoch,
-                        entry.first_seq,
-                        entry.first_seq,
-                        ErrorCode.FRAME_TOO_LARGE,
-                    )
-                )
-                cur.next_seq = entry.first_seq + 1
-                return 0
-            conn.consume_credit(cur.sub_id, 1, epoch=entry.epoch, last_seq=entry.first_seq)
-            out.append(entry.frame)
-            cur.next_seq = entry.first_seq + 1
-            return 1
-        first = cur.next_seq - entry.first_seq
-        stop = min(entry.count, first + credit)
-        if entry.sub_batch_size(first, stop) <= peer_max:  # the common case: one frame
-            conn.consume_credit(
-                cur.sub_id, stop - first, epoch=entry.epoch, last_seq=entry.first_seq + stop - 1
-            )
-            out.append(entry.sub_batch(first, stop))
-            cur.next_seq = entry.first_seq + stop
-            return stop - first
-        used = 0
-        i = first
-        while i < entry.count and used < credit:
-            if entry.sub_batch_size(i, i + 1) > peer_max:
-                j = i + 1
-                while j < entry.count and entry.sub_batch_size(j, j + 1) > peer_max:
-                    j += 1
-                out.append(
-                    conn.gap(
-                        cur.sub_id,
-                        entry.epoch,
-                        entry.first_seq + i,
-                        entry.first_seq + j - 1,
-                        ErrorCode.FRAME_TOO_LARGE,
-                    )
-                )
-                cur.next_seq = entry.first_seq + j
-                i = j
-                continue
-            j = i + 1
-            while (
-                j < entry.count
-                and used + (j - i) < credit
-                and entry.sub_batch_size(i, j + 1) <= peer_max
-            ):
-                j += 1
-            conn.consume_credit(
-                cur.sub_id, j - i, epoch=entry.epoch, last_seq=entry.first_seq + j - 1
-            )
-            out.append(entry.sub_batch(i, j))
-            used += j - i
-            cur.next_seq = entry.first_seq + j
-            i = j
-        return used
+    def _wakeup(self, cur: Cursor) -> None:
+        """Parked cursor's topic moved (run by the appending task).
 
-    def _lagging(self, cur: Cursor, head_seq: int) -> bool:
-        """DISCONNECT policy: close once the subscription lags more than max_lag (§8.2)."""
-        if self.config.slow_consumer_policy != SlowConsumerPolicy.DISCONNECT:
-            return False
-        lag = head_seq - (cur.next_seq - 1)
-        if lag > self.config.max_lag:
+        When the writer is idle with nothing queued, the round for this subscription is
+        planned and written right here, with non-blocking writes on the socket: no task
+        switch per subscriber per append, which is what a fan-out to many mostly costs.
+        Whatever the socket does not take now becomes the writer's *carry*, sent before
+        anything else, so the byte order is that of one round. Otherwise (writer busy,
+        control frames queued, not a plain TCP socket) the writer is woken as usual."""
+        cur.parked = False
+        if not cur.active:
+            return
+        fd = self._fd
+        if (
+            fd < 0
+            or not self._writer_idle
+            or self._control
+            or self._carry
+            or not self._pulling
+            or self._publishing  # its PUBACK is about to be queued: it goes first
+        ):
+            self._wake.set()
+            return
+        pieces: list[bytes | memoryview] = []
+        _, more = self._pull_one(cur, pieces, self.config.outbound_queue_bytes)
+        if more or self._finishing:
+            self._wake.set()
+        if pieces:
+            self._write_now(pieces)
+
+    def _can_write_now(self) -> bool:
+        """Whether bytes may be written from outside the writer: a plain TCP socket, the
+        writer idle, nothing queued or carried (so nothing would be overtaken)."""
+        return (
+            self._fd >= 0
+            and self._writer_idle
+            and not self._control
+            and not self._carry
+            and not self._finishing
+        )
+
+    def _write_now(self, pieces: list[bytes | memoryview]) -> None:
+        """Write ``pieces`` with non-blocking writes; what the socket does not take now
+        becomes the writer's carry (see :meth:`_wakeup`). Only if :meth:`_can_write_now`."""
+        for i, piece in enumerate(pieces):
+            try:
+                sent = os.write(self._fd, piece)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the writer meets the same error on its next send
+                sent = 0
+            self.bytes_out += sent
+            self._counters.bytes_out += sent
+            if sent < len(piece):
+                self._carry = [memoryview(piece)[sent:], *pieces[i + 1 :]]
+                self._wake.set()
+                return
+        self.conn.data_sent(trio.current_time())
+
+    def _queueable(self, cur: Cursor, credit: int) -> int:
+        """How many of the messages from ``cur.next_seq`` the writer would queue first: up
+        to the credit, as far as the room left in the outbound budget goes."""
+        handle = cur.handle
+        assert handle is not None
+        log = handle.log
+        room = self.config.outbound_queue_bytes - self.queued_bytes
+        hi = min(log.head, cur.next_seq + credit - 1)
+        if room <= 0 or hi < cur.next_seq or cur.next_seq < log.oldest:
+            return 0
+        return log.last_within(cur.next_seq, hi, room) - cur.next_seq + 1
+
+    def _watch(self, cur: Cursor, handle: Topic, credit: int) -> None:
+        """DISCONNECT: have the topic call us when an append could make this subscription's
+        lag exceed max_lag, or trim its next message, so lag is judged at every append that
+        matters without touching every subscription at every append [PW-SLOW-5]."""
+        key = cur.next_seq - 1 + self._queueable(cur, credit) + self.config.max_lag
+        if cur.watch_key == -1 or key < cur.watch_key:
+            cur.watch_key = key
+            handle.watch_head(key, cur.watched)
+            handle.watch_oldest(cur.next_seq, cur.watched)
+
+    def _watched(self, cur: Cursor) -> None:
+        """A watch came due (run by the appending task): judge the lag now."""
+        cur.watch_key = -1
+        handle = cur.handle
+        if not cur.active or self._finishing or handle is None:
+            return
+        log = handle.log
+        if log.epoch != cur.epoch:
+            self._wake.set()
+            return
+        if cur.next_seq < log.oldest:
+            self._slow(cur, f"messages {cur.next_seq}..{log.oldest - 1} left the history")
+            return
+        sub = self.conn.subscription(cur.sub_id)
+        credit = self.conn.credit(cur.sub_id) if sub is not None and sub.active else 0
+        queued = self._queueable(cur, credit)
+        lag = delivery.lag(
+            SlowConsumerPolicy.DISCONNECT, log.head, cur.next_seq + queued, self.config.max_lag
+        )
+        if lag is not None:
             self._slow(cur, f"lag {lag} exceeds max_lag {self.config.max_lag}")
-            return True
-        return False
+            return
+        self._watch(cur, handle, credit)
 
     def _slow(self, cur: Cursor, why: str) -> None:
         self.fail(ErrorCode.SLOW_CONSUMER, f"subscription {cur.sub_id} on {cur.topic!r}: {why}")
 
-    def _on_topic(self, cur: Cursor, epoch: int, head_seq: int, count: int, size: int) -> None:
-        """Broker listener, run inside the publisher's task: must be quick and not raise.
-
-        Under DISCONNECT this is where lag is judged each time a message is appended
-        [PW-SLOW-5], counting as delivered what the writer would queue first: messages up to
-        the credit that fit the room left in the outbound budget (``cur.queueable_*`` is
-        that account; the writer resets it when it pulls for the subscription). A
-        subscriber whose TCP connection is blocked thus lags once the budget is full.
-        """
-        if not cur.active or self._finishing:
-            return
-        policy = self.config.slow_consumer_policy
-        if policy == SlowConsumerPolicy.DISCONNECT and epoch == cur.epoch and count:
-            sub = self.conn.subscription(cur.sub_id)
-            credit = self.conn.credit(cur.sub_id) if sub is not None and sub.active else 0
-            room = self.config.outbound_queue_bytes - self.queued_bytes
-            if cur.queued_count + count <= credit and cur.queued_bytes + size <= room:
-                cur.queued_count += count
-                cur.queued_bytes += size
-            lag = head_seq - (cur.next_seq - 1) - cur.queued_count
-            if lag > self.config.max_lag:
-                self._slow(cur, f"lag {lag} exceeds max_lag {self.config.max_lag}")
-                return
-        self._wake.set()
+    def _release(self, cur: Cursor) -> None:
+        cur.active = False
+        if cur.handle is not None:
+            cur.handle.unwait(cur)
+            self._broker.detach(cur.handle)
+            cur.handle = None
 
     # -- reading and events ------------------------------------------------------------------
 
@@ -575,6 +658,7 @@ class Session:
                     continue  # lingering: discard until EOF so our ERROR is not reset away
                 conn.receive_data(data, trio.current_time())
                 await self._process_events()
+                self._arm()  # a frame that began to arrive has a deadline of its own
                 if not data:
                     if not self._finishing:
                         self.finish(conn.close_code or ErrorCode.NO_ERROR, "peer closed")
@@ -591,10 +675,24 @@ class Session:
                 if self._control_bytes >= self.config.outbound_queue_bytes:
                     await self._room.wait()
                     continue
+                run = conn.take_publishes()
+                if run is not None:
+                    self._publishing = True
+                    try:
+                        reserved = self._publish_run(*run)
+                    finally:
+                        self._publishing = False
+                    for topic in reserved:
+                        await self._published(topic)
+                    continue
                 event = conn.next_event()
                 if isinstance(event, Sentinel):  # NEED_DATA, or PAUSED until we answer
                     break
-                await self._handle(event)
+                self._publishing = True  # (PUBLISH events; harmless for the others)
+                try:
+                    await self._handle(event)
+                finally:
+                    self._publishing = False
                 self._queue(conn.data_to_send())
         except RemoteProtocolError as exc:
             log.info(
@@ -675,7 +773,7 @@ class Session:
                 self._queue(
                     conn.accept(self.connection_id, self.config.server_name, trio.current_time())
                 )
-                self._poke.set()
+                self._arm()
                 log.info(
                     "connection %d: %s opened as %r%s (heartbeat %d ms)",
                     self.connection_id,
@@ -697,8 +795,7 @@ class Session:
                     return
                 cursor = self._cursors.pop(event.sub_id, None)
                 if cursor is not None:
-                    cursor.active = False
-                    cursor.stop_listening()
+                    self._release(cursor)
                     log.debug(
                         "connection %d: unsubscribed %d from %r",
                         self.connection_id,
@@ -713,7 +810,7 @@ class Session:
                     return
                 if not self._may_publish(FrameType.PUBLISH, event.request_id, event.topic):
                     return
-                epoch, seq = await self._broker.publish(event.topic, event.flags, event.body)
+                epoch, seq = self._broker.append(event.topic, event.flags, event.body)
                 self.messages_in += 1
                 self._counters.messages_in += 1
                 await self._published(event.topic)
@@ -726,7 +823,7 @@ class Session:
                     return
                 if not self._may_publish(FrameType.PUBLISH_BATCH, event.request_id, event.topic):
                     return
-                epoch, seq = await self._broker.publish_batch(
+                epoch, seq = self._broker.append_batch(
                     event.topic,
                     event.flags,
                     event.body,
@@ -759,6 +856,51 @@ class Session:
                 )
             case _:
                 pass  # PING (PONG is queued already), PONG, ACK: nothing to do here
+
+    def _publish_run(self, data: bytes, spans: list[tuple[int, str, int, int, int]]) -> list[str]:
+        """Whole PUBLISH / PUBLISH_BATCH frames of one read
+        (:meth:`ServerConnection.take_publishes`): each run on one topic is appended in one
+        go and wakes its subscribers once; the PUBACKs follow in request order
+        [PW-ORDER-10]. A run is charged to the identity's request rate as a whole (its
+        records), and refused as a whole when over it. Returns the reserved topics
+        published on, whose side effects (:meth:`_published`) the caller awaits."""
+        conn = self.conn
+        broker = self._broker
+        reserved: list[str] = []
+        n = len(spans)
+        i = 0
+        while i < n:
+            topic = spans[i][1]
+            j = i + 1
+            while j < n and spans[j][1] == topic:
+                j += 1
+            run = spans[i:j]
+            i = j
+            kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
+            records = sum(count or 1 for *_, count in run)
+            if not self._within_rate(kind, run[0][0], topic, cost=records):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._refuse_request(
+                        ErrorCode.RATE_LIMITED, kind, request_id, topic, "request rate limit"
+                    )
+                continue
+            if not self._may_publish(kind, run[0][0], topic):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._may_publish(kind, request_id, topic)
+                continue
+            epoch, seq = broker.append_many(topic, data, [(s, e, c) for _, _, s, e, c in run])
+            self.messages_in += records
+            self._counters.messages_in += records
+            if topic.startswith("$"):
+                reserved.append(topic)
+            acks = []
+            for request_id, _, _, _, count in run:
+                acks.append((request_id, seq, count or 1))
+                seq += count or 1
+            self._queue(conn.pubacks(epoch, acks))
+        return reserved
 
     def _answering(self) -> bool:
         """Whether replies can still go out: another task (a publisher's listener call, the
@@ -800,7 +942,12 @@ class Session:
                 "reserved topic: only the server publishes there",
             )
             return False
-        if self.server.allowed(self.permissions, "publish", topic):
+        allowed = self._may.get(topic)
+        if allowed is None:
+            allowed = self._may[topic] = self.server.allowed(self.permissions, "publish", topic)
+            if len(self._may) > _MAY_CACHE:
+                self._may.clear()
+        if allowed:
             return True
         self._refuse_request(
             ErrorCode.FORBIDDEN, request_type, request_id, topic, f"may not publish on {topic!r}"
@@ -837,9 +984,9 @@ class Session:
             )
         )
         cursor = Cursor(sid, event.topic, res.epoch, res.start_seq)
-        cursor.stop_listening = self._broker.listen(
-            event.topic, functools.partial(self._on_topic, cursor)
-        )
+        cursor.handle = self._broker.attach(event.topic)
+        cursor.wakeup = functools.partial(self._wakeup, cursor)
+        cursor.watched = functools.partial(self._watched, cursor)
         self._cursors[sid] = cursor
         self._wake.set()
         log.debug(
@@ -854,31 +1001,40 @@ class Session:
 
     # -- time --------------------------------------------------------------------------------
 
-    async def _ticker(self) -> None:
+    def _arm(self) -> None:
+        """Have the server's timers call :meth:`on_timer` at the next deadline, if it moved
+        earlier than the one scheduled (later needs nothing: see server/timers.py)."""
+        if self._finishing:
+            return
+        deadline = self.conn.next_deadline()
+        deadline = min(math.inf if deadline is None else deadline, self._drain_deadline)
+        if deadline < self.timer_at:
+            self.server.timers.schedule(self, deadline)
+
+    def on_timer(self, now: float) -> None:
+        """A deadline came (run by the server's timer task): what the time demands."""
+        if self._finishing:
+            return
         conn = self.conn
-        while not self._finishing:
-            deadline = conn.next_deadline()
-            deadline = min(math.inf if deadline is None else deadline, self._drain_deadline)
-            self._poke = trio.Event()
-            with trio.move_on_at(deadline):
-                await self._poke.wait()
-                continue
-            now = trio.current_time()
-            if now >= self._drain_deadline and not self._finishing:
-                self.finish(ErrorCode.SHUTTING_DOWN, "drain time is over")
-                return
-            out = conn.tick(now)
-            if conn.state is sc.ServerState.CLOSED:
-                code = conn.close_code or ErrorCode.INTERNAL_ERROR
-                log.info(
-                    "connection %d: %s",
-                    self.connection_id,
-                    code.name,
-                    extra={"conn": self.connection_id, "peer": self.peer, "code": code.name},
-                )
-                self.finish(code, code.name.lower().replace("_", " "), out)
-                return
+        if now >= self._drain_deadline:
+            self.finish(ErrorCode.SHUTTING_DOWN, "drain time is over")
+            return
+        out = conn.tick(now)
+        if conn.state is sc.ServerState.CLOSED:
+            code = conn.close_code or ErrorCode.INTERNAL_ERROR
+            log.info(
+                "connection %d: %s",
+                self.connection_id,
+                code.name,
+                extra={"conn": self.connection_id, "peer": self.peer, "code": code.name},
+            )
+            self.finish(code, code.name.lower().replace("_", " "), out)
+            return
+        if out and self._can_write_now():
+            self._write_now([out])  # a PING: no writer wake-up for it
+        else:
             self._queue(out)
+        self._arm()
 
     # -- introspection -----------------------------------------------------------------------
 

@@ -50,8 +50,10 @@ zero-credit subscriber received (must be 0, PW-FLOW-2).
 
 ``acks``: the reference client (``pushwire.client.connect``) publishes ``--messages`` messages
 per payload size and waits for each PUBACK: ``single`` (one publish in flight: a round trip
-each), ``batch`` (``publish_batch`` of ``--batch`` records, one in flight) and ``concurrent``
-(``--concurrency`` tasks publishing at once on one connection). Figures: messages/s, calls/s
+each), ``batch`` (``publish_batch`` of ``--batch`` records, one in flight), ``concurrent``
+(``--concurrency`` tasks publishing at once on one connection) and ``window``
+(``publish_many``: one task, a window of pipelined publishes, PUBACKs in order; its latency
+column is wall time per message). Figures: messages/s, calls/s
 and the latency of one call (publish to PUBACK). Sequence numbers are checked contiguous.
 
 Every run is bounded: at most ``--duration-limit`` seconds (a run that hits it reports what it
@@ -75,7 +77,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +92,13 @@ if TYPE_CHECKING:
     from pushwire.client.conformance.wire import WireConnection
 
 HELP = "fan-out, stalled-subscriber and PUBACK throughput of a pushwire serve subprocess"
+#: Further scenarios, registered by the modules that implement them (``bench.scenarios``
+#: registers ``rate``, ``idle`` and ``interference`` when it is imported; the ``bench``
+#: command imports it): their options, and a coroutine run after the scenarios here.
+EXTRA_ARGUMENTS: list[Callable[[argparse.ArgumentParser], None]] = []
+EXTRA_SCENARIOS: list[
+    Callable[[argparse.Namespace, Sequence[str], dict[str, Any]], Awaitable[None]]
+] = []
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else HELP
 EPILOG = """\
 examples:
@@ -98,7 +107,9 @@ examples:
   pushwire bench server --scenario stall --scenario acks --json server.json
 """
 
-SCENARIOS = ("fanout", "stall", "acks")
+SCENARIOS = ("fanout", "stall", "acks", "rate", "idle", "interference")
+#: What runs without --scenario: the others take minutes or thousands of connections.
+DEFAULT_SCENARIOS = ("fanout", "stall", "acks")
 HOST = "127.0.0.1"
 
 #: Start of every payload: the message's index and its publish time in perf_counter_ns.
@@ -162,7 +173,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=SCENARIOS,
         metavar="NAME",
-        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)} (default: all)",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)} "
+        f"(default: {', '.join(DEFAULT_SCENARIOS)})",
     )
     parser.add_argument(
         "--subscribers",
@@ -214,6 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds one run may take before it stops and counts as incomplete (default 60)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    for add in EXTRA_ARGUMENTS:
+        add(parser)
 
 
 def _problem(args: argparse.Namespace) -> str | None:
@@ -347,7 +361,7 @@ def _tcp_queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
 # -- raw peers ------------------------------------------------------------------------------
 
 
-async def open_peer(port: int, name: str) -> WireConnection:
+async def open_peer(port: int, name: str, heartbeat_ms: int = HEARTBEAT_MS) -> WireConnection:
     """A raw-wire peer to the server on ``port`` that has completed the handshake (HELLO
     with MAX_FRAME_SIZE and HEARTBEAT_MS). It keeps no log of what it receives."""
     from pushwire.client.conformance.wire import CaseFailed, WireConnection
@@ -355,7 +369,7 @@ async def open_peer(port: int, name: str) -> WireConnection:
     conn = await WireConnection.open(HOST, port, record=False, read_size=RECEIVE_SIZE)
     try:
         await conn.handshake(
-            max_frame_size=MAX_FRAME_SIZE, heartbeat_ms=HEARTBEAT_MS, client_name=name
+            max_frame_size=MAX_FRAME_SIZE, heartbeat_ms=heartbeat_ms, client_name=name
         )
     except CaseFailed as exc:
         await conn.aclose()
@@ -425,8 +439,10 @@ class Subscriber:
     finished: bool = False
 
     @classmethod
-    async def open(cls, port: int, name: str, topic: str, credit: int) -> Subscriber:
-        conn = await open_peer(port, name)
+    async def open(
+        cls, port: int, name: str, topic: str, credit: int, heartbeat_ms: int = HEARTBEAT_MS
+    ) -> Subscriber:
+        conn = await open_peer(port, name, heartbeat_ms)
         subscribed = await subscribe(conn, topic, credit)
         return cls(conn, subscribed.start_seq)
 
@@ -813,6 +829,15 @@ async def acks_mode(
         while count > 0:
             k = min(records, count)
             start = time.perf_counter_ns()
+            if mode == "window":  # one call pipelines them all; latency is per message
+                seqs: list[int] = []
+                await conn.publish_many(topic, itertools.repeat(body, count), seqs.append)
+                if seqs and seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+                    errors.append("PUBACK sequences are not contiguous and in order")
+                firsts.extend((seq, 1) for seq in seqs)
+                latencies.append((time.perf_counter_ns() - start) // max(count, 1))
+                done += len(seqs)
+                return
             if mode == "batch":
                 first = await conn.publish_batch(topic, [body] * k)
             else:
@@ -867,7 +892,7 @@ async def acks_runs(
     async with open_server_process() as server:
         address = f"{HOST}:{server.port}"
         async with connect(address, reconnect=False, client_name="bench-acks") as conn:
-            for mode in ("single", "batch", "concurrent"):
+            for mode in ("single", "batch", "concurrent", "window"):
                 result = await acks_mode(
                     conn, server, mode, messages, payload, batch, concurrency, limit
                 )
@@ -1016,11 +1041,18 @@ async def _main(args: argparse.Namespace, scenarios: Sequence[str]) -> dict[str,
                 args.messages, payload, args.batch, args.concurrency, limit
             )
         print()
+    for extra in EXTRA_SCENARIOS:
+        await extra(args, scenarios, report)
     return report
 
 
 def _incomplete(report: dict[str, Any]) -> list[str]:
-    out = []
+    out = [
+        f"{name}: {r['errors']}"
+        for name in ("rate", "idle", "interference")
+        for r in report.get(name, [])
+        if not r["complete"]
+    ]
     for r in report.get("fanout", []):
         if not r["complete"]:
             out.append(f"fanout {r['subscribers']} x {r['payload_bytes']} B: {r['errors']}")
@@ -1040,7 +1072,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"pushwire bench server: {problem}", file=sys.stderr)
         return 2
-    scenarios = [s for s in SCENARIOS if s in (args.scenario or SCENARIOS)]
+    scenarios = [s for s in SCENARIOS if s in (args.scenario or DEFAULT_SCENARIOS)]
     print(
         f"pushwire serve subprocess on {HOST}; Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs"

@@ -26,10 +26,15 @@ TARGETS: dict[str, str] = {
     "codec": "pushwire.client.bench.codec",
     "server": "pushwire.client.bench.server",
 }
+#: Modules that add scenarios to a target when imported (see bench.server.EXTRA_SCENARIOS).
+EXTENSIONS: dict[str, tuple[str, ...]] = {"server": ("pushwire.client.bench.scenarios",)}
 
 
 def _target(name: str) -> ModuleType:
-    return importlib.import_module(TARGETS[name])
+    module = importlib.import_module(TARGETS[name])
+    for extension in EXTENSIONS.get(name, ()):
+        importlib.import_module(extension)
+    return module
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -75,6 +75,7 @@ def test_every_subscriber_receives_every_message_in_order_and_every_figure_is_re
         ("single", 1, 1, 200),
         ("batch", 50, 1, 4),
         ("concurrent", 1, 4, 200),
+        ("window", 1, 1, 1),
     ]
     for r in acks:
         assert r["messages"] == 200 and r["complete"] and r["errors"] == []

@@ -141,3 +141,19 @@ def test_the_dispatch_table_accepts_exactly_the_defined_flags() -> None:
         for flags in range(256):
             defined = not flags & ~DEFINED_FLAGS[type_]
             assert ((type_ << 8 | flags) in codec._DECODERS) == defined
+
+
+@given(
+    st.integers(1, 2**63 - 1),
+    st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 2**40), st.integers(1, 0xFFFF)),
+        max_size=20,
+    ),
+)
+def test_encode_pubacks_is_each_wanted_puback_back_to_back(
+    epoch: int, acks: list[tuple[int, int, int]]
+) -> None:
+    expected = b"".join(
+        codec.encode_frame(F.Puback(rid, epoch, first, count)) for rid, first, count in acks if rid
+    )
+    assert codec.encode_pubacks(epoch, acks) == expected

@@ -515,10 +515,17 @@ async def test_a_protocol_error_closes_only_that_connection_and_is_logged_at_inf
 
 
 class ExplodingBroker(MemoryBroker):
-    async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
+    def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
         if topic == "boom":
             raise RuntimeError("disk on fire")
-        return await super().publish(topic, flags, body)
+        return super().append(topic, flags, body)
+
+    def append_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
+    ) -> tuple[int, int]:
+        if topic == "boom":
+            raise RuntimeError("disk on fire")
+        return super().append_many(topic, data, spans)
 
 
 async def test_an_internal_error_closes_only_that_connection_with_a_traceback(
@@ -579,3 +586,52 @@ async def test_subscriptions_end_with_their_connection(autojump_clock: object) -
         while ms.server.stats().connections:
             await trio.sleep(0.01)
         assert ms.server.stats().topics["t"].listeners == 0
+
+
+@pytest.mark.spec("PW-FLOW-2")
+async def test_a_subscription_without_credit_is_never_woken_by_publishes(
+    autojump_clock: object,
+) -> None:
+    async with memory_server(config()) as ms:
+        peer = await ms.connect()
+        await peer.handshake()
+        await peer.subscribe(1, "t", credit=0)
+        broker = ms.server.broker
+        assert isinstance(broker, MemoryBroker)
+        topic = broker.attach("t")
+        try:
+            for i in range(20):
+                await ms.server.publish("t", b"%d" % i)
+                assert not topic.waiters  # nobody parked: no wake-up to give
+            await peer.send(F.Credit(1, 5))
+            assert [s for s, _ in await peer.messages(5)] == [1, 2, 3, 4, 5]
+            await peer.send(F.Credit(1, 100))
+            assert [s for s, _ in await peer.messages(15)] == list(range(6, 21))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(topic.waiters) == 1  # caught up with credit: parked until the next append
+        finally:
+            broker.detach(topic)
+
+
+@pytest.mark.spec("PW-FLOW-2", "PW-ORDER-6")
+async def test_subscribers_at_one_position_with_different_credit_each_get_their_share(
+    autojump_clock: object,
+) -> None:
+    async with memory_server(config()) as ms:
+        credits = [1000, 2, 1000, 0, 7]
+        peers = []
+        for credit in credits:
+            peer = await ms.connect()
+            await peer.handshake()
+            await peer.subscribe(1, "t", credit=credit)
+            peers.append(peer)
+        await ms.server.publish_batch("t", [b"%d" % i for i in range(10)])
+        await ms.server.publish("t", b"10")
+        for peer, credit in zip(peers, credits, strict=True):
+            want = min(credit, 11)
+            got = [s for s, _ in await peer.messages(want)] if want else []
+            assert got == list(range(1, want + 1))
+        await trio.testing.wait_all_tasks_blocked()
+        for peer, credit in zip(peers, credits, strict=True):
+            sub = ms.server.stats().session(peer.welcome.connection_id).subscriptions[1]  # type: ignore[union-attr]
+            assert sub.next_seq == min(credit, 11) + 1

@@ -1,0 +1,95 @@
+"""Every connection's deadlines (handshake, heartbeat, frame, drain) in one heap, one task.
+
+Theory of operation
+-------------------
+A connection's sans-I/O core says when it next needs the time (``next_deadline()``); a
+timer per connection would cost a task, a cancel scope and a wake-up each, which is most of
+what an idle connection costs. Instead the server keeps one heap of ``(deadline, session)``
+and one system task that sleeps until the earliest entry and calls
+``session.on_timer(now)`` for each entry that came due.
+
+Entries are never removed or moved: a session remembers the deadline it is scheduled for
+(``timer_at``) and an entry whose deadline differs is stale and skipped. A deadline that
+moves *later* (bytes came in, so the heartbeat timeout moves) needs nothing: the old entry
+fires early, ``on_timer`` finds nothing due and schedules the real deadline. Only a
+deadline that moves *earlier* (the handshake completed, a GOAWAY started a drain, a frame
+began to arrive) pushes a new entry. So a busy connection costs at most one heap operation
+per heartbeat interval, and an idle one a wake-up per interval, as its PING requires.
+
+The task is a trio system task started by the first schedule and ending when the heap is
+empty, so a server that is not serving (tests that drive sessions directly) needs no
+nursery of its own for it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+from typing import Protocol
+
+import trio
+
+log = logging.getLogger("pushwire.server")
+
+__all__ = ["Timed", "Timers"]
+
+
+class Timed(Protocol):
+    timer_at: float
+
+    def on_timer(self, now: float) -> None: ...
+
+
+class Timers:
+    """One heap of deadlines and the one task that serves it. See the module docstring."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timed]] = []
+        self._order = itertools.count()
+        self._wake: trio.Event | None = None  # set: the earliest deadline moved earlier
+        self._next = math.inf
+        self._running: object = None  # the trio run whose system task serves the heap
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, timed: Timed, deadline: float) -> None:
+        """Call ``timed.on_timer`` at ``deadline`` (instead of at ``timed.timer_at``)."""
+        timed.timer_at = deadline
+        if deadline == math.inf:
+            return
+        heapq.heappush(self._heap, (deadline, next(self._order), timed))
+        token = trio.lowlevel.current_trio_token()
+        if self._running is not token:
+            self._running = token
+            self._wake = None
+            trio.lowlevel.spawn_system_task(self._run, name="pushwire timers")
+        elif deadline < self._next and self._wake is not None:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        heap = self._heap
+        try:
+            while heap:
+                now = trio.current_time()
+                while heap and heap[0][0] <= now:
+                    when, _, timed = heapq.heappop(heap)
+                    if timed.timer_at != when:
+                        continue  # superseded by an earlier or a later schedule
+                    timed.timer_at = math.inf
+                    try:
+                        timed.on_timer(now)
+                    except Exception:  # one connection's bug must not stop every timer
+                        log.exception("timer callback failed")
+                if not heap:
+                    break
+                self._next = heap[0][0]
+                self._wake = trio.Event()
+                with trio.move_on_at(self._next):
+                    await self._wake.wait()
+        finally:
+            self._running = None
+            self._wake = None
+            self._next = math.inf

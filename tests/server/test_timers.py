@@ -1,0 +1,79 @@
+"""server/timers.py: one heap and one task call every connection at its deadline."""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from pushwire.server.timers import Timers
+
+
+class Clocked:
+    """A connection stand-in: records when it was called and asks to be called again."""
+
+    def __init__(self, timers: Timers, every: float, calls: list[tuple[str, float]], name: str):
+        self.timer_at = math.inf
+        self.timers = timers
+        self.every = every
+        self.calls = calls
+        self.name = name
+
+    def on_timer(self, now: float) -> None:
+        self.calls.append((self.name, now))
+        if self.every:
+            self.timers.schedule(self, now + self.every)
+
+
+async def test_each_is_called_at_its_deadline_in_order(autojump_clock: object) -> None:
+    timers = Timers()
+    calls: list[tuple[str, float]] = []
+    start = trio.current_time()
+    a = Clocked(timers, 0, calls, "a")
+    b = Clocked(timers, 0, calls, "b")
+    timers.schedule(b, start + 2)
+    timers.schedule(a, start + 1)
+    await trio.sleep(3)
+    assert calls == [("a", start + 1), ("b", start + 2)]
+    assert len(timers) == 0  # the task ended with the heap
+
+
+async def test_an_earlier_schedule_supersedes_and_a_later_one_fires_early_once(
+    autojump_clock: object,
+) -> None:
+    timers = Timers()
+    calls: list[tuple[str, float]] = []
+    start = trio.current_time()
+    a = Clocked(timers, 0, calls, "a")
+    timers.schedule(a, start + 5)
+    timers.schedule(a, start + 1)  # moved earlier: the entry at 5 is stale
+    await trio.sleep(10)
+    assert calls == [("a", start + 1)]
+
+
+async def test_a_repeating_deadline_keeps_one_entry(autojump_clock: object) -> None:
+    timers = Timers()
+    calls: list[tuple[str, float]] = []
+    a = Clocked(timers, 1.0, calls, "a")
+    timers.schedule(a, trio.current_time() + 1)
+    await trio.sleep(10.5)
+    assert len(calls) == 10
+    assert len(timers) == 1
+    a.timer_at = -math.inf  # what a finished session does: its entry is stale now
+    await trio.sleep(2)
+    assert len(calls) == 10 and len(timers) == 0
+
+
+async def test_a_failing_callback_does_not_stop_the_others(autojump_clock: object) -> None:
+    timers = Timers()
+    calls: list[tuple[str, float]] = []
+
+    class Broken(Clocked):
+        def on_timer(self, now: float) -> None:
+            raise RuntimeError("bug")
+
+    start = trio.current_time()
+    timers.schedule(Broken(timers, 0, calls, "x"), start + 1)
+    timers.schedule(Clocked(timers, 0, calls, "ok"), start + 2)
+    await trio.sleep(3)
+    assert calls == [("ok", start + 2)]
