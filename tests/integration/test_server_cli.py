@@ -4,7 +4,9 @@ clean exits on SIGINT and SIGTERM, and one-line errors for user mistakes."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -358,3 +360,37 @@ def test_the_installed_serve_command_exits_2_for_a_bad_limit(tmp_path: Path) -> 
     assert result.stderr == (
         "pushwire serve: --outbound-queue-bytes must be at least 16384, not 1\n"
     )
+
+
+# -- the embedded server ----------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def embedded_server_snippet() -> str:
+    """README's first Python example: the server embedded in a trio program."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    (snippet,) = [b for b in blocks if "open_server" in b]
+    return snippet
+
+
+def test_the_readme_embedded_server_on_a_port_in_use_ends_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        script = tmp_path / "embedded.py"
+        script.write_text(embedded_server_snippet().replace("port=7447", f"port={port}"))
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"OSError: [Errno {errno.EADDRINUSE}] cannot listen on 127.0.0.1:{port}: " + (
+        "address already in use"
+    )
+    assert "ExceptionGroup" not in result.stderr and "+-+" not in result.stderr
