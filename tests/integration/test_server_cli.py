@@ -362,6 +362,84 @@ def test_the_installed_serve_command_exits_2_for_a_bad_limit(tmp_path: Path) -> 
     )
 
 
+# -- the configuration: a file, and what is logged at start ---------------------------------
+
+
+def test_every_serve_option_has_a_config_file_key() -> None:
+    parser = cli.build_parser(only="serve")
+    (serve_parser,) = (
+        a.choices["serve"] for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    options = {
+        o.removeprefix("--")
+        for a in serve_parser._actions
+        if a.help is not argparse.SUPPRESS
+        for o in a.option_strings
+        if o.startswith("--")
+    }
+    assert options - {"help", "config"} == set(cmd_serve.CONFIG_KEYS)
+
+
+def test_a_config_file_sets_options_and_the_command_line_overrides_it(tmp_path: Path) -> None:
+    (tmp_path / "tokens.json").write_text('{"t": {"subscribe": ["#"]}}')
+    path = tmp_path / "pushwire.toml"
+    path.write_text(
+        'host = "0.0.0.0"\nport = 7000\nmax-lag = 99\nslow-consumer = "disconnect"\n'
+        'handshake-timeout = 3\nauth = "tokens.json"\nlog-format = "json"\n'
+    )
+    config = cmd_serve.build_config(serve_args("--config", str(path), "--port", "7447"))
+    assert (config.host, config.port, config.max_lag) == ("0.0.0.0", 7447, 99)
+    assert config.slow_consumer_policy == SlowConsumerPolicy.DISCONNECT
+    assert config.handshake_timeout == 3.0
+    assert config.auth is not None and set(config.auth) == {b"t"}  # from the file's folder
+    defaults = cmd_serve.build_config(serve_args("--config", str(path), "--max-lag", "10000"))
+    assert defaults.max_lag == 10000  # given as the default value, still given
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        ("max_lag = 5\n", "unknown key 'max_lag' (did you mean 'max-lag'?)"),
+        ("metrics-port = 5\n", "unknown key 'metrics-port'"),
+        ('max-lag = "many"\n', "max-lag = 'many': expected an integer"),
+        ("max-lag = true\n", "expected an integer"),
+        ('slow-consumer = "later"\n', "expected one of 'drop', 'disconnect'"),
+        ("max-lag = -1\n", "--max-lag must be 0..4294967295, not -1"),
+        ("port = [1\n", "is not valid TOML"),
+        ("inject-fault = 'x'\n", "unknown key 'inject-fault'"),
+    ],
+)
+def test_a_bad_config_file_is_one_line(
+    tmp_path: Path, content: str, complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(content)
+    assert cli.main(["serve", "--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("pushwire serve: "), err
+    assert complaint in err
+
+
+def test_a_missing_config_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--config", "/nonexistent/pushwire.toml"]) == 2
+    assert "cannot read config file /nonexistent/pushwire.toml" in capsys.readouterr().err
+
+
+async def test_serve_logs_its_effective_configuration_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "pushwire.toml"
+    path.write_text('max-lag = 99\nlog-format = "json"\n')
+    with trio.fail_after(TIMEOUT):
+        proc, _, _ = await start(tmp_path, "--config", str(path), "--heartbeat-ms", "3000")
+        code, _, err = await stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    records = [json.loads(line) for line in err.splitlines()]
+    (logged,) = [r for r in records if r["msg"].startswith("configuration")]
+    assert f"from {path} and the command line" in logged["msg"]
+    assert "max-lag=99 " in logged["msg"] and "heartbeat-ms=3000 " in logged["msg"]
+    assert logged["config"]["max-lag"] == 99 and logged["config"]["port"] == 0
+    assert logged["config"]["heartbeat-min-ms"] == 1000  # derived, not None
+
+
 # -- the embedded server ----------------------------------------------------------------------
 
 README = Path(__file__).resolve().parents[2] / "README.md"
