@@ -13,31 +13,35 @@ import sys
 import trio
 
 from pushwire.client.commands.cmdline import (
-    EXIT_CODES_HELP,
-    EXIT_OK,
     UsageError,
     add_connection_arguments,
+    argument_text,
+    check_topic,
     connect_options,
     run_command,
 )
+from pushwire.client.commands.exits import EXIT_OK
 from pushwire.client.connection import connect
 
 DESCRIPTION = (
     "Publish MESSAGE to TOPIC, or (without MESSAGE) each line of standard input as its own\n"
     "message; print the sequence number assigned to each."
 )
-EPILOG = f"""\
+EPILOG = """\
 examples:
   pushwire pub orders/eu 'order 17 shipped' --header source=web --header id=17
-  seq 1 100 | pushwire pub counters/demo
-
-{EXIT_CODES_HELP}"""
+  seq 1 100 | pushwire pub counters/demo"""
+#: Added to argparse's complaint about extra arguments: nearly always an unquoted MESSAGE.
+EXTRA_ARGUMENTS_HINT = " (quote a MESSAGE that has spaces: pushwire pub TOPIC 'hello world')"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("topic", metavar="TOPIC")
     parser.add_argument(
-        "message", nargs="?", metavar="MESSAGE", help="payload (default: each line of stdin)"
+        "message",
+        nargs="?",
+        metavar="MESSAGE",
+        help="the payload, as UTF-8 (default: each line of stdin)",
     )
     parser.add_argument(
         "--header",
@@ -52,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_headers(items: list[str]) -> list[tuple[str, bytes]] | None:
     headers = []
     for item in items:
-        key, sep, value = item.partition("=")
+        key, sep, value = argument_text(item, f"--header {item!r}").partition("=")
         if not sep or not key:
             raise UsageError(f"--header {item!r}: expected KEY=VALUE")
         headers.append((key, value.encode()))
@@ -63,14 +67,24 @@ def run(args: argparse.Namespace) -> int:
     return run_command(args, lambda: _publish(args))
 
 
+async def _payload(args: argparse.Namespace) -> bytes | None:
+    """The one message to publish, or None for one per line of stdin. UsageError for a
+    bad argument, all found before connecting."""
+    check_topic(argument_text(args.topic, "TOPIC"))
+    if args.message is not None:
+        return argument_text(args.message, "MESSAGE").encode()
+    return None
+
+
 async def _publish(args: argparse.Namespace) -> int:
     headers = parse_headers(args.header)
-    async with connect(**connect_options(args)) as conn:  # type: ignore[arg-type]
-        if args.message is not None:
-            print(await conn.publish(args.topic, args.message.encode(), headers), flush=True)
+    options = connect_options(args, "pub")
+    payload = await _payload(args)
+    async with connect(**options) as conn:  # type: ignore[arg-type]
+        if payload is not None:
+            print(await conn.publish(args.topic, payload, headers), flush=True)
             return EXIT_OK
-        stdin = trio.wrap_file(sys.stdin.buffer)
-        async for raw in stdin:
+        async for raw in trio.wrap_file(sys.stdin.buffer):
             line = raw[:-1] if raw.endswith(b"\n") else raw
             line = line[:-1] if line.endswith(b"\r") else line
             print(await conn.publish(args.topic, line, headers), flush=True)

@@ -25,9 +25,9 @@ unknown frames, gaps, epoch changes, GOAWAY with a reconnect hint, heartbeat sil
 credit exhaustion, redelivery...), records what the client does on the wire and reports,
 per scenario, each check with its SPEC.md requirement IDs.
 
-Exit status: 0 = every selected scenario passed, 1 = a MUST check failed (or, with
---strict, a SHOULD check) or a scenario did not finish, 2 = usage error, the port cannot
-be opened, or the --json file cannot be written."""
+Exit status 1: a MUST check failed (or, with --strict, a SHOULD check), a scenario did not
+finish, or the port cannot be opened. A --json file that cannot be written is found before
+the run (exit 2)."""
 
 EPILOG = """\
 examples:
@@ -102,9 +102,13 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
-def _error(text: str) -> int:
+#: Exit codes, as in every pushwire command (pushwire.client.commands.exits).
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _error(text: str, code: int = EXIT_USAGE) -> int:
     print(f"pushwire testserver: error: {text}", file=sys.stderr)
-    return 2
+    return code
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -199,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     global server_mode_flag
     if args.list:
         print(render_list())
-        return 0
+        return EXIT_OK
     names = [n for n in args.scenario if n != "all"] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -238,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
     runs = trio.run(main)
     if isinstance(runs, str):
-        return _error(runs)
+        return _error(runs, EXIT_FAILURE)
     print(render(runs))
     if args.json:
         doc = {
@@ -251,4 +255,4 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:  # checked before the run; the file system changed since
             return _error(f"cannot write {args.json}: {exc.strerror or exc}")
     bad = {"fail", "incomplete"} | ({"warn"} if args.strict else set())
-    return 1 if any(r.verdict in bad for r in runs) else 0
+    return EXIT_FAILURE if any(r.verdict in bad for r in runs) else EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.metadata
 import json
 import re
 import signal
@@ -438,6 +439,78 @@ async def test_serve_logs_its_effective_configuration_at_start(tmp_path: Path) -
     assert "max-lag=99 " in logged["msg"] and "heartbeat-ms=3000 " in logged["msg"]
     assert logged["config"]["max-lag"] == 99 and logged["config"]["port"] == 0
     assert logged["config"]["heartbeat-min-ms"] == 1000  # derived, not None
+
+
+# -- what clients see of the server ------------------------------------------------------------
+
+
+async def test_cli_clients_name_themselves_by_command(tmp_path: Path) -> None:
+    version = importlib.metadata.version("pushwire")
+    with trio.fail_after(TIMEOUT):
+        proc, host, port = await start(tmp_path)
+        try:
+            address = f"{host}:{port}"
+            pub = await trio.run_process([*COMMAND[:-1], "pub", "t", "m", "--server", address])
+            sub = await trio.run_process(
+                [*COMMAND[:-1], "sub", "t", "--count", "0", "--server", address]
+            )
+            assert pub.returncode == sub.returncode == 0
+            await trio.sleep(0.2)  # let the server log the closes (nothing waits on it)
+            code, _, err = await stop(proc, signal.SIGTERM)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 0
+    assert f"opened as 'pushwire-pub/{version}'" in err
+    assert f"opened as 'pushwire-sub/{version}'" in err
+
+
+async def client_of_a_server_that_ends(
+    tmp_path: Path, end: signal.Signals
+) -> subprocess.CompletedProcess[bytes]:
+    """``pushwire sub --no-reconnect`` against a server that gets ``end`` once subscribed."""
+    with trio.fail_after(TIMEOUT):
+        proc, host, port = await start(
+            tmp_path, "--goaway-reconnect-after-ms", "0", "--goaway-jitter-ms", "0"
+        )
+        try:
+            client = await trio.lowlevel.open_process(
+                [*COMMAND[:-1], "sub", "t", "--no-reconnect", "--server", f"{host}:{port}"],
+                stderr=subprocess.PIPE,
+                cwd=tmp_path,
+            )
+            assert client.stderr is not None
+            err = b""
+            while b"subscribed to t" not in err:
+                chunk = await client.stderr.receive_some(4096)
+                assert chunk, err
+                err += chunk
+            proc.send_signal(end)
+            while chunk := await client.stderr.receive_some(4096):
+                err += chunk
+            code = await client.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+    return subprocess.CompletedProcess(client.args, code, b"", err)
+
+
+async def test_a_killed_server_is_not_reported_as_no_error(tmp_path: Path) -> None:
+    result = await client_of_a_server_that_ends(tmp_path, signal.SIGKILL)
+    err = result.stderr.decode()
+    assert result.returncode == 6, err
+    (line,) = [x for x in err.splitlines() if x.startswith("pushwire: error:")]
+    assert line.startswith("pushwire: error: connection lost: "), line
+    assert "NO_ERROR" not in line and "reconnect" not in line
+
+
+async def test_no_reconnect_does_not_speak_of_reconnecting(tmp_path: Path) -> None:
+    result = await client_of_a_server_that_ends(tmp_path, signal.SIGTERM)
+    err = result.stderr.decode()
+    assert result.returncode == 6, err
+    assert "reconnecting" not in err and "Traceback" not in err
 
 
 # -- the embedded server ----------------------------------------------------------------------
