@@ -1,14 +1,21 @@
-"""``pushwire pub``: publish MESSAGE, or each line of stdin, and print the sequence the
-server assigned to each (one number per line, in order).
+"""``pushwire pub``: publish one message (MESSAGE, or the bytes of ``--file``) or each line
+of stdin, and print the sequence the server assigned to each (one number per line, in order).
 
 Each publish waits for its PUBACK before the next is sent, so the printed sequences are
 confirmed and in input order; a refused publish stops with exit code 5.
+
+Standard input is read with ``os.read`` in a worker thread that trio may abandon, so Ctrl-C
+ends the command at once even while it waits for a line typed at a terminal (a blocking
+read of ``sys.stdin`` cannot be interrupted until the line is complete).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import trio
 
@@ -24,15 +31,23 @@ from pushwire.client.commands.exits import EXIT_OK
 from pushwire.client.connection import connect
 
 DESCRIPTION = (
-    "Publish MESSAGE to TOPIC, or (without MESSAGE) each line of standard input as its own\n"
-    "message; print the sequence number assigned to each."
+    "Publish MESSAGE to TOPIC, or the bytes of --file as one message, or (with neither) each\n"
+    "line of standard input as its own message; print the sequence number assigned to each."
 )
 EPILOG = """\
 examples:
   pushwire pub orders/eu 'order 17 shipped' --header source=web --header id=17
-  seq 1 100 | pushwire pub counters/demo"""
+  seq 1 100 | pushwire pub counters/demo
+  pushwire pub images/latest --file photo.jpg
+  curl -s https://example.org/status.json | pushwire pub status --file -
+
+Lines of standard input lose their line ending (\\n or \\r\\n); --file sends every byte as
+it is, in one message."""
 #: Added to argparse's complaint about extra arguments: nearly always an unquoted MESSAGE.
 EXTRA_ARGUMENTS_HINT = " (quote a MESSAGE that has spaces: pushwire pub TOPIC 'hello world')"
+
+#: Bytes asked of one read of standard input.
+READ_SIZE = 65536
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         metavar="MESSAGE",
         help="the payload, as UTF-8 (default: each line of stdin)",
+    )
+    parser.add_argument(
+        "--file",
+        metavar="PATH",
+        help="publish the bytes of PATH as they are, as one message ('-': all of stdin)",
     )
     parser.add_argument(
         "--header",
@@ -63,6 +83,30 @@ def parse_headers(items: list[str]) -> list[tuple[str, bytes]] | None:
     return headers or None
 
 
+async def _read(fd: int) -> bytes:
+    return await trio.to_thread.run_sync(os.read, fd, READ_SIZE, abandon_on_cancel=True)
+
+
+async def read_all(fd: int) -> bytes:
+    """Everything readable from ``fd`` until end of file; Ctrl-C interrupts it at once."""
+    chunks = []
+    while chunk := await _read(fd):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_lines(fd: int) -> AsyncIterator[bytes]:
+    """The lines of ``fd`` without their ``\\n`` or ``\\r\\n``, each as soon as it is
+    complete; Ctrl-C interrupts the wait at once."""
+    pending = b""
+    while chunk := await _read(fd):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield line.removesuffix(b"\r")
+    if pending:
+        yield pending.removesuffix(b"\r")
+
+
 def run(args: argparse.Namespace) -> int:
     return run_command(args, lambda: _publish(args))
 
@@ -71,8 +115,17 @@ async def _payload(args: argparse.Namespace) -> bytes | None:
     """The one message to publish, or None for one per line of stdin. UsageError for a
     bad argument, all found before connecting."""
     check_topic(argument_text(args.topic, "TOPIC"))
+    if args.message is not None and args.file is not None:
+        raise UsageError("give MESSAGE or --file, not both")
     if args.message is not None:
         return argument_text(args.message, "MESSAGE").encode()
+    if args.file == "-":
+        return await read_all(sys.stdin.fileno())
+    if args.file is not None:
+        try:
+            return Path(args.file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--file {args.file}: {exc.strerror or exc}") from None
     return None
 
 
@@ -84,8 +137,6 @@ async def _publish(args: argparse.Namespace) -> int:
         if payload is not None:
             print(await conn.publish(args.topic, payload, headers), flush=True)
             return EXIT_OK
-        async for raw in trio.wrap_file(sys.stdin.buffer):
-            line = raw[:-1] if raw.endswith(b"\n") else raw
-            line = line[:-1] if line.endswith(b"\r") else line
+        async for line in read_lines(sys.stdin.fileno()):
             print(await conn.publish(args.topic, line, headers), flush=True)
     return EXIT_OK

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -321,9 +323,26 @@ def test_help_shows_an_example(command: str) -> None:
     assert any(e == invocation or e.startswith(invocation + " ") for e in examples), out
 
 
+async def test_pub_file_sends_its_bytes_as_they_are_in_one_message(tmp_path: Path) -> None:
+    data = b"\x00line one\r\nline two\r\n\xff\xfe end\r"
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    async with serve() as address:
+        one = await pushwire("pub", "t", "--file", str(path), "--server", address)
+        assert (one.returncode, one.stdout) == (0, b"1\n"), one.stderr
+        whole = await pushwire("pub", "t", "--file", "-", "--server", address, stdin=data)
+        assert (whole.returncode, whole.stdout) == (0, b"2\n"), whole.stderr
+        got = await pushwire(
+            "sub", "t", "--since", "oldest", "--count", "2", "--format", "hex", "--server", address
+        )
+    assert got.stdout.decode().split() == ["t", "1", data.hex(), "t", "2", data.hex()]
+
+
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [
+        (["t", "m", "--file", "x"], "MESSAGE or --file, not both"),
+        (["t", "--file", "/nonexistent/x"], "--file /nonexistent/x: No such file"),
         ([b"t", b"caf\xe9"], "MESSAGE is not valid UTF-8"),
         ([b"t", b"m", b"--header", b"k=\xff"], "is not valid UTF-8"),
     ],
@@ -353,3 +372,36 @@ async def test_pub_options_may_come_before_the_message() -> None:
     async with serve() as address:
         result = await pushwire("pub", "t", "--header", "k=v", "the message", "--server", address)
         assert (result.returncode, result.stdout) == (0, b"1\n"), result.stderr
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs setsid(1)")
+async def test_ctrl_c_while_pub_reads_a_terminal_exits_at_once() -> None:
+    """Ctrl-C typed at the terminal pub reads its lines from, as a user does it: the
+    terminal is pub's controlling terminal (``setsid --ctty``), so ^C makes it send
+    SIGINT to pub."""
+    async with serve() as address:
+        controller, terminal = pty.openpty()
+        try:
+            proc = await trio.lowlevel.open_process(
+                ["setsid", "--ctty", *PUSHWIRE, "pub", "t", "-v", "--server", address],
+                stdin=terminal,
+                stderr=subprocess.PIPE,
+            )
+            assert proc.stderr is not None
+            log = b""
+            with trio.fail_after(15):
+                while b"connected to" not in log:  # now it waits for a line of the terminal
+                    chunk = await proc.stderr.receive_some(4096)
+                    assert chunk, log
+                    log += chunk
+            os.write(controller, b"\x03")  # ^C
+            with trio.move_on_after(3):  # at once, not when a line is typed
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+                pytest.fail("pub did not exit on Ctrl-C")
+            assert proc.returncode == 130
+        finally:
+            os.close(controller)
+            os.close(terminal)
