@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 import trio
@@ -17,6 +18,7 @@ from pushwire.client.commands.cli import COMMANDS
 from pushwire.client.commands.exits import EXIT_CODES_HELP
 
 TIMEOUT = 30
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -57,6 +59,11 @@ def test_every_help_ends_with_the_one_exit_code_table(command: str) -> None:
     result = run(*command.split(), "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith(EXIT_CODES_HELP)
+
+
+def test_the_readme_shows_the_same_exit_code_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert EXIT_CODES_HELP in readme
 
 
 def test_format_has_help() -> None:
