@@ -71,12 +71,19 @@ def _build(only: str | None) -> tuple[argparse.ArgumentParser, dict[str, argpars
             name,
             help=help_,
             description=getattr(module, "DESCRIPTION", help_),
-            epilog=f"{epilog}\n\n{EXIT_CODES_HELP}" if epilog else EXIT_CODES_HELP,
+            epilog=_with_exit_codes(epilog),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
         parsers[name] = p
     return parser, parsers
+
+
+def _with_exit_codes(epilog: str | None) -> str:
+    """A command's epilog ending in the exit-code table (once, if it has it already)."""
+    if not epilog:
+        return EXIT_CODES_HELP
+    return epilog if EXIT_CODES_HELP in epilog else f"{epilog}\n\n{EXIT_CODES_HELP}"
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

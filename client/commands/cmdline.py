@@ -22,13 +22,16 @@ from importlib.metadata import version
 
 import trio
 
-from pushwire.client.commands.exits import (
-    EXIT_CONNECT,
-    EXIT_LOST,
-    EXIT_REJECTED,
-    EXIT_REQUEST,
-    EXIT_USAGE,
-)
+# The exit codes live in exits.py (cheap to import); they are importable from here too.
+from pushwire.client.commands.exits import EXIT_CODES_HELP as EXIT_CODES_HELP
+from pushwire.client.commands.exits import EXIT_CONNECT as EXIT_CONNECT
+from pushwire.client.commands.exits import EXIT_FAILURE as EXIT_FAILURE
+from pushwire.client.commands.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from pushwire.client.commands.exits import EXIT_LOST as EXIT_LOST
+from pushwire.client.commands.exits import EXIT_OK as EXIT_OK
+from pushwire.client.commands.exits import EXIT_REJECTED as EXIT_REJECTED
+from pushwire.client.commands.exits import EXIT_REQUEST as EXIT_REQUEST
+from pushwire.client.commands.exits import EXIT_USAGE as EXIT_USAGE
 from pushwire.client.connection import parse_address, tls_context
 from pushwire.client.errors import (
     ConnectError,
@@ -182,10 +185,11 @@ def client_name(command: str) -> str:
     return f"pushwire-{command}/{version('pushwire')}"
 
 
-def connect_options(args: argparse.Namespace, command: str) -> dict[str, object]:
+def connect_options(args: argparse.Namespace, command: str | None = None) -> dict[str, object]:
     """The keyword arguments of ``connect()`` for the connection options, the address
-    included. Raises UsageError when --server is not an address or the --tls-ca file is
-    not usable."""
+    included; the client is named after ``command`` (default: the command being run).
+    Raises UsageError when --server is not an address or the --tls-ca file is not usable."""
+    command = command or getattr(args, "command", None) or "cli"
     server = server_address(args)
     tls: bool | ssl.SSLContext = args.tls or server.tls
     if args.tls_ca is not None:
