@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
@@ -737,6 +737,84 @@ def encode_frame(frame: F.Frame) -> bytes:
         raise LocalProtocolError(
             f"{name} cannot be encoded: {exc}", code=ErrorCode.FIELD_OUT_OF_RANGE
         ) from exc
+
+
+# -- raw frames -------------------------------------------------------------------------------
+#
+# Tools that speak to a peer byte by byte (the conformance kit, the test server, the fuzzer,
+# the benchmarks, tests) build headers that lie, frames with undefined flags or types, and
+# read headers off the wire before a decoder would accept them. These helpers are the only
+# place outside this module and layouts.py that knows the header's fields and size.
+
+
+class FrameHeader(NamedTuple):
+    """The fields of a frame header (``layouts.Header``, SPEC.md §3.1)."""
+
+    length: int  # payload bytes after the header
+    type: int
+    flags: int
+
+
+def encode_header(length: int, type_: int, flags: int) -> bytes:
+    """A frame header, byte-identical to ``layouts.Header.build``. ``length`` need not be that
+    of any payload that follows: hostile tests declare lengths they never send.
+    LocalProtocolError (FIELD_OUT_OF_RANGE) when a value does not fit its field."""
+    try:
+        return _HDR.pack(length, type_, flags)
+    except struct.error as exc:
+        raise LocalProtocolError(
+            f"frame header cannot be encoded: {exc}", code=ErrorCode.FIELD_OUT_OF_RANGE
+        ) from exc
+
+
+def decode_header(data: Buffer) -> FrameHeader:
+    """The header at the start of ``data`` (which may go on with the payload and more), as
+    ``layouts.Header.parse`` reads it: no check of the type, flags or length. ValueError
+    when ``data`` is shorter than a header."""
+    if len(data) < HEADER_SIZE:
+        raise ValueError(f"a frame header is {HEADER_SIZE} bytes, got {len(data)}")
+    return FrameHeader(*_HDR.unpack_from(data))
+
+
+class FrameSpan(NamedTuple):
+    """Where one frame lies in a byte string: its header, where its payload starts and the
+    offset just past it (beyond the end of the string when the frame is cut short)."""
+
+    header: FrameHeader
+    body: int
+    end: int
+
+
+def frame_span(data: Buffer, start: int = 0) -> FrameSpan | None:
+    """The frame that starts at ``start`` in ``data``, by its header alone (nothing else is
+    checked); None when fewer than a header's bytes are left."""
+    if len(data) - start < HEADER_SIZE:
+        return None
+    header = FrameHeader(*_HDR.unpack_from(data, start))
+    body = start + HEADER_SIZE
+    return FrameSpan(header, body, body + header.length)
+
+
+def encode_raw_frame(type_: int, flags: int, payload: Buffer) -> bytes:
+    """One frame of any type and flags around any payload (valid or not): header + payload,
+    byte-identical to ``reference.build_frame``."""
+    return encode_header(len(payload), type_, flags) + bytes(payload)
+
+
+def frame_payload(frame: Buffer) -> bytes:
+    """The payload of one whole encoded frame: what follows its header."""
+    return bytes(frame[HEADER_SIZE:])
+
+
+def payload_size(frame: Buffer) -> int:
+    """How many payload bytes one whole encoded frame carries (what max_frame_size limits)."""
+    return len(frame) - HEADER_SIZE
+
+
+def encode_payload(frame: F.Frame) -> bytes:
+    """The payload ``encode_frame`` puts behind the header: for splicing a body under another
+    header (a type or flags the frame does not have)."""
+    return frame_payload(encode_frame(frame))
 
 
 # -- encode-once forwarding ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from pushwire.protocol import codec
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
@@ -169,10 +170,41 @@ class FrameDecoder:
         return frame, self._raw
 
 
-def encode_preface(first: int, second: int) -> bytes:
+# The preface layout read without construct; tests prove it equal to ``ClientPreface`` and
+# ``ServerPreface`` (tests/protocol/test_raw_wire.py).
+_PREFACE = struct.Struct(f">{len(MAGIC)}sBBH")
+assert _PREFACE.size == PREFACE_SIZE
+
+
+class Preface(NamedTuple):
+    """The fields of a preface as sent, checked or not (SPEC.md §2.2): (min_version,
+    max_version) from a client, (version or 0, max_version) from a server."""
+
+    magic: bytes
+    first: int
+    second: int
+    reserved: int
+
+    @property
+    def valid(self) -> bool:
+        """MAGIC and zero reserved bits: what :func:`parse_preface` accepts."""
+        return self.magic == MAGIC and self.reserved == 0
+
+
+def encode_preface(first: int, second: int, *, reserved: int = 0, magic: bytes = MAGIC) -> bytes:
     """A client preface (min_version, max_version) or a server preface (version,
-    max_version): the two share one 8-byte layout (SPEC.md §2.2)."""
-    return MAGIC + bytes((first, second, 0, 0))
+    max_version): the two share one 8-byte layout (SPEC.md §2.2). Any version bytes go;
+    ``reserved`` and ``magic`` other than the defaults build the hostile prefaces of tests."""
+    return _PREFACE.pack(magic, first, second, reserved)
+
+
+def read_preface(data: bytes | bytearray | memoryview) -> Preface:
+    """The fields of the preface at the start of ``data``, without judging them (a checker
+    reports what a peer sent; :func:`parse_preface` refuses it). ValueError when ``data`` is
+    shorter than a preface."""
+    if len(data) < PREFACE_SIZE:
+        raise ValueError(f"a preface is {PREFACE_SIZE} bytes, got {len(data)}")
+    return Preface(*_PREFACE.unpack_from(data))
 
 
 def parse_preface(data: bytes | bytearray) -> tuple[int, int]:
@@ -187,20 +219,20 @@ def parse_preface(data: bytes | bytearray) -> tuple[int, int]:
             code=ErrorCode.BAD_PREFACE,
             requirement="PW-PREFACE-1",
         )
-    if bytes(data[: len(MAGIC)]) != MAGIC:
+    preface = read_preface(data)
+    if preface.magic != MAGIC:
         raise RemoteProtocolError(
-            f"preface magic {bytes(data[: len(MAGIC)]).hex()} is not {MAGIC.hex()}",
+            f"preface magic {preface.magic.hex()} is not {MAGIC.hex()}",
             code=ErrorCode.BAD_PREFACE,
             requirement="PW-PREFACE-1",
         )
-    min_v, max_v = data[len(MAGIC)], data[len(MAGIC) + 1]
-    if data[len(MAGIC) + 2] or data[len(MAGIC) + 3]:
+    if preface.reserved:
         raise RemoteProtocolError(
             "preface reserved bytes are not zero",
             code=ErrorCode.RESERVED_BITS_SET,
             requirement="PW-PREFACE-2",
         )
-    return min_v, max_v
+    return preface.first, preface.second
 
 
 def choose_version(min_version: int, max_version: int) -> int | None:

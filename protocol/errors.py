@@ -46,6 +46,9 @@ class ErrorCode(enum.IntEnum):
     TOO_MANY_CONNECTIONS = 0x0010
     SHUTTING_DOWN = 0x0011
     INTERNAL_ERROR = 0x0012
+    IDLE_TIMEOUT = 0x0013
+    TOKEN_EXPIRED = 0x0014
+    AUTH_THROTTLED = 0x0015
     FORBIDDEN = 0x0100
     INVALID_TOPIC = 0x0101
     ALREADY_SUBSCRIBED = 0x0102
@@ -55,6 +58,7 @@ class ErrorCode(enum.IntEnum):
     INVALID_ACK = 0x0106
     GOING_AWAY = 0x0107
     DUPLICATE_ID = 0x0108
+    RATE_LIMITED = 0x0109
     HISTORY_EXPIRED = 0x0200
 
 
@@ -157,6 +161,24 @@ REGISTRY: dict[ErrorCode, CodeInfo] = {
             ErrorCode.INTERNAL_ERROR, _C, True, "The sender hit an unexpected internal failure."
         ),
         CodeInfo(
+            ErrorCode.IDLE_TIMEOUT,
+            _C,
+            True,
+            "The connection held no subscription and made no request for the server's idle time.",
+        ),
+        CodeInfo(
+            ErrorCode.TOKEN_EXPIRED,
+            _C,
+            True,
+            "The auth token's validity ended; reconnect with a fresh token.",
+        ),
+        CodeInfo(
+            ErrorCode.AUTH_THROTTLED,
+            _C,
+            True,
+            "Too many failed authentications from this source; retry after a delay.",
+        ),
+        CodeInfo(
             ErrorCode.FORBIDDEN,
             _R,
             False,
@@ -207,6 +229,12 @@ REGISTRY: dict[ErrorCode, CodeInfo] = {
             _R,
             False,
             "A request id is reused while a request with that id is outstanding.",
+        ),
+        CodeInfo(
+            ErrorCode.RATE_LIMITED,
+            _R,
+            True,
+            "The request exceeds the identity's request or subscription-churn rate.",
         ),
         CodeInfo(
             ErrorCode.HISTORY_EXPIRED,

@@ -22,6 +22,7 @@ import difflib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import tomllib
@@ -197,11 +198,81 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         default=1000,
         help="... plus a random delay of up to this many ms (1000)",
     )
+    admission = parser.add_argument_group("admission and throttling (SPEC.md §12)")
+    admission.add_argument(
+        "--max-connections-per-source",
+        metavar="N",
+        type=int,
+        default=None,
+        help="connections one IP address may hold; beyond: TOO_MANY_CONNECTIONS "
+        "(3/4 of --max-connections)",
+    )
+    admission.add_argument(
+        "--max-handshaking",
+        metavar="N",
+        type=int,
+        default=256,
+        help="connections still in the handshake, all sources; they do not count toward "
+        "--max-connections (256)",
+    )
+    admission.add_argument(
+        "--reserved-for-authenticated",
+        metavar="N",
+        type=int,
+        default=None,
+        help="with auth on, slots anonymous clients cannot take (1/16 of --max-connections)",
+    )
+    admission.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=300.0,
+        help="close a connection without subscriptions that makes no request for this "
+        "long, with IDLE_TIMEOUT; 0: never (300)",
+    )
+    admission.add_argument(
+        "--auth-failure-burst",
+        metavar="N",
+        type=float,
+        default=10.0,
+        help="failed authentications per source before answers slow down and then are "
+        "refused with AUTH_THROTTLED (10) ...",
+    )
+    admission.add_argument(
+        "--auth-failure-rate",
+        metavar="PER_S",
+        type=float,
+        default=1.0,
+        help="... forgiven at this rate per second (1)",
+    )
+    admission.add_argument(
+        "--churn-rate",
+        metavar="PER_S",
+        type=float,
+        default=200.0,
+        help="SUBSCRIBE+UNSUBSCRIBE per identity per second, bursts of 5x; beyond: "
+        "RATE_LIMITED (200)",
+    )
+    admission.add_argument(
+        "--request-rate",
+        metavar="PER_S",
+        type=float,
+        default=50_000.0,
+        help="requests (publish records included) per identity per second, bursts of 2x; "
+        "beyond: RATE_LIMITED (50000)",
+    )
     parser.add_argument(
         "--auth",
         metavar="FILE",
         type=Path,
         help='JSON: {"token": {"subscribe": [patterns], "publish": [patterns]}}',
+    )
+    parser.add_argument(
+        "--token-secret-file",
+        metavar="FILE",
+        type=Path,
+        help="accept signed tokens (JWT HS256, see 'pushwire token') made with the secret "
+        "in FILE, at least 32 bytes; or set PUSHWIRE_TOKEN_SECRET",
     )
     parser.add_argument(
         "--tls-cert",
@@ -211,6 +282,19 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tls-key", metavar="FILE", type=Path, help="PEM private key for --tls-cert"
+    )
+    ops = parser.add_argument_group("operations")
+    ops.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics",
+    )
+    ops.add_argument(
+        "--stats-interval",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="publish JSON stats on the topic $sys/stats this often; 0: never (10)",
     )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument(
@@ -403,6 +487,18 @@ def heartbeat_clamp(args: argparse.Namespace) -> tuple[int, int]:
     return low, high
 
 
+def load_token_secret(path: Path | None) -> bytes | None:
+    """The signed-token secret from --token-secret-file, else PUSHWIRE_TOKEN_SECRET; a file's
+    trailing newline is not part of the secret."""
+    if path is None:
+        value = os.environ.get("PUSHWIRE_TOKEN_SECRET")
+        return value.encode("utf-8") if value else None
+    try:
+        return path.read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise UsageError(f"cannot read token secret file {path}: {exc.strerror}") from None
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """The ServerConfig of parsed command-line arguments (and their --config file)."""
     return config_from(effective_options(args))
@@ -415,6 +511,7 @@ def config_from(args: argparse.Namespace) -> Any:
     check_ranges(args)
     heartbeat_min_ms, heartbeat_max_ms = heartbeat_clamp(args)
     auth = load_auth(args.auth) if args.auth is not None else None
+    token_secret = load_token_secret(args.token_secret_file)
     tls = load_tls(args.tls_cert, args.tls_key)
     try:
         return ServerConfig(
@@ -435,7 +532,20 @@ def config_from(args: argparse.Namespace) -> Any:
             drain_timeout=args.drain_timeout,
             goaway_reconnect_after_ms=args.goaway_reconnect_after_ms,
             goaway_jitter_ms=args.goaway_jitter_ms,
+            max_connections_per_source=args.max_connections_per_source,
+            max_handshaking=args.max_handshaking,
+            reserved_for_authenticated=args.reserved_for_authenticated,
+            idle_timeout=args.idle_timeout,
+            auth_failure_burst=args.auth_failure_burst,
+            auth_failure_rate=args.auth_failure_rate,
+            churn_rate=args.churn_rate,
+            churn_burst=args.churn_rate * 5,
+            request_rate=args.request_rate,
+            request_burst=args.request_rate * 2,
             auth=auth,
+            token_secret=token_secret,
+            metrics_address=args.metrics,
+            stats_interval=args.stats_interval,
             tls=tls,
             faults=frozenset(args.inject_fault),
         )

@@ -24,11 +24,13 @@ GOING_AWAY, and close each connection when its client does or after ``drain_time
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -47,10 +49,16 @@ from pushwire.protocol.layouts import (
 )
 from pushwire.protocol.server_conn import FAULTS, ServerLimits
 from pushwire.protocol.topics import topic_problem
+from pushwire.server.admission import Admission, AdmissionLimits, LogSampler, source_of
+from pushwire.server.auth import OPEN, Permissions
 from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
+from pushwire.server.metrics import STATS_TOPIC, Counters, serve_metrics, stats_payload
 from pushwire.server.session import Session, SessionStats
+from pushwire.server.tokens import MIN_SECRET_BYTES
+from pushwire.server.tokens import verify as verify_signed_token
 
 __all__ = [
+    "Identity",
     "Permissions",
     "Server",
     "ServerConfig",
@@ -67,46 +75,6 @@ def _version() -> str:
         return version("pushwire")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "0"
-
-
-def topic_matches(pattern: str, topic: str) -> bool:
-    """``#`` matches every topic, ``a/b/#`` matches ``a/b`` and everything below it, any
-    other pattern only the topic it names."""
-    if pattern == "#":
-        return True
-    if pattern.endswith("/#"):
-        prefix = pattern[:-2]
-        return topic == prefix or topic.startswith(prefix + "/")
-    return pattern == topic
-
-
-@dataclass(frozen=True, slots=True)
-class Permissions:
-    """What one auth token may do: topic patterns (see :func:`topic_matches`)."""
-
-    subscribe: tuple[str, ...] = ()
-    publish: tuple[str, ...] = ()
-
-    def allows(self, action: str, topic: str) -> bool:
-        patterns = self.subscribe if action == "subscribe" else self.publish
-        return any(topic_matches(p, topic) for p in patterns)
-
-    @classmethod
-    def from_json(cls, value: Any) -> Permissions:
-        """``{"subscribe": [...], "publish": [...]}`` (both optional) as in an auth file."""
-        if not isinstance(value, dict) or set(value) - {"subscribe", "publish"}:
-            raise ValueError('expected {"subscribe": [patterns], "publish": [patterns]}')
-        out = {}
-        for key in ("subscribe", "publish"):
-            patterns = value.get(key, [])
-            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-                raise ValueError(f"{key!r} must be a list of topic patterns")
-            out[key] = tuple(patterns)
-        return cls(**out)
-
-
-#: The permissions of every client when the server has no auth configured.
-OPEN = Permissions(subscribe=("#",), publish=("#",))
 
 
 #: Below this no TLS version may be negotiated (PW-TRANSPORT-5).
@@ -142,7 +110,30 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT  # 0: an ephemeral port (see Server.port)
-    max_connections: int = 1024
+    max_connections: int = 1024  # admitted (WELCOMEd) connections
+    #: Connections one source address may hold (handshaking or admitted). None: three
+    #: quarters of max_connections, so one source can never take every slot.
+    max_connections_per_source: int | None = None
+    #: Connections still in the handshake, all sources together (they do not count toward
+    #: max_connections; a flood of idle pre-handshake connections stops here).
+    max_handshaking: int = 256
+    #: With auth on, admitted slots kept for clients with a named token. None: 1/16 of
+    #: max_connections.
+    reserved_for_authenticated: int | None = None
+    #: A connection with no subscription that makes no request for this long is closed
+    #: with IDLE_TIMEOUT (PINGs do not count). 0: never.
+    idle_timeout: float = 300.0
+    #: Failed authentications per source: a burst, then per second; the answer to a HELLO
+    #: from a failing source is delayed up to auth_max_delay, then refused AUTH_THROTTLED.
+    auth_failure_burst: float = 10.0
+    auth_failure_rate: float = 1.0
+    auth_max_delay: float = 2.0
+    #: SUBSCRIBE + UNSUBSCRIBE per identity (RATE_LIMITED beyond): a burst, then per second.
+    churn_burst: float = 1000.0
+    churn_rate: float = 200.0
+    #: All requests per identity, publishes and records of batches included.
+    request_burst: float = 100_000.0
+    request_rate: float = 50_000.0
     max_frame_size: int = 1 << 20  # what we receive (WELCOME); 16384..2^24
     max_subscriptions: int = 1024  # per connection
     handshake_timeout: float = 10.0
@@ -165,6 +156,13 @@ class ServerConfig:
     #: token -> Permissions; None: no auth, everything allowed (a warning is logged). A token
     #: "" gives anonymous clients (empty HELLO.auth_token) the permissions it maps to.
     auth: Mapping[bytes, Permissions] | None = None
+    #: Secret for signed tokens (JWT, HS256; see pushwire.server.tokens), at least 32 bytes.
+    #: Works alone or beside ``auth``: a HELLO token is tried as a signed token first.
+    token_secret: bytes | None = None
+    #: "HOST:PORT" of the Prometheus endpoint (GET /metrics); None: none.
+    metrics_address: str | None = None
+    #: Seconds between the JSON stats the server publishes on $sys/stats; 0: never.
+    stats_interval: float = 10.0
     #: TLS around every accepted connection (SPEC.md §2.1); None: plain TCP. Build one with
     #: server_tls_context(); a context that allows TLS below 1.2 is refused.
     tls: ssl.SSLContext | None = None
@@ -208,7 +206,50 @@ class ServerConfig:
                 raise ValueError("tls must be a server-side context (see server_tls_context)")
             if self.tls.minimum_version < MIN_TLS_VERSION:
                 raise ValueError("tls must not allow versions below TLS 1.2 (PW-TRANSPORT-5)")
+        if self.token_secret is not None and len(self.token_secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"token_secret must be at least {MIN_SECRET_BYTES} bytes")
+        if not 0 <= self.stats_interval < math.inf:
+            raise ValueError("stats_interval must be a finite number of seconds, 0 or more")
+        if self.metrics_address is not None:
+            self.metrics_endpoint()
+        if not 0 <= self.idle_timeout < math.inf:
+            raise ValueError("idle_timeout must be a finite number of seconds, 0 or more")
         self.limits()  # validates the rest
+        self.admission_limits()
+
+    def metrics_endpoint(self) -> tuple[str, int]:
+        """``metrics_address`` as (host, port); ValueError when it is not HOST:PORT."""
+        text = self.metrics_address or ""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"metrics address must be HOST:PORT, not {text!r}")
+        return host.strip("[]"), int(port)
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth is not None or self.token_secret is not None
+
+    def admission_limits(self) -> AdmissionLimits:
+        per_source = self.max_connections_per_source
+        reserved = self.reserved_for_authenticated
+        return AdmissionLimits(
+            max_connections=self.max_connections,
+            per_source=(
+                self.max_connections - self.max_connections // 4
+                if per_source is None
+                else per_source
+            ),
+            handshaking=self.max_handshaking,
+            handshaking_per_source=max(1, self.max_handshaking // 4),
+            reserved_for_authenticated=self.max_connections // 16 if reserved is None else reserved,
+            auth_burst=self.auth_failure_burst,
+            auth_rate=self.auth_failure_rate,
+            auth_max_delay=self.auth_max_delay,
+            churn_burst=self.churn_burst,
+            churn_rate=self.churn_rate,
+            request_burst=self.request_burst,
+            request_rate=self.request_rate,
+        )
 
     def limits(self) -> ServerLimits:
         return ServerLimits(
@@ -222,6 +263,26 @@ class ServerConfig:
             handshake_timeout=self.handshake_timeout,
             frame_timeout=self.frame_timeout,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a connection is, as its HELLO token established it."""
+
+    #: For logs and per-identity limits: the signed token's ``sub``, ``token:<digest>`` for
+    #: a token of the token file (never the token itself, PW-SEC-10), "" when anonymous.
+    name: str
+    permissions: Permissions
+    #: When a signed token stops being valid (seconds since the epoch); None: never.
+    expires_at: float | None = None
+
+    @property
+    def named(self) -> bool:
+        return bool(self.name)
+
+
+def _token_name(token: bytes) -> str:
+    return "token:" + hashlib.sha256(token).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +337,14 @@ class Server:
         self.host = self.config.host
         self.port = self.config.port
         self.shutting_down = False
+        self.admission = Admission(
+            self.config.admission_limits(), auth_required=self.config.auth_required
+        )
+        #: Refusals are logged through this, so that a flood cannot flood the log.
+        self.refusal_log = LogSampler()
+        self.counters = Counters()
+        #: Where the metrics endpoint listens once serving (host, port), if configured.
+        self.metrics_bound: tuple[str, int] | None = None
         #: Test and diagnostics hook: called as on_send(connection_id, chunks) by each
         #: connection's writer just before its single send_all of ``chunks``.
         self.on_send: Any = None
@@ -284,10 +353,13 @@ class Server:
         self._listeners: list[trio.SocketListener] = []
         #: Connections in their TLS handshake, each by the cancel scope that bounds it.
         self._tls_handshakes: set[trio.CancelScope] = set()
+        #: TLS connections whose admission count a session took over (by id of the stream).
+        self._handed_over: dict[int, bool] = {}
         self._stopped = trio.Event()
         self._idle = trio.Event()  # set while no connection is open
         self._idle.set()
         self._serving = False
+        self._housekeeping_scope = trio.CancelScope()  # shutdown() ends it
 
     # -- running -----------------------------------------------------------------------------
 
@@ -310,6 +382,10 @@ class Server:
             async with trio.open_nursery() as sessions, trio.open_nursery() as accepting:
                 for listener in self._listeners:
                     accepting.start_soon(self._accept_loop, listener, sessions)
+                accepting.start_soon(self._housekeeping)
+                if config.metrics_address is not None:
+                    host, port = config.metrics_endpoint()
+                    self.metrics_bound = await accepting.start(serve_metrics, self, host, port)
                 log.info("listening on %s", self.address)
                 task_status.started((self.host, self.port))
         finally:
@@ -348,6 +424,24 @@ class Server:
         if self._refusing():
             await self._run_session(stream, peer)  # refuses, logs and closes it
             return
+        # The TLS handshake is part of the connection's handshake: it holds a handshake slot
+        # from the accept on. A refused connection still gets TLS, then ERROR from the session.
+        source = source_of(peer)
+        refused = self.admission.connect(source)
+        try:
+            await self._tls_then_session(stream, context, peer, accepted_at, (source, refused))
+        finally:
+            if refused is None and not self._handed_over.pop(id(stream), False):
+                self.admission.disconnect(source, admitted=False)
+
+    async def _tls_then_session(
+        self,
+        stream: trio.SocketStream,
+        context: ssl.SSLContext,
+        peer: str,
+        accepted_at: float,
+        admission: tuple[str, ErrorCode | None],
+    ) -> None:
         tls_stream = trio.SSLStream(stream, context, server_side=True)
         timeout = self.config.handshake_timeout
         code = reason = ""
@@ -372,7 +466,8 @@ class Server:
                 )
         if not code:
             # The HELLO deadline still counts from the TCP accept, not from the end of TLS.
-            await self._run_session(tls_stream, peer, accepted_at=accepted_at)
+            self._handed_over[id(stream)] = True  # the session releases the admission slot
+            await self._run_session(tls_stream, peer, accepted_at=accepted_at, admission=admission)
             return
         await trio.aclose_forcefully(stream)
         self._next_id += 1
@@ -384,6 +479,64 @@ class Server:
             code,
             reason,
             extra={"conn": cid, "peer": peer, "code": code},
+        )
+
+    async def _housekeeping(self) -> None:
+        """Once a second: close idle connections (IDLE_TIMEOUT) and those whose signed
+        token expired (TOKEN_EXPIRED); now and then, forget refilled throttling buckets."""
+        idle = self.config.idle_timeout
+        ticks = 0
+        with self._housekeeping_scope:
+            await self._housekeep(idle, ticks)
+
+    async def _housekeep(self, idle: float, ticks: int) -> None:
+        while True:
+            await trio.sleep(1.0)
+            now = trio.current_time()
+            for session in list(self._sessions.values()):
+                expires = session.expires_at
+                if expires is not None and now >= expires:
+                    session.fail(ErrorCode.TOKEN_EXPIRED, "the auth token expired")
+                elif idle and session.idle_since(now) >= idle:
+                    session.fail(
+                        ErrorCode.IDLE_TIMEOUT,
+                        f"no subscription and no request for {idle:g} s",
+                    )
+            ticks += 1
+            if ticks % 10 == 0:
+                self.admission.forget_idle(now)
+            interval = self.config.stats_interval
+            if interval and ticks % max(1, round(interval)) == 0:
+                await self.publish(STATS_TOPIC, stats_payload(self))
+
+    def log_refusal(
+        self, session: Session, code: ErrorCode, what: str, topic: str = "", reason: str = ""
+    ) -> None:
+        """The audit line of a refused HELLO or request: identity, source, topic and code,
+        sampled per (code, source) so that a flood of refusals costs a few lines."""
+        if what != "HELLO":
+            self.counters.refused[code.name] += 1
+        suppressed = self.refusal_log.allow(f"{code.name} {session.source}", time.monotonic())
+        if suppressed is None:
+            return
+        more = f" (+{suppressed} similar suppressed)" if suppressed else ""
+        log.warning(
+            "connection %d: refused %s%s from %s as %s: %s %s%s",
+            session.connection_id,
+            what,
+            f" {topic!r}" if topic else "",
+            session.peer,
+            session.identity_name or "anonymous",
+            code.name,
+            reason,
+            more,
+            extra={
+                "conn": session.connection_id,
+                "peer": session.peer,
+                "code": code.name,
+                "identity": session.identity_name,
+                "topic": topic,
+            },
         )
 
     def _open_connections(self) -> int:
@@ -401,16 +554,32 @@ class Server:
         await self._run_session(stream, peer)
 
     async def _run_session(
-        self, stream: trio.abc.Stream, peer: str | None = None, accepted_at: float | None = None
+        self,
+        stream: trio.abc.Stream,
+        peer: str | None = None,
+        accepted_at: float | None = None,
+        admission: tuple[str, ErrorCode | None] | None = None,
     ) -> None:
+        """``admission``: (source, refusal) when the caller already counted the connection
+        (TLS); the session then releases that count when it ends."""
         self._next_id += 1
         cid = self._next_id
         peer = peer or _peer(stream)
         if self._refusing():
             log.info("connection %d: %s refused at the hard cap", cid, peer)
+            if admission is not None and admission[1] is None:
+                self.admission.disconnect(admission[0], admitted=False)
             await trio.aclose_forcefully(stream)
             return
+        if admission is None:
+            source = source_of(peer)
+            refused = self.admission.connect(source)
+        else:
+            source, refused = admission
+        self.counters.accepted += 1
         session = Session(self, stream, cid, peer, accepted_at=accepted_at)
+        session.source = source
+        session.refuse_code = refused
         self._sessions[cid] = session
         if self._idle.is_set():
             self._idle = trio.Event()
@@ -428,15 +597,22 @@ class Server:
             )
         finally:
             del self._sessions[cid]
+            if refused is None:
+                self.admission.disconnect(source, admitted=session.admitted)
             if not self._sessions:
                 self._idle.set()
             code = session.close_code or ErrorCode.NO_ERROR
+            counters = self.counters
+            counters.closed[code.name] += 1
+            if not session.admitted:
+                counters.handshake_failures += 1
             log.info(
-                "connection %d: %s closed: %s %s",
+                "connection %d: %s closed: %s %s [%s]",
                 cid,
                 peer,
                 code.name,
                 session.close_reason,
+                session.totals(),
                 extra={"conn": cid, "peer": peer, "code": code.name},
             )
 
@@ -448,6 +624,7 @@ class Server:
             log.info("shutting down: GOAWAY to %d connection(s)", len(self._sessions))
             for listener in self._listeners:
                 await listener.aclose()
+            self._housekeeping_scope.cancel()
             for handshake in self._tls_handshakes:
                 handshake.cancel()
             config = self.config
@@ -464,23 +641,31 @@ class Server:
 
     # -- auth --------------------------------------------------------------------------------
 
-    def authenticate(self, token: bytes) -> Permissions | None:
-        """The permissions of ``token``, or None when it is refused (UNAUTHENTICATED)."""
-        auth = self.config.auth
+    def authenticate(self, token: bytes) -> Identity | None:
+        """Who ``token`` makes a client, or None when it is refused (UNAUTHENTICATED): a
+        valid signed token (``token_secret``), else a token of the token file (``auth``),
+        else, without any auth configured, an anonymous client that may do everything."""
+        config = self.config
+        if not config.auth_required:
+            return Identity("", OPEN)
+        if config.token_secret is not None and token.count(b".") == 2:
+            signed = verify_signed_token(token, config.token_secret, now=time.time())
+            if signed is not None:
+                return Identity(signed.name, signed.permissions, signed.expires_at)
+        auth = config.auth
         if auth is None:
-            return OPEN
+            return None
         found = None
         for known, permissions in auth.items():  # compare every token in constant time
             if hmac.compare_digest(known, token):
                 found = permissions
-        return found
+        if found is None:
+            return None
+        return Identity(_token_name(token) if token else "", found)
 
     @staticmethod
     def allowed(permissions: Permissions | None, action: str, topic: str) -> bool:
         return permissions is not None and permissions.allows(action, topic)
-
-    def over_capacity(self) -> bool:
-        return self._open_connections() > self.config.max_connections
 
     # -- the Python API ----------------------------------------------------------------------
 

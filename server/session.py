@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -45,11 +46,14 @@ from pushwire.protocol.layouts import HEADER_SIZE, FrameType, Outcome, SlowConsu
 from pushwire.server.broker import Entry, InvalidPosition
 
 if TYPE_CHECKING:
-    from pushwire.server.serve import Permissions, Server
+    from pushwire.server.auth import Permissions
+    from pushwire.server.serve import Server
 
 log = logging.getLogger("pushwire.server")
 
 #: Bytes asked of the socket per receive: the connection buffers at most one frame plus this.
+#: Publishing on ``$sys/reset/<topic>`` resets ``<topic>`` (SPEC.md §9.3).
+RESET_PREFIX = "$sys/reset/"
 READ_SIZE = 64 * 1024
 _PUSH_TYPES = (FrameType.MESSAGE, FrameType.MESSAGE_BATCH)
 
@@ -136,6 +140,63 @@ class Session:
         self._cancel_scope: trio.CancelScope | None = None
         self._rotation = 0
         self.permissions: Permissions | None = None
+        #: Admission (set by the server before run): the source address the connection is
+        #: counted under, the code to refuse it with (None: it may handshake), and whether
+        #: its HELLO moved it to the admitted pool.
+        self.source = peer
+        self.refuse_code: ErrorCode | None = None
+        self.admitted = False
+        #: Who the HELLO token made us ("" while anonymous or in the handshake), the key of
+        #: per-identity limits, and when a signed token stops being valid (trio clock).
+        self.identity_name = ""
+        self._rate_key = ""
+        self.expires_at: float | None = None
+        self._last_request = started
+        #: Totals of this connection, for the close log line and the server's counters.
+        self.bytes_in = self.bytes_out = 0
+        self.messages_in = self.messages_out = 0
+        self._counters = server.counters
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self._cursors)
+
+    def totals(self) -> str:
+        """This connection's traffic in a few words, for the close log line."""
+        return (
+            f"in {self.messages_in} msg {self.bytes_in} B, "
+            f"out {self.messages_out} msg {self.bytes_out} B, "
+            f"{len(self._cursors)} subscription(s)"
+        )
+
+    def idle_since(self, now: float) -> float:
+        """Seconds since the last request, or 0 while the connection holds a subscription
+        or is still in the handshake (the handshake timeout covers that)."""
+        if self._cursors or not self.admitted:
+            return 0.0
+        return now - self._last_request
+
+    def _refuse_request(
+        self, code: ErrorCode, request_type: FrameType, request_id: int, topic: str, reason: str
+    ) -> None:
+        self.server.log_refusal(self, code, request_type.name, topic, reason)
+        self._queue(self.conn.request_error(code, request_type, request_id, reason))
+
+    def _within_rate(
+        self, request_type: FrameType, request_id: int, topic: str, *, cost: int = 1
+    ) -> bool:
+        """Charge a request to the identity's rate buckets; False when it was refused
+        (RATE_LIMITED has been queued)."""
+        now = trio.current_time()
+        self._last_request = now
+        churn = request_type in (FrameType.SUBSCRIBE, FrameType.UNSUBSCRIBE)
+        if self.server.admission.request(self._rate_key, now, churn=churn, cost=cost):
+            return True
+        what = "subscription churn" if churn else "request rate"
+        self._refuse_request(
+            ErrorCode.RATE_LIMITED, request_type, request_id, topic, f"{what} limit reached"
+        )
+        return False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -234,6 +295,8 @@ class Session:
                     if self.server.on_send is not None:
                         self.server.on_send(self.connection_id, chunks)
                     await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                    self.bytes_out += self._inflight
+                    self._counters.bytes_out += self._inflight
                     self._inflight = 0
                     conn.data_sent(trio.current_time())
                 if self._finishing and not self._control:
@@ -269,6 +332,10 @@ class Session:
         if pending:
             self._wake.set()
 
+    def _count_out(self, n: int) -> None:
+        self.messages_out += n
+        self._counters.messages_out += n
+
     async def _pull_one(self, cur: Cursor, chunks: list[bytes], budget: int) -> tuple[int, bool]:
         """Pushes for one subscription: (bytes appended, more is waiting)."""
         conn = self.conn
@@ -301,6 +368,8 @@ class Session:
                 out.append(
                     conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER)
                 )
+                self._counters.gaps += 1
+                self._counters.slow_consumer_events += 1
             cur.next_seq = pos.oldest_seq
             chunks.extend(out)
             return sum(map(len, out)), True
@@ -324,13 +393,17 @@ class Session:
             if run:
                 conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
                 credit -= run
+                self._count_out(run)
                 run = 0
             before = len(out)
-            credit -= self._push_entry(cur, entry, credit, peer_max, out)
+            pushed = self._push_entry(cur, entry, credit, peer_max, out)
+            credit -= pushed
+            self._count_out(pushed)
             used += sum(map(len, out[before:]))
         if run:
             conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
             credit -= run
+            self._count_out(run)
         if (
             sc.FAULT_REORDER in self.faults
             and not cur.reordered
@@ -462,6 +535,8 @@ class Session:
         try:
             while True:
                 data = await self.stream.receive_some(READ_SIZE)
+                self.bytes_in += len(data)
+                self._counters.bytes_in += len(data)
                 if self._finishing:
                     if not data:
                         return
@@ -516,24 +591,32 @@ class Session:
         match event:
             case sc.PrefaceReceived():
                 self._queue(conn.send_preface())
-                if server.over_capacity():
+                admission = server.admission
+                if (
+                    self.refuse_code is not None
+                    or admission.admitted >= admission.limits.max_connections
+                ):
                     self.finish(
                         ErrorCode.TOO_MANY_CONNECTIONS,
                         "connection limit reached",
                         conn.reject(
                             ErrorCode.TOO_MANY_CONNECTIONS,
-                            f"server is at its limit of {self.config.max_connections} connections",
+                            "connection limit reached (server, source or handshake)",
                         ),
                     )
             case sc.HelloReceived():
-                self.permissions = server.authenticate(event.auth_token)
-                if self.permissions is None:
+                admission = server.admission
+                delay = admission.hello_delay(self.source, trio.current_time())
+                if delay is None:
+                    self._reject(ErrorCode.AUTH_THROTTLED, "too many failed authentications")
+                    return
+                if delay:
+                    await trio.sleep(delay)  # bounded by auth_max_delay; only this connection
+                identity = server.authenticate(event.auth_token)
+                if identity is None:
+                    admission.auth_failed(self.source, trio.current_time())
                     reason = "auth token missing" if not event.auth_token else "auth token refused"
-                    self.finish(
-                        ErrorCode.UNAUTHENTICATED,
-                        reason,
-                        conn.reject(ErrorCode.UNAUTHENTICATED, reason),
-                    )
+                    self._reject(ErrorCode.UNAUTHENTICATED, reason)
                     return
                 if server.shutting_down:
                     self.finish(
@@ -542,35 +625,73 @@ class Session:
                         conn.reject(ErrorCode.SHUTTING_DOWN, "server is shutting down"),
                     )
                     return
+                self.identity_name = identity.name
+                if admission.admit(self.source, named=identity.named) is not None:
+                    limit = self.config.max_connections
+                    self._reject(
+                        ErrorCode.TOO_MANY_CONNECTIONS,
+                        f"server is at its limit of {limit} connections",
+                    )
+                    return
+                self.admitted = True
+                self.permissions = identity.permissions
+                self._rate_key = identity.name or f"anon@{self.source}"
+                if identity.expires_at is not None:
+                    now = trio.current_time()
+                    self.expires_at = now + max(0.0, identity.expires_at - time.time())
+                self._last_request = trio.current_time()
                 self._queue(
                     conn.accept(self.connection_id, self.config.server_name, trio.current_time())
                 )
                 self._poke.set()
                 log.info(
-                    "connection %d: %s opened as %r (heartbeat %d ms)",
+                    "connection %d: %s opened as %r%s (heartbeat %d ms)",
                     self.connection_id,
                     self.peer,
                     event.client_name,
+                    f" by {identity.name}" if identity.name else "",
                     conn.heartbeat_ms,
-                    extra={"conn": self.connection_id, "peer": self.peer},
+                    extra={
+                        "conn": self.connection_id,
+                        "peer": self.peer,
+                        "identity": identity.name,
+                    },
                 )
             case sc.SubscribeRequested():
-                await self._subscribe(event)
+                if self._within_rate(FrameType.SUBSCRIBE, event.sub_id, event.topic):
+                    await self._subscribe(event)
             case sc.UnsubscribeRequested():
+                if not self._within_rate(FrameType.UNSUBSCRIBE, event.sub_id, ""):
+                    return
                 cursor = self._cursors.pop(event.sub_id, None)
                 if cursor is not None:
                     cursor.active = False
                     cursor.stop_listening()
+                    log.debug(
+                        "connection %d: unsubscribed %d from %r",
+                        self.connection_id,
+                        event.sub_id,
+                        cursor.topic,
+                    )
                 self._queue(conn.unsubscribed(event.sub_id))
             case sc.CreditGranted():
                 self._wake.set()
             case sc.PublishRequested():
+                if not self._within_rate(FrameType.PUBLISH, event.request_id, event.topic):
+                    return
                 if not self._may_publish(FrameType.PUBLISH, event.request_id, event.topic):
                     return
                 epoch, seq = await self._broker.publish(event.topic, event.flags, event.body)
+                self.messages_in += 1
+                self._counters.messages_in += 1
+                await self._published(event.topic)
                 if event.request_id and self._answering():
                     self._queue(conn.puback(event.request_id, epoch, seq, 1))
             case sc.PublishBatchRequested():
+                if not self._within_rate(
+                    FrameType.PUBLISH_BATCH, event.request_id, event.topic, cost=event.count
+                ):
+                    return
                 if not self._may_publish(FrameType.PUBLISH_BATCH, event.request_id, event.topic):
                     return
                 epoch, seq = await self._broker.publish_batch(
@@ -580,6 +701,9 @@ class Session:
                     event.records_start,
                     list(event.record_ends),
                 )
+                self.messages_in += event.count
+                self._counters.messages_in += event.count
+                await self._published(event.topic)
                 if event.request_id and self._answering():
                     self._queue(conn.puback(event.request_id, epoch, seq, event.count))
             case sc.GoawayReceived():
@@ -612,13 +736,42 @@ class Session:
             sc.ServerState.DRAINING,
         )
 
+    def _reject(self, code: ErrorCode, reason: str) -> None:
+        """Refuse the HELLO: ERROR(code) instead of WELCOME, then close (audited)."""
+        self.server.log_refusal(self, code, "HELLO", reason=reason)
+        self.finish(code, reason, self.conn.reject(code, reason))
+
+    async def _published(self, topic: str) -> None:
+        """Side effects of a publish on a reserved topic: ``$sys/reset/<topic>`` resets that
+        topic (new epoch, history cleared), SPEC.md §9.3."""
+        if topic.startswith(RESET_PREFIX) and len(topic) > len(RESET_PREFIX):
+            target = topic[len(RESET_PREFIX) :]
+            epoch = await self._broker.reset_topic(target)
+            log.warning(
+                "connection %d: topic %r reset to epoch %d by %s",
+                self.connection_id,
+                target,
+                epoch,
+                self.identity_name or self.peer,
+                extra={"conn": self.connection_id, "identity": self.identity_name},
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("connection %d: published on %r", self.connection_id, topic)
+
     def _may_publish(self, request_type: FrameType, request_id: int, topic: str) -> bool:
+        if topic.startswith("$") and not topic.startswith(RESET_PREFIX):
+            self._refuse_request(
+                ErrorCode.FORBIDDEN,
+                request_type,
+                request_id,
+                topic,
+                "reserved topic: only the server publishes there",
+            )
+            return False
         if self.server.allowed(self.permissions, "publish", topic):
             return True
-        self._queue(
-            self.conn.request_error(
-                ErrorCode.FORBIDDEN, request_type, request_id, f"may not publish on {topic!r}"
-            )
+        self._refuse_request(
+            ErrorCode.FORBIDDEN, request_type, request_id, topic, f"may not publish on {topic!r}"
         )
         return False
 
@@ -626,10 +779,8 @@ class Session:
         conn = self.conn
         t, sid = FrameType.SUBSCRIBE, event.sub_id
         if not self.server.allowed(self.permissions, "subscribe", event.topic):
-            self._queue(
-                conn.request_error(
-                    ErrorCode.FORBIDDEN, t, sid, f"may not subscribe to {event.topic!r}"
-                )
+            self._refuse_request(
+                ErrorCode.FORBIDDEN, t, sid, event.topic, f"may not subscribe to {event.topic!r}"
             )
             return
         try:
@@ -662,6 +813,15 @@ class Session:
         )
         self._cursors[sid] = cursor
         self._wake.set()
+        log.debug(
+            "connection %d: subscription %d to %r: %s, epoch %d, from seq %d",
+            self.connection_id,
+            sid,
+            event.topic,
+            Outcome(outcome).name,
+            res.epoch,
+            res.start_seq,
+        )
 
     # -- time --------------------------------------------------------------------------------
 

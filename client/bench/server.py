@@ -83,11 +83,11 @@ from typing import TYPE_CHECKING, Any
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import FrameDecoder, encode_preface, parse_preface
-from pushwire.protocol.layouts import INITIAL_MAX_FRAME_SIZE, PREFACE_SIZE
 
 if TYPE_CHECKING:
     import trio
+
+    from pushwire.client.conformance.wire import WireConnection
 
 HELP = "fan-out, stalled-subscriber and PUBACK throughput of a pushwire serve subprocess"
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else HELP
@@ -347,73 +347,48 @@ def _tcp_queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
 # -- raw peers ------------------------------------------------------------------------------
 
 
-class RawConnection:
-    """One TCP connection spoken with the codec and the decoder, and no policy of its own."""
+async def open_peer(port: int, name: str) -> WireConnection:
+    """A raw-wire peer to the server on ``port`` that has completed the handshake (HELLO
+    with MAX_FRAME_SIZE and HEARTBEAT_MS). It keeps no log of what it receives."""
+    from pushwire.client.conformance.wire import CaseFailed, WireConnection
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.decoder = FrameDecoder(INITIAL_MAX_FRAME_SIZE)
+    conn = await WireConnection.open(HOST, port, record=False, read_size=RECEIVE_SIZE)
+    try:
+        await conn.handshake(
+            max_frame_size=MAX_FRAME_SIZE, heartbeat_ms=HEARTBEAT_MS, client_name=name
+        )
+    except CaseFailed as exc:
+        await conn.aclose()
+        raise BenchError(f"handshake refused: expected {exc.expected}, got {exc.observed}") from exc
+    except BaseException:
+        await conn.aclose()
+        raise
+    return conn
 
-    @classmethod
-    async def open(cls, port: int, name: str) -> RawConnection:
-        import trio
 
-        conn = cls(await trio.open_tcp_stream(HOST, port))
-        try:
-            await conn._handshake(name)
-        except BaseException:
-            await conn.aclose()
-            raise
-        return conn
+def local_port(conn: WireConnection) -> int:
+    import trio
 
-    @property
-    def local_port(self) -> int:
-        return int(self.stream.socket.getsockname()[1])
+    assert isinstance(conn.stream, trio.SocketStream)
+    return int(conn.stream.socket.getsockname()[1])
 
-    async def aclose(self) -> None:
-        import trio
 
-        await trio.aclose_forcefully(self.stream)
+async def next_frame(conn: WireConnection) -> F.Frame:
+    """The next frame that is not a PING (the peer answers PINGs)."""
+    from pushwire.client.conformance.wire import Closed
 
-    async def _receive(self) -> bytes:
-        data = await self.stream.receive_some(RECEIVE_SIZE)
-        if not data:
-            raise BenchError("the server closed the connection")
-        return bytes(data)
+    frame = await conn.next_frame()
+    if isinstance(frame, Closed):
+        raise BenchError(f"the server closed the connection ({frame})")
+    return frame
 
-    async def _handshake(self, name: str) -> None:
-        hello = F.Hello(MAX_FRAME_SIZE, HEARTBEAT_MS, name, b"")
-        await self.stream.send_all(encode_preface(1, 1) + codec.encode_frame(hello))
-        preface = bytearray()
-        while len(preface) < PREFACE_SIZE:
-            preface += await self._receive()
-        version, _ = parse_preface(preface[:PREFACE_SIZE])
-        if version != 1:
-            raise BenchError(f"the server refused protocol version 1 (preface {preface.hex()})")
-        if len(preface) > PREFACE_SIZE:
-            self.decoder.feed(preface[PREFACE_SIZE:])
-        welcome = await self.next_frame()
-        if not isinstance(welcome, F.Welcome):
-            raise BenchError(f"expected WELCOME, got {welcome!r}")
-        self.decoder.max_frame_size = MAX_FRAME_SIZE
 
-    async def next_frame(self) -> F.Frame:
-        """The next frame that is not a PING (PINGs are answered)."""
-        while True:
-            frame = self.decoder.next_frame()
-            if frame is None:
-                self.decoder.feed(await self._receive())
-            elif isinstance(frame, F.Ping):
-                await self.stream.send_all(codec.encode_frame(F.Pong(frame.opaque)))
-            else:
-                return frame
-
-    async def subscribe(self, topic: str, credit: int) -> F.Subscribed:
-        await self.stream.send_all(codec.encode_frame(F.Subscribe(1, topic, initial_credit=credit)))
-        frame = await self.next_frame()
-        if not isinstance(frame, F.Subscribed):
-            raise BenchError(f"SUBSCRIBE {topic!r} refused: {frame!r}")
-        return frame
+async def subscribe(conn: WireConnection, topic: str, credit: int) -> F.Subscribed:
+    await conn.send(F.Subscribe(1, topic, initial_credit=credit))
+    frame = await next_frame(conn)
+    if not isinstance(frame, F.Subscribed):
+        raise BenchError(f"SUBSCRIBE {topic!r} refused: {frame!r}")
+    return frame
 
 
 class Progress:
@@ -439,7 +414,7 @@ class Progress:
 class Subscriber:
     """Receives messages ``0, 1, 2 ...`` in order, stopping at the first that is not next."""
 
-    conn: RawConnection
+    conn: WireConnection
     next_seq: int  # SUBSCRIBED.start_seq, then the sequence number expected next
     phase_end: int = 0  # messages below this index are the loaded phase
     received: int = 0  # messages received in order: the index expected next
@@ -451,8 +426,8 @@ class Subscriber:
 
     @classmethod
     async def open(cls, port: int, name: str, topic: str, credit: int) -> Subscriber:
-        conn = await RawConnection.open(port, name)
-        subscribed = await conn.subscribe(topic, credit)
+        conn = await open_peer(port, name)
+        subscribed = await subscribe(conn, topic, credit)
         return cls(conn, subscribed.start_seq)
 
     async def receive(self, total: int | None, phase_end: int, progress: Progress) -> None:
@@ -510,7 +485,7 @@ class Publisher:
     """Publishes messages ``first .. first + count - 1`` on a raw connection, at most
     ``window`` ahead of the slowest subscriber, and counts the PUBACKs."""
 
-    def __init__(self, conn: RawConnection, topic: str, payload_size: int) -> None:
+    def __init__(self, conn: WireConnection, topic: str, payload_size: int) -> None:
         self.conn = conn
         self.topic = topic
         self.filler = bytes(payload_size - STAMP.size)
@@ -550,7 +525,7 @@ class Publisher:
     async def read_acks(self, total: int, progress: Progress) -> None:
         try:
             while self.acked < total:
-                frame = await self.conn.next_frame()
+                frame = await next_frame(self.conn)
                 if isinstance(frame, F.Puback):
                     self.acked += frame.count
                 else:
@@ -629,7 +604,7 @@ async def fanout_run(
         try:
             for i in range(subscribers):
                 subs.append(await Subscriber.open(server.port, f"bench-sub-{i}", topic, MAX_CREDIT))
-            pub_conn = await RawConnection.open(server.port, "bench-pub")
+            pub_conn = await open_peer(server.port, "bench-pub")
             publisher = Publisher(pub_conn, topic, payload)
             progress = Progress()
             pub = publisher
@@ -716,7 +691,7 @@ async def stall_run(
     }
     # The server's default history and policy (DROP): what a deployment gets.
     async with open_server() as server:
-        conns: list[RawConnection] = []
+        conns: list[WireConnection] = []
         errors: list[str] = []
         try:
             normal = await Subscriber.open(server.port, "bench-normal", topic, MAX_CREDIT)
@@ -726,12 +701,10 @@ async def stall_run(
                 zero = await Subscriber.open(server.port, "bench-zero-credit", topic, 0)
                 conns.append(zero.conn)
                 # Subscribes with all the credit, then never reads its socket again.
-                stuck = await RawConnection.open(server.port, "bench-stuck")
+                stuck = await open_peer(server.port, "bench-stuck")
                 conns.append(stuck)
-                await stuck.subscribe(topic, MAX_CREDIT)
-            publisher = Publisher(
-                await RawConnection.open(server.port, "bench-pub"), topic, payload
-            )
+                await subscribe(stuck, topic, MAX_CREDIT)
+            publisher = Publisher(await open_peer(server.port, "bench-pub"), topic, payload)
             conns.append(publisher.conn)
             progress = Progress()
             memory_before = server.memory_kib()
@@ -757,8 +730,8 @@ async def stall_run(
             # Measured before anything closes: the stuck connection is still stuck.
             memory_after = server.memory_kib()
             if stuck is not None:
-                to_stuck = _tcp_queues(server.port, stuck.local_port)
-                at_stuck = _tcp_queues(stuck.local_port, server.port)
+                to_stuck = _tcp_queues(server.port, local_port(stuck))
+                at_stuck = _tcp_queues(local_port(stuck), server.port)
                 result["stuck"] = {
                     "server_send_queue_bytes": None if to_stuck is None else to_stuck[0],
                     "subscriber_receive_queue_bytes": None if at_stuck is None else at_stuck[1],

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("pushwire.server.cmd_serve", "run a server (embedded in-memory broker)"),
     "sub": ("pushwire.client.commands.sub", "subscribe to topics and print messages"),
     "pub": ("pushwire.client.commands.pub", "publish a message, or each line of stdin"),
+    "stats": ("pushwire.client.commands.stats", "show a server's figures ($sys/stats)"),
     "decode": (
         "pushwire.client.commands.decode",
         "decode a frame given in hex, or explain its error",
@@ -42,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("pushwire.client.commands.bench", "measure codec and server throughput"),
     "conformance": ("pushwire.client.conformance.cmd", "check a server against SPEC.md"),
     "testserver": ("pushwire.server.testserver.cmd", "scripted server that tests a client"),
+    "token": ("pushwire.server.cmd_token", "mint a signed auth token for development"),
     "fuzz": ("pushwire.client.conformance.fuzz", "send hostile byte streams to a server"),
 }
 

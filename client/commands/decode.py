@@ -14,14 +14,13 @@ import re
 import sys
 from typing import Any
 
+from pushwire.protocol import codec
 from pushwire.protocol.decoder import FrameDecoder, parse_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
-    HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     PREFACE_SIZE,
     FrameType,
-    Header,
     Outcome,
     SinceKind,
     SlowConsumerPolicy,
@@ -116,9 +115,9 @@ def decode(data: bytes, *, preface: bool, max_frame_size: int) -> dict[str, Any]
             entry: dict[str, Any] = {"offset": offset}
             decoder = FrameDecoder(max_frame_size)
             end = len(rest)
-            if len(rest) >= HEADER_SIZE:
-                header = Header.parse(rest[:HEADER_SIZE])
-                end = min(HEADER_SIZE + header.length, len(rest))
+            if (span := codec.frame_span(rest)) is not None:
+                header = span.header
+                end = min(span.end, len(rest))
                 entry |= {"length": header.length, "type_code": header.type, "flags": header.flags}
             decoder.feed(rest[:end])
             decoder.feed(b"")  # end of input: a cut-short frame is an error, not a wait

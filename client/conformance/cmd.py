@@ -131,7 +131,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(shell-quoted) topic name (enables RH-12)",
     )
     parser.add_argument(
-        "--max-connections", type=int, metavar="N", help="the server's connection limit (PH-15)"
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="how many connections the server admits from this host: its connection limit, "
+        "or its per-source limit when lower (PH-15)",
     )
     parser.add_argument(
         "--forbidden-topic", metavar="TOPIC", help="a topic the token may not use (ER-25)"
@@ -197,6 +201,9 @@ def _error(text: str, code: int = EXIT_USAGE) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pushwire.client.conformance import coverage
+    from pushwire.client.conformance.coverage import TOOL
+    from pushwire.client.conformance.registry import render_list
     from pushwire.client.conformance.runner import Target, run_cases, select_cases
     from pushwire.protocol.testing import report
     from pushwire.protocol.testing.model import Result
@@ -206,10 +213,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as exc:
         return _error(exc.args[0])
     if args.list:
-        print(report.render_list(cases))
+        print(render_list(cases))
         return EXIT_OK
     if args.coverage:
-        print(report.render_coverage(report.coverage()))
+        print(coverage.render_coverage(coverage.coverage()))
         return EXIT_OK
     try:
         address = target_address(args)
@@ -240,24 +247,28 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(result: Result) -> None:
         if sys.stderr.isatty():
-            print(f"  {result.status.value:<8} {result.case.id}", file=sys.stderr)
+            print(f"  {result.status.value:<8} {result.id}", file=sys.stderr)
 
     results = trio.run(
         lambda: run_cases(target, cases, strict=args.strict, jobs=args.jobs, progress=progress)
     )
-    print(report.render_table(results, target=target.address, verbose=args.verbose))
+    print(
+        report.render_table(
+            results, tool=TOOL, noun="cases", target=target.address, verbose=args.verbose
+        )
+    )
     if not args.case and not args.category:
         print()
-        print(report.render_coverage(report.coverage()))
-    if not_checked := report.render_unchecked(report.unchecked(results)):
+        print(coverage.render_coverage(coverage.coverage()))
+    if not_checked := coverage.render_unchecked(coverage.unchecked(results)):
         print()
         print(not_checked)
     files: list[tuple[Path, str]] = []
     if args.json:
-        text = report.to_json(results, target=target.address, strict=args.strict)
+        text = coverage.report_json(results, target=target.address, strict=args.strict)
         files.append((args.json, text))
     if args.junit:
-        files.append((args.junit, report.to_junit(results, target=target.address)))
+        files.append((args.junit, report.to_junit(results, tool=TOOL, target=target.address)))
     for path, text in files:
         try:
             path.write_text(text, encoding="utf-8")

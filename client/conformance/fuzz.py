@@ -32,8 +32,8 @@ reproducible (same seed, same server behaviour, same examples).
 from __future__ import annotations
 
 import argparse
+import math
 import os
-import socket
 import sys
 import threading
 import time
@@ -51,10 +51,9 @@ from pushwire.client.commands.exits import (
 )
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface
+from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface, read_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
-    HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
@@ -138,12 +137,12 @@ def judge(data: bytes, facts: ServerFacts) -> tuple[bytes, Expect]:
     first byte that decides the answer, so the server never closes with unread input."""
     if len(data) < PREFACE_SIZE:
         return data, Expect("any", why="incomplete preface, then EOF")
-    preface = data[:PREFACE_SIZE]
-    if preface[:4] != MAGIC:
+    preface, fields = data[:PREFACE_SIZE], read_preface(data)
+    if fields.magic != MAGIC:
         return preface, Expect("nothing", why="BAD_PREFACE")
-    if preface[6:8] != b"\0\0":
+    if fields.reserved:
         return preface, Expect("nothing", why="RESERVED_BITS_SET in the preface")
-    if choose_version(preface[4], preface[5]) is None:
+    if choose_version(fields.first, fields.second) is None:
         return preface, Expect("version0", why="UNSUPPORTED_VERSION")
     decoder = FrameDecoder(INITIAL_MAX_FRAME_SIZE)
     pos = PREFACE_SIZE
@@ -181,19 +180,19 @@ def _frames(
     """Frames of ``data[pos:]`` with the offset just past each (or past the failing header
     or frame), then the EOF error if the data ends inside a frame."""
     while pos < len(data):
-        if len(data) - pos < HEADER_SIZE:
+        span = codec.frame_span(data, pos)
+        if span is None:
             break
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        if length > decoder.max_frame_size:
+        if span.header.length > decoder.max_frame_size:
             # decided from the header alone: send no payload byte
             probe = FrameDecoder(decoder.max_frame_size)
-            probe.feed(data[pos : pos + HEADER_SIZE])
+            probe.feed(data[pos : span.body])
             try:
                 probe.next_frame()
             except RemoteProtocolError as exc:
-                yield pos + HEADER_SIZE, exc
+                yield span.body, exc
             return
-        end = pos + HEADER_SIZE + length
+        end = span.end
         if end > len(data):
             break
         one = FrameDecoder(decoder.max_frame_size)
@@ -251,56 +250,58 @@ def _describe(frame: F.Frame) -> str:
 
 
 def attack(host: str, port: int, data: bytes, timeout: float) -> Observed:
-    """Send ``data`` then EOF on a fresh connection; read until the server closes."""
+    """Send ``data`` then EOF on a fresh connection; read until the server closes. Runs a
+    trio loop of its own: hypothesis calls it from synchronous code."""
+    import trio
+
+    return trio.run(_attack, host, port, data, timeout)
+
+
+async def _attack(host: str, port: int, data: bytes, timeout: float) -> Observed:
+    import trio
+
+    from pushwire.client.conformance.wire import EOF, TIMEOUT, Closed, WireConnection
+
     obs = Observed()
     started = time.monotonic()
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError:
+        conn = await WireConnection.open(
+            host, port, timeout=timeout, record=False, decoder=FrameDecoder(MAX_MAX_FRAME_SIZE)
+        )
+    except (OSError, trio.TooSlowError):
         obs.end = "refused"
         return obs
-    decoder = FrameDecoder(MAX_MAX_FRAME_SIZE)
-    raw = bytearray()
-    with sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server may close early; what it sent is still readable
-        deadline = started + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                obs.end = "timeout"
-                break
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                obs.end = "timeout"
-                break
-            except OSError:
-                obs.end = "reset"
-                break
-            if not chunk:
-                obs.end = "eof"
-                break
-            raw += chunk
-            if not obs.preface:
-                if len(raw) < PREFACE_SIZE:
-                    continue
-                obs.preface = bytes(raw[:PREFACE_SIZE])
-                decoder.feed(raw[PREFACE_SIZE:])
-            else:
-                decoder.feed(chunk)
-            if not obs.bad:
-                _drain(decoder, obs)
-    if obs.preface and not obs.bad and obs.end == "eof":
-        decoder.feed(b"")
-        _drain(decoder, obs)
-    elif raw and not obs.preface:
-        obs.preface = bytes(raw)  # fewer than 8 bytes: report them as they are
+    conn.timeout = math.inf  # bounded by the deadline below
+    deadline = trio.current_time() + timeout - (time.monotonic() - started)
+
+    def left() -> float:
+        return max(0.0, deadline - trio.current_time())
+
+    async with conn.stream:
+        with trio.move_on_at(deadline):
+            # the server may close early; what it sent is still readable
+            if await conn.send_raw(data):
+                await conn.send_eof()
+        got = await conn.read_preface(left())
+        end: Closed
+        if isinstance(got, bytes) and len(got) == PREFACE_SIZE:
+            obs.preface = got
+            _drain(conn.decoder, obs)
+            while True:
+                chunk = await conn.receive_some(left())
+                if isinstance(chunk, Closed):
+                    end = chunk
+                    break
+                if not obs.bad:
+                    conn.decoder.feed(chunk)
+                    _drain(conn.decoder, obs)
+        else:  # fewer than 8 bytes: report them as they are
+            obs.preface = got if isinstance(got, bytes) else b""
+            end = got if isinstance(got, Closed) else conn.closed or TIMEOUT
+    obs.end = {EOF: "eof", TIMEOUT: "timeout"}.get(end, "reset")
+    if len(obs.preface) == PREFACE_SIZE and not obs.bad and end is EOF:
+        conn.decoder.feed(b"")
+        _drain(conn.decoder, obs)
     obs.seconds = time.monotonic() - started
     return obs
 
@@ -367,7 +368,8 @@ def verdict(data: bytes, expect: Expect, obs: Observed) -> Finding | None:
         if obs.preface or obs.frames:
             return WrongAnswer(data, str(expect), str(obs))
     elif expect.kind == "version0":
-        if obs.preface[:5] != MAGIC + b"\0" or obs.frames:
+        fields = read_preface(obs.preface) if len(obs.preface) >= PREFACE_SIZE else None
+        if fields is None or fields.magic != MAGIC or fields.first != 0 or obs.frames:
             return WrongAnswer(data, str(expect), str(obs))
     elif expect.kind == "error":
         last = obs.frames[-1] if obs.frames else None
@@ -409,24 +411,26 @@ def handshake_facts(host: str, port: int, token: bytes, timeout: float) -> Serve
 
 
 def _welcome(host: str, port: int, data: bytes, timeout: float) -> F.Welcome | None:
+    """Send ``data`` (a preface and HELLO) on a fresh connection: the WELCOME that answers
+    it, or None (another frame, a close, no connection)."""
+    import trio
+
+    from pushwire.client.conformance.wire import CaseFailed, WireConnection, preface_fields
+
+    async def main() -> F.Welcome | None:
+        conn = await WireConnection.open(
+            host, port, timeout=timeout, record=False, decoder=FrameDecoder(MAX_MAX_FRAME_SIZE)
+        )
+        async with conn.stream:
+            await conn.send_raw(data)
+            if preface_fields(await conn.read_preface()) is None:
+                return None
+            frame = await conn.next_frame(skip_pings=False)
+            return frame if isinstance(frame, F.Welcome) else None
+
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(data)
-            raw = b""
-            decoder = FrameDecoder(MAX_MAX_FRAME_SIZE)
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return None
-                raw += chunk
-                if len(raw) < PREFACE_SIZE:
-                    continue
-                decoder.feed(raw[PREFACE_SIZE:])
-                raw = raw[:PREFACE_SIZE]
-                frame = decoder.next_frame()
-                if frame is not None:
-                    return frame if isinstance(frame, F.Welcome) else None
-    except (OSError, RemoteProtocolError):
+        return trio.run(main)
+    except (OSError, trio.TooSlowError, CaseFailed):
         return None
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from pushwire.client.conformance import wire
+from pushwire.client.conformance.registry import CATEGORIES, REGISTRY, Case
 from pushwire.client.conformance.wire import (
     EOF,
     RESET,
@@ -34,18 +35,22 @@ from pushwire.client.conformance.wire import (
     WireConnection,
     describe,
 )
+from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.layouts import HEADER_SIZE, SinceKind
-from pushwire.protocol.testing.model import (
-    CATEGORIES,
-    REGISTRY,
-    Case,
-    Result,
-    Status,
-)
+from pushwire.protocol.layouts import SinceKind
+from pushwire.protocol.testing.model import Result, Status
 
-#: Room a PUBLISH body needs besides its payload: request_id, topic length byte and topic.
-_PUBLISH_OVERHEAD = 4 + 1 + 255
+
+def _batch_size(batch: F.PublishBatch) -> int:
+    return codec.payload_size(codec.encode_frame(batch))
+
+
+#: Room a PUBLISH_BATCH body needs besides its records, with the longest topic there is.
+_BATCH_OVERHEAD = _batch_size(F.PublishBatch(0, "t" * 255, ()))
+#: What each record adds to a PUBLISH_BATCH body besides its payload.
+_RECORD_OVERHEAD = _batch_size(F.PublishBatch(0, "", (F.Record(b""),))) - _batch_size(
+    F.PublishBatch(0, "", ())
+)
 
 
 @dataclass
@@ -234,8 +239,8 @@ class CaseContext:
         """Publish ``count`` messages quickly (batches sized to the server's frame limit)."""
         pub = await self.publisher()
         assert pub.welcome is not None
-        limit = pub.welcome.max_frame_size - HEADER_SIZE - _PUBLISH_OVERHEAD
-        per_batch = max(1, min(1000, limit // (size + 4), 65535))
+        limit = pub.welcome.max_frame_size - _BATCH_OVERHEAD
+        per_batch = max(1, min(1000, limit // (size + _RECORD_OVERHEAD), 65535))
         epoch, seqs = 0, []
         left = count
         while left > 0:
@@ -436,11 +441,11 @@ def case_limit(case: Case, ctx: CaseContext) -> float:
 
 async def run_case(target: Target, case: Case, run: RunState, *, strict: bool) -> Result:
     if case.level == "SHOULD" and not strict:
-        return Result(case, Status.SKIPPED, detail="SHOULD case: run with --strict")
+        return Result.about(case, Status.SKIPPED, detail="SHOULD case: run with --strict")
     ctx = CaseContext(target, case, run)
     missing = [n for n in sorted(case.needs) if not _has(target, n)]
     if missing:
-        return Result(case, Status.NOT_APPLICABLE, detail=_NEEDS_HELP[missing[0]])
+        return Result.about(case, Status.NOT_APPLICABLE, detail=_NEEDS_HELP[missing[0]])
     started = time.monotonic()
     limit = case_limit(case, ctx)
     result: Result
@@ -448,13 +453,13 @@ async def run_case(target: Target, case: Case, run: RunState, *, strict: bool) -
         with trio.fail_after(limit) as scope:
             ctx._scope = scope
             await case.func(ctx)
-        result = Result(case, Status.PASS)
+        result = Result.about(case, Status.PASS)
     except CaseFailed as exc:
-        result = Result(case, Status.FAIL, expected=exc.expected, observed=exc.observed)
+        result = Result.about(case, Status.FAIL, expected=exc.expected, observed=exc.observed)
     except NotApplicable as exc:
-        result = Result(case, Status.NOT_APPLICABLE, detail=str(exc))
+        result = Result.about(case, Status.NOT_APPLICABLE, detail=str(exc))
     except trio.TooSlowError:
-        result = Result(
+        result = Result.about(
             case,
             Status.FAIL,
             expected=f"the case to finish within {limit:.1f} s",
@@ -462,7 +467,7 @@ async def run_case(target: Target, case: Case, run: RunState, *, strict: bool) -
         )
     except Exception as exc:  # a bug in the kit or an unforeseen answer: report, go on
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        result = Result(case, Status.ERROR, observed=tb, detail=traceback.format_exc(limit=6))
+        result = Result.about(case, Status.ERROR, observed=tb, detail=traceback.format_exc(limit=6))
     finally:
         with trio.CancelScope(shield=True):
             await ctx.close_all()

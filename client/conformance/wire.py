@@ -1,12 +1,18 @@
-"""A raw, scriptable pushwire connection for conformance cases.
+"""The raw-wire peer: a scriptable client side of one pushwire connection.
 
 Theory of operation: a conformance case must be able to say things a well-behaved client
 never says (a bad magic, reserved bits, a frame longer than the limit, silence) and to see
 exactly what the implementation under test answers, including *how* it closes. So this is
-not a client: it is a TCP stream, the project's codec to build bytes, and the incremental
+not a client: it is a trio stream, the project's codec to build bytes, and the incremental
 :class:`FrameDecoder` to read the answer. Every read is bounded by a timeout and returns an
 observation (a frame, :data:`EOF`, :data:`RESET` or :data:`TIMEOUT`) rather than raising, so
 that a case can compare expected and observed and write both into the report.
+
+The same class is the raw peer of every other tool that talks to a server byte by byte:
+the fuzzer's attacks and canary, the server benchmark's publishers and subscribers, and
+the project's server tests (``tests/integration/server_peer.py``, over TCP, TLS or memory
+streams). What they add is policy (assertions, counters), never bytes: every byte is built
+and read by ``pushwire.protocol``.
 
 Only the wire is used: nothing here knows about the reference server, which is what lets
 the kit test a server written in any language.
@@ -15,16 +21,17 @@ the kit test a server written in any language.
 from __future__ import annotations
 
 import enum
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import trio
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import FrameDecoder, encode_preface
+from pushwire.protocol.decoder import FrameDecoder, Preface, encode_preface, read_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
     INITIAL_MAX_FRAME_SIZE,
@@ -97,6 +104,19 @@ def describe(obs: Observation | bytes | None) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def preface_fields(obs: Observation | bytes | None) -> Preface | None:
+    """The fields of a whole preface the target sent, or None (a close, fewer bytes)."""
+    if not isinstance(obs, bytes | bytearray) or len(obs) < PREFACE_SIZE:
+        return None
+    return read_preface(obs)
+
+
+def chooses_version(obs: Observation | bytes | None, version: int) -> bool:
+    """Whether ``obs`` is a server preface (MAGIC) choosing ``version`` (0: none)."""
+    fields = preface_fields(obs)
+    return fields is not None and fields.magic == MAGIC and fields.first == version
+
+
 def error_name(code: int) -> str:
     try:
         return ErrorCode(code).name
@@ -106,18 +126,24 @@ def error_name(code: int) -> str:
 
 @dataclass
 class WireConnection:
-    """One TCP connection to the target, with a frame decoder on the receive side.
+    """One connection to the target (any trio stream: TCP, TLS, memory), with a frame
+    decoder on the receive side.
 
-    ``auto_pong``: answer the target's PINGs and hide them from :meth:`next_frame`, so cases
-    that are not about heartbeats are not disturbed by them. ``received`` keeps the
-    timestamped log of everything seen, for heartbeat cases and for failure reports.
+    ``timeout``: seconds any one send or read may take (``math.inf``: the caller's cancel
+    scopes bound it). ``auto_pong``: answer the target's PINGs and hide them from
+    :meth:`next_frame`, so cases that are not about heartbeats are not disturbed by them.
+    ``received`` keeps the timestamped log of everything seen, for heartbeat cases and for
+    failure reports, unless ``record`` is off (long runs: benchmarks, the fuzzer's canary).
     """
 
-    stream: trio.SocketStream
-    timeout: float
+    stream: trio.abc.Stream
+    timeout: float = math.inf
     auto_pong: bool = True
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    record: bool = True
+    read_size: int = READ_SIZE
     received: list[tuple[float, Observation]] = field(default_factory=list)
+    received_bytes: int = 0
     closed: Closed | None = None
     welcome: F.Welcome | None = None
     server_preface: bytes | None = None
@@ -125,11 +151,15 @@ class WireConnection:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    async def open(cls, host: str, port: int, *, timeout: float) -> WireConnection:
+    async def open(
+        cls, host: str, port: int, *, timeout: float = math.inf, **fields: object
+    ) -> Self:
+        """A new TCP connection (TCP_NODELAY, so that a bytewise send is one segment per
+        byte); ``fields`` are the other fields of the peer."""
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(stream=stream, timeout=timeout)
+        return cls(stream=stream, timeout=timeout, **fields)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         with trio.move_on_after(1):
@@ -158,6 +188,8 @@ class WireConnection:
         return True
 
     async def send_eof(self) -> None:
+        if not isinstance(self.stream, trio.abc.HalfCloseableStream):
+            return
         try:
             await self.stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -169,7 +201,7 @@ class WireConnection:
             return self.closed
         with trio.move_on_at(deadline):
             try:
-                data = await self.stream.receive_some(READ_SIZE)
+                data = await self.stream.receive_some(self.read_size)
             except (trio.BrokenResourceError, OSError):
                 self.closed = RESET
                 return RESET
@@ -179,8 +211,15 @@ class WireConnection:
             if not data:
                 self.closed = EOF
                 return EOF
-            return data
+            self.received_bytes += len(data)
+            return bytes(data)
         return TIMEOUT
+
+    async def receive_some(self, timeout: float | None = None) -> bytes | Closed:
+        """The next bytes as they arrive, or how the wait ended: for a caller that decodes
+        on its own (call it after :meth:`read_preface`, which feeds the decoder)."""
+        deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
+        return await self._read(deadline)
 
     async def read_preface(self, timeout: float | None = None) -> bytes | Closed:
         """The target's 8-byte preface, fewer bytes if it closed early, or a Closed."""
@@ -217,8 +256,8 @@ class WireConnection:
             except RemoteProtocolError as exc:
                 raise CaseFailed("well-formed frames from the server", f"{exc}") from exc
             if frame is not None:
-                now = trio.current_time()
-                self.received.append((now, frame))
+                if self.record:
+                    self.received.append((trio.current_time(), frame))
                 if isinstance(frame, F.Unknown):
                     continue
                 if frame.TYPE not in SERVER_SENDS:
@@ -233,7 +272,8 @@ class WireConnection:
             chunk = await self._read(deadline)
             if isinstance(chunk, Closed):
                 if chunk is not TIMEOUT:
-                    self.received.append((trio.current_time(), chunk))
+                    if self.record:
+                        self.received.append((trio.current_time(), chunk))
                     if self.decoder.buffered:
                         # bytes of an unfinished frame before the close
                         self.decoder.feed(b"")
@@ -349,7 +389,7 @@ class WireConnection:
         await self.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
         preface = await self.read_preface()
         self.server_preface = preface if isinstance(preface, bytes) else None
-        if not isinstance(preface, bytes) or preface[:4] != MAGIC or preface[4] != 1:
+        if not chooses_version(preface, 1):
             raise CaseFailed(
                 f"server preface {encode_preface(1, 1).hex()} (version 1)", describe(preface)
             )
@@ -398,7 +438,9 @@ __all__ = [
     "NotApplicable",
     "Observation",
     "WireConnection",
+    "chooses_version",
     "describe",
     "error_name",
     "frame_name",
+    "preface_fields",
 ]

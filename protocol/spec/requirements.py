@@ -204,6 +204,14 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "The client sends nothing after HELLO until it has received WELCOME."),
     R("PW-HS-17", "SHOULD", "5.2", "server", False,
       "connection_id is unique among the server's connections, for correlating logs."),
+    R("PW-HS-18", "MUST", "5.3", "server", True,
+      "A server honouring token expiry refuses an expired token (UNAUTHENTICATED) and closes a "
+      "connection whose token expires with ERROR(TOKEN_EXPIRED) within a second."),
+    R("PW-HS-19", "SHOULD", "5.3", "server", True,
+      "Connections in the handshake are bounded apart from admitted ones, in total and per "
+      "source address."),
+    R("PW-HS-20", "MAY", "5.3", "server", True,
+      "With auth on, some slots may be kept for clients with an accepted, named token."),
     # §6 subscriptions -----------------------------------------------------------------------
     R("PW-SUB-1", "MUST NOT", "6.1", "client", True,
       "A sub_id is not reused while it names a subscription that is requested, active, or "
@@ -478,6 +486,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "Header order and repeated keys are preserved end to end."),
     R("PW-TOPIC-5", "SHOULD NOT", "9.2", "both", False,
       "Applications do not use header keys starting with 'pw-' (reserved)."),
+    R("PW-TOPIC-6", "MUST", "9.3", "server", True,
+      "A publish on a reserved topic ($ first segment) is FORBIDDEN unless the server documents "
+      "it as writable and the identity may write it."),
     # §13 limits -----------------------------------------------------------------------------
     R("PW-LIMIT-1", "MUST", "13", "server", True,
       "Bound the number of connections (TOO_MANY_CONNECTIONS beyond it)."),
@@ -491,6 +502,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "max_frame_size, plus one read."),
     R("PW-LIMIT-5", "SHOULD", "13", "server", False,
       "Bound the number of topics; a topic that is evicted and recreated gets a new epoch."),
+    R("PW-LIMIT-6", "MUST", "13", "server", True,
+      "A connection closed for idleness (no subscription, no request) gets ERROR(IDLE_TIMEOUT)."),
     # §12 security ---------------------------------------------------------------------------
     R("PW-SEC-1", "SHOULD", "12", "both", False,
       "Use TLS whenever auth tokens are used or the data is not public."),
@@ -516,6 +529,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "Never log auth tokens."),
     R("PW-SEC-11", "SHOULD", "12", "server", False,
       "Auth tokens are short-lived or revocable; they are bearer credentials."),
+    R("PW-SEC-12", "SHOULD", "5.3", "server", True,
+      "Bound the connections of one source address below the connection limit."),
+    R("PW-SEC-13", "MUST", "12", "server", True,
+      "Refusals for failed-authentication throttling use AUTH_THROTTLED; requests refused for "
+      "rate get the request-level RATE_LIMITED and the connection stays open."),
 )  # fmt: skip
 
 #: IDs that were once assigned and then dropped; their numbers are never given out again.

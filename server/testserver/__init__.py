@@ -26,7 +26,8 @@ the testserver start it: ``--client-command 'mytool sub {topic} --server {addres
 {mode_flag}'`` runs the command per scenario and stops it when the scenario is over.
 """
 
-from pushwire.server.testserver.results import Check, ScenarioRun
+from pushwire.protocol.testing.model import Check
+from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.runner import TestServer, open_testserver
 from pushwire.server.testserver.scenarios import SCENARIOS
 from pushwire.server.testserver.script import Ctx, Scenario

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import trio
 
+from pushwire.protocol.testing import report
 from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.runner import TestServer, open_testserver
 from pushwire.server.testserver.scenarios import NAME_WIDTH, SCENARIOS
@@ -26,8 +26,8 @@ credit exhaustion, redelivery...), records what the client does on the wire and 
 per scenario, each check with its SPEC.md requirement IDs.
 
 Exit status 1: a MUST check failed (or, with --strict, a SHOULD check), a scenario did not
-finish, or the port cannot be opened. A --json file that cannot be written is found before
-the run (exit 2)."""
+finish, or the port cannot be opened. A --json or --junit file that cannot be written is
+found before the run (exit 2)."""
 
 EPILOG = """\
 examples:
@@ -35,34 +35,6 @@ examples:
   pushwire testserver --port 7450 --scenario gap      # then: mytool sub conformance/gap ...
   pushwire testserver --scenario all --json report.json \\
       --client-command 'pushwire sub {topic} --server {address} {mode_flag}'"""
-
-
-def render(runs: list[ScenarioRun]) -> str:
-    out = []
-    for r in runs:
-        out.append(
-            f"{r.verdict.upper() if r.verdict in ('fail', 'incomplete') else r.verdict:<10} "
-            f"{r.scenario.name:<{NAME_WIDTH}} {r.scenario.title}"
-        )
-        if r.not_applicable:
-            out.append(f"{'':11}{r.not_applicable}")
-        for c in r.checks:
-            if not c.passed:
-                out.append(f"{'':11}{c.level} {', '.join(c.requirements)}: {c.text}")
-                if c.detail:
-                    out.append(f"{'':13}observed: {c.detail}")
-        if r.verdict != "n/a":
-            out.append(f"{'':11}application should see: {r.scenario.expect_app}")
-    verdicts = [r.verdict for r in runs]
-    out.append("")
-    out.append(
-        ", ".join(
-            f"{verdicts.count(v)} {v}"
-            for v in ("pass", "warn", "fail", "incomplete", "n/a")
-            if verdicts.count(v)
-        )
-    )
-    return "\n".join(out)
 
 
 def render_list() -> str:
@@ -125,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report")
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
     parser.add_argument("--strict", action="store_true", help="SHOULD failures fail the run")
     parser.add_argument(
         "--heartbeat-ms",
@@ -208,12 +181,16 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         return _error(f"unknown scenario(s) {', '.join(unknown)}; see --list")
-    if args.json is not None and (problem := unwritable(args.json)) is not None:
+    reports = [p for p in (args.json, args.junit) if p is not None]
+    if (problem := next(filter(None, map(unwritable, reports)), None)) is not None:
         return _error(problem)
     server_mode_flag = args.mode_flag
     started = time.monotonic()
 
+    address = f"{args.host}:{args.port}"
+
     async def main() -> list[ScenarioRun] | str:
+        nonlocal address
         try:
             listeners = await trio.open_tcp_listeners(args.port, host=args.host)
         except OSError as exc:
@@ -225,8 +202,9 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             goaway_after_ms=args.goaway_after_ms,
         ) as server:
+            address = f"{args.host}:{server.port}"
             print(
-                f"pushwire testserver listening on {args.host}:{server.port}; "
+                f"pushwire testserver listening on {address}; "
                 f"subscribe to {TOPIC_PREFIX}<scenario>",
                 flush=True,
             )
@@ -237,22 +215,29 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     with trio.move_on_after(args.scenario_timeout * len(runs)):
                         await r.done.wait()
-                print(f"  {r.verdict:<10} {r.scenario.name}", file=sys.stderr, flush=True)
+                print(f"  {r.status.value:<10} {r.scenario.name}", file=sys.stderr, flush=True)
             return runs
 
     runs = trio.run(main)
     if isinstance(runs, str):
         return _error(runs, EXIT_FAILURE)
-    print(render(runs))
+    results = [r.result() for r in runs]
+    tool = "pushwire testserver"
+    print(report.render_table(results, tool=tool, noun="scenarios", strict=args.strict))
+    files: list[tuple[Path, str]] = []
     if args.json:
-        doc = {
-            "tool": "pushwire testserver",
-            "seconds": round(time.monotonic() - started, 3),
-            "scenarios": [r.to_json() for r in runs],
-        }
+        seconds = round(time.monotonic() - started, 3)
+        text = report.to_json(
+            results, tool=tool, target=address, strict=args.strict, extra={"seconds": seconds}
+        )
+        files.append((args.json, text))
+    if args.junit:
+        files.append(
+            (args.junit, report.to_junit(results, tool=tool, target=address, strict=args.strict))
+        )
+    for path, text in files:
         try:
-            args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+            path.write_text(text, encoding="utf-8")
         except OSError as exc:  # checked before the run; the file system changed since
-            return _error(f"cannot write {args.json}: {exc.strerror or exc}")
-    bad = {"fail", "incomplete"} | ({"warn"} if args.strict else set())
-    return EXIT_FAILURE if any(r.verdict in bad for r in runs) else EXIT_OK
+            return _error(f"cannot write {path}: {exc.strerror or exc}")
+    return EXIT_OK if report.passed(results, strict=args.strict) else EXIT_FAILURE

@@ -1,34 +1,22 @@
-"""What a test-server scenario run records: its checks, each with SPEC.md requirement IDs."""
+"""What a test-server scenario run records: its checks, each with SPEC.md requirement IDs,
+and the kit's shared :class:`~pushwire.protocol.testing.model.Result` it ends in."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
+
+from pushwire.protocol.testing.model import Check, Result, Status
 
 # -- results -----------------------------------------------------------------------------------
 
 if TYPE_CHECKING:
     from pushwire.server.testserver.script import Scenario
 
-
-@dataclass(slots=True)
-class Check:
-    text: str
-    requirements: tuple[str, ...]
-    level: str  # MUST or SHOULD
-    passed: bool
-    detail: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "check": self.text,
-            "requirements": list(self.requirements),
-            "level": self.level,
-            "passed": self.passed,
-            "detail": self.detail,
-        }
+#: The category of every scenario in the shared report.
+CATEGORY = "client-scenarios"
 
 
 @dataclass
@@ -42,6 +30,7 @@ class ScenarioRun:
     connections: int = 0
     not_applicable: str = ""
     started: float | None = None
+    finished: float | None = None
     #: Epochs the scripts made up, by name ("epoch", "new-epoch"): the same on every connection.
     epochs: dict[str, int] = field(default_factory=dict)
     #: What connection 1 of a multi-connection scenario leaves for the later ones and for the
@@ -64,35 +53,47 @@ class ScenarioRun:
         return bool(passed)
 
     def finish(self) -> None:
+        if not self.done.is_set():
+            self.finished = trio.current_time()
         self.done.set()
 
     @property
-    def verdict(self) -> str:
+    def status(self) -> Status:
+        """n/a, fail (a MUST check failed), incomplete (the scenario never finished), warn
+        (a SHOULD check failed) or pass, in that order of precedence."""
         if self.not_applicable:
-            return "n/a"
+            return Status.NOT_APPLICABLE
         if any(not c.passed and c.level == "MUST" for c in self.checks):
-            return "fail"
+            return Status.FAIL
         if not self.done.is_set():
-            return "incomplete"
+            return Status.INCOMPLETE
         if any(not c.passed for c in self.checks):
-            return "warn"
-        return "pass"
+            return Status.WARN
+        return Status.PASS
 
-    def to_json(self) -> dict[str, Any]:
+    def result(self) -> Result:
+        """The run as the kit's shared result record (a snapshot)."""
         s = self.scenario
-        return {
-            "scenario": s.name,
-            "topic": s.topic,
-            "mode": s.mode,
-            "verdict": self.verdict,
-            "requirements": list(s.requirements),
-            "client_must": s.client_must,
-            "expect_app": s.expect_app,
-            "connections": self.connections,
-            "not_applicable": self.not_applicable,
-            "checks": [c.to_json() for c in self.checks],
-            "notes": self.notes,
-        }
+        began, ended = self.started, self.finished
+        return Result(
+            id=s.name,
+            title=s.title,
+            category=CATEGORY,
+            level="MUST",
+            requirements=tuple(s.requirements),
+            status=self.status,
+            expected=s.client_must,
+            observed=""
+            if self.done.is_set()
+            else "the scenario did not finish (the client did not connect, subscribe or "
+            "reconnect in time)",
+            detail=self.not_applicable,
+            duration=ended - began if began is not None and ended is not None else 0.0,
+            notes=list(self.notes),
+            checks=list(self.checks),
+            hint=f"application should see: {s.expect_app}",
+            properties={"topic": s.topic, "mode": s.mode, "connections": self.connections},
+        )
 
 
 # -- one client connection -------------------------------------------------------------------

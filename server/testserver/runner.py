@@ -9,11 +9,10 @@ from typing import Any
 import trio
 
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import FrameDecoder, encode_preface
+from pushwire.protocol.decoder import FrameDecoder, encode_preface, read_preface
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.layouts import (
     INITIAL_MAX_FRAME_SIZE,
-    MAGIC,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
     PREFACE_SIZE,
@@ -21,9 +20,10 @@ from pushwire.protocol.layouts import (
     Outcome,
     SlowConsumerPolicy,
 )
+from pushwire.protocol.testing.model import Check
 from pushwire.protocol.topics import topic_problem
 from pushwire.server.testserver.peer import Peer
-from pushwire.server.testserver.results import Check, ScenarioRun
+from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.scenarios import SCENARIOS
 from pushwire.server.testserver.script import TOPIC_PREFIX, WELCOME_MAX_FRAME, Ctx
 
@@ -133,9 +133,8 @@ class TestServer:
         armed, self.armed = self.armed, None
         if armed is not None:
             return await self._bad_version(peer, armed, rest)
-        ok_preface = (
-            preface[:4] == MAGIC and preface[6:8] == b"\0\0" and 1 <= preface[4] <= 1 <= preface[5]
-        )
+        fields = read_preface(preface)
+        ok_preface = fields.valid and fields.first <= 1 <= fields.second
         peer.decoder.feed(rest)
         nursery.start_soon(peer.reader)
         await peer.send_raw(encode_preface(1, 1))

@@ -13,7 +13,6 @@ from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import (
-    HEADER_SIZE,
     MAX_MAX_FRAME_SIZE,
     FrameType,
     Outcome,
@@ -53,8 +52,8 @@ async def _max_frame(c: Ctx) -> None:
     limit = min(hello.max_frame_size, MAX_MAX_FRAME_SIZE)
     c.run.notes.append(f"client limit {hello.max_frame_size} bytes")
     await c.subscribed()
-    topic_len = len(c.sub.topic.encode())
-    size = limit - (8 + 8 + 1 + topic_len)
+    topic = c.sub.topic
+    size = limit - codec.payload_size(codec.encode_frame(F.Message(0, 0, topic, b"")))
     ok = await c.peer.deliver(
         c.sub.sub_id,
         c.epoch(),
@@ -64,11 +63,12 @@ async def _max_frame(c: Ctx) -> None:
         payload=lambda s: b"M" * size,
     )
     if ok and await c.peer.wait_until(lambda: c.peer.credit.get(c.sub.sub_id, 0) > 0, c.timeout):
-        body = limit - (8 + 8 + 1 + topic_len + 2 + 4)
-        frame = F.MessageBatch(c.epoch(), 2, c.sub.topic, (F.Record(b"B" * body),))
+        empty = F.MessageBatch(0, 0, topic, (F.Record(b""),))
+        body = limit - codec.payload_size(codec.encode_frame(empty))
+        frame = F.MessageBatch(c.epoch(), 2, topic, (F.Record(b"B" * body),))
         data = codec.encode_frame(frame)
         c.run.check(
-            "the batch frame is exactly the client's limit", (), len(data) - HEADER_SIZE == limit
+            "the batch frame is exactly the client's limit", (), codec.payload_size(data) == limit
         )
         c.peer.credit[c.sub.sub_id] -= 1
         await c.peer.send_raw(data)
@@ -88,11 +88,10 @@ def _fatal(frame_bytes: Callable[[Ctx], bytes], code: ErrorCode, reqs: tuple[str
 
 def _too_large(c: Ctx) -> bytes:
     assert c.peer.hello is not None
-    return (c.peer.hello.max_frame_size + 1).to_bytes(4, "big") + bytes((FrameType.MESSAGE, 0))
+    return codec.encode_header(c.peer.hello.max_frame_size + 1, FrameType.MESSAGE, 0)
 
 
-def _raw(type_: int, flags: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(4, "big") + bytes((type_, flags)) + payload
+_raw = codec.encode_raw_frame
 
 
 async def _unknown_ignorable(c: Ctx) -> None:
@@ -470,7 +469,7 @@ SCENARIOS: dict[str, Scenario] = {
                 lambda c: _raw(
                     FrameType.MESSAGE,
                     0x02,
-                    codec.encode_frame(F.Message(c.epoch(), 2, c.sub.topic, b"x"))[HEADER_SIZE:],
+                    codec.encode_payload(F.Message(c.epoch(), 2, c.sub.topic, b"x")),
                 ),
                 ErrorCode.RESERVED_BITS_SET,
                 ("PW-FRAME-3",),

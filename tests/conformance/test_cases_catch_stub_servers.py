@@ -14,7 +14,7 @@ import trio
 from pushwire.client.conformance.runner import Target, run_cases, select_cases
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import FrameDecoder, encode_preface
+from pushwire.protocol.decoder import FrameDecoder, encode_preface, read_preface
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import PREFACE_SIZE, FrameType, Outcome, SlowConsumerPolicy
 from pushwire.protocol.testing.model import Result, Status
@@ -59,7 +59,7 @@ async def test_ph16_catches_a_server_that_reads_frames_before_choosing_a_version
             preface, rest = await _preface(stream)
             decoder = FrameDecoder()
             decoder.feed(rest)
-            answer = encode_preface(0 if preface[4] > 1 else 1, 1)
+            answer = encode_preface(0 if read_preface(preface).first > 1 else 1, 1)
             if isinstance(decoder.next_frame(), F.Hello):  # the bug: HELLO before the version
                 answer += codec.encode_frame(WELCOME)
             await stream.send_all(answer)

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from pushwire.client.conformance.registry import REGISTRY
 from pushwire.client.conformance.runner import Target, run_cases, select_cases
 from pushwire.protocol.layouts import SlowConsumerPolicy
-from pushwire.protocol.testing.model import REGISTRY, Status
+from pushwire.protocol.testing.model import Status
 from pushwire.server import Permissions, ServerConfig, open_server
 
 #: Small limits so that every case runs quickly (history expiry needs > 40 publishes).
@@ -56,12 +57,12 @@ async def reference(**overrides: Any) -> AsyncIterator[Target]:
 
 
 def statuses(results: list[Any]) -> dict[str, Status]:
-    return {r.case.id: r.status for r in results}
+    return {r.id: r.status for r in results}
 
 
 def failures(results: list[Any]) -> str:
     return "\n".join(
-        f"{r.case.id}: {r.status.value}: expected {r.expected}; observed {r.observed} {r.detail}"
+        f"{r.id}: {r.status.value}: expected {r.expected}; observed {r.observed} {r.detail}"
         for r in results
         if r.status.is_failure
     )
@@ -81,7 +82,10 @@ async def test_reference_server_with_auth_limits_and_disconnect_policy() -> None
     connection limit and the DISCONNECT slow-consumer policy."""
     auth = {b"secret": Permissions(subscribe=("conformance/#",), publish=("conformance/#",))}
     async with reference(
-        auth=auth, max_connections=6, slow_consumer_policy=SlowConsumerPolicy.DISCONNECT
+        auth=auth,
+        max_connections=6,
+        max_connections_per_source=6,  # the kit connects from one address
+        slow_consumer_policy=SlowConsumerPolicy.DISCONNECT,
     ) as target:
         target.token = b"secret"
         target.forbidden_topic = "private/area"
@@ -114,7 +118,7 @@ async def test_faulted_server_fails_the_cases_that_check_that_promise(fault: str
     got = statuses(results)
     assert {cid for cid, s in got.items() if s is Status.FAIL} == set(ids), failures(results)
     for r in results:  # a failure report says what was expected and what happened
-        assert r.expected and r.observed and r.case.requirements
+        assert r.expected and r.observed and r.requirements
 
 
 def test_every_fault_name_is_one_the_server_knows() -> None:

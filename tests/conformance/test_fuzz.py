@@ -11,6 +11,7 @@ from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import encode_preface
 from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import FrameType
 from pushwire.server import ServerConfig, open_server
 
 FACTS = fuzz.ServerFacts(max_frame_size=1 << 20, token=b"", auth_required=False)
@@ -19,13 +20,13 @@ HEAD = encode_preface(1, 1) + fuzz.hello_bytes(b"")
 
 def test_oracle_follows_the_check_order_and_cuts_after_the_deciding_frame() -> None:
     ping = codec.encode_frame(F.Ping(1))
-    bad_flags = b"\x00\x00\x00\x08\x03\x40" + bytes(8)
+    bad_flags = codec.encode_raw_frame(FrameType.PING, 0x40, bytes(8))
     sent, expect = fuzz.judge(HEAD + ping + bad_flags + ping, FACTS)
     assert expect.kind == "error" and expect.code == ErrorCode.RESERVED_BITS_SET
     assert sent == HEAD + ping + bad_flags  # nothing after the deciding frame
-    huge = (2 << 20).to_bytes(4, "big") + b"\x22\x00" + b"x" * 50
-    sent, expect = fuzz.judge(HEAD + huge, FACTS)
-    assert expect.code == ErrorCode.FRAME_TOO_LARGE and sent == HEAD + huge[:6]
+    huge_header = codec.encode_header(2 << 20, FrameType.PUBLISH, 0)
+    sent, expect = fuzz.judge(HEAD + huge_header + b"x" * 50, FACTS)
+    assert expect.code == ErrorCode.FRAME_TOO_LARGE and sent == HEAD + huge_header
     assert fuzz.judge(b"GET / HTTP/1.1\r\n", FACTS)[1].kind == "nothing"
     assert fuzz.judge(encode_preface(2, 3), FACTS)[1].kind == "version0"
     # a frame that may itself end the connection makes the answer open

@@ -1,17 +1,17 @@
 """The client testserver: the reference client passes every scenario, broken clients don't.
 
 A short heartbeat (300 ms) and GOAWAY hint (400 ms) keep the timing scenarios fast. The
-broken clients are raw sockets speaking just enough pushwire to reach the scenario, each
+broken clients are raw-wire peers speaking just enough pushwire to reach the scenario, each
 missing one promise (no PONG, no credit, no resume) — the testserver must say so.
 """
 
 from __future__ import annotations
 
 import json
-import socket
+import math
 import sys
-import threading
-import time
+import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,11 +19,11 @@ import trio
 from reference_client import app_matches, drive_reference_client
 
 from pushwire.client.commands import cli
+from pushwire.client.conformance.wire import CaseFailed, Closed, WireConnection
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
-from pushwire.protocol.errors import RemoteProtocolError
-from pushwire.protocol.layouts import PREFACE_SIZE
+from pushwire.protocol.testing.model import Status
 from pushwire.server.testserver import SCENARIOS, open_testserver
 
 FAST = {"heartbeat_ms": 300, "timeout": 3.0, "goaway_after_ms": 400}
@@ -37,55 +37,35 @@ async def test_reference_client_passes_every_scenario() -> None:
             run = ts.runs[name]
             seen = await drive_reference_client(f"127.0.0.1:{ts.port}", run, limit=15)
             failed = [c for c in run.checks if not c.passed]
-            assert run.verdict == "pass", (name, failed, run.notes)
+            assert run.status is Status.PASS, (name, failed, run.notes)
             expected = run.scenario.app(run) if run.scenario.app else []
             assert app_matches(expected, seen), (name, expected, seen)
 
 
-class RawClient:
-    """Just enough of a client: handshake, one SUBSCRIBE, then a chosen bad habit."""
-
-    def __init__(self, port: int, topic: str, *, credit: int = 64) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        hello = F.Hello(1 << 20, 0, "broken-client", b"")
-        sub = F.Subscribe(sub_id=1, topic=topic, initial_credit=credit)
-        self.sock.sendall(
+async def broken_client(port: int, topic: str, *, credit: int, pong: bool) -> None:
+    """Just enough of a client: handshake, one SUBSCRIBE, then read until cancelled,
+    answering PINGs only when ``pong`` and ignoring what it cannot decode."""
+    conn = await WireConnection.open("127.0.0.1", port, timeout=10, auto_pong=False)
+    conn.decoder = FrameDecoder(1 << 20)
+    hello = F.Hello(1 << 20, 0, "broken-client", b"")
+    sub = F.Subscribe(sub_id=1, topic=topic, initial_credit=credit)
+    try:
+        await conn.send_raw(
             encode_preface(1, 1) + codec.encode_frame(hello) + codec.encode_frame(sub)
         )
-        self.decoder = FrameDecoder(1 << 20)
-        self._preface = b""
-        self.stop = threading.Event()
-
-    def frames(self, seconds: float, *, pong: bool) -> list[F.Frame]:
-        """Read for ``seconds``, answering PINGs only when ``pong``."""
-        out: list[F.Frame] = []
-        self.sock.settimeout(0.05)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self.stop.is_set():
+        await conn.read_preface()
+        while True:
             try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
+                obs = await conn.next_frame(math.inf)
+            except CaseFailed:  # this client ignores what it cannot decode
+                conn.decoder = FrameDecoder(1 << 20)
                 continue
-            except OSError:
-                break
-            if not data:
-                break
-            if len(self._preface) < PREFACE_SIZE:
-                need = PREFACE_SIZE - len(self._preface)
-                self._preface += data[:need]
-                data = data[need:]
-            self.decoder.feed(data)
-            try:
-                while (frame := self.decoder.next_frame()) is not None:
-                    out.append(frame)
-                    if pong and isinstance(frame, F.Ping):
-                        self.sock.sendall(codec.encode_frame(F.Pong(frame.opaque)))
-            except RemoteProtocolError:  # this client ignores what it cannot decode
-                self.decoder = FrameDecoder(1 << 20)
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
+            if isinstance(obs, Closed):
+                return
+            if pong and isinstance(obs, F.Ping):
+                await conn.send(F.Pong(obs.opaque))
+    finally:
+        await trio.aclose_forcefully(conn.stream)
 
 
 @pytest.mark.parametrize(
@@ -104,25 +84,18 @@ async def test_testserver_catches_a_broken_client(
 ) -> None:
     async with open_testserver([scenario], **(FAST | BROKEN)) as ts:
         run = ts.runs[scenario]
-        client = await trio.to_thread.run_sync(
-            lambda: RawClient(ts.port, f"conformance/{scenario}", credit=credit)
-        )
-        try:
-            with trio.move_on_after(12):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(
-                        trio.to_thread.run_sync, lambda: client.frames(10, pong=pong)
-                    )
+        with trio.move_on_after(12):
+            async with trio.open_nursery() as nursery:
+                topic = f"conformance/{scenario}"
+                nursery.start_soon(partial(broken_client, ts.port, topic, credit=credit, pong=pong))
+                with trio.move_on_after(10):
                     await run.done.wait()
-                    client.stop.set()
-        finally:
-            client.stop.set()
-            client.close()
+                nursery.cancel_scope.cancel()
     failed = [c for c in run.checks if not c.passed]
     assert any(requirement in c.requirements for c in failed), run.checks
-    assert run.verdict in ("fail", "warn")
+    assert run.status in (Status.FAIL, Status.WARN)
     if requirement != "PW-FLOW-7":
-        assert run.verdict == "fail"
+        assert run.status is Status.FAIL
 
 
 async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
@@ -130,6 +103,7 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
     the end, and reports; here the client is the project's own `pushwire sub`."""
     exe = str(Path(sys.executable).parent / "pushwire")
     report = tmp_path / "ts.json"
+    junit = tmp_path / "ts.xml"
     args = [
         "testserver",
         "--port",
@@ -146,6 +120,8 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
         "20",
         "--json",
         str(report),
+        "--junit",
+        str(junit),
         "--client-command",
         f"{exe} sub {{topic}} --server {{address}}",
     ]
@@ -153,6 +129,10 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
         pytest.skip("the pushwire command is not installed")
     code = await trio.to_thread.run_sync(cli.main, args)
     doc = json.loads(report.read_text())
-    verdicts = {s["scenario"]: s["verdict"] for s in doc["scenarios"]}
+    verdicts = {r["id"]: r["status"] for r in doc["results"]}
     assert verdicts == {"gap": "pass", "split-frames": "pass"}, doc
+    assert doc["tool"] == "pushwire testserver" and doc["passed"] is True
+    assert all(r["checks"] and r["topic"] == f"conformance/{r['id']}" for r in doc["results"])
+    suites = ET.fromstring(junit.read_text())
+    assert suites.get("tests") == "2" and suites.get("failures") == "0"
     assert code == 0

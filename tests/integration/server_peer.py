@@ -1,27 +1,31 @@
-"""A raw, scriptable pushwire client for server tests: frames in, frames out, no policy.
+"""The raw-wire peer, as server tests use it: frames in, frames out, no policy.
 
 The reference client enforces the protocol on the server, which is what a normal client
-should do but not what a test of the server's reaction to bad input wants. This peer sends
-whatever bytes it is told to, over any trio stream (memory streams in tests/server, TCP in
-tests/integration), and reads frames with the project's decoder. Imported by both test
-folders as ``integration.server_peer``.
+should do but not what a test of the server's reaction to bad input wants. :class:`RawPeer`
+is the kit's raw-wire peer (``pushwire.client.conformance.wire.WireConnection``) with the
+test suite's habits: no timeouts of its own (the tests' ``trio.fail_after`` bound them),
+PINGs returned rather than answered, assertions instead of reports, and
+:class:`PeerClosed` when the server closes while a frame is expected. It runs over any trio
+stream (memory streams in tests/server, TCP and TLS in tests/integration). Imported by both
+test folders as ``integration.server_peer``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 import trio.testing
 
+from pushwire.client.conformance.wire import Closed, WireConnection, preface_fields
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import FrameDecoder, encode_preface, parse_preface
+from pushwire.protocol.decoder import FrameDecoder, encode_preface
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import INITIAL_MAX_FRAME_SIZE, PREFACE_SIZE, SinceKind
+from pushwire.protocol.layouts import INITIAL_MAX_FRAME_SIZE, SinceKind
 
 CLIENT_PREFACE = encode_preface(1, 1)
 PREFACE_ONLY = CLIENT_PREFACE
@@ -41,74 +45,49 @@ class PeerClosed(Exception):
     """The server closed the connection (EOF) while a frame was expected."""
 
 
-class RawPeer:
-    def __init__(self, stream: trio.abc.Stream, *, max_frame_size: int = 1 << 20) -> None:
-        self.stream = stream
-        self.max_frame_size = max_frame_size
-        self.decoder = FrameDecoder(INITIAL_MAX_FRAME_SIZE)
-        self._pre = bytearray()
-        self.preface: tuple[int, int] | None = None
-        self.welcome: F.Welcome | None = None
-        self.eof = False
-        self.received_bytes = 0
+@dataclass
+class RawPeer(WireConnection):
+    """``max_frame_size``: what :meth:`handshake` announces in HELLO."""
+
+    auto_pong: bool = False
+    record: bool = False
+    decoder: FrameDecoder = field(default_factory=lambda: FrameDecoder(INITIAL_MAX_FRAME_SIZE))
+    max_frame_size: int = 1 << 20
+    #: The server preface's (version, max_version), once read.
+    preface: tuple[int, int] | None = None
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1", **kwargs: int) -> RawPeer:
+    async def connect(cls, port: int, host: str = "127.0.0.1", **kwargs: Any) -> RawPeer:
         return cls(await trio.open_tcp_stream(host, port), **kwargs)
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
-    async def send(self, *items: F.Frame | bytes) -> None:
+    async def send(self, *items: F.Frame | bytes) -> bool:  # type: ignore[override]
         data = b"".join(
             i if isinstance(i, bytes | bytearray) else codec.encode_frame(i) for i in items
         )
-        await self.stream.send_all(data)
+        return await self.send_raw(data)
 
-    async def _fill(self) -> bool:
-        if self.eof:
-            return False
-        try:
-            data = await self.stream.receive_some(65536)
-        except trio.BrokenResourceError:
-            data = b""
-        self.received_bytes += len(data)
-        if not data:
-            self.eof = True
-            if self.preface is not None:
-                self.decoder.feed(b"")
-            return False
-        if self.preface is None:
-            self._pre += data
-        else:
-            self.decoder.feed(data)
-        return True
-
-    async def read_preface(self) -> tuple[int, int]:
-        while len(self._pre) < PREFACE_SIZE:
-            if not await self._fill():
-                raise PeerClosed(f"closed after {len(self._pre)} preface bytes")
-        self.preface = parse_preface(self._pre[:PREFACE_SIZE])
-        rest = bytes(self._pre[PREFACE_SIZE:])
-        self._pre.clear()
-        self.decoder.feed(rest)
+    async def read_preface(self, timeout: float | None = None) -> tuple[int, int]:  # type: ignore[override]
+        """The server preface's two version bytes; PeerClosed if it closes before."""
+        got = await super().read_preface(timeout)
+        fields = preface_fields(got)
+        if fields is None:
+            raise PeerClosed(f"closed after {_describe_short(got)} of the preface")
+        self.preface = (fields.first, fields.second)
         return self.preface
 
     async def recv(self) -> F.Frame:
         """The next frame; PeerClosed on EOF."""
         if self.preface is None:
             await self.read_preface()
-        while True:
-            frame = self.decoder.next_frame()
-            if frame is not None:
-                return frame
-            if not await self._fill():
-                frame = self.decoder.next_frame()
-                if frame is not None:
-                    return frame
-                raise PeerClosed("server closed the connection")
+        obs = await self.next_frame(skip_pings=False)
+        if isinstance(obs, Closed):
+            raise PeerClosed(f"server closed the connection ({obs})")
+        return obs
 
-    async def expect(self, cls: type) -> F.Frame:
+    async def expect(self, cls: type) -> F.Frame:  # type: ignore[override]
         frame = await self.recv()
         assert isinstance(frame, cls), f"expected {cls.__name__}, got {frame!r}"
         return frame
@@ -154,16 +133,17 @@ class RawPeer:
         await self.expect_eof()
         return frame
 
-    async def handshake(self, **hello_fields: object) -> F.Welcome:
-        mfs = int(hello_fields.get("max_frame_size", self.max_frame_size))  # type: ignore[call-overload]
+    async def handshake(self, **hello_fields: Any) -> F.Welcome:  # type: ignore[override]
+        mfs = int(hello_fields.get("max_frame_size", self.max_frame_size))
         hello_fields["max_frame_size"] = mfs
-        await self.send(CLIENT_PREFACE + hello(**hello_fields))  # type: ignore[arg-type]
+        await self.send(CLIENT_PREFACE + hello(**hello_fields))
         version, _ = await self.read_preface()
         assert version == 1
         welcome = await self.expect(F.Welcome)
+        assert isinstance(welcome, F.Welcome)
         self.decoder.max_frame_size = mfs
-        self.welcome = welcome  # type: ignore[assignment]
-        return welcome  # type: ignore[return-value]
+        self.welcome = welcome
+        return welcome
 
     async def subscribe(
         self,
@@ -203,6 +183,10 @@ class RawPeer:
             elif isinstance(frame, F.Ping):
                 await self.send(F.Pong(frame.opaque))
         return out
+
+
+def _describe_short(got: object) -> str:
+    return f"{len(got)} bytes" if isinstance(got, bytes) else str(got)
 
 
 class MemoryServer:

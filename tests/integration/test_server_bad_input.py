@@ -18,6 +18,7 @@ import pytest
 import trio
 from integration.server_peer import PeerClosed, RawPeer
 
+from pushwire.client.conformance.wire import Closed
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.server import Server, ServerConfig, open_server
@@ -118,29 +119,22 @@ async def test_an_unknown_ignorable_frame_is_skipped(vector: dict[str, Any]) -> 
 async def test_a_client_preface_gets_exactly_the_documented_answer(vector: dict[str, Any]) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_server(config()) as server, canary(server) as watcher:
-            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-            await stream.send_all(bytes.fromhex(vector["hex"]))
+            peer = await RawPeer.connect(server.port)
+            await peer.send_raw(bytes.fromhex(vector["hex"]))
             expected = bytes.fromhex(vector.get("reply_hex", ""))
             received = b""
             if "error" in vector:  # the server answers (at most) the reply, then closes
-                while chunk := await _receive(stream):
-                    received += chunk
+                while not isinstance(chunk := await peer.receive_some(), Closed):
+                    received += chunk  # a reset counts as a close
                 assert received == expected
             else:
                 while len(received) < len(expected):
-                    chunk = await _receive(stream)
-                    assert chunk, "closed early"
+                    chunk = await peer.receive_some()
+                    assert not isinstance(chunk, Closed), "closed early"
                     received += chunk
                 assert received == expected
-            await stream.aclose()
+            await peer.aclose()
             await publish_and_check(server, watcher, 1, 2)
-
-
-async def _receive(stream: trio.SocketStream) -> bytes:
-    try:
-        return await stream.receive_some(65536)
-    except trio.BrokenResourceError:  # a reset counts as a close
-        return b""
 
 
 async def test_garbage_after_the_handshake_never_disturbs_other_connections() -> None:

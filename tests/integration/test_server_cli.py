@@ -242,7 +242,7 @@ def spec_limit_rows() -> dict[str, str]:
     section = text[text.index("## 13. Resource limits") : text.index("## 14.")]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no heading
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    return {c[0]: c[4] for c in cells}
+    return {c[0]: c[4] for c in cells if len(c) == 6}  # the protocol limits' table
 
 
 def serve_args(*argv: str) -> argparse.Namespace:
@@ -545,3 +545,44 @@ def test_the_readme_embedded_server_on_a_port_in_use_ends_in_one_line(tmp_path: 
         "address already in use"
     )
     assert "ExceptionGroup" not in result.stderr and "+-+" not in result.stderr
+
+
+def test_pushwire_token_mints_a_token_that_serve_accepts(tmp_path: Path) -> None:
+    from pushwire.server.tokens import verify
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    result = subprocess.run(
+        [
+            *COMMAND[:-1],
+            "token",
+            "--secret-file",
+            str(secret),
+            "--name",
+            "dashboard",
+            "--subscribe",
+            "orders/#",
+            "--ttl",
+            "15m",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    signed = verify(result.stdout.strip().encode(), b"0123456789abcdef0123456789abcdef")
+    assert signed is not None and signed.name == "dashboard"
+    assert signed.permissions.allows("subscribe", "orders/eu")
+    assert not signed.permissions.allows("publish", "orders/eu")
+    short = tmp_path / "short"
+    short.write_bytes(b"too short")
+    result = subprocess.run(
+        [*COMMAND[:-1], "token", "--secret-file", str(short), "--name", "x"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "pushwire token: error: the token secret must be at least 32 bytes"
+    )

@@ -14,6 +14,7 @@ import pytest
 import trio
 from integration.server_peer import RawPeer
 
+from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, SinceKind
@@ -92,7 +93,7 @@ async def connect_with_small_buffers(server: Server) -> RawPeer:
 
 
 def messages_in(chunks: list[bytes]) -> int:
-    return sum(chunk[4] == FrameType.MESSAGE for chunk in chunks)
+    return sum(codec.decode_header(chunk).type == FrameType.MESSAGE for chunk in chunks)
 
 
 @pytest.mark.spec("PW-LIMIT-3", "PW-SLOW-1")
@@ -210,7 +211,7 @@ async def test_every_subscriber_is_sent_the_same_bytes_object() -> None:
                 chunk
                 for chunks in sent.values()
                 for chunk in chunks
-                if chunk[4] == FrameType.MESSAGE
+                if codec.decode_header(chunk).type == FrameType.MESSAGE
             ]
             assert len(pushes) == 3
             assert pushes[0] is pushes[1] is pushes[2]

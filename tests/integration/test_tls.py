@@ -219,10 +219,10 @@ async def test_a_client_that_never_starts_tls_loses_its_slot_at_the_handshake_ti
 ) -> None:
     caplog.set_level(logging.INFO, logger="pushwire")
     with trio.fail_after(TIMEOUT):
-        async with tls_server(pki, max_connections=1) as address:
+        async with tls_server(pki, max_handshaking=1) as address:
             silent = await trio.open_tcp_stream("127.0.0.1", port_of(address))
             start = trio.current_time()
-            # while the silent one holds the only slot, a real client is turned away ...
+            # while the silent one holds the only handshake slot, a client is turned away ...
             with pytest.raises(pw.HandshakeRejected) as info:
                 async with pw.connect(address, tls=pki.client_context()):
                     pass

@@ -411,9 +411,10 @@ async def test_shutdown_ends_as_soon_as_the_client_closes(autojump_clock: object
 
 
 def closed_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
-    """(message, code field) of each 'connection N: PEER closed: ...' log record."""
+    """(message, code field) of each 'connection N: PEER closed: ...' log record, without
+    the connection's totals at the end."""
     return [
-        (r.getMessage().split(" closed: ", 1)[1], getattr(r, "code", ""))
+        (r.getMessage().split(" closed: ", 1)[1].rsplit(" [", 1)[0], getattr(r, "code", ""))
         for r in caplog.records
         if " closed: " in r.getMessage()
     ]

@@ -328,8 +328,37 @@ def test_resource_limit_defaults_match_the_reference_server(doc: str) -> None:
         for line in section.splitlines()
         if line.startswith("| ")
         for cells in [[c.strip() for c in line.strip("|").split(" | ")]]
+        if len(cells) == 6
     }
     for label, (field, fmt) in DEFAULT_ROWS.items():
         assert table[label] == fmt(getattr(config, field)), label
     heartbeat = table["heartbeat interval H"]
     assert heartbeat.startswith(f"{config.heartbeat_ms} ms"), heartbeat
+
+
+def test_every_admission_limit_names_a_real_serve_option_and_its_default(doc: str) -> None:
+    """The second table of §13: each option exists in ``pushwire serve`` and the defaults
+    that are plain numbers are the reference configuration's."""
+    import argparse
+
+    from pushwire.server import cmd_serve
+
+    parser = argparse.ArgumentParser()
+    cmd_serve.add_arguments(parser)
+    known = {opt for action in parser._actions for opt in action.option_strings}
+    section = doc[doc.index("## 13. Resource limits") : doc.index("## 14. Test vectors")]
+    rows = [
+        cells
+        for line in section.splitlines()
+        if line.startswith("| ")
+        for cells in [[c.strip() for c in line.strip("|").split(" | ")]]
+        if len(cells) == 4 and cells[0] != "Limit"
+    ]
+    assert len(rows) >= 7
+    for label, option, _default, _code in rows:
+        for name in re.findall(r"`(--[a-z-]+)`", option):
+            assert name in known, (label, name)
+    config = ServerConfig()
+    defaults = {cells[1]: cells[2] for cells in rows}
+    assert defaults["`--idle-timeout`"] == f"{config.idle_timeout:g} s"
+    assert defaults["`--max-handshaking`"].startswith(f"{config.max_handshaking} ")

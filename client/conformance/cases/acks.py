@@ -3,12 +3,12 @@ redelivery of what was not acknowledged (SPEC.md §8.3)."""
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import CaseFailed, WireConnection, describe
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, Outcome, SinceKind
-from pushwire.protocol.testing.model import case
 
 CAT = "acks-redelivery"
 

@@ -3,23 +3,19 @@ request errors that must leave the connection up (SPEC.md §3.5, §8.7, §11).""
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import NEEDS_FORBIDDEN_TOPIC, case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import EOF, RESET, CaseFailed, WireConnection, describe
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import HEADER_SIZE, FrameType, SinceKind
-from pushwire.protocol.testing.model import NEEDS_FORBIDDEN_TOPIC, case
+from pushwire.protocol.layouts import FrameType, SinceKind
 
 CAT = "errors"
 
 
-def raw_frame(type_: int, flags: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(4, "big") + bytes((type_, flags)) + payload
-
-
-def body(frame: F.Frame) -> bytes:
-    return codec.encode_frame(frame)[HEADER_SIZE:]
+raw_frame = codec.encode_raw_frame
+body = codec.encode_payload
 
 
 async def _fatal(ctx: CaseContext, data: bytes, code: ErrorCode) -> None:
@@ -121,9 +117,8 @@ async def invalid_utf8(ctx: CaseContext) -> None:
 async def enum_out_of_range(ctx: CaseContext) -> None:
     """since_kind 9 has no layout: the bytes after it are still consumed as the default
     layout (only a topic), then the range check fails."""
-    good = body(F.Subscribe(sub_id=1, topic="ab", initial_credit=1))  # since_kind NEW
-    bad = good[:8] + b"\x09" + good[9:]
-    await _fatal(ctx, raw_frame(FrameType.SUBSCRIBE, 0, bad), ErrorCode.FIELD_OUT_OF_RANGE)
+    bad = F.Subscribe(sub_id=1, topic="ab", since_kind=9, initial_credit=1)
+    await _fatal(ctx, codec.encode_frame(bad), ErrorCode.FIELD_OUT_OF_RANGE)
 
 
 @case(
@@ -136,7 +131,7 @@ async def credit_zero(ctx: CaseContext) -> None:
     """An increment of 0 means nothing and is refused."""
     await _fatal(
         ctx,
-        raw_frame(FrameType.CREDIT, 0, body(F.Credit(1, 1))[:4] + bytes(4)),
+        codec.encode_frame(F.Credit(1, 0)),
         ErrorCode.FIELD_OUT_OF_RANGE,
     )
 
@@ -162,8 +157,8 @@ async def order_header_first(ctx: CaseContext) -> None:
 async def order_payload_before_range(ctx: CaseContext) -> None:
     """A frame broken at two levels reports the earlier step: INVALID_UTF8, not
     FIELD_OUT_OF_RANGE."""
-    good = body(F.Subscribe(sub_id=1, topic="ab", initial_credit=1))
-    bad = (good[:8] + b"\x09" + good[9:]).replace(b"\x02ab", b"\x02\xc3\x28")
+    good = body(F.Subscribe(sub_id=1, topic="ab", since_kind=9, initial_credit=1))
+    bad = good.replace(b"\x02ab", b"\x02\xc3\x28")  # the topic's str8, not UTF-8
     await _fatal(ctx, raw_frame(FrameType.SUBSCRIBE, 0, bad), ErrorCode.INVALID_UTF8)
 
 
@@ -411,3 +406,23 @@ async def forbidden(ctx: CaseContext) -> None:
     await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, 3)
     await conn.send(F.Publish(4, topic, b"x"))
     await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.PUBLISH, 4)
+
+
+@case(
+    "ER-26",
+    "A publish on a reserved topic ($ first segment) is FORBIDDEN",
+    category=CAT,
+    requirements=("PW-TOPIC-6", "PW-ERR-4"),
+)
+async def reserved_topic(ctx: CaseContext) -> None:
+    """Topics whose first segment starts with ``$`` belong to the server; a client's
+    PUBLISH and PUBLISH_BATCH there are refused with FORBIDDEN (a request error), unless
+    the server documents the topic as writable, which no server does for this made-up
+    name. The connection stays usable."""
+    topic = "$conformance-reserved/" + ctx.topic().replace("/", "-")
+    conn = await ctx.connect()
+    await conn.send(F.Publish(5, topic, b"x"))
+    await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.PUBLISH, 5)
+    await conn.send(F.PublishBatch(6, topic, (F.Record(b"a", None),)))
+    await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.PUBLISH_BATCH, 6)
+    await conn.roundtrip()

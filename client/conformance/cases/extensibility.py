@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import os
 
+from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext
-from pushwire.client.conformance.wire import CaseFailed, describe
+from pushwire.client.conformance.wire import CaseFailed, chooses_version, describe
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import encode_preface
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import MAGIC
-from pushwire.protocol.testing.model import case
 
 CAT = "extensibility"
 
 
-def unknown(type_: int, flags: int, payload: bytes) -> bytes:
-    return len(payload).to_bytes(4, "big") + bytes((type_, flags)) + payload
+unknown = codec.encode_raw_frame
 
 
 async def _chooses_version_1(ctx: CaseContext, preface: bytes) -> None:
@@ -26,7 +24,7 @@ async def _chooses_version_1(ctx: CaseContext, preface: bytes) -> None:
     conn = await ctx.open()
     await conn.send_raw(preface)
     got = await conn.read_preface()
-    if not isinstance(got, bytes) or got[:4] != MAGIC or got[4] != 1:
+    if not chooses_version(got, 1):
         raise CaseFailed("server preface choosing version 1", describe(got))
 
 
@@ -77,7 +75,7 @@ async def ignorable_too_large(ctx: CaseContext) -> None:
     """Skipping must not mean buffering an unbounded frame."""
     conn = await ctx.connect()
     assert conn.welcome is not None
-    await conn.send_raw((conn.welcome.max_frame_size + 1).to_bytes(4, "big") + b"\xa0\x00")
+    await conn.send_raw(codec.encode_header(conn.welcome.max_frame_size + 1, 0xA0, 0))
     await conn.expect_error_close(ErrorCode.FRAME_TOO_LARGE)
 
 

@@ -3,12 +3,12 @@ overflow and the slow-consumer policy the server announced (SPEC.md §8.1, §8.2
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext, check_seqs
 from pushwire.client.conformance.wire import CaseFailed, NotApplicable, describe
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, SinceKind, SlowConsumerPolicy
-from pushwire.protocol.testing.model import case
 
 CAT = "flow-control"
 

@@ -3,19 +3,19 @@ directions (SPEC.md §3)."""
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext, check_seqs
 from pushwire.client.conformance.wire import CaseFailed, describe
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import HEADER_SIZE, INITIAL_MAX_FRAME_SIZE, FrameType, SinceKind
-from pushwire.protocol.testing.model import case
+from pushwire.protocol.layouts import INITIAL_MAX_FRAME_SIZE, FrameType, SinceKind
 
 CAT = "framing-limits"
 
 
 def _header(length: int, type_: int, flags: int = 0) -> bytes:
-    return length.to_bytes(4, "big") + bytes((type_, flags))
+    return codec.encode_header(length, type_, flags)
 
 
 def _pushed(push: F.Message | F.MessageBatch) -> tuple[str, list[tuple[int, bytes]]]:
@@ -52,10 +52,10 @@ async def frame_at_limit(ctx: CaseContext) -> None:
     conn = await ctx.connect()
     assert conn.welcome is not None
     topic = ctx.topic()
-    body_overhead = len(codec.encode_frame(F.Publish(1, topic, b""))) - HEADER_SIZE
+    body_overhead = codec.payload_size(codec.encode_frame(F.Publish(1, topic, b"")))
     payload = b"x" * (conn.welcome.max_frame_size - body_overhead)
     frame = codec.encode_frame(F.Publish(7, topic, payload))
-    assert len(frame) - HEADER_SIZE == conn.welcome.max_frame_size
+    assert codec.payload_size(frame) == conn.welcome.max_frame_size
     await conn.send_raw(frame)
     await conn.expect_type(F.Puback, timeout=ctx.timeout * 3, request_id=7, count=1)
 
@@ -146,7 +146,7 @@ async def push_too_large_for_subscriber(ctx: CaseContext) -> None:
     pub = await ctx.publisher()
     assert pub.welcome is not None
     reply = await ctx.subscribe(sub, topic)
-    overhead = len(codec.encode_frame(F.Publish(1, topic, b""))) - HEADER_SIZE
+    overhead = codec.payload_size(codec.encode_frame(F.Publish(1, topic, b"")))
     size = min(INITIAL_MAX_FRAME_SIZE, pub.welcome.max_frame_size - overhead)
     _, seqs = await ctx.publish(topic, [b"small-1", b"L" * size, b"small-2"])
     check_seqs("PUBACKs", seqs, range(reply.start_seq, reply.start_seq + 3))

@@ -3,6 +3,7 @@ before them (SPEC.md §2, §5)."""
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import NEEDS_MAX_CONNECTIONS, NEEDS_TOKEN, case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import (
     EOF,
@@ -11,22 +12,21 @@ from pushwire.client.conformance.wire import (
     Closed,
     NotApplicable,
     WireConnection,
+    chooses_version,
     describe,
+    preface_fields,
 )
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
-from pushwire.protocol.decoder import encode_preface
+from pushwire.protocol.decoder import Preface, encode_preface
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import (
-    HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
-    PREFACE_SIZE,
     FrameType,
 )
-from pushwire.protocol.testing.model import NEEDS_MAX_CONNECTIONS, NEEDS_TOKEN, case
 
 CAT = "preface-handshake"
 
@@ -39,19 +39,20 @@ def _hello(
     return F.Hello(max_frame_size, 0, "pushwire-conformance", token)
 
 
-async def _expect_server_preface(conn: WireConnection, version: int) -> bytes:
+async def _expect_server_preface(conn: WireConnection, version: int) -> Preface:
     got = await conn.read_preface()
     want = f"server preface {MAGIC.hex()} version={version} reserved=0"
-    if not isinstance(got, bytes) or len(got) < PREFACE_SIZE:
+    fields = preface_fields(got)
+    if fields is None:
         raise CaseFailed(want, describe(got))
-    if got[:4] != MAGIC or got[4] != version or got[6:8] != b"\0\0":
-        raise CaseFailed(want, f"bytes {got.hex()}")
-    return got
+    if not fields.valid or fields.first != version:
+        raise CaseFailed(want, describe(got))
+    return fields
 
 
 async def _preface_and(
     ctx: CaseContext, data: bytes, *, bytewise: bool = False
-) -> tuple[WireConnection, bytes]:
+) -> tuple[WireConnection, Preface]:
     """A new connection that sends the client preface (offering version 1) and ``data``
     right behind it; returns the connection and the server preface, which must choose 1."""
     conn = await ctx.open()
@@ -81,8 +82,8 @@ async def valid_handshake(ctx: CaseContext) -> None:
     max version (>= 1) and zero reserved bytes, then HELLO with WELCOME whose limits lie in
     the ranges SPEC.md allows."""
     conn, pre = await _preface_and(ctx, codec.encode_frame(_hello(ctx)))
-    if pre[5] < 1:
-        raise CaseFailed("server max_version >= 1", f"max_version {pre[5]}")
+    if pre.second < 1:
+        raise CaseFailed("server max_version >= 1", f"max_version {pre.second}")
     w = await conn.next_frame()
     if not isinstance(w, F.Welcome):
         raise CaseFailed("WELCOME", describe(w))
@@ -152,7 +153,7 @@ async def no_common_version(ctx: CaseContext) -> None:
     conn = await ctx.open()
     await conn.send_raw(encode_preface(2, 9))
     pre = await _expect_server_preface(conn, 0)
-    ctx.note(f"server max_version {pre[5]}")
+    ctx.note(f"server max_version {pre.second}")
     await conn.expect_close()
 
 
@@ -174,7 +175,7 @@ async def nothing_read_before_the_version(ctx: CaseContext) -> None:
         # A server that closes with our bytes unread resets the connection, and the reset
         # may destroy its preface before we read it: nothing left to judge.
         raise NotApplicable("the connection was reset before the server preface arrived")
-    if not isinstance(got, bytes) or got[:4] != MAGIC or got[4] != 0:
+    if not chooses_version(got, 0):
         raise CaseFailed("server preface with version 0", describe(got))
     await conn.expect_close()
 
@@ -311,8 +312,7 @@ async def bad_token(ctx: CaseContext) -> None:
 async def oversized_hello(ctx: CaseContext) -> None:
     """Before WELCOME the limit is INITIAL_MAX_FRAME_SIZE whatever the server will announce;
     only the header is sent, so the server must decide from the header alone."""
-    header = (INITIAL_MAX_FRAME_SIZE + 1).to_bytes(4, "big") + bytes((FrameType.HELLO, 0))
-    assert len(header) == HEADER_SIZE
+    header = codec.encode_header(INITIAL_MAX_FRAME_SIZE + 1, FrameType.HELLO, 0)
     await _refused(ctx, header, ErrorCode.FRAME_TOO_LARGE)
 
 

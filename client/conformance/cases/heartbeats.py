@@ -12,6 +12,7 @@ from types import UnionType
 
 import trio
 
+from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import (
     EOF,
@@ -24,7 +25,6 @@ from pushwire.client.conformance.wire import (
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.heartbeat import TIMEOUT_FACTOR
-from pushwire.protocol.testing.model import case
 
 CAT = "heartbeats"
 

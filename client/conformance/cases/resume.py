@@ -7,12 +7,12 @@ the server's history no longer starts at seq 1 (``CaseContext.expire_history``).
 
 from __future__ import annotations
 
+from pushwire.client.conformance.registry import NEEDS_RESET, case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import CaseFailed, describe
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, Outcome, SinceKind
-from pushwire.protocol.testing.model import NEEDS_RESET, case
 
 CAT = "resume-history"
 

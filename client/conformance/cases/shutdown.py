@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from pushwire.client.conformance.registry import NEEDS_SHUTDOWN, case
 from pushwire.client.conformance.runner import CaseContext
 from pushwire.client.conformance.wire import (
     EOF,
@@ -27,7 +28,6 @@ from pushwire.client.conformance.wire import (
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType
-from pushwire.protocol.testing.model import NEEDS_SHUTDOWN, case
 
 CAT = "shutdown"
 

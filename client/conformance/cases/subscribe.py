@@ -7,11 +7,11 @@ from functools import partial
 
 import trio
 
+from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext, check_seqs
 from pushwire.client.conformance.wire import TIMEOUT, CaseFailed, describe
 from pushwire.protocol import frames as F
 from pushwire.protocol.layouts import Outcome, SinceKind
-from pushwire.protocol.testing.model import case
 
 CAT = "subscribe-ordering"
 

@@ -1,0 +1,52 @@
+"""Who may do what: permissions as topic patterns, shared by the token file and signed
+tokens (``tokens.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["OPEN", "Permissions", "topic_matches"]
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """``#`` matches every topic, ``a/b/#`` matches ``a/b`` and everything below it, any
+    other pattern only the topic it names. A reserved topic (first segment starting with
+    ``$``) is matched only by a pattern that starts with ``$`` too, as in MQTT."""
+    if topic.startswith("$") and not pattern.startswith("$"):
+        return False  # reserved topics (SPEC.md §9.3) are only matched by name
+    if pattern == "#":
+        return True
+    if pattern.endswith("/#"):
+        prefix = pattern[:-2]
+        return topic == prefix or topic.startswith(prefix + "/")
+    return pattern == topic
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What one auth token may do: topic patterns (see :func:`topic_matches`)."""
+
+    subscribe: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+
+    def allows(self, action: str, topic: str) -> bool:
+        patterns = self.subscribe if action == "subscribe" else self.publish
+        return any(topic_matches(p, topic) for p in patterns)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Permissions:
+        """``{"subscribe": [...], "publish": [...]}`` (both optional) as in an auth file."""
+        if not isinstance(value, dict) or set(value) - {"subscribe", "publish"}:
+            raise ValueError('expected {"subscribe": [patterns], "publish": [patterns]}')
+        out = {}
+        for key in ("subscribe", "publish"):
+            patterns = value.get(key, [])
+            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+                raise ValueError(f"{key!r} must be a list of topic patterns")
+            out[key] = tuple(patterns)
+        return cls(**out)
+
+
+#: The permissions of every client when the server has no auth configured.
+OPEN = Permissions(subscribe=("#", "$sys/stats"), publish=("#",))
