@@ -45,6 +45,7 @@ CONNECTING = {
     "pub": ["pub", "t", "m"],
     "conformance": ["conformance", "--case", "PH-01"],
     "fuzz": ["fuzz", "--examples", "1", "--no-canary"],
+    "stats": ["stats", "--json"],
 }
 
 
