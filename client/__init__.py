@@ -1,4 +1,5 @@
-"""pushwire's trio client: ``async with pushwire.client.connect("host:port") as conn``.
+"""pushwire's client: ``async with pushwire.client.connect("host:port") as conn``, under
+asyncio or trio (it is written with anyio).
 
 See :func:`connect`, :class:`Connection` and :class:`Subscription` for the API, and the
 module docstring of ``pushwire.client.connection`` for how reconnects, credit and
@@ -8,10 +9,13 @@ acknowledgements work.
 from pushwire.client.connection import (
     Backoff,
     Connection,
+    EpochChange,
+    Gap,
+    Item,
     Message,
-    Position,
     SinceSpec,
     Subscription,
+    TopicPosition,
     connect,
     parse_address,
     parse_since,
@@ -34,15 +38,18 @@ __all__ = [
     "Connection",
     "ConnectionLost",
     "DeliveryInterrupted",
+    "EpochChange",
     "EpochChanged",
+    "Gap",
     "GapDetected",
     "HandshakeRejected",
+    "Item",
     "Message",
-    "Position",
     "PushwireError",
     "RequestError",
     "SinceSpec",
     "Subscription",
+    "TopicPosition",
     "connect",
     "parse_address",
     "parse_since",

@@ -1,11 +1,15 @@
-"""The trio client: ``connect()``, subscriptions, publishing, reconnect and resume.
+"""The client: ``connect()``, subscriptions, publishing, reconnect and resume.
+
+It is written with anyio, so it runs on whichever event loop calls ``connect()``, asyncio's
+or trio's: tasks are anyio task groups, waits anyio events and cancel scopes, and the
+transport is an ``anyio.abc.ByteStream``. Nothing here may use trio or asyncio directly.
 
 Theory of operation
 -------------------
 ``connect()`` starts one *supervisor* task. It opens a transport, runs the handshake
 through the sans-I/O :class:`~pushwire.protocol.client_conn.ClientConnection`, and then
 serves that *session* with three tasks: a reader (bytes in, events out), a timer (heartbeat
-deadlines from ``next_deadline()``) and the writer, the only task that calls ``send_all``.
+deadlines from ``next_deadline()``) and the writer, the only task that calls ``send``.
 When the session ends the supervisor decides: terminal error → every iterator and publisher
 gets it; otherwise wait (exponential backoff with full jitter, or the GOAWAY hint) and open a
 new session, re-subscribing every live subscription from its own recorded position
@@ -25,7 +29,7 @@ Where memory is bounded
   instead of growing this process.
 * Per session: the outbox. ``publish`` waits while it holds ``outbound_buffer_bytes`` or
   more; control frames (CREDIT, ACK, PONG, SUBSCRIBE) are small and always admitted.
-* Reads: ``receive_some`` of at most ``RECEIVE_SIZE`` bytes; the decoder buffers at most one
+* Reads: ``receive`` of at most ``RECEIVE_SIZE`` bytes; the decoder buffers at most one
   frame beyond that (PW-LIMIT-4).
 
 Acknowledgements (at-least-once)
@@ -52,12 +56,13 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Literal, TypeAlias
 
-import trio
+import anyio
+import anyio.abc
+import anyio.lowlevel
 
 from pushwire.client.errors import (
     ConnectError,
     ConnectionLost,
-    DeliveryInterrupted,
     EpochChanged,
     GapDetected,
     HandshakeRejected,
@@ -66,7 +71,7 @@ from pushwire.client.errors import (
 )
 from pushwire.protocol import client_conn as cc
 from pushwire.protocol.client_conn import ClientConnection, ClientState, Since, SubStatus
-from pushwire.protocol.errors import ErrorCode, LocalProtocolError
+from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.frames import Headers
 from pushwire.protocol.layouts import (
     DEFAULT_PORT,
@@ -77,7 +82,17 @@ from pushwire.protocol.layouts import (
 )
 from pushwire.protocol.topics import topic_problem
 
-__all__ = ["Connection", "Message", "Position", "SinceSpec", "Subscription", "connect"]
+__all__ = [
+    "Connection",
+    "EpochChange",
+    "Gap",
+    "Item",
+    "Message",
+    "SinceSpec",
+    "Subscription",
+    "TopicPosition",
+    "connect",
+]
 
 log = logging.getLogger("pushwire.client")
 
@@ -92,7 +107,7 @@ DRAIN_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True, order=True)
-class Position:
+class TopicPosition:
     """A place in a topic's history: the last sequence seen in ``epoch`` (SPEC.md §8.4).
     Pass it as ``since=`` to resume after it."""
 
@@ -111,15 +126,58 @@ class Message:
     payload: bytes
 
     @property
-    def position(self) -> Position:
-        return Position(self.epoch, self.seq)
+    def position(self) -> TopicPosition:
+        return TopicPosition(self.epoch, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Sequences ``first..last`` of ``epoch`` will never be delivered; ``reason`` says why
+    (HISTORY_EXPIRED, SLOW_CONSUMER, FRAME_TOO_LARGE, or a code not known here). The item
+    :meth:`Subscription.items` gives where iterating the subscription raises
+    :class:`GapDetected`."""
+
+    topic: str
+    epoch: int
+    first: int
+    last: int
+    reason: ErrorCode | int
+
+    @property
+    def position(self) -> TopicPosition:
+        """Where delivery continues after: the last lost sequence."""
+        return TopicPosition(self.epoch, self.last)
+
+
+@dataclass(frozen=True, slots=True)
+class EpochChange:
+    """The topic's history was reset (e.g. the server restarted without persistence): its
+    sequences restarted in ``new_epoch`` and delivery continues at ``start_seq``. Messages
+    of ``old_epoch`` not yet received are lost, and so are sequences 1..start_seq-1 of the
+    new epoch. The item :meth:`Subscription.items` gives where iterating the subscription
+    raises :class:`EpochChanged`."""
+
+    topic: str
+    old_epoch: int
+    new_epoch: int
+    start_seq: int
+
+    @property
+    def position(self) -> TopicPosition:
+        """Where delivery continues after: just before ``start_seq`` of the new epoch."""
+        return TopicPosition(self.new_epoch, self.start_seq - 1)
+
+
+#: What :meth:`Subscription.items` yields: a message, or a discontinuity of the ordered
+#: stream, as a value.
+Item: TypeAlias = Message | Gap | EpochChange
 
 
 #: Where a subscription starts: None or "new" (only future messages), "oldest" (everything
-#: retained), ("after", epoch, seq) or a Position (resume after it), ("last", n).
+#: retained), ("after", epoch, seq) or a TopicPosition (resume after it), ("last", n).
 SinceSpec: TypeAlias = (
     Literal["new", "oldest"]
-    | Position
+    | TopicPosition
     | tuple[Literal["after"], int, int]
     | tuple[Literal["last"], int]
     | None
@@ -134,7 +192,7 @@ def parse_since(since: SinceSpec) -> Since:
         return Since.new()
     if since == "oldest":
         return Since.oldest()
-    if isinstance(since, Position):
+    if isinstance(since, TopicPosition):
         return Since.after(since.epoch, since.seq)
     if isinstance(since, tuple):
         if len(since) == 3 and since[0] == "after":
@@ -143,7 +201,7 @@ def parse_since(since: SinceSpec) -> Since:
             return Since.last(int(since[1]))
     raise ValueError(
         f"since={since!r}: expected None, 'new', 'oldest', ('after', epoch, seq), "
-        "('last', n) or a Position"
+        "('last', n) or a TopicPosition"
     )
 
 
@@ -256,7 +314,7 @@ class _Options:
     outbound_buffer_bytes: int
     ssl_context: ssl.SSLContext | None
     server_hostname: str | None
-    open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None
+    open_stream: Callable[[], Awaitable[anyio.abc.ByteStream]] | None
     rng: random.Random
 
 
@@ -271,8 +329,8 @@ class _Outbox:
     def __init__(self, limit: int) -> None:
         self._buffer = bytearray()
         self._limit = limit
-        self._readable = trio.Event()
-        self._writable = trio.Event()
+        self._readable = anyio.Event()
+        self._writable = anyio.Event()
         self._writable.set()
         self.closed = False
 
@@ -293,7 +351,7 @@ class _Outbox:
     async def wait_writable(self) -> None:
         while len(self._buffer) >= self._limit and not self.closed:
             if self._writable.is_set():
-                self._writable = trio.Event()
+                self._writable = anyio.Event()
             await self._writable.wait()
 
     async def take(self) -> bytes:
@@ -301,7 +359,7 @@ class _Outbox:
             if self.closed:
                 return b""
             if self._readable.is_set():
-                self._readable = trio.Event()
+                self._readable = anyio.Event()
             await self._readable.wait()
         data = bytes(self._buffer)
         self._buffer.clear()
@@ -311,7 +369,7 @@ class _Outbox:
 
 @dataclass(slots=True)
 class _PublishWaiter:
-    done: trio.Event = field(default_factory=trio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
     result: cc.PublishAcked | cc.RequestFailed | ConnectionLost | None = None
 
     def resolve(self, result: cc.PublishAcked | cc.RequestFailed | ConnectionLost) -> None:
@@ -320,28 +378,36 @@ class _PublishWaiter:
             self.done.set()
 
 
-# Why a session ended. ``ConnectionFailed`` / ``ConnectionClosed`` come from the core.
-_End: TypeAlias = cc.ConnectionFailed | cc.ConnectionClosed | ConnectionLost
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A session ended with an error code: the server's connection-level ERROR, a protocol
+    violation we detected, or a heartbeat timeout."""
+
+    code: ErrorCode | int
+    message: str
+
+
+# Why a session ended. ``ConnectionClosed`` (EOF) comes from the core.
+_End: TypeAlias = _Failed | cc.ConnectionClosed | ConnectionLost
 
 
 class _Session:
     """One transport connection and its protocol state."""
 
-    def __init__(self, stream: trio.abc.Stream, core: ClientConnection, limit: int) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, core: ClientConnection, limit: int) -> None:
         self.stream = stream
         self.core = core
         self.outbox = _Outbox(limit)
         self.subs: dict[int, Subscription] = {}
         self.publishes: dict[int, _PublishWaiter] = {}
-        self.io_scope = trio.CancelScope()
-        self.writer_done = trio.Event()
-        self.progress = trio.Event()  # pulsed when a reply arrives (drain waits on it)
+        self.io_scope = anyio.CancelScope()
+        self.writer_done = anyio.Event()
+        self.progress = anyio.Event()  # pulsed when a reply arrives (drain waits on it)
         self.end: _End | None = None
         self.goaway: cc.GoawayReceived | None = None
         self.reconnect_at = 0.0
-        self.opened_at = trio.current_time()
-        self.pending: list[cc.Event] = []  # events that arrived with WELCOME
-        self.nursery: trio.Nursery | None = None  # runs the reader, timer and drain tasks
+        self.opened_at = anyio.current_time()
+        self.nursery: anyio.abc.TaskGroup | None = None  # runs the reader, timer and drain tasks
 
     @property
     def usable(self) -> bool:
@@ -358,7 +424,7 @@ class _Session:
 
     def pulse(self) -> None:
         self.progress.set()
-        self.progress = trio.Event()
+        self.progress = anyio.Event()
 
     def has_outstanding(self) -> bool:
         if self.publishes:
@@ -374,9 +440,12 @@ class Subscription:
     """An application's subscription to one topic: an async iterator of :class:`Message`.
 
     It survives reconnects: the client re-subscribes from the recorded position and the
-    iteration simply continues. ``__anext__`` raises :class:`GapDetected` or
-    :class:`EpochChanged` (both :class:`DeliveryInterrupted`) at a discontinuity; catching
-    it and iterating again continues after the discontinuity. It raises
+    iteration simply continues. Losses are never skipped, in either of two forms:
+    :meth:`items` yields a :class:`Gap` or an :class:`EpochChange` in the stream of
+    messages, so one ``async for`` handles all three; iterating the subscription itself is
+    the strict form, where ``__anext__`` raises :class:`GapDetected` or
+    :class:`EpochChanged` (both :class:`DeliveryInterrupted`) at a discontinuity, and
+    iterating again continues after it. Both forms raise
     :class:`RequestError` when the server refuses the subscription (the iterator then ends),
     and :class:`ConnectionLost` when the connection is gone for good. It stops
     (StopAsyncIteration) after :meth:`aclose` or when the Connection closes.
@@ -396,16 +465,16 @@ class Subscription:
         self._conn = conn
         self._since = since  # used until the first SUBSCRIBED
         self._requested = since  # what the current session's SUBSCRIBE asked for
-        self._buffer: deque[Message | PushwireError] = deque()
+        self._buffer: deque[Item | PushwireError] = deque()
         self._buffered_messages = 0
         self._pending_grant = 0
-        self._wakeup = trio.Event()
+        self._wakeup = anyio.Event()
         self._closed = False
         self._error: PushwireError | None = None
         # Positions (SPEC.md §8.4). None until the first SUBSCRIBED.
-        self._received: Position | None = None  # last received from the wire (incl. gaps)
-        self._processed: Position | None = None  # last the application finished
-        self._delivered: Position | None = None  # last handed to the application
+        self._received: TopicPosition | None = None  # last received from the wire (incl. gaps)
+        self._processed: TopicPosition | None = None  # last the application finished
+        self._delivered: TopicPosition | None = None  # last handed to the application
         self._returned: Message | None = None  # handed out, not yet processed
         self._session: _Session | None = None
         self._sub_id = 0
@@ -416,45 +485,55 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Message:
-        # Checkpoints as trio's own channels do: cancellation is honoured before taking
-        # anything, and the scheduler runs once per item even when the buffer is full.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        return _message_or_raise(await self._next_item())
+
+    def items(self) -> AsyncIterator[Item]:
+        """Messages, gaps and epoch changes, as values: ``async for item in sub.items()``
+        with a ``match`` on :class:`Message`, :class:`Gap` and :class:`EpochChange`. The
+        same stream as iterating the subscription, which raises at a gap or epoch change
+        instead; the two may be mixed."""
+        return _Items(self)
+
+    async def _next_item(self) -> Item:
+        # Checkpoints as trio's and anyio's own channels do: cancellation is honoured before
+        # taking anything, and the scheduler runs once per item even when the buffer is full.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         self._finish_previous()
         while True:
             try:
-                message = self._take()
+                item = self._take()
             except PushwireError:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await anyio.lowlevel.cancel_shielded_checkpoint()
                 raise
-            if message is not None:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return message
+            if item is not None:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                return item
             if self._closed:
                 if self._error is not None:
                     raise self._error
                 raise StopAsyncIteration
             self._flush_ack()  # idle: everything processed so far is acknowledged
             if self._wakeup.is_set():
-                self._wakeup = trio.Event()
+                self._wakeup = anyio.Event()
             await self._wakeup.wait()
 
     def receive_nowait(self) -> Message:
-        """Like ``__anext__`` without waiting: trio.WouldBlock when nothing is buffered,
-        trio.EndOfChannel when the subscription has ended."""
+        """Like ``__anext__`` without waiting: anyio.WouldBlock when nothing is buffered,
+        anyio.EndOfStream when the subscription has ended."""
         self._finish_previous()
-        message = self._take()
-        if message is not None:
-            return message
+        item = self._take()
+        if item is not None:
+            return _message_or_raise(item)
         if self._closed:
             if self._error is not None:
                 raise self._error
-            raise trio.EndOfChannel
+            raise anyio.EndOfStream
         self._flush_ack()
-        raise trio.WouldBlock
+        raise anyio.WouldBlock
 
-    def _take(self) -> Message | None:
-        """The next buffered message; raises a buffered interruption or error; None when
-        the buffer is empty."""
+    def _take(self) -> Item | None:
+        """The next buffered item; raises a buffered terminal error; None when the buffer
+        is empty."""
         if not self._buffer:
             return None
         item = self._buffer.popleft()
@@ -464,10 +543,9 @@ class Subscription:
             self._delivered = item.position
             self._consumed_one()
             return item
-        if isinstance(item, DeliveryInterrupted):
-            position = _position_after(item)
-            self._delivered = self._processed = position
-            raise item
+        if isinstance(item, Gap | EpochChange):
+            self._delivered = self._processed = item.position
+            return item
         self._closed = True
         raise item
 
@@ -493,9 +571,9 @@ class Subscription:
         self._unbind()
         self._conn._forget(self)
         self._wake()
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
 
-    def position(self) -> Position | None:
+    def position(self) -> TopicPosition | None:
         """The last message (or interruption) handed to the application."""
         return self._delivered
 
@@ -522,7 +600,7 @@ class Subscription:
         if self._pending_grant >= max(1, self.window // 2):
             try:
                 data = session.core.grant_credit(
-                    self._sub_id, self._pending_grant, now=trio.current_time()
+                    self._sub_id, self._pending_grant, now=anyio.current_time()
                 )
             except LocalProtocolError:
                 return
@@ -544,7 +622,7 @@ class Subscription:
         if target.epoch != view.epoch or not view.last_acked < target.seq <= view.last_delivered:
             return
         try:
-            session.send(session.core.ack(self._sub_id, target.seq, now=trio.current_time()))
+            session.send(session.core.ack(self._sub_id, target.seq, now=anyio.current_time()))
         except LocalProtocolError:  # the session is closing
             pass
 
@@ -568,7 +646,7 @@ class Subscription:
             since,
             at_least_once=self.at_least_once,
             initial_credit=credit,
-            now=trio.current_time(),
+            now=anyio.current_time(),
         )
         self._session = session
         self._requested = since
@@ -589,17 +667,17 @@ class Subscription:
 
     # -- events from the session ---------------------------------------------------------------
 
-    def _on_subscribed(self, ev: cc.Subscribed) -> None:
+    def _on_subscribed(self, ev: cc.SubscriptionConfirmed) -> None:
         requested = self._requested
         if ev.outcome is Outcome.GAP:
-            before = Position(ev.epoch, ev.gap_first - 1)
-            self._push(GapDetected(self.topic, ev.gap_first, ev.gap_last, ev.gap_reason, ev.epoch))
+            before = TopicPosition(ev.epoch, ev.gap_first - 1)
+            self._push(Gap(self.topic, ev.epoch, ev.gap_first, ev.gap_last, ev.gap_reason))
         elif ev.outcome is Outcome.EPOCH_CHANGED:
-            before = Position(requested.epoch, requested.seq)
-            self._push(EpochChanged(self.topic, requested.epoch, ev.epoch, ev.start_seq))
+            before = TopicPosition(requested.epoch, requested.seq)
+            self._push(EpochChange(self.topic, requested.epoch, ev.epoch, ev.start_seq))
         else:
-            before = Position(ev.epoch, ev.start_seq - 1)
-        self._received = Position(ev.epoch, ev.start_seq - 1)
+            before = TopicPosition(ev.epoch, ev.start_seq - 1)
+        self._received = TopicPosition(ev.epoch, ev.start_seq - 1)
         if self.at_least_once or self._processed is None:
             self._processed = before
         if self._delivered is None:
@@ -609,27 +687,41 @@ class Subscription:
     def _on_message(self, ev: cc.MessageReceived) -> None:
         self._buffer.append(Message(ev.topic, ev.epoch, ev.seq, ev.headers or (), ev.payload))
         self._buffered_messages += 1
-        self._received = Position(ev.epoch, ev.seq)
+        self._received = TopicPosition(ev.epoch, ev.seq)
         self._wake()
 
     def _on_gap(self, ev: cc.GapReceived) -> None:
-        self._push(GapDetected(self.topic, ev.first, ev.last, ev.reason, ev.epoch))
-        self._received = Position(ev.epoch, ev.last)
+        self._push(Gap(self.topic, ev.epoch, ev.first, ev.last, ev.reason))
+        self._received = TopicPosition(ev.epoch, ev.last)
 
     def _on_epoch_reset(self, ev: cc.EpochReset) -> None:
-        self._push(EpochChanged(self.topic, ev.old_epoch, ev.new_epoch, 1))
-        self._received = Position(ev.new_epoch, 0)
+        self._push(EpochChange(self.topic, ev.old_epoch, ev.new_epoch, 1))
+        self._received = TopicPosition(ev.new_epoch, 0)
 
-    def _push(self, item: PushwireError) -> None:
+    def _push(self, item: Gap | EpochChange) -> None:
         self._buffer.append(item)
         self._wake()
 
 
-def _position_after(item: DeliveryInterrupted) -> Position:
-    if isinstance(item, GapDetected):
-        return Position(item.epoch, item.last)
-    assert isinstance(item, EpochChanged)
-    return Position(item.new_epoch, item.start_seq - 1)
+class _Items(AsyncIterator[Item]):
+    """:meth:`Subscription.items`: the subscription's stream with interruptions as values."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+
+    async def __anext__(self) -> Item:
+        return await self._sub._next_item()
+
+
+def _message_or_raise(item: Item) -> Message:
+    """The strict form: a discontinuity is raised."""
+    match item:
+        case Message():
+            return item
+        case Gap():
+            raise GapDetected(item.topic, item.first, item.last, item.reason, item.epoch)
+        case EpochChange():
+            raise EpochChanged(item.topic, item.old_epoch, item.new_epoch, item.start_seq)
 
 
 class Connection:
@@ -639,10 +731,10 @@ class Connection:
         self._opts = options
         self._subscriptions: dict[str, Subscription] = {}
         self._session: _Session | None = None
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
         self._fatal: PushwireError | None = None
         self._closing = False
-        self._run_done = trio.Event()
+        self._run_done = anyio.Event()
         self.connections_made = 0
         self.welcome: cc.Welcomed | None = None
 
@@ -714,7 +806,7 @@ class Connection:
         scope); raises the terminal error when there will be none."""
         await self._usable_session()
 
-    def positions(self) -> dict[str, Position]:
+    def positions(self) -> dict[str, TopicPosition]:
         """For each subscription, the last message (or interruption) handed to the
         application; pass one as ``since=`` to continue after it later."""
         return {
@@ -769,7 +861,7 @@ class Connection:
 
     def _pulse(self) -> None:
         self._changed.set()
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
     def _forget(self, sub: Subscription) -> None:
         if self._subscriptions.get(sub.topic) is sub:
@@ -783,66 +875,67 @@ class Connection:
         self._subscriptions.clear()
         self._pulse()
 
-    async def _open_stream(self) -> trio.abc.Stream:
+    async def _open_stream(self) -> anyio.abc.ByteStream:
         opts = self._opts
         if opts.open_stream is not None:
             return await opts.open_stream()
-        stream = await trio.open_tcp_stream(opts.host, opts.port)
         if opts.ssl_context is None:
-            return stream
-        # TLS from the first byte (PW-TRANSPORT-3); the TLS handshake runs on the first
-        # send, inside the caller's connect timeout.
-        try:
-            return trio.SSLStream(
-                stream,
-                opts.ssl_context,
-                server_hostname=opts.server_hostname or opts.host,
-                https_compatible=False,
-            )
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
+            return await anyio.connect_tcp(opts.host, opts.port)
+        # TLS from the first byte (PW-TRANSPORT-3), handshake included, inside the caller's
+        # connect timeout; a TLS close without close_notify is an error, not an EOF.
+        return await anyio.connect_tcp(
+            opts.host,
+            opts.port,
+            tls=True,
+            ssl_context=opts.ssl_context,
+            tls_hostname=opts.server_hostname or opts.host,
+            tls_standard_compatible=True,
+        )
 
-    async def _handshake(self, stream: trio.abc.Stream) -> _Session:
+    async def _handshake(self, stream: anyio.abc.ByteStream) -> _Session:
         """Preface + HELLO, then read until WELCOME. Raises HandshakeRejected for a server
         refusal, ConnectionLost for anything else (EOF, transport error)."""
         opts = self._opts
         core = ClientConnection()
         session = _Session(stream, core, opts.outbound_buffer_bytes)
-        await stream.send_all(
+        await stream.send(
             core.initiate(
                 opts.client_name,
                 opts.auth_token,
                 opts.max_frame_size,
                 opts.heartbeat_ms,
-                now=trio.current_time(),
+                now=anyio.current_time(),
             )
         )
         while True:
-            data = await stream.receive_some(RECEIVE_SIZE)
-            core.receive_data(data, trio.current_time())
-            events = core.events()
-            for i, ev in enumerate(events):
-                if isinstance(ev, cc.Welcomed):
-                    session.pending = events[i + 1 :]
-                    session.send(core.data_to_send())
-                    self.welcome = ev
-                    return session
-                if isinstance(ev, cc.ConnectionFailed):
-                    error = core.data_to_send()
-                    if error:
-                        await stream.send_all(error)
-                    raise HandshakeRejected(ev.code, ev.message)
-                if isinstance(ev, cc.ConnectionClosed):
-                    raise ConnectionLost("the server closed the connection during the handshake")
+            data = await _receive(stream)
+            core.receive_data(data, anyio.current_time())
+            try:
+                for ev in core.events():
+                    if isinstance(ev, cc.Welcomed):
+                        # what arrived behind WELCOME stays buffered in the core for _serve
+                        session.send(core.data_to_send())
+                        self.welcome = ev
+                        return session
+                    if isinstance(ev, cc.PeerError):
+                        raise HandshakeRejected(ev.code, ev.message)
+                    if isinstance(ev, cc.ConnectionClosed):
+                        raise ConnectionLost(
+                            "the server closed the connection during the handshake"
+                        )
+            except RemoteProtocolError as exc:
+                error = core.data_to_send()
+                if error:
+                    await stream.send(error)
+                raise HandshakeRejected(exc.code, _violation_message(exc)) from None
 
     async def _establish(self, first: bool, backoff: Backoff) -> _Session:
         """A session in state OPEN; retries with backoff unless that is not wanted."""
         opts = self._opts
         while True:
-            stream: trio.abc.Stream | None = None
+            stream: anyio.abc.ByteStream | None = None
             try:
-                with trio.fail_after(opts.connect_timeout):
+                with anyio.fail_after(opts.connect_timeout):
                     stream = await self._open_stream()
                     session = await self._handshake(stream)
                 self.connections_made += 1
@@ -856,20 +949,20 @@ class Connection:
                 return session
             except HandshakeRejected as exc:
                 if stream is not None:
-                    await trio.aclose_forcefully(stream)
+                    await anyio.aclose_forcefully(stream)
                 terminal = cc.is_terminal(exc.code)
                 if terminal or (first and not opts.retry_first_connect) or not opts.reconnect:
                     raise
                 log.warning("handshake refused (%s); retrying", exc)
             except (
                 OSError,
-                trio.TooSlowError,
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
+                TimeoutError,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
                 ConnectionLost,
             ) as exc:
                 if stream is not None:
-                    await trio.aclose_forcefully(stream)
+                    await anyio.aclose_forcefully(stream)
                 why = _failure_reason(exc)
                 if first and not opts.retry_first_connect:
                     raise ConnectError(f"cannot connect to {opts.host}:{opts.port}: {why}") from exc
@@ -878,9 +971,11 @@ class Connection:
                         f"reconnecting to {opts.host}:{opts.port} failed: {why}"
                     ) from exc
                 log.info("connecting to %s:%s failed: %s", opts.host, opts.port, why)
-            await trio.sleep(backoff.next_delay())
+            await anyio.sleep(backoff.next_delay())
 
-    async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(
+        self, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """The supervisor: connect, serve, decide, repeat."""
         opts = self._opts
         backoff = Backoff(opts.backoff_initial, opts.backoff_max, opts.rng)
@@ -904,10 +999,10 @@ class Connection:
                 if session.goaway is not None:
                     backoff.reset()
                     # Not before the server's hint (PW-GOAWAY-7).
-                    await trio.sleep_until(session.reconnect_at)
+                    await anyio.sleep_until(session.reconnect_at)
                     continue
                 interval = (self.welcome.heartbeat_ms / 1000) if self.welcome else 0.0
-                if trio.current_time() - session.opened_at >= max(interval, opts.backoff_initial):
+                if anyio.current_time() - session.opened_at >= max(interval, opts.backoff_initial):
                     backoff.reset()  # it was a real session, not an immediate failure
                 fatal = self._fatal_for(end)
                 if fatal is not None:
@@ -915,12 +1010,12 @@ class Connection:
                     return
                 delay = backoff.next_delay()
                 log.info("connection lost (%s); reconnecting in %.3fs", _describe(end), delay)
-                await trio.sleep(delay)
+                await anyio.sleep(delay)
         finally:
             self._run_done.set()
 
     def _fatal_for(self, end: _End | None) -> PushwireError | None:
-        if isinstance(end, cc.ConnectionFailed) and cc.is_terminal(end.code):
+        if isinstance(end, _Failed) and cc.is_terminal(end.code):
             # Terminal codes and protocol violations are not retried (PW-ERR-10).
             return ConnectionLost(end.message, end.code)
         if not self._opts.reconnect:
@@ -935,28 +1030,27 @@ class Connection:
         for sub in list(self._subscriptions.values()):
             sub._bind(session)
         self._pulse()
-        self._dispatch(session, session.pending)
-        session.pending = []
+        self._process(session)  # what arrived behind WELCOME
         try:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 nursery.start_soon(self._writer, session)
                 with session.io_scope:
-                    async with trio.open_nursery() as io:
+                    async with anyio.create_task_group() as io:
                         session.nursery = io
                         io.start_soon(self._reader, session)
                         io.start_soon(self._timer, session)
                         if session.goaway is not None:
                             io.start_soon(self._drain, session)
                         if session.end is None:
-                            await trio.sleep_forever()
+                            await anyio.sleep_forever()
                 # Flush what is queued (a final ERROR or GOAWAY), briefly (PW-ERR-1).
                 session.outbox.close()
-                with trio.move_on_after(FLUSH_TIMEOUT):
+                with anyio.move_on_after(FLUSH_TIMEOUT):
                     await session.writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._end_session(session)
-            await trio.aclose_forcefully(session.stream)
+            await anyio.aclose_forcefully(session.stream)
 
     def _end_session(self, session: _Session) -> None:
         if self._session is session:
@@ -978,8 +1072,8 @@ class Connection:
                 data = await session.outbox.take()
                 if not data:
                     return
-                await session.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                await session.stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             session.finish(ConnectionLost(f"write failed: {exc}"))
         finally:
             session.writer_done.set()
@@ -988,13 +1082,12 @@ class Connection:
         core = session.core
         while session.end is None:
             try:
-                data = await session.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                data = await _receive(session.stream)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 session.finish(ConnectionLost(f"read failed: {exc}"))
                 return
-            core.receive_data(data, trio.current_time())
-            session.send(core.data_to_send())
-            self._dispatch(session, core.events())
+            core.receive_data(data, anyio.current_time())
+            self._process(session)
 
     async def _timer(self, session: _Session) -> None:
         core = session.core
@@ -1002,46 +1095,62 @@ class Connection:
             deadline = core.next_deadline()
             if deadline is None:
                 return
-            await trio.sleep_until(deadline)
-            session.send(core.tick(trio.current_time()))
-            self._dispatch(session, core.events())
+            await anyio.sleep_until(deadline)
+            session.send(core.tick(anyio.current_time()))
+            if core.state is ClientState.CLOSED and core.close_code is not None:
+                message = "nothing received from the server for three heartbeat intervals"
+                session.finish(_Failed(core.close_code, message))
 
-    def _dispatch(self, session: _Session, events: list[cc.Event]) -> None:
-        for ev in events:
-            match ev:
-                case cc.MessageReceived():
-                    sub = session.subs.get(ev.sub_id)
-                    if sub is not None:
-                        sub._on_message(ev)
-                case cc.Subscribed():
-                    sub = session.subs.get(ev.sub_id)
-                    if sub is not None:
-                        sub._on_subscribed(ev)
-                    session.pulse()
-                case cc.GapReceived():
-                    sub = session.subs.get(ev.sub_id)
-                    if sub is not None:
-                        sub._on_gap(ev)
-                case cc.EpochReset():
-                    sub = session.subs.get(ev.sub_id)
-                    if sub is not None:
-                        sub._on_epoch_reset(ev)
-                case cc.PublishAcked():
-                    waiter = session.publishes.get(ev.request_id)
-                    if waiter is not None:
-                        waiter.resolve(ev)
-                    session.pulse()
-                case cc.RequestFailed():
-                    self._on_request_failed(session, ev)
-                    session.pulse()
-                case cc.Unsubscribed():
-                    pass
-                case cc.GoawayReceived():
-                    self._on_goaway(session, ev)
-                case cc.ConnectionFailed() | cc.ConnectionClosed():
-                    session.finish(ev)
-                case _:  # Welcomed is consumed by the handshake
-                    pass
+    def _process(self, session: _Session) -> None:
+        """Dispatch every event the core has now; a violation by the server ends the
+        session with its code, after the ERROR the core queued for it."""
+        core = session.core
+        try:
+            for ev in core.events():
+                self._dispatch(session, ev)
+        except RemoteProtocolError as exc:
+            session.send(core.data_to_send())
+            session.finish(_Failed(exc.code, _violation_message(exc)))
+            return
+        session.send(core.data_to_send())
+
+    def _dispatch(self, session: _Session, ev: cc.Event) -> None:
+        match ev:
+            case cc.MessageReceived():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_message(ev)
+            case cc.SubscriptionConfirmed():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_subscribed(ev)
+                session.pulse()
+            case cc.GapReceived():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_gap(ev)
+            case cc.EpochReset():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_epoch_reset(ev)
+            case cc.PublishAcked():
+                waiter = session.publishes.get(ev.request_id)
+                if waiter is not None:
+                    waiter.resolve(ev)
+                session.pulse()
+            case cc.RequestFailed():
+                self._on_request_failed(session, ev)
+                session.pulse()
+            case cc.UnsubscribeConfirmed():
+                pass
+            case cc.GoawayReceived():
+                self._on_goaway(session, ev)
+            case cc.PeerError():
+                session.finish(_Failed(ev.code, ev.message))
+            case cc.ConnectionClosed():
+                session.finish(ev)
+            case _:  # Welcomed is consumed by the handshake
+                pass
 
     def _on_request_failed(self, session: _Session, ev: cc.RequestFailed) -> None:
         if ev.topic is not None and ev.request_type in (
@@ -1078,7 +1187,7 @@ class Connection:
         for replies already owed, close, and reconnect after the hint (PW-GOAWAY-7)."""
         session.goaway = ev
         delay = (ev.reconnect_after_ms + self._opts.rng.uniform(0, ev.jitter_ms)) / 1000
-        session.reconnect_at = trio.current_time() + delay
+        session.reconnect_at = anyio.current_time() + delay
         log.info(
             "server going away (%s: %s); reconnecting in %.3fs",
             _code_name(ev.code),
@@ -1092,12 +1201,12 @@ class Connection:
             session.nursery.start_soon(self._drain, session)
 
     async def _drain(self, session: _Session) -> None:
-        with trio.move_on_after(DRAIN_WAIT):
+        with anyio.move_on_after(DRAIN_WAIT):
             while session.end is None and session.has_outstanding():
                 await session.progress.wait()
         if session.end is None:
             try:
-                session.send(session.core.goaway(now=trio.current_time()))
+                session.send(session.core.goaway(now=anyio.current_time()))
             except LocalProtocolError:
                 pass
             session.finish(ConnectionLost("closed after GOAWAY"))
@@ -1110,7 +1219,7 @@ class Connection:
             for sub in list(session.subs.values()):
                 sub._flush_ack()
             try:
-                session.send(session.core.goaway(now=trio.current_time()))
+                session.send(session.core.goaway(now=anyio.current_time()))
             except LocalProtocolError:
                 pass
             session.finish(ConnectionLost("closed by the application"))
@@ -1119,18 +1228,31 @@ class Connection:
             sub._wake()
         self._pulse()
         if session is not None:
-            with trio.move_on_after(FLUSH_TIMEOUT):
+            with anyio.move_on_after(FLUSH_TIMEOUT):
                 await session.writer_done.wait()
 
 
+async def _receive(stream: anyio.abc.ByteStream) -> bytes:
+    """At most ``RECEIVE_SIZE`` bytes; b"" at EOF, which is how the core is told of it
+    (anyio raises EndOfStream instead)."""
+    try:
+        return await stream.receive(RECEIVE_SIZE)
+    except anyio.EndOfStream:
+        return b""
+
+
 def _failure_reason(exc: BaseException) -> str:
-    """Why connecting failed, in a few words; TLS failures say so (trio wraps the ssl
-    error in BrokenResourceError, whose own text is empty)."""
-    if isinstance(exc, trio.TooSlowError):
+    """Why connecting failed, in a few words. The error that says it is often the cause:
+    anyio wraps an EOF during the TLS handshake in BrokenResourceError (whose own text is
+    empty), and the refused attempts of ``connect_tcp`` in "All connection attempts
+    failed"."""
+    if isinstance(exc, TimeoutError):
         return "timed out"
-    cause = exc
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+    cause: BaseException = exc
+    if isinstance(exc, anyio.BrokenResourceError | OSError) and exc.__cause__ is not None:
         cause = exc.__cause__
+        if isinstance(cause, BaseExceptionGroup):
+            cause = cause.exceptions[0]  # one per address tried; the first says enough
     if isinstance(cause, ssl.SSLCertVerificationError):
         return f"TLS certificate verification failed: {cause.verify_message}"
     if isinstance(cause, ssl.SSLEOFError):
@@ -1142,6 +1264,10 @@ def _failure_reason(exc: BaseException) -> str:
 
 def _code_name(code: ErrorCode | int) -> str:
     return code.name if isinstance(code, ErrorCode) else f"0x{code:04x}"
+
+
+def _violation_message(exc: RemoteProtocolError) -> str:
+    return str(exc.args[0]) if exc.args else exc.code.name
 
 
 def _describe(end: _End | None) -> str:
@@ -1169,7 +1295,7 @@ async def connect(
     tls: bool | ssl.SSLContext = False,
     server_hostname: str | None = None,
     allow_plaintext_token: bool = False,
-    open_stream: Callable[[], Awaitable[trio.abc.Stream]] | None = None,
+    open_stream: Callable[[], Awaitable[anyio.abc.ByteStream]] | None = None,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect to a pushwire server at ``address`` ("host:port") and yield a Connection.
@@ -1225,12 +1351,12 @@ async def connect(
     Backoff(backoff_initial, backoff_max, options.rng)  # validates the bounds early
     conn = Connection(options)
     try:
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             await nursery.start(conn._run)
             try:
                 yield conn
             finally:
-                with trio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
                     await conn._shutdown()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

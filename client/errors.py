@@ -1,4 +1,4 @@
-"""Exceptions of the trio client. All derive from :class:`PushwireError`.
+"""Exceptions of the client. All derive from :class:`PushwireError`.
 
 Codes are registry members (:class:`~pushwire.protocol.errors.ErrorCode`) when known, plain
 ints otherwise (a newer server may send codes this client does not know, SPEC.md §11).
@@ -58,7 +58,9 @@ class ConnectionLost(PushwireError):
 
 class DeliveryInterrupted(PushwireError):
     """The ordered stream of a subscription has a discontinuity. Raised from
-    ``__anext__``; iterating again continues right after it. Never skipped silently."""
+    ``__anext__``; iterating again continues right after it. Never skipped silently.
+    ``Subscription.items()`` gives the same discontinuity as a value instead (a ``Gap`` or
+    an ``EpochChange``)."""
 
     topic: str
 

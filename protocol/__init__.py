@@ -1,1 +1,142 @@
-"""pushwire's sans-I/O protocol core: layouts, codec, decoder, connection state machines."""
+"""pushwire's sans-I/O protocol core: layouts, codec, decoder, connection state machines.
+
+The public API, importable from here: the two connection machines and their events
+(:mod:`~pushwire.protocol.events` says the conventions they share), the errors and the
+registry codes, the protocol limits, and the codec's entry points. The tooling lives in
+subpackages (``pushwire.protocol.testing``, ``pushwire.protocol.spec``) and is imported from
+there.
+"""
+
+from pushwire.protocol.client_conn import (
+    ClientConnection,
+    ClientState,
+    EpochReset,
+    GapReceived,
+    MessageReceived,
+    PublishAcked,
+    RequestFailed,
+    Since,
+    SubscriptionConfirmed,
+    SubscriptionView,
+    SubStatus,
+    UnsubscribeConfirmed,
+    Welcomed,
+)
+from pushwire.protocol.codec import (
+    FrameHeader,
+    decode_body,
+    decode_header,
+    encode_frame,
+    encode_header,
+    frame_span,
+)
+from pushwire.protocol.decoder import FrameDecoder, encode_preface, parse_preface
+from pushwire.protocol.errors import (
+    ErrorCode,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from pushwire.protocol.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Event,
+    GoawayReceived,
+    PeerError,
+    Sentinel,
+)
+from pushwire.protocol.frames import Frame
+from pushwire.protocol.layouts import (
+    DEFAULT_PORT,
+    HEADER_SIZE,
+    INITIAL_MAX_FRAME_SIZE,
+    MAX_MAX_FRAME_SIZE,
+    MIN_MAX_FRAME_SIZE,
+    PREFACE_SIZE,
+    SUPPORTED_VERSIONS,
+    FrameType,
+    Outcome,
+    SinceKind,
+    SlowConsumerPolicy,
+)
+from pushwire.protocol.server_conn import (
+    Acked,
+    CreditGranted,
+    HelloReceived,
+    PingReceived,
+    PongReceived,
+    PrefaceReceived,
+    PublishBatchRequested,
+    PublishRequested,
+    RequestRefused,
+    ServerConnection,
+    ServerLimits,
+    ServerState,
+    ServerSubscription,
+    SubscribeRequested,
+    UnsubscribeRequested,
+)
+
+__all__ = [
+    "DEFAULT_PORT",
+    "HEADER_SIZE",
+    "INITIAL_MAX_FRAME_SIZE",
+    "MAX_MAX_FRAME_SIZE",
+    "MIN_MAX_FRAME_SIZE",
+    "NEED_DATA",
+    "PAUSED",
+    "PREFACE_SIZE",
+    "SUPPORTED_VERSIONS",
+    "Acked",
+    "ClientConnection",
+    "ClientState",
+    "ConnectionClosed",
+    "CreditGranted",
+    "EpochReset",
+    "ErrorCode",
+    "Event",
+    "Frame",
+    "FrameDecoder",
+    "FrameHeader",
+    "FrameType",
+    "GapReceived",
+    "GoawayReceived",
+    "HelloReceived",
+    "LocalProtocolError",
+    "MessageReceived",
+    "Outcome",
+    "PeerError",
+    "PingReceived",
+    "PongReceived",
+    "PrefaceReceived",
+    "ProtocolError",
+    "PublishAcked",
+    "PublishBatchRequested",
+    "PublishRequested",
+    "RemoteProtocolError",
+    "RequestFailed",
+    "RequestRefused",
+    "Sentinel",
+    "ServerConnection",
+    "ServerLimits",
+    "ServerState",
+    "ServerSubscription",
+    "Since",
+    "SinceKind",
+    "SlowConsumerPolicy",
+    "SubStatus",
+    "SubscribeRequested",
+    "SubscriptionConfirmed",
+    "SubscriptionView",
+    "UnsubscribeConfirmed",
+    "UnsubscribeRequested",
+    "Welcomed",
+    "decode_body",
+    "decode_header",
+    "encode_frame",
+    "encode_header",
+    "encode_preface",
+    "frame_span",
+    "parse_preface",
+]

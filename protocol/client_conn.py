@@ -8,9 +8,11 @@ shell in ``pushwire.client``, or a test) moves bytes and time through it:
 * calls that put something on the wire (:meth:`~ClientConnection.initiate`,
   :meth:`~ClientConnection.subscribe`, :meth:`~ClientConnection.publish`,
   :meth:`~ClientConnection.tick`, ...) *return* the bytes to send;
-* :meth:`~ClientConnection.receive_data` takes what the socket produced (``b""`` is EOF) and
-  queues events, drained by :meth:`~ClientConnection.events`; replies the protocol makes on
-  its own (PONG, the ERROR that precedes a close) are collected in
+* :meth:`~ClientConnection.receive_data` buffers what the socket produced (``b""`` is EOF);
+  :meth:`~ClientConnection.next_event` parses it into events, returning
+  :data:`~pushwire.protocol.events.NEED_DATA` when it needs more bytes and
+  :data:`~pushwire.protocol.events.PAUSED` once CLOSED (or before :meth:`initiate`); replies
+  the protocol makes on its own (PONG, the ERROR that precedes a close) are collected in
   :meth:`~ClientConnection.data_to_send`.
 
 So a single writer can own every outgoing byte, and heartbeats are tested by passing ``now``.
@@ -29,20 +31,27 @@ connection with the matching registry code when one is broken:
 * replies (SUBSCRIBED, UNSUBSCRIBED, PUBACK, request ERRORs) match an outstanding request and
   agree with what was asked → PROTOCOL_ERROR.
 
-Each violation yields a :class:`ConnectionFailed` event carrying the
-:class:`~pushwire.protocol.errors.RemoteProtocolError`, puts ERROR(code) in
-:meth:`~ClientConnection.data_to_send` (best effort, SPEC.md §8.7) and moves to CLOSED; later
-input is ignored. Mistakes of the *caller* (subscribing before the handshake, acking beyond
-what was delivered, an oversized publish) raise :class:`LocalProtocolError` and send nothing.
+Each violation makes :meth:`~ClientConnection.next_event` raise the
+:class:`~pushwire.protocol.errors.RemoteProtocolError` carrying the code, after putting
+ERROR(code) in :meth:`~ClientConnection.data_to_send` (best effort, SPEC.md §8.7) and moving
+to CLOSED (:attr:`~ClientConnection.close_code` says why); later input is ignored. Three
+silent heartbeat intervals end the connection the same way from :meth:`tick`, which returns
+the ERROR: check :attr:`~ClientConnection.state` afterwards. Mistakes of the *caller*
+(subscribing before the handshake, acking beyond what was delivered, an oversized publish)
+raise :class:`LocalProtocolError` and send nothing. These are the server machine's
+conventions too (:mod:`pushwire.protocol.events`).
 
-State transitions are data (:data:`RECEIVE_TRANSITIONS`, :data:`SEND_ALLOWED`), in the manner
-of h11's transition tables: a frame type absent from the current state's row is illegal.
+State transitions are data (:data:`RECEIVE_TRANSITIONS`, :data:`SEND_TRANSITIONS`), both
+``state -> {frame type: next state}`` as in h11's tables and in the server's machine: a
+frame type absent from the current state's row is illegal. The prefaces are not frames and
+precede both tables.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -54,6 +63,16 @@ from pushwire.protocol.errors import (
     ErrorCode,
     LocalProtocolError,
     RemoteProtocolError,
+)
+from pushwire.protocol.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Event,
+    GoawayReceived,
+    PeerError,
+    Sentinel,
+    code_of,
 )
 from pushwire.protocol.heartbeat import Heartbeat
 from pushwire.protocol.layouts import (
@@ -72,23 +91,23 @@ from pushwire.protocol.topics import check_topic
 
 __all__ = [
     "RECEIVE_TRANSITIONS",
-    "SEND_ALLOWED",
+    "SEND_TRANSITIONS",
     "ClientConnection",
     "ClientState",
     "ConnectionClosed",
-    "ConnectionFailed",
     "EpochReset",
     "Event",
     "GapReceived",
     "GoawayReceived",
     "MessageReceived",
+    "PeerError",
     "PublishAcked",
     "RequestFailed",
     "Since",
     "SubStatus",
-    "Subscribed",
+    "SubscriptionConfirmed",
     "SubscriptionView",
-    "Unsubscribed",
+    "UnsubscribeConfirmed",
     "Welcomed",
 ]
 
@@ -145,42 +164,24 @@ RECEIVE_TRANSITIONS: Final[dict[ClientState, dict[FrameType, ClientState]]] = {
     _S.CLOSED: {},
 }
 
-#: For each state: the frame types the caller may send. Nothing goes out between HELLO and
-#: WELCOME (PW-HS-16). New requests stop at GOAWAY (PW-GOAWAY-6); acks, credit and
-#: unsubscribes are still processed by a draining server (PW-GOAWAY-3), so they stay allowed.
-SEND_ALLOWED: Final[dict[ClientState, frozenset[FrameType]]] = {
-    _S.IDLE: frozenset(),
-    _S.PREFACE_SENT: frozenset(),
-    _S.HELLO_SENT: frozenset(),
-    _S.OPEN: frozenset(
-        {
-            _T.SUBSCRIBE,
-            _T.UNSUBSCRIBE,
-            _T.CREDIT,
-            _T.ACK,
-            _T.PUBLISH,
-            _T.PUBLISH_BATCH,
-            _T.PING,
-            _T.GOAWAY,
-        }
-    ),
-    _S.DRAINING: frozenset({_T.UNSUBSCRIBE, _T.CREDIT, _T.ACK, _T.PING, _T.GOAWAY}),
-    _S.CLOSED: frozenset(),
+#: For each state: frame type the caller may send -> next state; the same shape as
+#: RECEIVE_TRANSITIONS. The preface and HELLO go out together from IDLE (initiate()).
+#: Nothing goes out between HELLO and WELCOME (PW-HS-16). New requests stop at GOAWAY
+#: (PW-GOAWAY-6); acks, credit and unsubscribes are still processed by a draining server
+#: (PW-GOAWAY-3), so they stay allowed. Our own GOAWAY closes.
+_REQUESTS: Final = (_T.SUBSCRIBE, _T.UNSUBSCRIBE, _T.CREDIT, _T.ACK, _T.PUBLISH, _T.PUBLISH_BATCH)
+SEND_TRANSITIONS: Final[dict[ClientState, dict[FrameType, ClientState]]] = {
+    _S.IDLE: {_T.HELLO: _S.PREFACE_SENT},
+    _S.PREFACE_SENT: {},
+    _S.HELLO_SENT: {},
+    _S.OPEN: {t: _S.OPEN for t in (*_REQUESTS, _T.PING)} | {_T.GOAWAY: _S.CLOSED},
+    _S.DRAINING: {t: _S.DRAINING for t in (_T.UNSUBSCRIBE, _T.CREDIT, _T.ACK, _T.PING)}
+    | {_T.GOAWAY: _S.CLOSED},
+    _S.CLOSED: {},
 }
 
 #: Request frame types that an ERROR's request_type may name (§8.7).
-_REQUEST_TYPES: Final = frozenset(
-    {_T.SUBSCRIBE, _T.UNSUBSCRIBE, _T.CREDIT, _T.ACK, _T.PUBLISH, _T.PUBLISH_BATCH}
-)
-
-
-def _code(value: int) -> ErrorCode | int:
-    """A registry member when the code is known; unknown codes stay plain ints (§11: a
-    receiver must accept codes it does not know)."""
-    try:
-        return ErrorCode(value)
-    except ValueError:
-        return value
+_REQUEST_TYPES: Final = frozenset(_REQUESTS)
 
 
 # -- where a subscription starts ------------------------------------------------------------
@@ -216,7 +217,7 @@ class Since:
 
 
 @dataclass(frozen=True, slots=True)
-class Welcomed:
+class Welcomed(Event):
     """The handshake completed (WELCOME, §5.2)."""
 
     connection_id: int
@@ -230,8 +231,9 @@ class Welcomed:
 
 
 @dataclass(frozen=True, slots=True)
-class Subscribed:
-    """SUBSCRIBED (§6.2). ``gap_*`` are meaningful only for outcome GAP."""
+class SubscriptionConfirmed(Event):
+    """The server answered a SUBSCRIBE with SUBSCRIBED (§6.2): messages follow from
+    ``start_seq``. ``gap_*`` are meaningful only for outcome GAP."""
 
     sub_id: int
     topic: str
@@ -245,7 +247,7 @@ class Subscribed:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageReceived:
+class MessageReceived(Event):
     """One message; a MESSAGE_BATCH yields one per record, sequence base_seq + i (§7.2)."""
 
     sub_id: int
@@ -257,7 +259,7 @@ class MessageReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class GapReceived:
+class GapReceived(Event):
     """The server skipped ``first..last`` explicitly (GAP, §7.4)."""
 
     sub_id: int
@@ -269,7 +271,7 @@ class GapReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class EpochReset:
+class EpochReset(Event):
     """The topic's history was reset while subscribed (§6.5): delivery continues at
     sequence 1 of ``new_epoch``; the following event is that push (a message or a GAP)."""
 
@@ -280,7 +282,10 @@ class EpochReset:
 
 
 @dataclass(frozen=True, slots=True)
-class Unsubscribed:
+class UnsubscribeConfirmed(Event):
+    """The server answered an UNSUBSCRIBE with UNSUBSCRIBED (§6.4): nothing more comes for
+    ``sub_id``, whose last sequence sent was ``last_seq``."""
+
     sub_id: int
     topic: str
     epoch: int
@@ -288,7 +293,7 @@ class Unsubscribed:
 
 
 @dataclass(frozen=True, slots=True)
-class PublishAcked:
+class PublishAcked(Event):
     """PUBACK (§7.7): the publish got sequences first_seq .. first_seq + count - 1."""
 
     request_id: int
@@ -299,7 +304,7 @@ class PublishAcked:
 
 
 @dataclass(frozen=True, slots=True)
-class RequestFailed:
+class RequestFailed(Event):
     """A request-level ERROR (§8.7); the connection stays open."""
 
     code: ErrorCode | int
@@ -307,54 +312,6 @@ class RequestFailed:
     request_id: int
     message: str
     topic: str | None = None  # None when the ERROR matches no request of ours
-
-
-@dataclass(frozen=True, slots=True)
-class GoawayReceived:
-    """The server is going away (§8.6); reconnect after the hint and resume."""
-
-    code: ErrorCode | int
-    reconnect_after_ms: int
-    jitter_ms: int
-    positions: tuple[F.Position, ...]
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionFailed:
-    """The connection ended with an error: reported by the server in a connection-level
-    ERROR (``reported_by_server``), or detected here (``error`` is then the
-    RemoteProtocolError, or None for a heartbeat timeout)."""
-
-    code: ErrorCode | int
-    message: str
-    reported_by_server: bool
-    error: RemoteProtocolError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The server closed the stream without an error (EOF). ``after_goaway`` tells a
-    planned close (GOAWAY first, §8.6) from an abrupt one."""
-
-    code: ErrorCode | int
-    message: str
-    after_goaway: bool
-
-
-Event = (
-    Welcomed
-    | Subscribed
-    | MessageReceived
-    | GapReceived
-    | EpochReset
-    | Unsubscribed
-    | PublishAcked
-    | RequestFailed
-    | GoawayReceived
-    | ConnectionFailed
-    | ConnectionClosed
-)
 
 
 # -- subscription bookkeeping ---------------------------------------------------------------
@@ -429,9 +386,10 @@ class ClientConnection:
         self._min_version = min_version
         self._max_version = max_version
         self._state = ClientState.IDLE
-        self._preface_buffer = bytearray()
+        #: Why the connection closed (ours or the peer's code); None while it is up.
+        self.close_code: ErrorCode | int | None = None
         self._decoder = FrameDecoder(INITIAL_MAX_FRAME_SIZE)
-        self._events: list[Event] = []
+        self._events: deque[Event] = deque()
         self._outgoing = bytearray()
         self._heartbeat = Heartbeat(0.0)
         self._now = 0.0
@@ -504,7 +462,7 @@ class ClientConnection:
         )
         self._our_max_frame_size = max_frame_size
         self._now = now
-        self._state = ClientState.PREFACE_SENT
+        self._state = SEND_TRANSITIONS[ClientState.IDLE][_T.HELLO]
         return encode_preface(self._min_version, self._max_version) + hello
 
     def data_to_send(self) -> bytes:
@@ -513,49 +471,44 @@ class ClientConnection:
         self._outgoing.clear()
         return data
 
-    def events(self) -> list[Event]:
-        """Every event queued so far, oldest first; drains the queue."""
-        events, self._events = self._events, []
-        return events
-
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Feed bytes read from the transport; ``b""`` means the server closed (EOF).
-
-        Never raises for the server's mistakes: they become a ConnectionFailed event.
-        """
+        """Buffer bytes read from the transport; ``b""`` means the server closed (EOF).
+        Never raises: the server's mistakes surface from :meth:`next_event`."""
         self._now = now
-        if self._state in (ClientState.CLOSED, ClientState.IDLE):
+        if self._state in (ClientState.CLOSED, ClientState.IDLE) or self._decoder.eof:
             return
         if data:
             self._heartbeat.received(now)
+        self._decoder.feed(data)
+
+    def next_event(self) -> Event | Sentinel:
+        """The next event; NEED_DATA when more bytes are needed; PAUSED before
+        :meth:`initiate` and once CLOSED. Raises RemoteProtocolError when the server broke
+        the protocol; the machine is then CLOSED and :meth:`data_to_send` holds the ERROR
+        to send before closing."""
+        if self._events:
+            return self._events.popleft()
+        if self._state in (ClientState.CLOSED, ClientState.IDLE):
+            return PAUSED
         try:
-            if self._state is ClientState.PREFACE_SENT:
-                if not data:
-                    self._close_eof()
-                    return
-                self._preface_buffer += data
-                if len(self._preface_buffer) < PREFACE_SIZE:
-                    return
-                rest = bytes(self._preface_buffer[PREFACE_SIZE:])
-                self._on_server_preface(bytes(self._preface_buffer[:PREFACE_SIZE]))
-                self._preface_buffer.clear()
-                data = rest
-                if not data:
-                    return
-            self._decoder.feed(data)
-            while self.state is not ClientState.CLOSED:
-                frame = self._decoder.next_frame()
-                if frame is None:
-                    break
-                self._on_frame(frame)
-            if not data and self.state is not ClientState.CLOSED:
-                self._close_eof()
+            self._parse_next()
         except RemoteProtocolError as exc:
             self._fail(exc)
+            raise
+        if self._events:
+            return self._events.popleft()
+        return PAUSED if self.state is ClientState.CLOSED else NEED_DATA
+
+    def events(self) -> Iterator[Event]:
+        """The events available now, one :meth:`next_event` at a time up to the first
+        sentinel; raises as :meth:`next_event` does."""
+        while not isinstance(event := self.next_event(), Sentinel):
+            yield event
 
     def tick(self, now: float) -> bytes:
         """Heartbeat duties at time ``now`` (§8.5): PING when nothing was sent for one
-        interval; after three silent intervals, ERROR(HEARTBEAT_TIMEOUT) and CLOSED."""
+        interval; after three silent intervals, ERROR(HEARTBEAT_TIMEOUT) and CLOSED (check
+        :attr:`state` afterwards: CLOSED means close now)."""
         self._now = now
         if self._state not in (ClientState.OPEN, ClientState.DRAINING):
             return b""
@@ -563,9 +516,7 @@ class ClientConnection:
             silent = now - self._heartbeat.last_received
             message = f"nothing received for {silent:.3f}s"
             self._state = ClientState.CLOSED
-            self._events.append(
-                ConnectionFailed(ErrorCode.HEARTBEAT_TIMEOUT, message, reported_by_server=False)
-            )
+            self.close_code = ErrorCode.HEARTBEAT_TIMEOUT
             return self._error_bytes(ErrorCode.HEARTBEAT_TIMEOUT, message)
         if self._heartbeat.ping_due(now):
             return self._send(F.Ping(self._heartbeat.next_opaque()))
@@ -724,12 +675,14 @@ class ClientConnection:
 
     def goaway(self, reason: str = "", *, now: float | None = None) -> bytes:
         """GOAWAY(NO_ERROR) before closing deliberately (§8.6); the machine is CLOSED after."""
-        if _T.GOAWAY not in SEND_ALLOWED[self._state]:
+        if _T.GOAWAY not in SEND_TRANSITIONS[self._state]:
             self._state = ClientState.CLOSED  # before WELCOME nothing may follow HELLO
+            self.close_code = self.close_code or ErrorCode.NO_ERROR
             return b""
         self._check_send(_T.GOAWAY, now)
         data = self._send(F.Goaway(ErrorCode.NO_ERROR, 0, 0, (), reason))
-        self._state = ClientState.CLOSED
+        self._state = SEND_TRANSITIONS[self._state][_T.GOAWAY]
+        self.close_code = ErrorCode.NO_ERROR
         return data
 
     # -- internals: sending --------------------------------------------------------------------
@@ -737,7 +690,7 @@ class ClientConnection:
     def _check_send(self, type_: FrameType, now: float | None) -> None:
         if now is not None:
             self._now = now
-        if type_ not in SEND_ALLOWED[self._state]:
+        if type_ not in SEND_TRANSITIONS[self._state]:
             code = (
                 ErrorCode.GOING_AWAY
                 if self._state is ClientState.DRAINING
@@ -793,8 +746,8 @@ class ClientConnection:
             return
         before_framing = self._state is ClientState.PREFACE_SENT
         self._state = ClientState.CLOSED
+        self.close_code = exc.code
         message = str(exc.args[0]) if exc.args else exc.code.name
-        self._events.append(ConnectionFailed(exc.code, message, False, exc))
         if not before_framing:
             # No frame can be sent before both prefaces agree on a version (§2.3).
             self._outgoing += self._error_bytes(exc.code, message)
@@ -809,7 +762,28 @@ class ClientConnection:
         else:
             code = ErrorCode.NO_ERROR
             message = "server closed the connection without GOAWAY"
+        self.close_code = code
         self._events.append(ConnectionClosed(code, message, after_goaway))
+
+    def _parse_next(self) -> None:
+        """Parse until an event is queued, the input runs out, or the machine closes."""
+        decoder = self._decoder
+        while not self._events and self._state is not ClientState.CLOSED:
+            if self._state is ClientState.PREFACE_SENT:
+                head = decoder.peek(PREFACE_SIZE)
+                if len(head) < PREFACE_SIZE:
+                    if decoder.eof:
+                        self._close_eof()
+                    return
+                decoder.take(PREFACE_SIZE)
+                self._on_server_preface(head)
+                continue
+            frame = decoder.next_frame()
+            if frame is None:
+                if decoder.eof:
+                    self._close_eof()
+                return
+            self._on_frame(frame)
 
     # -- internals: receiving ------------------------------------------------------------------
 
@@ -875,11 +849,11 @@ class ClientConnection:
 
     def _on_goaway(self, frame: F.Goaway) -> None:
         event = GoawayReceived(
-            _code(frame.code),
-            frame.reconnect_after_ms,
-            frame.reconnect_jitter_ms,
-            frame.positions,
+            code_of(frame.code),
             frame.reason,
+            reconnect_after_ms=frame.reconnect_after_ms,
+            jitter_ms=frame.reconnect_jitter_ms,
+            positions=frame.positions,
         )
         self.goaway_received = event
         self._events.append(event)
@@ -922,12 +896,13 @@ class ClientConnection:
         self._events.append(event)
 
     def _on_error(self, frame: F.Error) -> None:
-        code = _code(frame.code)
+        code = code_of(frame.code)
         if frame.request_type == 0:
             # A connection error or a handshake rejection: the server closes next and we
             # send nothing more (PW-ERR-3). Unknown codes are handled the same way (PW-ERR-6).
             self._state = ClientState.CLOSED
-            self._events.append(ConnectionFailed(code, frame.message, reported_by_server=True))
+            self.close_code = code
+            self._events.append(PeerError(code, frame.message))
             return
         if self._state is ClientState.HELLO_SENT:
             raise _violation(
@@ -989,7 +964,7 @@ class ClientConnection:
         sub.next_seq = frame.start_seq
         sub.last_delivered = sub.last_acked = frame.start_seq - 1  # PW-ACK-4
         self._events.append(
-            Subscribed(
+            SubscriptionConfirmed(
                 sub.sub_id,
                 sub.topic,
                 outcome,
@@ -998,7 +973,7 @@ class ClientConnection:
                 frame.head_seq,
                 frame.gap_first,
                 frame.gap_last,
-                _code(frame.gap_reason) if outcome is Outcome.GAP else 0,
+                code_of(frame.gap_reason) if outcome is Outcome.GAP else 0,
             )
         )
 
@@ -1056,7 +1031,9 @@ class ClientConnection:
                 requirement="PW-SUB-15",
             )
         self._forget(sub)
-        self._events.append(Unsubscribed(sub.sub_id, sub.topic, frame.epoch, frame.last_seq))
+        self._events.append(
+            UnsubscribeConfirmed(sub.sub_id, sub.topic, frame.epoch, frame.last_seq)
+        )
 
     def _receiving_sub(self, sub: _Sub | None, what: str) -> _Sub | None:
         """The subscription a push belongs to; None when it is to be dropped."""
@@ -1097,7 +1074,7 @@ class ClientConnection:
         sub.last_delivered = frame.last
         self._events.append(
             GapReceived(
-                sub.sub_id, sub.topic, frame.epoch, frame.first, frame.last, _code(frame.reason)
+                sub.sub_id, sub.topic, frame.epoch, frame.first, frame.last, code_of(frame.reason)
             )
         )
 

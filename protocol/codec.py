@@ -857,7 +857,7 @@ def _publish_view(
     ``expected``: the body after its request_id."""
     body, flags = _frame_view(publish, expected, helper)
     if len(body) < _PUB_PREFIX:
-        name = FrameType(memoryview(publish)[4]).name
+        name = FrameType(decode_header(publish).type).name
         raise LocalProtocolError(
             f"{helper}: {name} body is too short", code=ErrorCode.FIELD_OUT_OF_RANGE
         )

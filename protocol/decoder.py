@@ -14,10 +14,10 @@ fed in one go: the caller feeds what it read from the socket, then drains frames
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import NamedTuple
 
-from pushwire.protocol import codec
+from pushwire.protocol import codec, reference
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.frames import Frame
 from pushwire.protocol.layouts import (
@@ -35,30 +35,19 @@ _HEADER = struct.Struct(">IBB")
 assert _HEADER.size == HEADER_SIZE == Header.sizeof()
 
 
-#: ``header_hook(type, flags) -> flags``: see :class:`FrameDecoder`.
-HeaderHook = Callable[[int, int], int]
-
-
 class FrameDecoder:
     """Bytes in, whole frames out.
 
-    Two options serve a receiver that needs more than frames (the server's sans-I/O core);
-    a decoder without them pays one flag test per frame for their existence:
-
-    * ``raw_types``: frame types whose bytes :meth:`next_frame_with_raw` hands back with the
-      frame, whole and as received (header included). The server forwards PUBLISH and
-      PUBLISH_BATCH bodies without re-encoding them (SPEC.md §7.8, ``codec.publish_body``).
-    * ``header_hook``: called with each frame's type and flags once the whole frame is
-      buffered, before its payload is decoded; it returns the flags to decode with and may
-      raise :class:`RemoteProtocolError`. The codec's own header check (unknown types,
-      reserved flag bits) still runs on what it returns. A test-only server fault uses it
-      to clear reserved flag bits instead of refusing them.
+    ``raw_types`` serves a receiver that needs more than frames (the server's sans-I/O
+    core): frame types whose bytes :meth:`next_frame_with_raw` hands back with the frame,
+    whole and as received (header included). The server forwards PUBLISH and PUBLISH_BATCH
+    bodies without re-encoding them (SPEC.md §7.8, ``codec.publish_body``). A decoder
+    without it pays one flag test per frame for its existence.
     """
 
     __slots__ = (
         "_buffer",
         "_eof",
-        "_header_hook",
         "_optioned",
         "_raw",
         "_raw_types",
@@ -70,15 +59,13 @@ class FrameDecoder:
         max_frame_size: int = INITIAL_MAX_FRAME_SIZE,
         *,
         raw_types: Iterable[int] = (),
-        header_hook: HeaderHook | None = None,
     ) -> None:
         self._buffer = bytearray()
         self.max_frame_size = max_frame_size
         self._eof = False
         self._raw_types = frozenset(int(t) for t in raw_types)
-        self._header_hook = header_hook
         # One flag read per frame decides between the plain path and the optioned one.
-        self._optioned = bool(self._raw_types) or header_hook is not None
+        self._optioned = bool(self._raw_types)
         self._raw: bytes | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -118,7 +105,9 @@ class FrameDecoder:
         """The next whole frame, or ``None`` when more bytes are needed.
 
         Raises RemoteProtocolError for an oversized header (FRAME_TOO_LARGE), or for any
-        payload error, and MALFORMED_FRAME when EOF cuts a frame short.
+        payload error. When EOF cuts a frame short: the header's own code if its type or
+        flags are refused (UNKNOWN_FRAME_TYPE, RESERVED_BITS_SET), else MALFORMED_FRAME; the
+        bytes of a cut-short payload are never examined (SPEC.md §3.5).
         """
         while True:
             buf = self._buffer
@@ -140,6 +129,10 @@ class FrameDecoder:
             end = HEADER_SIZE + length
             if len(buf) < end:
                 if self._eof:
+                    # The header checks come before the payload's completeness (SPEC.md
+                    # §3.5, PW-FRAME-14): an unknown fatal type or a reserved flag bit keeps
+                    # its own code when the stream ends inside that frame's payload.
+                    reference.check_header(type_, flags)
                     raise RemoteProtocolError(
                         f"connection closed inside a frame ({len(buf)} of {end} bytes)",
                         code=ErrorCode.MALFORMED_FRAME,
@@ -147,9 +140,6 @@ class FrameDecoder:
                     )
                 return None
             if self._optioned:
-                hook = self._header_hook
-                if hook is not None:
-                    flags = hook(type_, flags)
                 with memoryview(buf) as view:
                     frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
                     self._raw = bytes(view[:end]) if type_ in self._raw_types else None

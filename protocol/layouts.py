@@ -186,6 +186,7 @@ Welcome = Struct(
 Ping = Struct("opaque" / Int64ub, Terminated)
 Pong = Struct("opaque" / Int64ub, Terminated)
 Position = Struct("sub_id" / Int32ub, "epoch" / Int64ub, "seq" / Int64ub)
+POSITION_SIZE: int = Position.sizeof()  # one entry of GOAWAY.positions
 Goaway = Struct(
     "code" / Int16ub,
     "reconnect_after_ms" / Int32ub,

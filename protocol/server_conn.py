@@ -10,17 +10,23 @@ errors this module can decide alone (INVALID_TOPIC, ALREADY_SUBSCRIBED, ...), th
 before a close -- collects in :meth:`~ServerConnection.data_to_send`. Nothing here does I/O
 or reads a clock: time comes in as ``now`` (seconds, any monotonic origin).
 
-Which frame may arrive in which state is data (:data:`RECEIVE_TRANSITIONS`), as are the
-states our own calls are legal in (:data:`SEND_TRANSITIONS`), in the manner of h11's
-``_state.py``: anything not in the tables is UNEXPECTED_FRAME (peer) or LocalProtocolError
-(caller). The connection pauses -- :meth:`next_event` returns ``None`` -- after the preface
-and after HELLO until the caller answers them, so a HELLO pipelined behind the preface is
+Which frame may arrive in which state is data (:data:`RECEIVE_TRANSITIONS`), as is which
+frame we may send in which state (:data:`SEND_TRANSITIONS`), both ``state -> {frame type:
+next state}`` as in h11's ``_state.py`` and in the client's machine: anything not in the
+tables is UNEXPECTED_FRAME (peer) or LocalProtocolError (caller). The prefaces are not
+frames and precede both tables; a connection-level ERROR of ours
+(:meth:`~ServerConnection.close_with_error`) closes from any state.
+
+:meth:`next_event` returns :data:`~pushwire.protocol.events.NEED_DATA` when it needs more
+bytes and :data:`~pushwire.protocol.events.PAUSED` after the preface and after HELLO until
+the caller answers them (and once CLOSED), so a HELLO pipelined behind the preface is
 parsed with the right limits, and nothing behind HELLO is parsed before WELCOME.
 
 A peer that breaks the protocol makes :meth:`next_event` raise
 :class:`~pushwire.protocol.errors.RemoteProtocolError` carrying the registry code; the
 connection is then CLOSED and :meth:`data_to_send` holds the ERROR frame (or nothing, for a
-bad preface; or a version-0 preface, when no version is shared).
+bad preface; or a version-0 preface, when no version is shared). See
+:mod:`pushwire.protocol.events` for the conventions both machines share.
 
 This module keeps per subscription only what the protocol itself judges: credit (never
 exceeded, never above 2^32-1), the last sequence delivered and acknowledged (ACK rules,
@@ -41,14 +47,25 @@ from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface, parse_preface
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from pushwire.protocol.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Event,
+    GoawayReceived,
+    PeerError,
+    Sentinel,
+    code_of,
+)
 from pushwire.protocol.heartbeat import Heartbeat
 from pushwire.protocol.layouts import (
-    DEFINED_FLAGS,
     HAS_HEADERS,
+    HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
+    POSITION_SIZE,
     PREFACE_SIZE,
     SUPPORTED_VERSIONS,
     FrameType,
@@ -58,7 +75,6 @@ from pushwire.protocol.layouts import (
 from pushwire.protocol.topics import topic_problem
 
 __all__ = [
-    "FAULTS",
     "RECEIVE_TRANSITIONS",
     "SEND_TRANSITIONS",
     "Acked",
@@ -77,8 +93,8 @@ __all__ = [
     "ServerConnection",
     "ServerLimits",
     "ServerState",
+    "ServerSubscription",
     "SubscribeRequested",
-    "Subscription",
     "UnsubscribeRequested",
 ]
 
@@ -89,28 +105,6 @@ MAX_CREDIT = 0xFFFF_FFFF
 #: ERROR and GOAWAY texts are cut to this many UTF-8 bytes so that the frame always fits in
 #: INITIAL_MAX_FRAME_SIZE, the smallest limit a client can advertise.
 MAX_REASON_BYTES = 1024
-
-#: Test-only fault injection (``ServerConfig.faults``): each name breaks exactly one promise
-#: so that a conformance suite can prove its checks can fail. The ones this module applies:
-FAULT_NO_PONG = "no-pong"
-FAULT_NO_HEARTBEAT_TIMEOUT = "no-heartbeat-timeout"
-FAULT_IGNORE_RESERVED_BITS = "ignore-reserved-bits"
-FAULT_ACCEPT_OVERSIZED = "accept-oversized"
-FAULT_IGNORE_CREDIT = "ignore-credit"
-#: ... and the ones the trio shell applies (declared here so that both agree on the names).
-FAULT_REORDER = "reorder"
-FAULT_SKIP_GAP = "skip-gap"
-FAULTS = frozenset(
-    {
-        FAULT_NO_PONG,
-        FAULT_NO_HEARTBEAT_TIMEOUT,
-        FAULT_IGNORE_RESERVED_BITS,
-        FAULT_ACCEPT_OVERSIZED,
-        FAULT_IGNORE_CREDIT,
-        FAULT_REORDER,
-        FAULT_SKIP_GAP,
-    }
-)
 
 
 class ServerState(enum.Enum):
@@ -128,43 +122,52 @@ class ServerState(enum.Enum):
 _S = ServerState
 _T = FrameType
 
-#: The requests and connection frames an established connection receives (§3.3
-#: CLIENT_SENDS minus HELLO), each leaving the state as it is, except that the client's own
-#: GOAWAY or ERROR ends the connection.
-_ESTABLISHED = {
-    _T.PING: None,
-    _T.PONG: None,
-    _T.SUBSCRIBE: None,
-    _T.UNSUBSCRIBE: None,
-    _T.CREDIT: None,
-    _T.ACK: None,
-    _T.PUBLISH: None,
-    _T.PUBLISH_BATCH: None,
-    _T.GOAWAY: _S.CLOSED,
-    _T.ERROR: _S.CLOSED,
-}
 
-#: state -> {frame type the client may send in that state: next state (None = unchanged)}.
-#: Any (state, type) pair missing here is UNEXPECTED_FRAME. States that are not keys do not
-#: parse frames at all (the preface is not a frame; the paused states wait for the caller).
-RECEIVE_TRANSITIONS: dict[ServerState, dict[FrameType, ServerState | None]] = {
+def _established(state: ServerState) -> dict[FrameType, ServerState]:
+    """The requests and connection frames an established connection receives (§3.3
+    CLIENT_SENDS minus HELLO), each leaving ``state`` as it is, except that the client's
+    own GOAWAY or ERROR ends the connection."""
+    requests = (_T.SUBSCRIBE, _T.UNSUBSCRIBE, _T.CREDIT, _T.ACK, _T.PUBLISH, _T.PUBLISH_BATCH)
+    row = {t: state for t in (_T.PING, _T.PONG, *requests)}
+    return row | {_T.GOAWAY: _S.CLOSED, _T.ERROR: _S.CLOSED}
+
+
+#: state -> {frame type the client may send in that state: next state}. Anything missing is
+#: UNEXPECTED_FRAME. A state without frames parses none (the preface is not a frame; the
+#: paused states wait for the caller; CLOSED reads nothing).
+RECEIVE_TRANSITIONS: dict[ServerState, dict[FrameType, ServerState]] = {
+    _S.AWAIT_PREFACE: {},
+    _S.SEND_PREFACE: {},
     _S.AWAIT_HELLO: {_T.HELLO: _S.SEND_WELCOME},
-    _S.OPEN: dict(_ESTABLISHED),
-    _S.DRAINING: dict(_ESTABLISHED),
+    _S.SEND_WELCOME: {},
+    _S.OPEN: _established(_S.OPEN),
+    _S.DRAINING: _established(_S.DRAINING),
+    _S.CLOSED: {},
 }
 
-#: (what the caller does, state it is legal in) -> next state (None = unchanged). Anything
-#: else is a LocalProtocolError: a bug in the caller, nothing goes on the wire.
-SEND_TRANSITIONS: dict[tuple[str, ServerState], ServerState | None] = {
-    ("preface", _S.SEND_PREFACE): _S.AWAIT_HELLO,
-    ("accept", _S.SEND_WELCOME): _S.OPEN,
-    ("reject", _S.AWAIT_HELLO): _S.CLOSED,
-    ("reject", _S.SEND_WELCOME): _S.CLOSED,
-    ("reply", _S.OPEN): None,  # SUBSCRIBED, UNSUBSCRIBED, PUBACK, request ERROR
-    ("reply", _S.DRAINING): None,
-    ("push", _S.OPEN): None,  # MESSAGE, MESSAGE_BATCH, GAP
-    ("push", _S.DRAINING): None,
-    ("goaway", _S.OPEN): _S.DRAINING,  # only once per connection [PW-GOAWAY-11]
+
+def _replies(state: ServerState) -> dict[FrameType, ServerState]:
+    """What an established connection sends, leaving ``state`` as it is: replies
+    (SUBSCRIBED, UNSUBSCRIBED, PUBACK, a request ERROR), pushes (MESSAGE, MESSAGE_BATCH,
+    GAP) and PING."""
+    replies = (_T.SUBSCRIBED, _T.UNSUBSCRIBED, _T.PUBACK, _T.ERROR)
+    return {t: state for t in (*replies, _T.MESSAGE, _T.MESSAGE_BATCH, _T.GAP, _T.PING)}
+
+
+#: state -> {frame type we may send in that state: next state}, the same shape as
+#: RECEIVE_TRANSITIONS. Anything missing is a LocalProtocolError: a bug in the caller,
+#: nothing goes on the wire. ERROR in a handshake state is a rejection, which closes; in an
+#: established state it answers one request. (A connection-level ERROR, close_with_error(),
+#: is legal in every state and closes.)
+SEND_TRANSITIONS: dict[ServerState, dict[FrameType, ServerState]] = {
+    _S.AWAIT_PREFACE: {},
+    _S.SEND_PREFACE: {},  # our preface (not a frame) moves us to AWAIT_HELLO
+    _S.AWAIT_HELLO: {_T.ERROR: _S.CLOSED},
+    _S.SEND_WELCOME: {_T.WELCOME: _S.OPEN, _T.ERROR: _S.CLOSED},
+    # GOAWAY only once per connection [PW-GOAWAY-11]
+    _S.OPEN: _replies(_S.OPEN) | {_T.GOAWAY: _S.DRAINING},
+    _S.DRAINING: _replies(_S.DRAINING),
+    _S.CLOSED: {},
 }
 
 _GOING_AWAY_TYPES = frozenset({_T.SUBSCRIBE, _T.PUBLISH, _T.PUBLISH_BATCH})
@@ -215,12 +218,6 @@ class ServerLimits:
 
 
 # -- events -----------------------------------------------------------------------------------
-
-
-class Event:
-    """Base of everything :meth:`ServerConnection.next_event` returns."""
-
-    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,22 +323,6 @@ class PongReceived(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class GoawayReceived(Event):
-    """The client is leaving (§8.6); the connection is CLOSED: flush and close."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PeerError(Event):
-    """The client sent ERROR (§8.7); the connection is CLOSED."""
-
-    code: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
 class RequestRefused(Event):
     """Informational: this module answered a request with ERROR itself (already in
     ``data_to_send()``); the connection stays up."""
@@ -352,18 +333,11 @@ class RequestRefused(Event):
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed(Event):
-    """The client closed its side (EOF between frames)."""
-
-    code: ErrorCode = ErrorCode.NO_ERROR
-
-
 # -- subscriptions ----------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class Subscription:
+class ServerSubscription:
     """What the protocol remembers about one subscription (SPEC.md §6, §8).
 
     ``delivered`` is the last sequence sent *or skipped by a GAP*; ``acked`` the last
@@ -392,15 +366,6 @@ class Subscription:
 _FORWARDED_TYPES = (FrameType.PUBLISH, FrameType.PUBLISH_BATCH)
 
 
-_DEFINED_FLAGS: dict[int, int] = {int(t): f for t, f in DEFINED_FLAGS.items()}
-
-
-def _clear_reserved_bits(type_: int, flags: int) -> int:
-    """The ``ignore-reserved-bits`` fault's header hook: undefined flag bits of known types
-    are dropped instead of refused (unknown types keep theirs, for the codec to judge)."""
-    return flags & _DEFINED_FLAGS.get(type_, 0xFF)
-
-
 def _truncate(text: str, limit: int = MAX_REASON_BYTES) -> str:
     data = text.encode("utf-8")
     if len(data) <= limit:
@@ -419,13 +384,8 @@ class ServerConnection:
         limits: ServerLimits | None = None,
         *,
         now: float = 0.0,
-        faults: frozenset[str] = frozenset(),
     ) -> None:
-        unknown = faults - FAULTS
-        if unknown:
-            raise ValueError(f"unknown fault names: {sorted(unknown)}")
         self.limits = limits if limits is not None else ServerLimits()
-        self.faults = faults
         self.state = ServerState.AWAIT_PREFACE
         #: Why the connection closed (ours or the peer's code); None while it is up.
         self.close_code: ErrorCode | None = None
@@ -434,17 +394,13 @@ class ServerConnection:
         self.version = 0
         self.connection_id = 0
         self.heartbeat_ms = 0
-        self._reader = FrameDecoder(
-            MAX_MAX_FRAME_SIZE if FAULT_ACCEPT_OVERSIZED in faults else INITIAL_MAX_FRAME_SIZE,
-            raw_types=_FORWARDED_TYPES,
-            header_hook=_clear_reserved_bits if FAULT_IGNORE_RESERVED_BITS in faults else None,
-        )
+        self._reader = FrameDecoder(INITIAL_MAX_FRAME_SIZE, raw_types=_FORWARDED_TYPES)
         self._heartbeat = Heartbeat(interval=0.0)
         self._handshake_deadline = now + self.limits.handshake_timeout
         self._preface: tuple[int, int, int] | None = None
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
-        self._subs: dict[int, Subscription] = {}
+        self._subs: dict[int, ServerSubscription] = {}
         self._topics: dict[str, int] = {}
         self._eof_reported = False
         self._last_received = now
@@ -464,26 +420,29 @@ class ServerConnection:
                 self._partial_since = now
         self._reader.feed(data)
 
-    def next_event(self) -> Event | None:
-        """The next event, or ``None`` when more data is needed or the caller must answer
-        first. Raises RemoteProtocolError when the peer broke the protocol; the connection
-        is then CLOSED and :meth:`data_to_send` holds what to send before closing."""
+    def next_event(self) -> Event | Sentinel:
+        """The next event; NEED_DATA when more bytes are needed; PAUSED when the caller must
+        answer first (a preface, a HELLO) or the connection is CLOSED. Raises
+        RemoteProtocolError when the peer broke the protocol; the connection is then CLOSED
+        and :meth:`data_to_send` holds what to send before closing."""
         if self._events:
             return self._events.popleft()
         if self.state is ServerState.CLOSED:
-            return None
+            return PAUSED
         try:
             event = self._parse_next()
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
-        if event is None and self._events:
+        if isinstance(event, Sentinel) and self._events:
             return self._events.popleft()
         return event
 
     def events(self) -> Iterator[Event]:
-        """Every event available now (stops when :meth:`next_event` returns ``None``)."""
-        while (event := self.next_event()) is not None:
+        """The events available now, one :meth:`next_event` at a time up to the first
+        sentinel (so the caller may answer one before the next is parsed); raises as
+        :meth:`next_event` does."""
+        while not isinstance(event := self.next_event(), Sentinel):
             yield event
 
     def data_to_send(self) -> bytes:
@@ -502,28 +461,30 @@ class ServerConnection:
 
     def send_preface(self, version: int | None = None) -> bytes:
         """Our 8-byte preface (§2.2) with ``version`` (default: the highest common one)."""
-        self._check("preface")
+        if self.state is not ServerState.SEND_PREFACE:
+            raise LocalProtocolError(
+                f"cannot send a preface in state {self.state.name}", code=ErrorCode.PROTOCOL_ERROR
+            )
         assert self._preface is not None
         chosen = self._preface[2] if version is None else version
         if not self._preface[0] <= chosen <= self._preface[1] or chosen not in SUPPORTED_VERSIONS:
             raise LocalProtocolError(
                 f"version {chosen} is not one both sides speak", code=ErrorCode.UNSUPPORTED_VERSION
             )
-        self._transition("preface")
+        self.state = ServerState.AWAIT_HELLO
         self.version = chosen
         return encode_preface(chosen, max(SUPPORTED_VERSIONS))
 
     def accept(self, connection_id: int, server_name: str, now: float) -> bytes:
         """WELCOME (§5.2): the connection is OPEN, our receive limit becomes
         ``limits.max_frame_size`` and heartbeats start."""
-        self._check("accept")
+        self._check(FrameType.WELCOME)
         assert self.client is not None
-        self._transition("accept")
+        self._transition(FrameType.WELCOME)
         limits = self.limits
         self.connection_id = connection_id
         self.heartbeat_ms = limits.heartbeat_for(self.client.heartbeat_ms)
-        if FAULT_ACCEPT_OVERSIZED not in self.faults:
-            self._reader.max_frame_size = limits.max_frame_size
+        self._reader.max_frame_size = limits.max_frame_size
         self._heartbeat.start(self.heartbeat_ms / 1000, now)
         return codec.encode_frame(
             F.Welcome(
@@ -540,7 +501,12 @@ class ServerConnection:
     def reject(self, code: ErrorCode, message: str = "") -> bytes:
         """Refuse the connection during the handshake (UNAUTHENTICATED,
         TOO_MANY_CONNECTIONS, ...): ERROR(code, 0, 0) and CLOSED."""
-        self._transition("reject")
+        if self.state not in (ServerState.AWAIT_HELLO, ServerState.SEND_WELCOME):
+            raise LocalProtocolError(
+                f"cannot reject in state {self.state.name}: rejecting ends a handshake",
+                code=ErrorCode.PROTOCOL_ERROR,
+            )
+        self._transition(FrameType.ERROR)
         self.close_code = code
         return self._error_frame(code, 0, 0, message)
 
@@ -559,7 +525,7 @@ class ServerConnection:
     ) -> bytes:
         """SUBSCRIBED (§6.2): the subscription becomes active at ``start_seq``; credit
         granted so far stays."""
-        self._transition("reply")
+        self._transition(FrameType.SUBSCRIBED)
         sub = self._pending(sub_id)
         sub.active = True
         sub.epoch = epoch
@@ -581,7 +547,12 @@ class ServerConnection:
         self, code: ErrorCode, request_type: int, request_id: int, message: str = ""
     ) -> bytes:
         """ERROR answering one request (§8.7); a refused SUBSCRIBE frees its sub_id."""
-        self._transition("reply")
+        if self.state not in (ServerState.OPEN, ServerState.DRAINING):
+            raise LocalProtocolError(
+                f"cannot answer a request in state {self.state.name}",
+                code=ErrorCode.PROTOCOL_ERROR,
+            )
+        self._transition(FrameType.ERROR)
         if request_type == FrameType.SUBSCRIBE:
             sub = self._subs.get(request_id)
             if sub is not None and not sub.active:
@@ -590,13 +561,13 @@ class ServerConnection:
 
     def unsubscribed(self, sub_id: int) -> bytes:
         """UNSUBSCRIBED (§6.4) with the last sequence delivered; the sub_id is free again."""
-        self._transition("reply")
+        self._transition(FrameType.UNSUBSCRIBED)
         sub = self._active(sub_id)
         self._forget(sub)
         return codec.encode_frame(F.Unsubscribed(sub_id, sub.epoch, sub.delivered))
 
     def puback(self, request_id: int, epoch: int, first_seq: int, count: int) -> bytes:
-        self._transition("reply")
+        self._transition(FrameType.PUBACK)
         return codec.encode_frame(F.Puback(request_id, epoch, first_seq, count))
 
     def goaway(
@@ -608,11 +579,13 @@ class ServerConnection:
     ) -> bytes:
         """GOAWAY (§8.6) with every active subscription's position; the connection is
         DRAINING: new SUBSCRIBE/PUBLISH are answered GOING_AWAY from now on."""
-        self._transition("goaway")
+        self._transition(FrameType.GOAWAY)
         reason = _truncate(reason)
         peer_max = self.client.max_frame_size if self.client else INITIAL_MAX_FRAME_SIZE
-        # positions are informational: keep as many as fit the client's frame limit
-        room = (peer_max - 2 - 4 - 4 - 2 - 2 - len(reason.encode("utf-8"))) // 20
+        # positions are informational: keep as many as fit the client's frame limit, each
+        # adding one Position to the GOAWAY without any
+        bare = codec.encode_frame(F.Goaway(int(code), 0, 0, (), reason))
+        room = (peer_max - (len(bare) - HEADER_SIZE)) // POSITION_SIZE
         positions = tuple(
             F.Position(s.sub_id, s.epoch, s.position) for s in self._subs.values() if s.active
         )[: max(0, min(room, 0xFFFF))]
@@ -632,21 +605,18 @@ class ServerConnection:
 
     # -- pushes and credit -------------------------------------------------------------------
 
-    def subscription(self, sub_id: int) -> Subscription | None:
+    def subscription(self, sub_id: int) -> ServerSubscription | None:
         """A read-only look at one subscription (do not modify it)."""
         return self._subs.get(sub_id)
 
     @property
-    def subscriptions(self) -> dict[int, Subscription]:
+    def subscriptions(self) -> dict[int, ServerSubscription]:
         """Every known subscription by sub_id (a copy)."""
         return dict(self._subs)
 
     def credit(self, sub_id: int) -> int:
         """How many messages may be pushed to ``sub_id`` now (§8.1)."""
-        sub = self._active(sub_id)
-        if FAULT_IGNORE_CREDIT in self.faults:
-            return MAX_CREDIT
-        return sub.credit
+        return self._active(sub_id).credit
 
     def can_send(self, sub_id: int, count: int = 1) -> bool:
         return self.credit(sub_id) >= count
@@ -655,9 +625,9 @@ class ServerConnection:
         """Record that ``count`` messages ending at ``last_seq`` of ``epoch`` go to
         ``sub_id``. LocalProtocolError(FLOW_CONTROL_ERROR) beyond the credit: the caller
         must ask :meth:`can_send` first and split batches (§8.1)."""
-        self._transition("push")
+        self._transition(FrameType.MESSAGE)
         sub = self._active(sub_id)
-        if count > sub.credit and FAULT_IGNORE_CREDIT not in self.faults:
+        if count > sub.credit:
             raise LocalProtocolError(
                 f"sub {sub_id}: {count} messages exceed credit {sub.credit}",
                 code=ErrorCode.FLOW_CONTROL_ERROR,
@@ -667,7 +637,7 @@ class ServerConnection:
 
     def gap(self, sub_id: int, epoch: int, first: int, last: int, reason: ErrorCode) -> bytes:
         """GAP (§7.4): ``first..last`` of ``epoch`` will never come; uses no credit."""
-        self._transition("push")
+        self._transition(FrameType.GAP)
         sub = self._active(sub_id)
         if not 1 <= first <= last:
             raise LocalProtocolError(
@@ -698,7 +668,7 @@ class ServerConnection:
                 ErrorCode.HEARTBEAT_TIMEOUT,
                 f"a frame took more than {self.limits.frame_timeout:g} s to arrive",
             )
-        if FAULT_NO_HEARTBEAT_TIMEOUT not in self.faults and hb.timed_out(now):
+        if hb.timed_out(now):
             return self.close_with_error(
                 ErrorCode.HEARTBEAT_TIMEOUT,
                 f"nothing received for {now - hb.last_received:.3f} s",
@@ -715,11 +685,7 @@ class ServerConnection:
             return None
         if state not in (ServerState.OPEN, ServerState.DRAINING):
             return self._handshake_deadline
-        hb = self._heartbeat
-        if FAULT_NO_HEARTBEAT_TIMEOUT in self.faults:
-            deadline = hb.last_sent + hb.interval
-        else:
-            deadline = hb.next_deadline() or math.inf
+        deadline = self._heartbeat.next_deadline() or math.inf
         if self._partial_since is not None:
             deadline = min(deadline, self._partial_since + self.limits.frame_timeout)
         return deadline
@@ -740,20 +706,19 @@ class ServerConnection:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _check(self, action: str) -> ServerState | None:
-        """The state ``action`` leads to (None: unchanged); LocalProtocolError when the
-        tables do not allow it in the current state."""
+    def _check(self, sent: FrameType) -> ServerState:
+        """The state sending ``sent`` leads to; LocalProtocolError when SEND_TRANSITIONS
+        does not allow it in the current state."""
         try:
-            return SEND_TRANSITIONS[(action, self.state)]
+            return SEND_TRANSITIONS[self.state][sent]
         except KeyError:
             raise LocalProtocolError(
-                f"cannot {action} in state {self.state.name}", code=ErrorCode.PROTOCOL_ERROR
+                f"cannot send {sent.name} in state {self.state.name}",
+                code=ErrorCode.PROTOCOL_ERROR,
             ) from None
 
-    def _transition(self, action: str) -> None:
-        nxt = self._check(action)
-        if nxt is not None:
-            self.state = nxt
+    def _transition(self, sent: FrameType) -> None:
+        self.state = self._check(sent)
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         """Close because the peer broke the protocol; queue what to say about it."""
@@ -776,7 +741,7 @@ class ServerConnection:
         self._out.append(self._error_frame(code, request_type, request_id, message))
         return RequestRefused(code, request_type, request_id, message)
 
-    def _pending(self, sub_id: int) -> Subscription:
+    def _pending(self, sub_id: int) -> ServerSubscription:
         sub = self._subs.get(sub_id)
         if sub is None or sub.active:
             raise LocalProtocolError(
@@ -785,7 +750,7 @@ class ServerConnection:
             )
         return sub
 
-    def _active(self, sub_id: int) -> Subscription:
+    def _active(self, sub_id: int) -> ServerSubscription:
         sub = self._subs.get(sub_id)
         if sub is None or not sub.active:
             raise LocalProtocolError(
@@ -794,24 +759,24 @@ class ServerConnection:
             )
         return sub
 
-    def _forget(self, sub: Subscription) -> None:
+    def _forget(self, sub: ServerSubscription) -> None:
         del self._subs[sub.sub_id]
         del self._topics[sub.topic]
 
     @staticmethod
-    def _advance(sub: Subscription, epoch: int, last_seq: int) -> None:
+    def _advance(sub: ServerSubscription, epoch: int, last_seq: int) -> None:
         if epoch != sub.epoch:  # the topic was reset under a live subscription
             sub.epoch = epoch
             sub.acked = 0
         sub.delivered = last_seq
 
-    def _parse_next(self) -> Event | None:
+    def _parse_next(self) -> Event | Sentinel:
         state = self.state
         if state is ServerState.AWAIT_PREFACE:
             return self._parse_preface()
-        table = RECEIVE_TRANSITIONS.get(state)
-        if table is None:  # paused, waiting for the caller
-            return None
+        if state in (ServerState.SEND_PREFACE, ServerState.SEND_WELCOME):
+            return PAUSED  # waiting for the caller to answer
+        table = RECEIVE_TRANSITIONS[state]
         item = self._reader.next_frame_with_raw()
         if item is None:
             if self._reader.eof and not self._eof_reported:
@@ -819,7 +784,7 @@ class ServerConnection:
                 self.state = ServerState.CLOSED
                 self.close_code = ErrorCode.NO_ERROR
                 return ConnectionClosed()
-            return None
+            return NEED_DATA
         frame, raw = item
         self._partial_since = self._last_received if self._reader.buffered else None
         assert not isinstance(frame, F.Unknown)  # the reader skips unknown types
@@ -836,13 +801,12 @@ class ServerConnection:
             )
         nxt = table[ftype]
         event = self._HANDLERS[ftype](self, frame, raw)
-        if nxt is not None:
-            self.state = nxt
-            if nxt is ServerState.CLOSED and self.close_code is None:
-                self.close_code = ErrorCode.NO_ERROR
+        self.state = nxt
+        if nxt is ServerState.CLOSED and self.close_code is None:
+            self.close_code = ErrorCode.NO_ERROR
         return event
 
-    def _parse_preface(self) -> Event | None:
+    def _parse_preface(self) -> Event | Sentinel:
         reader = self._reader
         head = reader.peek(PREFACE_SIZE)
         if not MAGIC.startswith(head[: len(MAGIC)]):
@@ -857,7 +821,7 @@ class ServerConnection:
                 self.state = ServerState.CLOSED
                 self.close_code = ErrorCode.NO_ERROR
                 return ConnectionClosed()
-            return None
+            return NEED_DATA
         min_v, max_v = parse_preface(head)
         version = choose_version(min_v, max_v)
         if version is None:
@@ -889,8 +853,7 @@ class ServerConnection:
         return self.client
 
     def _on_ping(self, frame: F.Ping, raw: bytes | None) -> Event:
-        if FAULT_NO_PONG not in self.faults:
-            self._out.append(codec.encode_frame(F.Pong(frame.opaque)))
+        self._out.append(codec.encode_frame(F.Pong(frame.opaque)))
         return PingReceived(frame.opaque)
 
     def _on_pong(self, frame: F.Pong, raw: bytes | None) -> Event:
@@ -898,14 +861,14 @@ class ServerConnection:
 
     def _on_goaway(self, frame: F.Goaway, raw: bytes | None) -> Event:
         self.close_code = ErrorCode.NO_ERROR
-        return GoawayReceived(frame.code, frame.reason)
+        return GoawayReceived(code_of(frame.code), frame.reason)
 
     def _on_error(self, frame: F.Error, raw: bytes | None) -> Event:
         try:
             self.close_code = ErrorCode(frame.code)
         except ValueError:
             self.close_code = ErrorCode.PROTOCOL_ERROR
-        return PeerError(frame.code, frame.message)
+        return PeerError(code_of(frame.code), frame.message)
 
     def _on_subscribe(self, frame: F.Subscribe, raw: bytes | None) -> Event:
         t, sid = FrameType.SUBSCRIBE, frame.sub_id
@@ -930,7 +893,9 @@ class ServerConnection:
                 sid,
                 f"limit is {self.limits.max_subscriptions} subscriptions per connection",
             )
-        self._subs[sid] = Subscription(sid, frame.topic, frame.at_least_once, frame.initial_credit)
+        self._subs[sid] = ServerSubscription(
+            sid, frame.topic, frame.at_least_once, frame.initial_credit
+        )
         self._topics[frame.topic] = sid
         return SubscribeRequested(
             sid,
@@ -1001,8 +966,8 @@ class ServerConnection:
             return self._refuse(ErrorCode.INVALID_TOPIC, request_type, request_id, problem)
         return None
 
-    # The flags of a publish event come from the decoded frame, not from the received byte:
-    # under the ignore-reserved-bits fault that byte may carry bits no push may forward.
+    # The flags of a publish event come from the decoded frame, not from the received byte,
+    # so a push never forwards a bit that decoding did not judge.
 
     def _on_publish(self, frame: F.Publish, raw: bytes | None) -> Event:
         refused = self._check_publish(FrameType.PUBLISH, frame.request_id, frame.topic)

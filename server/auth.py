@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OPEN", "Permissions", "topic_matches"]
+__all__ = ["OPEN", "Identity", "Permissions", "topic_matches"]
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
@@ -50,3 +50,19 @@ class Permissions:
 
 #: The permissions of every client when the server has no auth configured.
 OPEN = Permissions(subscribe=("#", "$sys/stats"), publish=("#",))
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a connection is, as its HELLO token established it."""
+
+    #: For logs and per-identity limits: the signed token's ``sub``, ``token:<digest>`` for
+    #: a token of the token file (never the token itself, PW-SEC-10), "" when anonymous.
+    name: str
+    permissions: Permissions
+    #: When a signed token stops being valid (seconds since the epoch); None: never.
+    expires_at: float | None = None
+
+    @property
+    def named(self) -> bool:
+        return bool(self.name)

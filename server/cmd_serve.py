@@ -82,7 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_options(parser: argparse.ArgumentParser) -> None:
     """The options that --config can set too, with their defaults."""
     from pushwire.protocol.layouts import DEFAULT_PORT
-    from pushwire.protocol.server_conn import FAULTS
 
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument(
@@ -299,14 +298,6 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), default="info"
-    )
-    # test-only: breaks one promise on purpose so a conformance suite can prove it notices
-    parser.add_argument(
-        "--inject-fault",
-        action="append",
-        default=[],
-        choices=sorted(FAULTS),
-        help=argparse.SUPPRESS,
     )
 
 
@@ -547,7 +538,6 @@ def config_from(args: argparse.Namespace) -> Any:
             metrics_address=args.metrics,
             stats_interval=args.stats_interval,
             tls=tls,
-            faults=frozenset(args.inject_fault),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

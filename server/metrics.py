@@ -24,19 +24,20 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-if TYPE_CHECKING:
-    from pushwire.server.serve import Server
+from pushwire.protocol.server_conn import ServerConnection
+from pushwire.server.admission import Admission
+from pushwire.server.broker import Broker
 
-__all__ = ["STATS_TOPIC", "Counters", "serve_metrics", "snapshot"]
+__all__ = ["STATS_TOPIC", "Counters", "MetricsSource", "serve_metrics", "snapshot"]
 
 log = logging.getLogger("pushwire.server")
 
@@ -45,6 +46,44 @@ STATS_TOPIC = "$sys/stats"
 #: An HTTP request line and headers larger than this are refused: the endpoint is for
 #: scrapers, not browsers with cookies.
 MAX_REQUEST_BYTES = 8192
+
+
+class _SessionFigures(Protocol):
+    @property
+    def conn(self) -> ServerConnection: ...
+    @property
+    def subscription_count(self) -> int: ...
+
+
+class _ConfigFigures(Protocol):
+    @property
+    def server_name(self) -> str: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_topics(self) -> int: ...
+    @property
+    def history_bytes(self) -> int: ...
+
+
+class MetricsSource(Protocol):
+    """What the figures are read from (:class:`~pushwire.server.serve.Server` is one).
+    Declared here so that this module does not import the server, which imports it."""
+
+    @property
+    def sessions(self) -> Mapping[int, _SessionFigures]: ...
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def config(self) -> _ConfigFigures: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def shutting_down(self) -> bool: ...
+    @property
+    def admission(self) -> Admission: ...
 
 
 @dataclass(slots=True)
@@ -64,7 +103,7 @@ class Counters:
     slow_consumer_events: int = 0  # DROP gaps and DISCONNECT closes
 
 
-def snapshot(server: Server) -> dict[str, Any]:
+def snapshot(server: MetricsSource) -> dict[str, Any]:
     """Every figure as plain JSON-able data: {server, connections, topics, totals}."""
     sessions = list(server.sessions.values())
     states = Counter(s.conn.state.value for s in sessions)
@@ -109,7 +148,7 @@ def snapshot(server: Server) -> dict[str, Any]:
 
 
 class _Collector(Collector):
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: MetricsSource) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -178,7 +217,7 @@ class _Collector(Collector):
         yield errors
 
 
-def registry_for(server: Server) -> CollectorRegistry:
+def registry_for(server: MetricsSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(server))
     return registry
@@ -204,7 +243,7 @@ async def _answer(stream: trio.SocketStream, registry: CollectorRegistry) -> Non
 
 
 async def serve_metrics(
-    server: Server,
+    server: MetricsSource,
     host: str,
     port: int,
     *,
@@ -229,5 +268,5 @@ async def serve_metrics(
     await trio.serve_listeners(handle, listeners)
 
 
-def stats_payload(server: Server) -> bytes:
+def stats_payload(server: MetricsSource) -> bytes:
     return json.dumps(snapshot(server), separators=(",", ":")).encode()

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -47,13 +47,13 @@ from pushwire.protocol.layouts import (
     MIN_MAX_FRAME_SIZE,
     SlowConsumerPolicy,
 )
-from pushwire.protocol.server_conn import FAULTS, ServerLimits
+from pushwire.protocol.server_conn import ServerConnection, ServerLimits
 from pushwire.protocol.topics import topic_problem
 from pushwire.server.admission import Admission, AdmissionLimits, LogSampler, source_of
-from pushwire.server.auth import OPEN, Permissions
+from pushwire.server.auth import OPEN, Identity, Permissions
 from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
 from pushwire.server.metrics import STATS_TOPIC, Counters, serve_metrics, stats_payload
-from pushwire.server.session import Session, SessionStats
+from pushwire.server.session import ConnectionFactory, Session, SessionHost, SessionStats
 from pushwire.server.tokens import MIN_SECRET_BYTES
 from pushwire.server.tokens import verify as verify_signed_token
 
@@ -63,6 +63,7 @@ __all__ = [
     "Server",
     "ServerConfig",
     "ServerStats",
+    "SessionFactory",
     "open_server",
     "server_tls_context",
 ]
@@ -166,14 +167,11 @@ class ServerConfig:
     #: TLS around every accepted connection (SPEC.md §2.1); None: plain TCP. Build one with
     #: server_tls_context(); a context that allows TLS below 1.2 is refused.
     tls: ssl.SSLContext | None = None
-    #: TEST-ONLY fault injection; see pushwire.protocol.server_conn.FAULTS.
-    faults: frozenset[str] = frozenset()
     server_name: str = field(default_factory=lambda: f"pushwire/{_version()}")
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "slow_consumer_policy", _policy(self.slow_consumer_policy))
-        set_(self, "faults", frozenset(self.faults))
         if self.auth is not None:
             set_(
                 self,
@@ -183,9 +181,6 @@ class ServerConfig:
                     for k, v in self.auth.items()
                 },
             )
-        unknown = self.faults - FAULTS
-        if unknown:
-            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
         if not MIN_MAX_FRAME_SIZE <= self.max_frame_size <= MAX_MAX_FRAME_SIZE:
             raise ValueError(f"max_frame_size must be {MIN_MAX_FRAME_SIZE}..{MAX_MAX_FRAME_SIZE}")
         if self.outbound_queue_bytes < MIN_MAX_FRAME_SIZE:
@@ -265,22 +260,6 @@ class ServerConfig:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a connection is, as its HELLO token established it."""
-
-    #: For logs and per-identity limits: the signed token's ``sub``, ``token:<digest>`` for
-    #: a token of the token file (never the token itself, PW-SEC-10), "" when anonymous.
-    name: str
-    permissions: Permissions
-    #: When a signed token stops being valid (seconds since the epoch); None: never.
-    expires_at: float | None = None
-
-    @property
-    def named(self) -> bool:
-        return bool(self.name)
-
-
 def _token_name(token: bytes) -> str:
     return "token:" + hashlib.sha256(token).hexdigest()[:12]
 
@@ -323,11 +302,44 @@ def _tls_problem(exc: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
-class Server:
-    """A pushwire server over one broker. See the module docstring."""
+class SessionFactory(Protocol):
+    """Makes the session that serves one accepted connection (:class:`Session`'s
+    signature)."""
 
-    def __init__(self, config: ServerConfig | None = None, *, broker: Broker | None = None):
+    def __call__(
+        self,
+        server: SessionHost,
+        stream: trio.abc.Stream,
+        connection_id: int,
+        peer: str,
+        *,
+        accepted_at: float | None = None,
+    ) -> Session: ...
+
+
+class Server:
+    """A pushwire server over one broker. See the module docstring.
+
+    Two factories let an application change how connections are served without a switch
+    in the configuration: ``connection_factory`` makes each connection's sans-I/O
+    :class:`~pushwire.protocol.server_conn.ServerConnection` (a subclass may observe or
+    change protocol decisions), ``session_factory`` makes each connection's
+    :class:`~pushwire.server.session.Session` (a subclass may, for instance, wrap the
+    stream to record or rewrite what goes on the wire). The test suite builds its
+    deliberately faulty servers this way.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        broker: Broker | None = None,
+        connection_factory: ConnectionFactory = ServerConnection,
+        session_factory: SessionFactory = Session,
+    ):
         self.config = config if config is not None else ServerConfig()
+        self.connection_factory = connection_factory
+        self.session_factory = session_factory
         self.limits = self.config.limits()
         self.broker: Broker = broker or MemoryBroker(
             history_count=self.config.history_count,
@@ -345,9 +357,6 @@ class Server:
         self.counters = Counters()
         #: Where the metrics endpoint listens once serving (host, port), if configured.
         self.metrics_bound: tuple[str, int] | None = None
-        #: Test and diagnostics hook: called as on_send(connection_id, chunks) by each
-        #: connection's writer just before its single send_all of ``chunks``.
-        self.on_send: Any = None
         self._sessions: dict[int, Session] = {}
         self._next_id = 0
         self._listeners: list[trio.SocketListener] = []
@@ -375,8 +384,6 @@ class Server:
         self.host, self.port = sockname[0], sockname[1]
         if config.auth is None:
             log.warning("no auth configured: every client may subscribe and publish anywhere")
-        if config.faults:
-            log.warning("TEST-ONLY faults injected: %s", ", ".join(sorted(config.faults)))
         try:
             # the outer nursery holds the sessions, so they outlive the accept loops
             async with trio.open_nursery() as sessions, trio.open_nursery() as accepting:
@@ -577,7 +584,7 @@ class Server:
         else:
             source, refused = admission
         self.counters.accepted += 1
-        session = Session(self, stream, cid, peer, accepted_at=accepted_at)
+        session = self.session_factory(self, stream, cid, peer, accepted_at=accepted_at)
         session.source = source
         session.refuse_code = refused
         self._sessions[cid] = session
@@ -721,17 +728,28 @@ class Server:
 
 @asynccontextmanager
 async def open_server(
-    config: ServerConfig | None = None, *, broker: Broker | None = None, **overrides: Any
+    config: ServerConfig | None = None,
+    *,
+    broker: Broker | None = None,
+    connection_factory: ConnectionFactory = ServerConnection,
+    session_factory: SessionFactory = Session,
+    **overrides: Any,
 ) -> AsyncIterator[Server]:
     """A started server for the duration of the block; graceful shutdown on exit.
 
-    ``open_server(port=0, heartbeat_ms=...)`` is short for a ServerConfig with overrides.
-    Raises OSError (``errno`` EADDRINUSE and the like) when it cannot listen.
+    ``open_server(port=0, heartbeat_ms=...)`` is short for a ServerConfig with overrides;
+    the factories are :class:`Server`'s. Raises OSError (``errno`` EADDRINUSE and the like)
+    when it cannot listen.
     """
     config = config if config is not None else ServerConfig(port=0)
     if overrides:
         config = replace(config, **overrides)
-    server = Server(config, broker=broker)
+    server = Server(
+        config,
+        broker=broker,
+        connection_factory=connection_factory,
+        session_factory=session_factory,
+    )
     started = False
     try:
         async with trio.open_nursery() as nursery:

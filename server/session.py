@@ -36,18 +36,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
+from pushwire.protocol.events import Event, Sentinel
 from pushwire.protocol.layouts import HEADER_SIZE, FrameType, Outcome, SlowConsumerPolicy
-from pushwire.server.broker import Entry, InvalidPosition
-
-if TYPE_CHECKING:
-    from pushwire.server.auth import Permissions
-    from pushwire.server.serve import Server
+from pushwire.server.admission import Admission
+from pushwire.server.auth import Identity, Permissions
+from pushwire.server.broker import Broker, Entry, InvalidPosition
+from pushwire.server.metrics import Counters
 
 log = logging.getLogger("pushwire.server")
 
@@ -55,7 +55,58 @@ log = logging.getLogger("pushwire.server")
 #: Publishing on ``$sys/reset/<topic>`` resets ``<topic>`` (SPEC.md §9.3).
 RESET_PREFIX = "$sys/reset/"
 READ_SIZE = 64 * 1024
-_PUSH_TYPES = (FrameType.MESSAGE, FrameType.MESSAGE_BATCH)
+
+
+class SessionConfig(Protocol):
+    """The settings a session reads (:class:`~pushwire.server.serve.ServerConfig` has them)."""
+
+    @property
+    def close_timeout(self) -> float: ...
+    @property
+    def drain_timeout(self) -> float: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_lag(self) -> int: ...
+    @property
+    def outbound_queue_bytes(self) -> int: ...
+    @property
+    def server_name(self) -> str: ...
+    @property
+    def slow_consumer_policy(self) -> SlowConsumerPolicy: ...
+
+
+class ConnectionFactory(Protocol):
+    """Makes the sans-I/O machine of one connection: ``ServerConnection`` itself, or a
+    subclass that observes or changes what the protocol does."""
+
+    def __call__(self, limits: sc.ServerLimits, *, now: float) -> sc.ServerConnection: ...
+
+
+class SessionHost(Protocol):
+    """What a session needs from the server that runs it (:class:`~pushwire.server.serve.
+    Server` is one). Declared here so that the session does not import the server, which
+    imports the session."""
+
+    @property
+    def config(self) -> SessionConfig: ...
+    @property
+    def limits(self) -> sc.ServerLimits: ...
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def admission(self) -> Admission: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def shutting_down(self) -> bool: ...
+    @property
+    def connection_factory(self) -> ConnectionFactory: ...
+    def authenticate(self, token: bytes) -> Identity | None: ...
+    def allowed(self, permissions: Permissions | None, action: str, topic: str) -> bool: ...
+    def log_refusal(
+        self, session: Session, code: ErrorCode, what: str, topic: str = "", reason: str = ""
+    ) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -69,7 +120,6 @@ class Cursor:
     next_seq: int
     stop_listening: Callable[[], None] = field(default=lambda: None)
     active: bool = True
-    reordered: bool = False  # the "reorder" fault fired already
     # messages appended since the last pull that the writer will queue first (DISCONNECT)
     queued_count: int = 0
     queued_bytes: int = 0
@@ -101,7 +151,7 @@ class Session:
 
     def __init__(
         self,
-        server: Server,
+        server: SessionHost,
         stream: trio.abc.Stream,
         connection_id: int,
         peer: str,
@@ -114,11 +164,10 @@ class Session:
         self.stream = stream
         self.connection_id = connection_id
         self.peer = peer
-        self.faults = config.faults
         # The handshake timeout runs from the TCP accept (PW-HS-14), which for a TLS
         # connection is before the TLS handshake that preceded this session.
         started = trio.current_time() if accepted_at is None else accepted_at
-        self.conn = sc.ServerConnection(server.limits, now=started, faults=config.faults)
+        self.conn = server.connection_factory(server.limits, now=started)
         self.close_code: ErrorCode | None = None
         self.close_reason = ""
         #: (code, reason) of the GOAWAY we sent, if any: when the client then closes, as
@@ -292,8 +341,6 @@ class Session:
                 if chunks:
                     self._inflight = sum(map(len, chunks))
                     self.max_queued_bytes = max(self.max_queued_bytes, self.queued_bytes)
-                    if self.server.on_send is not None:
-                        self.server.on_send(self.connection_id, chunks)
                     await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                     self.bytes_out += self._inflight
                     self._counters.bytes_out += self._inflight
@@ -364,12 +411,9 @@ class Session:
                 return 0, False
             if credit == 0:
                 return 0, False  # the GAP goes out when there is credit to continue
-            if sc.FAULT_SKIP_GAP not in self.faults:
-                out.append(
-                    conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER)
-                )
-                self._counters.gaps += 1
-                self._counters.slow_consumer_events += 1
+            out.append(conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER))
+            self._counters.gaps += 1
+            self._counters.slow_consumer_events += 1
             cur.next_seq = pos.oldest_seq
             chunks.extend(out)
             return sum(map(len, out)), True
@@ -404,15 +448,6 @@ class Session:
             conn.consume_credit(cur.sub_id, run, epoch=cur.epoch, last_seq=cur.next_seq - 1)
             credit -= run
             self._count_out(run)
-        if (
-            sc.FAULT_REORDER in self.faults
-            and not cur.reordered
-            and len(out) >= 2
-            and out[0][4] in _PUSH_TYPES
-            and out[1][4] in _PUSH_TYPES
-        ):
-            cur.reordered = True
-            out[0], out[1] = out[1], out[0]
         chunks.extend(out)
         if self._lagging(cur, pos.head_seq):  # after queueing what we could [PW-SLOW-5]
             return used, False
@@ -426,19 +461,17 @@ class Session:
         frame limit allow; returns the credit used. Records too large for the peer become a
         GAP(FRAME_TOO_LARGE) and use no credit (§7.3)."""
         conn = self.conn
-        skip_gap = sc.FAULT_SKIP_GAP in self.faults
         if not entry.is_batch:
             if entry.payload_size > peer_max:
-                if not skip_gap:
-                    out.append(
-                        conn.gap(
-                            cur.sub_id,
-                            entry.epoch,
-                            entry.first_seq,
-                            entry.first_seq,
-                            ErrorCode.FRAME_TOO_LARGE,
-                        )
+                out.append(
+                    conn.gap(
+                        cur.sub_id,
+                        entry.epoch,
+                        entry.first_seq,
+                        entry.first_seq,
+                        ErrorCode.FRAME_TOO_LARGE,
                     )
+                )
                 cur.next_seq = entry.first_seq + 1
                 return 0
             conn.consume_credit(cur.sub_id, 1, epoch=entry.epoch, last_seq=entry.first_seq)
@@ -461,16 +494,15 @@ class Session:
                 j = i + 1
                 while j < entry.count and entry.sub_batch_size(j, j + 1) > peer_max:
                     j += 1
-                if not skip_gap:
-                    out.append(
-                        conn.gap(
-                            cur.sub_id,
-                            entry.epoch,
-                            entry.first_seq + i,
-                            entry.first_seq + j - 1,
-                            ErrorCode.FRAME_TOO_LARGE,
-                        )
+                out.append(
+                    conn.gap(
+                        cur.sub_id,
+                        entry.epoch,
+                        entry.first_seq + i,
+                        entry.first_seq + j - 1,
+                        ErrorCode.FRAME_TOO_LARGE,
                     )
+                )
                 cur.next_seq = entry.first_seq + j
                 i = j
                 continue
@@ -560,7 +592,7 @@ class Session:
                     await self._room.wait()
                     continue
                 event = conn.next_event()
-                if event is None:
+                if isinstance(event, Sentinel):  # NEED_DATA, or PAUSED until we answer
                     break
                 await self._handle(event)
                 self._queue(conn.data_to_send())
@@ -585,7 +617,7 @@ class Session:
         if conn.state is sc.ServerState.CLOSED and not self._finishing:
             self.finish(conn.close_code or ErrorCode.NO_ERROR, "connection closed")
 
-    async def _handle(self, event: sc.Event) -> None:
+    async def _handle(self, event: Event) -> None:
         conn = self.conn
         server = self.server
         match event:
@@ -792,13 +824,10 @@ class Session:
             return
         if not self._answering():
             return
-        outcome = res.outcome
-        if outcome == Outcome.GAP and sc.FAULT_SKIP_GAP in self.faults:
-            outcome = Outcome.RECOVERED
         self._queue(
             conn.subscribed(
                 sid,
-                outcome,
+                res.outcome,
                 res.epoch,
                 res.start_seq,
                 res.head_seq,
@@ -818,7 +847,7 @@ class Session:
             self.connection_id,
             sid,
             event.topic,
-            Outcome(outcome).name,
+            Outcome(res.outcome).name,
             res.epoch,
             res.start_seq,
         )
@@ -879,4 +908,12 @@ class Session:
         )
 
 
-__all__ = ["Cursor", "Session", "SessionStats", "SubscriptionStats"]
+__all__ = [
+    "ConnectionFactory",
+    "Cursor",
+    "Session",
+    "SessionConfig",
+    "SessionHost",
+    "SessionStats",
+    "SubscriptionStats",
+]

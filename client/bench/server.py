@@ -275,7 +275,7 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def open_server(*args: str) -> AsyncIterator[ServerProcess]:
+async def open_server_process(*args: str) -> AsyncIterator[ServerProcess]:
     """Run ``pushwire serve`` on an ephemeral port of 127.0.0.1 until the block ends."""
     import trio
 
@@ -598,7 +598,7 @@ async def fanout_run(
         "probe_messages": probe,
         "window": window,
     }
-    async with open_server(*server_args) as server:
+    async with open_server_process(*server_args) as server:
         subs: list[Subscriber] = []
         publisher = None
         try:
@@ -690,7 +690,7 @@ async def stall_run(
         "window": window,
     }
     # The server's default history and policy (DROP): what a deployment gets.
-    async with open_server() as server:
+    async with open_server_process() as server:
         conns: list[WireConnection] = []
         errors: list[str] = []
         try:
@@ -864,7 +864,7 @@ async def acks_runs(
     from pushwire.client import connect
 
     results = []
-    async with open_server() as server:
+    async with open_server_process() as server:
         address = f"{HOST}:{server.port}"
         async with connect(address, reconnect=False, client_name="bench-acks") as conn:
             for mode in ("single", "batch", "concurrent"):

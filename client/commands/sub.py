@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import trio
 
 from pushwire.client.commands.cmdline import (
@@ -49,7 +50,7 @@ from pushwire.client.commands.cmdline import (
     run_command,
 )
 from pushwire.client.commands.exits import EXIT_FAILURE, EXIT_OK
-from pushwire.client.connection import Message, Position, SinceSpec, Subscription, connect
+from pushwire.client.connection import Message, SinceSpec, Subscription, TopicPosition, connect
 from pushwire.client.errors import DeliveryInterrupted, EpochChanged, GapDetected
 from pushwire.protocol.errors import ErrorCode
 
@@ -263,7 +264,7 @@ class Active:
     ``start``."""
 
     topic: str
-    start: Position
+    start: TopicPosition
 
 
 def describe_active(item: Active) -> tuple[str, dict[str, Any]]:
@@ -297,7 +298,7 @@ def _check(args: argparse.Namespace) -> SinceSpec:
     return parse_since_option(args.since)
 
 
-async def _active(sub: Subscription) -> Position:
+async def _active(sub: Subscription) -> TopicPosition:
     """The position the subscription starts after, once the server has accepted it.
     Raises what the subscription raises when it is refused or the connection is lost."""
     while True:
@@ -306,7 +307,7 @@ async def _active(sub: Subscription) -> Position:
             return start
         try:
             sub.receive_nowait()  # raises the refusal; nothing else is buffered yet
-        except trio.WouldBlock:
+        except anyio.WouldBlock:
             await trio.sleep(ACTIVE_POLL)
         else:  # pragma: no cover - a message always comes after the start position
             raise AssertionError("message before the subscription was active")

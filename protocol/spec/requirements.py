@@ -134,7 +134,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "RESERVED_BITS_SET."),
     R("PW-FRAME-4", "MUST", "3.5", "both", True,
       "The payload matches the layout exactly: a truncated field, trailing bytes, or a stream "
-      "that ends inside a frame is MALFORMED_FRAME."),
+      "that ends inside a frame (its header, or the payload of a frame whose header passes "
+      "the header checks) is MALFORMED_FRAME."),
     R("PW-FRAME-5", "MUST", "3.3", "both", True,
       "An unknown frame type with the ignorable bit (0x80) clear is UNKNOWN_FRAME_TYPE."),
     R("PW-FRAME-6", "MUST", "3.2", "both", True,
@@ -159,7 +160,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "A known frame type the receiver's role never receives is UNEXPECTED_FRAME."),
     R("PW-FRAME-14", "MUST", "3.5", "both", True,
       "When a frame breaks several rules, report the code of the first failing check in the "
-      "order of §3.5."),
+      "order of §3.5; a stream that ends inside a frame whose whole header fails a header "
+      "check gets that check's code, and a cut-short payload is not examined."),
     R("PW-FRAME-15", "MAY", "3.3", "both", True,
       "Extension frames with the ignorable bit set may be sent; a peer that does not know them "
       "skips them."),

@@ -14,9 +14,11 @@ The file is for implementers in any language. Its format is described by
 
 * ``frames``: one frame each (``hex`` = 6-byte header + payload), of kind ``valid`` (decodes
   to ``frame``), ``invalid`` (the receiver MUST fail with ``error``/``code`` from these bytes
-  alone, before any more input or EOF), or ``ignored`` (an unknown ignorable frame: decodes
-  to nothing, and the connection goes on). ``max_frame_size`` is the receiver's limit the
-  vector assumes; ``direction`` says who receives such a frame (``to_server``,
+  alone, before any more input or EOF), ``ignored`` (an unknown ignorable frame: decodes
+  to nothing, and the connection goes on), or ``incomplete`` (the start of a frame, then the
+  end of the stream: the receiver fails with ``error``/``code`` when the stream ends, by the
+  rule of SPEC.md §3.5 for a stream that ends inside a frame). ``max_frame_size`` is the
+  receiver's limit the vector assumes; ``direction`` says who receives such a frame (``to_server``,
   ``to_client`` or ``both``): a live test sends the ``to_server``/``both`` invalid vectors
   to a server after the handshake and expects ERROR(code) and a close.
 * ``prefaces``: 8-byte prefaces as a server receives them (``sender: client``; the server
@@ -85,7 +87,8 @@ from pushwire.protocol.reference import build_frame, build_header
 VECTORS_FILE = Path(__file__).parent.parent / "vectors.json"
 SCHEMA_FILE = Path(__file__).parent.parent / "vectors.schema.json"
 #: Version of the file format (not of the protocol): bumped when a reader must change.
-FORMAT = 1
+#: 2: frame vectors of kind ``incomplete``.
+FORMAT = 2
 
 #: Fields whose values are bytes, rendered as lowercase hex in ``fields``.
 BYTES_FIELDS = frozenset({"auth_token", "payload", "value"})
@@ -97,7 +100,17 @@ CONVENTIONS = {
     "frame_hex": (
         "One frame: the 6-byte header (length u32, type u8, flags u8) then the payload. An "
         "invalid vector's error is decided from these bytes alone; for FRAME_TOO_LARGE they "
-        "are the header only."
+        "are the header only. An incomplete vector's bytes are the start of one frame (part "
+        "of its header, or its header and part of its payload) and are followed by the end "
+        "of the stream."
+    ),
+    "kind": (
+        "valid: decodes to frame. invalid: error/code from the bytes alone, without more "
+        "input or EOF. ignored: an unknown ignorable frame, skipped. incomplete: the stream "
+        "ends after these bytes, inside a frame; error/code is what the receiver reports: "
+        "the code of the header checks (FRAME_TOO_LARGE, UNKNOWN_FRAME_TYPE, "
+        "RESERVED_BITS_SET) when the whole header is there and fails one, else "
+        "MALFORMED_FRAME (SPEC.md 3.5). Feed the bytes in any chunking, then signal EOF."
     ),
     "integers": (
         "JSON numbers, unsigned; u64 fields reach 18446744073709551615, so read them with a "
@@ -185,7 +198,7 @@ class _Vector:
     requirements: tuple[str, ...]
     data: bytes
     direction: Direction
-    kind: Literal["valid", "invalid", "ignored"]
+    kind: Literal["valid", "invalid", "ignored", "incomplete"]
     code: ErrorCode | None = None
     max_frame_size: int = INITIAL_MAX_FRAME_SIZE
 
@@ -201,7 +214,7 @@ class _Vector:
         }
         if self.kind == "valid":
             out["frame"] = _parsed_frame(self.data)
-        elif self.kind == "invalid":
+        elif self.kind in ("invalid", "incomplete"):
             assert self.code is not None
             out["error"] = self.code.name
             out["code"] = int(self.code)
@@ -988,6 +1001,111 @@ def _ignored_vectors() -> Iterable[_Vector]:
         yield _Vector(name, description, (_F8, "PW-FRAME-15"), data, "both", "ignored")
 
 
+def _incomplete_vectors() -> Iterable[_Vector]:
+    """The start of a frame, then the end of the stream (SPEC.md §3.5, PW-FRAME-4, PW-FRAME-14)."""
+    T = FrameType
+    M, UT, RB = (
+        ErrorCode.MALFORMED_FRAME,
+        ErrorCode.UNKNOWN_FRAME_TYPE,
+        ErrorCode.RESERVED_BITS_SET,
+    )
+    ping = reference.encode_frame(F.Ping(0x0102030405060708))
+    message = reference.encode_frame(F.Message(_E, 1, "news/eu", b"hello"))
+    bad_topic = _swap(F.Message(_E, 1, "news/eu", b"hello"), b"news/eu", b"news/e\xff")
+    cases: list[tuple[str, str, tuple[str, ...], bytes, ErrorCode]] = [
+        (
+            "incomplete-header-1-byte",
+            "one byte of a header, then the end of the stream",
+            (),
+            ping[:1],
+            M,
+        ),
+        (
+            "incomplete-header-5-bytes-unknown-type",
+            "five header bytes with the unknown fatal type 0x7f: the header is not whole, so the "
+            "type is not judged",
+            (_F14,),
+            build_header(8, 0x7F, 0)[:5],
+            M,
+        ),
+        (
+            "incomplete-header-4-bytes-above-limit",
+            "four header bytes declaring 16385: the length alone is not a whole header",
+            (_F14,),
+            build_header(INITIAL_MAX_FRAME_SIZE + 1, T.PING, 0)[:4],
+            M,
+        ),
+        (
+            "incomplete-ping-header-only",
+            "PING header (length 8) and no payload",
+            (),
+            ping[:HEADER_SIZE],
+            M,
+        ),
+        (
+            "incomplete-ping-mid-payload",
+            "PING header and 2 of its 8 payload bytes",
+            (),
+            ping[: HEADER_SIZE + 2],
+            M,
+        ),
+        (
+            "incomplete-message-last-byte-missing",
+            "MESSAGE without its last payload byte",
+            (),
+            message[:-1],
+            M,
+        ),
+        (
+            "incomplete-message-invalid-utf8-topic",
+            "MESSAGE whose topic is not UTF-8, cut inside its payload: a cut-short payload is "
+            "not examined",
+            (_F14,),
+            bad_topic[:-2],
+            M,
+        ),
+        (
+            "incomplete-ignorable-type-mid-payload",
+            "unknown ignorable type 0xc0 declaring 8 bytes, 3 present: the skip is cut short",
+            (_F8,),
+            build_header(8, 0xC0, 0) + b"\x00\x01\x02",
+            M,
+        ),
+        (
+            "incomplete-unknown-type-header-only",
+            "unknown fatal type 0x7d declaring 8 bytes, no payload: decided from the header",
+            (_F5, _F14),
+            build_header(8, 0x7D, 0),
+            UT,
+        ),
+        (
+            "incomplete-unknown-type-mid-payload",
+            "unknown fatal type 0x7d declaring 8 bytes, 1 present: decided from the header",
+            (_F5, _F14),
+            build_header(8, 0x7D, 0) + b"\x00",
+            UT,
+        ),
+        (
+            "incomplete-reserved-flag-header-only",
+            "PING with flag bit 0 set and no payload: decided from the header",
+            (_F3, _F14),
+            build_header(8, T.PING, 0x01),
+            RB,
+        ),
+        (
+            "incomplete-reserved-flag-mid-payload",
+            "MESSAGE with flag bit 1 set declaring 8 bytes, 1 present: decided from the header",
+            (_F3, _F14),
+            build_header(8, T.MESSAGE, 0x02) + b"\x00",
+            RB,
+        ),
+    ]
+    for name, description, reqs, data, code in cases:
+        direction = _direction(data[4]) if len(data) > 4 else "both"
+        reqs = (_F4, *reqs) if code == M else (_F14, *reqs)
+        yield _Vector(name, description, reqs, data, direction, "incomplete", code)
+
+
 # -- prefaces -------------------------------------------------------------------------------
 
 
@@ -1142,7 +1260,12 @@ def _preface_vectors() -> Iterable[_Preface]:
 def generate() -> dict[str, Any]:
     """The whole vector document, from the declarations. Deterministic: same input, same
     output, vectors sorted by name."""
-    frames = [*_valid_vectors(), *_invalid_vectors(), *_ignored_vectors()]
+    frames = [
+        *_valid_vectors(),
+        *_invalid_vectors(),
+        *_ignored_vectors(),
+        *_incomplete_vectors(),
+    ]
     prefaces = list(_preface_vectors())
     for group in (frames, prefaces):
         names = [v.name for v in group]
@@ -1310,7 +1433,7 @@ def schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "properties": {
                     **common,
-                    "kind": {"enum": ["valid", "invalid", "ignored"]},
+                    "kind": {"enum": ["valid", "invalid", "ignored", "incomplete"]},
                     "direction": {"enum": ["to_server", "to_client", "both"]},
                     "max_frame_size": {"type": "integer", "minimum": 0},
                     "frame": {"$ref": "#/$defs/frame"},
@@ -1324,7 +1447,7 @@ def schema() -> dict[str, Any]:
                         "not": {"anyOf": [{"required": ["error"]}, {"required": ["code"]}]},
                     },
                     {
-                        "properties": {"kind": {"const": "invalid"}},
+                        "properties": {"kind": {"enum": ["invalid", "incomplete"]}},
                         "required": ["error", "code"],
                         "not": {"required": ["frame"]},
                     },

@@ -30,6 +30,10 @@ What each strategy promises
     the limit, reserved flag bits, invalid UTF-8 in any text field, unknown fatal types,
     out-of-range enumerations and counts. The expected code follows the check order of
     SPEC.md §3.5 (length, type, flags, fields in wire order, ranges).
+:func:`incomplete_frames`
+    :class:`Malformed` pairs whose ``data`` is the start of one frame, to be followed by the
+    end of the stream, and ``code`` what a receiver MUST report then (SPEC.md §3.5: the
+    header's code when the whole header is there and fails a check, else MALFORMED_FRAME).
 :func:`conversations`
     Everything one side of a correct connection sends, in order: its preface, its handshake
     frame, then requests, replies and pushes that respect the other side's limits and the
@@ -41,14 +45,18 @@ What each strategy promises
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 try:
-    from hypothesis import assume
+    from hypothesis import assume, configuration
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -85,8 +93,11 @@ __all__ = [
     "conversations",
     "frame_bytes",
     "frames",
+    "hypothesis_storage",
+    "incomplete_frames",
     "invalid_utf8",
     "malformed_frames",
+    "text_fields",
     "topic_names",
     "unknown_frames",
     "utf8_text",
@@ -141,13 +152,23 @@ def _fit(text: str, max_bytes: int) -> str:
     return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", "ignore")
 
 
+#: Text a decoder is tempted to change: a leading byte order mark (which some UTF-8 decoders
+#: strip by default, while SPEC.md §3.2 makes it part of the text), NUL, a noncharacter.
+_TRICKY_PREFIXES = ("\ufeff", "\ufeff\ufeff", "\x00", "\ufffe")
+
+
 @st.composite
 def utf8_text(draw: st.DrawFn, max_bytes: int, *, typical: int = 24) -> str:
     """Text whose UTF-8 form is 0..``max_bytes`` bytes; about one draw in eight is exactly
-    ``max_bytes`` long (with 1-, 2-, 3- or 4-byte characters), the rest short and varied."""
-    if draw(st.integers(0, 7)) == 7:
+    ``max_bytes`` long (with 1-, 2-, 3- or 4-byte characters), about one in eight starts
+    with a byte order mark (U+FEFF) or another character a decoder may be tempted to drop,
+    the rest short and varied."""
+    choice = draw(st.integers(0, 7))
+    if choice == 7:
         return _fill(draw(st.sampled_from(_WIDE_CHARS)), max_bytes)
     text = draw(st.text(st.characters(codec="utf-8"), max_size=min(typical, max_bytes)))
+    if choice == 6:
+        text = draw(st.sampled_from(_TRICKY_PREFIXES)) + text
     return _fit(text, max_bytes)
 
 
@@ -291,12 +312,15 @@ def frames(
     *,
     max_items: int = 4,
     max_payload: int = 256,
+    max_text: int = TEXT16_MAX,
 ) -> st.SearchStrategy[F.Frame]:
     """Valid frames of ``types`` (default: every type) that ``direction``'s receiver gets
-    (default: either). ``max_items`` bounds counted arrays, ``max_payload`` the payloads
-    (each reaches its bound now and then)."""
+    (default: either). ``max_items`` bounds counted arrays, ``max_payload`` the payloads,
+    ``max_text`` the u16-prefixed fields (Text16, Bytes16: 65535 bytes by default, so a
+    frame can exceed a receiver's limit; 512 keeps every frame under 16384 bytes when
+    ``max_items`` and ``max_payload`` are small). Each reaches its bound now and then."""
     chosen = _types(types, direction)
-    return st.one_of([_frame_strategy(t, max_items, max_payload) for t in chosen])
+    return st.one_of([_frame_strategy(t, max_items, max_payload, max_text) for t in chosen])
 
 
 def frame_bytes(
@@ -427,8 +451,10 @@ def _reserved_bits(draw: st.DrawFn, direction: Direction | None, limit: int) -> 
     return Malformed(reference.build_frame(type_, flags, body), ErrorCode.RESERVED_BITS_SET)
 
 
-def _text_slots(frame: F.Frame) -> list[Callable[[str], F.Frame]]:
-    """One function per text field of ``frame``, returning ``frame`` with that field set."""
+def text_fields(frame: F.Frame) -> list[Callable[[str], F.Frame]]:
+    """One function per text field of ``frame`` (Str8 and Text16 fields, header keys of the
+    frame and of its records), each returning ``frame`` with that field set to its
+    argument. Empty for a frame without text."""
     slots: list[Callable[[str], F.Frame]] = []
     original: Any = frame  # dataclasses.replace cannot be typed over the Frame union
 
@@ -462,8 +488,8 @@ def _text_slots(frame: F.Frame) -> list[Callable[[str], F.Frame]]:
 
 @st.composite
 def _bad_text(draw: st.DrawFn, direction: Direction | None, limit: int) -> Malformed:
-    frame, _ = draw(_base(direction, limit, room=32).filter(lambda fd: bool(_text_slots(fd[0]))))
-    set_text = draw(st.sampled_from(_text_slots(frame)))
+    frame, _ = draw(_base(direction, limit, room=32).filter(lambda fd: bool(text_fields(fd[0]))))
+    set_text = draw(st.sampled_from(text_fields(frame)))
     bad = draw(invalid_utf8(max_size=32))
     # Encode the frame with two same-length texts that differ in every byte: the bytes
     # that differ are exactly the text field, wherever the layout puts it.
@@ -576,6 +602,43 @@ def malformed_frames(
         _out_of_range,
     )
     return st.one_of([kind(direction, max_frame_size) for kind in kinds])
+
+
+@st.composite
+def incomplete_frames(
+    draw: st.DrawFn,
+    direction: Direction | None = None,
+    max_frame_size: int = INITIAL_MAX_FRAME_SIZE,
+) -> Malformed:
+    """The start of one frame, to be followed by the end of the stream, with the code a
+    receiver MUST report when the stream ends there (SPEC.md §3.5, PW-FRAME-14): the code of
+    the header checks when all 6 header bytes are there and fail one (FRAME_TOO_LARGE,
+    UNKNOWN_FRAME_TYPE, RESERVED_BITS_SET), else MALFORMED_FRAME. Cuts fall inside the
+    header, right after it and inside the payload, of valid frames, of unknown fatal and
+    ignorable types, of frames with reserved flag bits, and of frames above the limit."""
+    kind = draw(st.sampled_from(("valid", "ignorable", "fatal", "reserved", "too_large")))
+    code = ErrorCode.MALFORMED_FRAME
+    if kind == "valid":
+        _, data = draw(_base(direction, max_frame_size))
+    elif kind in ("ignorable", "fatal"):
+        unknown = draw(unknown_frames(ignorable=kind == "ignorable"))
+        body = unknown.payload[:max_frame_size]
+        data = reference.build_frame(unknown.type, unknown.flags, body)
+        if kind == "fatal":
+            code = ErrorCode.UNKNOWN_FRAME_TYPE
+    elif kind == "reserved":
+        data = draw(_reserved_bits(direction, max_frame_size)).data
+        code = ErrorCode.RESERVED_BITS_SET
+    else:
+        data = draw(_too_large(direction, max_frame_size)).data
+        code = ErrorCode.FRAME_TOO_LARGE
+    declared = HEADER_SIZE + int.from_bytes(data[:4], "big")
+    assume(declared > 1)
+    # every cut of the frame: inside the header, or after it but before the last byte
+    keep = draw(st.integers(1, min(len(data), declared - 1)))
+    if keep < HEADER_SIZE:
+        code = ErrorCode.MALFORMED_FRAME  # the header checks need the whole header
+    return Malformed(data[:keep], code)
 
 
 # -- conversations ----------------------------------------------------------------------------
@@ -885,3 +948,28 @@ def conversations(role: Role, *, max_steps: int = 12) -> st.SearchStrategy[Conve
         return Conversation(role, own, mine, peer, theirs, exchange)
 
     return _exchanges(max_steps).map(project)
+
+
+@contextlib.contextmanager
+def hypothesis_storage(directory: Path | str | None = None) -> Iterator[None]:
+    """Where hypothesis writes while a tool built on these strategies runs.
+
+    Besides its example database, hypothesis caches Unicode tables in ``.hypothesis/`` under
+    the working directory as soon as a text strategy draws, even with ``database=None``. A
+    tool run in someone else's project must not leave that behind: without ``directory``
+    (and without ``HYPOTHESIS_STORAGE_DIRECTORY`` in the environment, which wins) it writes
+    to a temporary directory removed on exit; with one, there (kept).
+    """
+    if directory is None and os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        home = directory
+        if home is None:
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="pushwire-hypothesis-"))
+        previous = getattr(configuration, "__hypothesis_home_directory", None)
+        configuration.set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            configuration.set_hypothesis_home_dir(previous)

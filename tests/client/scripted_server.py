@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
+import anyio.abc
 import trio
 import trio.testing
 
@@ -125,6 +127,39 @@ class ScriptedServer:
         await self.stream.aclose()
 
 
+class AnyioStream(anyio.abc.ByteStream):
+    """A trio stream as the anyio byte stream the client's ``open_stream`` hook returns
+    (EOF raises EndOfStream, trio's resource errors become anyio's)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            data = await self.stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:
+            raise anyio.BrokenResourceError from exc
+        except trio.ClosedResourceError as exc:
+            raise anyio.ClosedResourceError from exc
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def send(self, item: bytes) -> None:
+        try:
+            await self.stream.send_all(item)
+        except trio.BrokenResourceError as exc:
+            raise anyio.BrokenResourceError from exc
+        except trio.ClosedResourceError as exc:
+            raise anyio.ClosedResourceError from exc
+
+    async def send_eof(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 class Listener:
     """Where the client's connections arrive; ``refuse`` makes the next N fail."""
 
@@ -133,14 +168,14 @@ class Listener:
         self.refuse = 0
         self.attempts: list[float] = []
 
-    async def open_stream(self) -> trio.abc.Stream:
+    async def open_stream(self) -> anyio.abc.ByteStream:
         self.attempts.append(trio.current_time())
         if self.refuse:
             self.refuse -= 1
             raise OSError(errno.ECONNREFUSED, "Connection refused")
         client, server = trio.testing.memory_stream_pair()
         await self._send.send(ScriptedServer(server))
-        return client
+        return AnyioStream(client)
 
     async def accept(self) -> ScriptedServer:
         return await self._receive.receive()

@@ -182,3 +182,20 @@ def test_the_help_examples_show_the_real_output(capsys: pytest.CaptureFixture[st
                 assert got.startswith(shown[:-3]), (got, shown)
             else:
                 assert got == shown
+
+
+@pytest.mark.spec("PW-FRAME-14")
+@pytest.mark.parametrize(
+    ("hex_input", "expected"),
+    [
+        ("000000087d00", "UNKNOWN_FRAME_TYPE (0x0004)"),
+        ("00000008200200", "RESERVED_BITS_SET (0x0005)"),
+        ("0000000803000000", "MALFORMED_FRAME (0x0002)"),
+    ],
+)
+def test_input_that_ends_inside_a_payload_gets_the_code_its_header_decides(
+    capsys: pytest.CaptureFixture[str], hex_input: str, expected: str
+) -> None:
+    status, out, _ = run(capsys, hex_input)
+    assert status == 1
+    assert f"error at byte 0: {expected} [PW-FRAME-" in out

@@ -1,4 +1,5 @@
-"""The trio client against a scripted server over in-memory streams (virtual clock)."""
+"""The client against a scripted server over in-memory streams, under trio for its virtual
+clock (tests/integration runs the client under asyncio and trio over real TCP)."""
 
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ async def test_messages_arrive_in_order_and_credit_is_returned_as_they_are_taken
         assert await server.expect(F.Credit) == F.Credit(request.sub_id, 2)
         assert [m.seq for m in await take(sub, 2)] == [3, 4]
         assert await server.expect(F.Credit) == F.Credit(request.sub_id, 2)
-        assert conn.positions() == {"t": pw.Position(EPOCH, 4)}
+        assert conn.positions() == {"t": pw.TopicPosition(EPOCH, 4)}
 
 
 async def test_slow_application_bounds_the_buffer_to_the_credit_window(
@@ -236,14 +237,14 @@ async def test_epoch_change_on_subscribe_is_raised(
     listener: Listener, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with listener.connected() as (conn, server):
-        sub = conn.subscribe("t", since=pw.Position(111, 50))
+        sub = conn.subscribe("t", since=pw.TopicPosition(111, 50))
         request = await server.expect(F.Subscribe)
         await server.send(F.Subscribed(request.sub_id, Outcome.EPOCH_CHANGED, 222, 3, 4))
         await server.send(message(3, epoch=222))
         with pytest.raises(pw.EpochChanged) as info:
             await sub.__anext__()
         assert (info.value.old_epoch, info.value.new_epoch, info.value.start_seq) == (111, 222, 3)
-        assert (await sub.__anext__()).position == pw.Position(222, 3)
+        assert (await sub.__anext__()).position == pw.TopicPosition(222, 3)
 
 
 async def test_history_reset_while_subscribed_is_raised_as_epoch_change(
@@ -262,7 +263,7 @@ async def test_history_reset_while_subscribed_is_raised_as_epoch_change(
             999,
             1,
         )
-        assert (await sub.__anext__()).position == pw.Position(999, 1)
+        assert (await sub.__anext__()).position == pw.TopicPosition(999, 1)
 
 
 async def test_refused_subscription_raises_request_error_then_ends(
@@ -675,8 +676,79 @@ def test_parse_since() -> None:
     assert pw.parse_since(None).kind == SinceKind.NEW
     assert pw.parse_since("oldest").kind == SinceKind.OLDEST
     assert pw.parse_since(("last", 5)).count == 5
-    after = pw.parse_since(pw.Position(3, 4))
+    after = pw.parse_since(pw.TopicPosition(3, 4))
     assert (after.kind, after.epoch, after.seq) == (SinceKind.AFTER, 3, 4)
     assert pw.parse_since(("after", 3, 4)) == after
     with pytest.raises(ValueError):
         pw.parse_since(("before", 1))  # type: ignore[arg-type]
+
+
+# -- one loop: interruptions as values ----------------------------------------------------------
+
+
+async def test_items_give_gaps_and_epoch_changes_as_values_in_one_loop(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with listener.connected() as (conn, server):
+        sub = conn.subscribe("t")
+        request = await server.accept_subscribe()
+        await server.send(
+            message(1),
+            F.Gap(request.sub_id, EPOCH, 2, 5, ErrorCode.SLOW_CONSUMER),
+            message(6),
+            message(1, epoch=999),
+        )
+        got: list[pw.Item] = []
+        positions = []
+        async for item in sub.items():
+            got.append(item)
+            positions.append(sub.position())
+            if len(got) == 5:
+                break
+    assert got == [
+        pw.Message("t", EPOCH, 1, (), b"1"),
+        pw.Gap("t", EPOCH, 2, 5, ErrorCode.SLOW_CONSUMER),
+        pw.Message("t", EPOCH, 6, (), b"6"),
+        pw.EpochChange("t", EPOCH, 999, 1),
+        pw.Message("t", 999, 1, (), b"1"),
+    ]
+    assert positions == [
+        pw.TopicPosition(EPOCH, 1),
+        pw.TopicPosition(EPOCH, 5),  # the gap counts as handed over
+        pw.TopicPosition(EPOCH, 6),
+        pw.TopicPosition(999, 0),
+        pw.TopicPosition(999, 1),
+    ]
+
+
+async def test_items_and_the_strict_form_read_the_same_stream(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with listener.connected() as (conn, server):
+        sub = conn.subscribe("t", since=("after", EPOCH, 3))
+        request = await server.expect(F.Subscribe)
+        gap = (4, 7, ErrorCode.HISTORY_EXPIRED)
+        await server.send(F.Subscribed(request.sub_id, Outcome.GAP, EPOCH, 8, 9, *gap))
+        await server.send(message(8), F.Gap(request.sub_id, EPOCH, 9, 9, 0x7777), message(10))
+        items = sub.items()
+        assert await items.__anext__() == pw.Gap("t", EPOCH, 4, 7, ErrorCode.HISTORY_EXPIRED)
+        assert (await sub.__anext__()).seq == 8
+        with pytest.raises(pw.GapDetected) as info:
+            await sub.__anext__()
+        assert (info.value.first, info.value.last, info.value.reason) == (9, 9, 0x7777)
+        assert await items.__anext__() == pw.Message("t", EPOCH, 10, (), b"10")
+
+
+async def test_items_end_and_fail_as_the_strict_form_does(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with listener.connected() as (conn, server):
+        refused = conn.subscribe("secret")
+        request = await server.expect(F.Subscribe)
+        await server.send(F.Error(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, request.sub_id, "no"))
+        with pytest.raises(pw.RequestError):
+            async for _ in refused.items():
+                pytest.fail("an item of a refused subscription")
+        async with conn.subscribe("t") as sub:
+            await server.accept_subscribe()
+        assert [item async for item in sub.items()] == []  # closed: the loop ends

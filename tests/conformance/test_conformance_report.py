@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import trio
+from faults import server_options
 
 from pushwire.client.commands import cli
 from pushwire.client.conformance import cases as _registered  # noqa: F401  (registers the cases)
@@ -36,8 +37,8 @@ def test_every_observable_server_must_is_covered_or_explained() -> None:
 
 
 async def test_reports_show_expected_and_observed_for_failures(tmp_path: Path) -> None:
-    config = ServerConfig(host="127.0.0.1", port=0, faults=frozenset({"ignore-reserved-bits"}))
-    async with open_server(config) as server:
+    config = ServerConfig(host="127.0.0.1", port=0)
+    async with open_server(config, **server_options("ignore-reserved-bits")) as server:
         target = Target("127.0.0.1", server.port, timeout=2.0)
         results = await run_cases(target, select_cases(["ER-01", "ER-03", "SD-02"]))
     by_id = {r.id: r for r in results}
@@ -86,8 +87,8 @@ async def test_command_line_exit_codes_and_files(tmp_path: Path) -> None:
     assert ok == 0
     assert json.loads(out_json.read_text())["passed"] is True
     ET.fromstring(out_xml.read_text())
-    bad_config = ServerConfig(host="127.0.0.1", port=0, faults=frozenset({"accept-oversized"}))
-    async with open_server(bad_config) as bad:
+    bad_config = ServerConfig(host="127.0.0.1", port=0)
+    async with open_server(bad_config, **server_options("accept-oversized")) as bad:
         failed = await trio.to_thread.run_sync(
             cli.main, ["conformance", f"127.0.0.1:{bad.port}", "--case", "FL-01"]
         )

@@ -4,6 +4,7 @@ server it must catch (with a shrunk, replayable finding)."""
 from __future__ import annotations
 
 import trio
+from faults import server_options
 
 from pushwire.client.commands import cli
 from pushwire.client.conformance import fuzz
@@ -49,8 +50,8 @@ async def test_short_fuzz_of_the_reference_server_finds_nothing() -> None:
 
 
 async def test_fuzz_catches_a_server_that_ignores_reserved_bits() -> None:
-    config = ServerConfig(host="127.0.0.1", port=0, faults=frozenset({"ignore-reserved-bits"}))
-    async with open_server(config) as server:
+    config = ServerConfig(host="127.0.0.1", port=0)
+    async with open_server(config, **server_options("ignore-reserved-bits")) as server:
         result = await trio.to_thread.run_sync(
             lambda: fuzz.fuzz(
                 "127.0.0.1", server.port, examples=300, seed=3, timeout=2.0, canary=False

@@ -1,7 +1,7 @@
 """Helpers for the client integration tests: real TCP to a real server on 127.0.0.1.
 
 :class:`Link` is the client's ``open_stream`` hook over real TCP that a test can cut
-(``kill()``: the socket is closed under the client, like a dropped network) and hold down
+(``kill()``: the socket is shut down under the client, like a dropped network) and hold down
 (``down = True``: connection attempts are refused), so disconnects happen exactly when a
 test wants them without mocking the network.
 """
@@ -9,11 +9,13 @@ test wants them without mocking the network.
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import trio
+import anyio
+import anyio.abc
 
 import pushwire.client as pw
 
@@ -25,20 +27,20 @@ class Link:
         self.host = host
         self.port = port
         self.down = False
-        self.streams: list[trio.SocketStream] = []
+        self.streams: list[anyio.abc.SocketStream] = []
         self.connects = 0
-        self.attempts: list[float] = []  # trio.current_time() of every connection attempt
-        self._connected = trio.Event()
+        self.attempts: list[float] = []  # anyio.current_time() of every connection attempt
+        self._connected = anyio.Event()
 
-    async def open_stream(self) -> trio.abc.Stream:
-        self.attempts.append(trio.current_time())
+    async def open_stream(self) -> anyio.abc.ByteStream:
+        self.attempts.append(anyio.current_time())
         if self.down:
             raise OSError(errno.ECONNREFUSED, "link is down (test)")
-        stream = await trio.open_tcp_stream(self.host, self.port)
+        stream = await anyio.connect_tcp(self.host, self.port)
         self.streams.append(stream)
         self.connects += 1
         self._connected.set()
-        self._connected = trio.Event()
+        self._connected = anyio.Event()
         return stream
 
     async def wait_connects(self, count: int) -> None:
@@ -48,9 +50,14 @@ class Link:
             await self._connected.wait()
 
     def kill(self) -> None:
-        """Cut every open connection of this link."""
+        """Cut every open connection of this link: both directions of the socket are shut
+        down under the client (the socket itself stays the client's to close, which each
+        event loop needs)."""
         for stream in self.streams:
-            stream.socket.close()
+            try:
+                stream.extra(anyio.abc.SocketAttribute.raw_socket).shutdown(socket.SHUT_RDWR)
+            except OSError:  # already gone
+                pass
         self.streams.clear()
 
     @asynccontextmanager
@@ -102,4 +109,4 @@ async def poll(condition: Any, interval: float = 0.005) -> None:
     """Until ``condition()`` holds, for state only observable by looking (server stats);
     bounded by the caller's fail_after."""
     while not condition():
-        await trio.sleep(interval)
+        await anyio.sleep(interval)

@@ -206,16 +206,17 @@ class MemoryServer:
 
 @asynccontextmanager
 async def memory_server(
-    config: Any = None, pair: Any = None, **overrides: Any
+    config: Any = None, pair: Any = None, *, factories: Any = None, **overrides: Any
 ) -> AsyncIterator[MemoryServer]:
     """A server without a listener; ``pair`` makes (client, server) streams
-    (default trio.testing.memory_stream_pair; lockstep_stream_pair gives backpressure)."""
+    (default trio.testing.memory_stream_pair; lockstep_stream_pair gives backpressure);
+    ``factories`` are Server's keyword arguments (e.g. ``faults.server_options(name)``)."""
     from pushwire.server import Server, ServerConfig
 
     config = config or ServerConfig(port=0)
     if overrides:
         config = replace(config, **overrides)
-    server = Server(config)
+    server = Server(config, **(factories or {}))
     async with trio.open_nursery() as nursery:
         yield MemoryServer(server, nursery, pair or trio.testing.memory_stream_pair)
         nursery.cancel_scope.cancel()

@@ -1,25 +1,31 @@
-"""Graceful shutdown: GOAWAY, the reconnect hint, and resuming on a new server."""
+"""Graceful shutdown: GOAWAY, the reconnect hint, and resuming on a new server, under asyncio
+and trio."""
 
 from __future__ import annotations
 
+import anyio
 import pytest
-import trio
 from client_support import Link, next_item, seqs, take_until
+from server_thread import ServerLoop
 
-from pushwire.server import MemoryBroker, ServerConfig, open_server
+from pushwire.server import MemoryBroker, ServerConfig
+
+pytestmark = pytest.mark.anyio
 
 AFTER_MS = 300
 JITTER_MS = 100
 
 
 @pytest.mark.spec("PW-GOAWAY-1", "PW-GOAWAY-7", "PW-RESUME-1")
-async def test_goaway_then_reconnect_to_a_new_server_after_the_hint_and_resume() -> None:
+async def test_goaway_then_reconnect_to_a_new_server_after_the_hint_and_resume(
+    server_loop: ServerLoop,
+) -> None:
     broker = MemoryBroker()  # the "persistent" part both servers share
     config = ServerConfig(
         port=0, goaway_reconnect_after_ms=AFTER_MS, goaway_jitter_ms=JITTER_MS, drain_timeout=2
     )
-    with trio.fail_after(15):
-        async with open_server(config, broker=broker) as first:
+    with anyio.fail_after(15):
+        async with server_loop.server(config, broker=broker) as first:
             port = first.port
             link = Link(port)
             async with link.connect() as conn, Link(port).connect() as publisher:
@@ -28,10 +34,10 @@ async def test_goaway_then_reconnect_to_a_new_server_after_the_hint_and_resume()
                     epoch, _ = await first.publish("t", b"%d" % i)
                 assert seqs([await next_item(sub) for _ in range(3)]) == [1, 2, 3]
                 attempts_before = len(link.attempts)
-                t0 = trio.current_time()
+                t0 = anyio.current_time()
                 await first.shutdown()  # returns once both clients have closed
-                closed_after = trio.current_time() - t0
-                async with open_server(
+                closed_after = anyio.current_time() - t0
+                async with server_loop.server(
                     ServerConfig(port=port, goaway_reconnect_after_ms=AFTER_MS), broker=broker
                 ) as second:
                     await link.wait_connects(2)  # the application still holds 3 meanwhile

@@ -1,13 +1,17 @@
-"""Ordering end to end: concurrent publishers, many subscribers, real TCP, real server."""
+"""Ordering end to end: concurrent publishers, many subscribers, real TCP, real server,
+under asyncio and trio."""
 
 from __future__ import annotations
 
+import anyio
 import pytest
-import trio
 from client_support import Link, take_items
+from server_thread import ServerLoop
 
 import pushwire.client as pw
-from pushwire.server import ServerConfig, open_server
+from pushwire.server import ServerConfig
+
+pytestmark = pytest.mark.anyio
 
 TOPICS = ("orders/eu", "orders/us", "prices")
 PUBLISHERS = 4
@@ -16,16 +20,18 @@ SUBSCRIBERS = 6
 
 
 @pytest.mark.spec("PW-ORDER-1", "PW-ORDER-6", "PW-ORDER-8", "PW-PUB-12")
-async def test_every_subscriber_sees_contiguous_increasing_sequences() -> None:
+async def test_every_subscriber_sees_contiguous_increasing_sequences(
+    server_loop: ServerLoop,
+) -> None:
     total = PUBLISHERS * PER_PUBLISHER
-    with trio.fail_after(30):
-        async with open_server(ServerConfig(port=0)) as server:
+    with anyio.fail_after(30):
+        async with server_loop.server(ServerConfig(port=0)) as server:
             link = Link(server.port)
             acked: dict[str, list[int]] = {t: [] for t in TOPICS}
             received: dict[tuple[int, str], list[int]] = {}
             mine: dict[tuple[int, str], list[int]] = {}
 
-            async def subscriber(index: int, ready: trio.Event) -> None:
+            async def subscriber(index: int, ready: anyio.Event) -> None:
                 # Mixed settings: some at-least-once, some with a tiny window.
                 async with link.connect() as conn:
                     subs = {
@@ -35,7 +41,7 @@ async def test_every_subscriber_sees_contiguous_increasing_sequences() -> None:
                         for t in TOPICS
                     }
                     ready.set()
-                    async with trio.open_nursery() as nursery:
+                    async with anyio.create_task_group() as nursery:
                         for topic, sub in subs.items():
 
                             async def drain(topic: str = topic, sub: pw.Subscription = sub) -> None:
@@ -53,12 +59,12 @@ async def test_every_subscriber_sees_contiguous_increasing_sequences() -> None:
                             acked[topic].append(seq)
                             mine.setdefault((index, topic), []).append(seq)
 
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 for i in range(SUBSCRIBERS):
-                    ready = trio.Event()
+                    ready = anyio.Event()
                     nursery.start_soon(subscriber, i, ready)
                     await ready.wait()
-                async with trio.open_nursery() as publishers:
+                async with anyio.create_task_group() as publishers:
                     for i in range(PUBLISHERS):
                         publishers.start_soon(publisher, i)
 
@@ -73,9 +79,9 @@ async def test_every_subscriber_sees_contiguous_increasing_sequences() -> None:
     assert len(received) == SUBSCRIBERS * len(TOPICS)
 
 
-async def test_batches_arrive_atomically_and_in_order() -> None:
-    with trio.fail_after(10):
-        async with open_server(ServerConfig(port=0)) as server:
+async def test_batches_arrive_atomically_and_in_order(server_loop: ServerLoop) -> None:
+    with anyio.fail_after(10):
+        async with server_loop.server(ServerConfig(port=0)) as server:
             link = Link(server.port)
             async with link.connect() as sub_conn, link.connect() as pub_conn:
                 sub = sub_conn.subscribe("b", since="oldest", credit=5)  # split by credit

@@ -1,24 +1,29 @@
 """Reconnect and resume against the real server: missed messages, gaps, epoch changes,
-at-least-once redelivery."""
+at-least-once redelivery; under asyncio and trio."""
 
 from __future__ import annotations
 
+import anyio
 import pytest
-import trio
 from client_support import Link, next_item, seqs, take_items, take_until
+from server_thread import ServerLoop
 
 import pushwire.client as pw
 from pushwire.protocol.errors import ErrorCode
-from pushwire.server import MemoryBroker, ServerConfig, open_server
+from pushwire.server import MemoryBroker, ServerConfig
+
+pytestmark = pytest.mark.anyio
 
 #: A server whose GOAWAY asks clients back after 50-100 ms (the default is 1-2 s).
 QUICK_GOAWAY = ServerConfig(port=0, goaway_reconnect_after_ms=50, goaway_jitter_ms=50)
 
 
 @pytest.mark.spec("PW-RESUME-1", "PW-SUB-9")
-async def test_resume_delivers_exactly_the_missed_messages_in_order() -> None:
-    with trio.fail_after(10):
-        async with open_server(ServerConfig(port=0)) as server:
+async def test_resume_delivers_exactly_the_missed_messages_in_order(
+    server_loop: ServerLoop,
+) -> None:
+    with anyio.fail_after(10):
+        async with server_loop.server(ServerConfig(port=0)) as server:
             link = Link(server.port)
             async with link.connect() as conn:
                 sub = conn.subscribe("t", since="oldest", credit=8)
@@ -37,9 +42,9 @@ async def test_resume_delivers_exactly_the_missed_messages_in_order() -> None:
 
 
 @pytest.mark.spec("PW-SUB-10", "PW-RESUME-2")
-async def test_resume_beyond_the_history_window_reports_the_gap() -> None:
-    with trio.fail_after(10):
-        async with open_server(ServerConfig(port=0, history_count=5)) as server:
+async def test_resume_beyond_the_history_window_reports_the_gap(server_loop: ServerLoop) -> None:
+    with anyio.fail_after(10):
+        async with server_loop.server(ServerConfig(port=0, history_count=5)) as server:
             link = Link(server.port)
             async with link.connect() as conn:
                 sub = conn.subscribe("t", since="oldest", credit=4)
@@ -59,9 +64,11 @@ async def test_resume_beyond_the_history_window_reports_the_gap() -> None:
 
 
 @pytest.mark.spec("PW-SUB-11", "PW-RESUME-3")
-async def test_server_restart_without_persistence_is_an_epoch_change() -> None:
-    with trio.fail_after(15):
-        async with open_server(QUICK_GOAWAY) as first:
+async def test_server_restart_without_persistence_is_an_epoch_change(
+    server_loop: ServerLoop,
+) -> None:
+    with anyio.fail_after(15):
+        async with server_loop.server(QUICK_GOAWAY) as first:
             port = first.port
             link = Link(port)
             async with link.connect() as conn:
@@ -69,7 +76,7 @@ async def test_server_restart_without_persistence_is_an_epoch_change() -> None:
                 old_epoch, _ = await first.publish("t", b"before")
                 assert seqs([await next_item(sub)]) == [1]
                 await first.shutdown()  # GOAWAY; the client waits and retries
-                async with open_server(ServerConfig(port=port)) as second:
+                async with server_loop.server(ServerConfig(port=port)) as second:
                     new_epoch, _ = await second.publish("t", b"after-1")
                     await second.publish("t", b"after-2")
                     items = await take_until(sub, (new_epoch, 2))
@@ -80,10 +87,10 @@ async def test_server_restart_without_persistence_is_an_epoch_change() -> None:
 
 
 @pytest.mark.spec("PW-ORDER-12", "PW-ORDER-13")
-async def test_reset_topic_while_subscribed_is_an_epoch_change() -> None:
-    with trio.fail_after(10):
+async def test_reset_topic_while_subscribed_is_an_epoch_change(server_loop: ServerLoop) -> None:
+    with anyio.fail_after(10):
         async with (
-            open_server(ServerConfig(port=0)) as server,
+            server_loop.server(ServerConfig(port=0)) as server,
             Link(server.port).connect() as conn,
         ):
             sub = conn.subscribe("t", since="oldest")
@@ -100,9 +107,11 @@ async def test_reset_topic_while_subscribed_is_an_epoch_change() -> None:
 
 
 @pytest.mark.spec("PW-ACK-6", "PW-RESUME-1")
-async def test_at_least_once_redelivers_unacknowledged_messages_after_reconnect() -> None:
-    with trio.fail_after(10):
-        async with open_server(ServerConfig(port=0)) as server:
+async def test_at_least_once_redelivers_unacknowledged_messages_after_reconnect(
+    server_loop: ServerLoop,
+) -> None:
+    with anyio.fail_after(10):
+        async with server_loop.server(ServerConfig(port=0)) as server:
             link = Link(server.port)
             async with link.connect() as conn:
                 sub = conn.subscribe("t", since="oldest", at_least_once=True, credit=10)
@@ -125,9 +134,9 @@ async def test_at_least_once_redelivers_unacknowledged_messages_after_reconnect(
                 assert seqs(await take_until(sub, (epoch, 8))) == [7, 8]
 
 
-async def test_positions_can_resume_a_later_connection() -> None:
-    with trio.fail_after(10):
-        async with open_server(ServerConfig(port=0)) as server:
+async def test_positions_can_resume_a_later_connection(server_loop: ServerLoop) -> None:
+    with anyio.fail_after(10):
+        async with server_loop.server(ServerConfig(port=0)) as server:
             for i in range(1, 11):
                 await server.publish("t", b"%d" % i)
             link = Link(server.port)
@@ -140,18 +149,18 @@ async def test_positions_can_resume_a_later_connection() -> None:
                 assert seqs(await take_items(sub, 2)) == [9, 10]
 
 
-async def test_a_lost_server_is_retried_until_it_comes_back() -> None:
+async def test_a_lost_server_is_retried_until_it_comes_back(server_loop: ServerLoop) -> None:
     broker = MemoryBroker()
-    with trio.fail_after(10):
-        async with open_server(QUICK_GOAWAY, broker=broker) as first:
+    with anyio.fail_after(10):
+        async with server_loop.server(QUICK_GOAWAY, broker=broker) as first:
             port = first.port
             link = Link(port)
             async with link.connect(backoff_initial=0.05, backoff_max=0.2) as conn:
                 sub = conn.subscribe("t", since="oldest")
                 epoch, _ = await first.publish("t", b"1")
                 await first.shutdown()
-                await trio.sleep(0.5)  # several refused attempts happen here
-                async with open_server(ServerConfig(port=port), broker=broker) as second:
+                await anyio.sleep(0.5)  # several refused attempts happen here
+                async with server_loop.server(ServerConfig(port=port), broker=broker) as second:
                     await second.publish("t", b"2")
                     items = await take_until(sub, (epoch, 2))
     assert seqs(items) == [1, 2]  # same broker: same epoch, nothing lost or repeated

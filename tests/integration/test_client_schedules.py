@@ -20,21 +20,24 @@ so the application must be told of a gap (the slow-consumer case, SPEC.md §8.2)
 schedule ends.
 
 The model is plain data: what was published (by (topic, epoch, seq)), the positions the
-application has seen, and per subscribed topic a running "next expected".
+application has seen, and per subscribed topic a running "next expected". Each schedule runs
+with the client under asyncio and under trio.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import trio
+import anyio
+import pytest
 from client_support import Link
 from hypothesis import event, example, given
 from hypothesis import strategies as st
+from server_thread import ServerLoop, server_loop
 
 import pushwire.client as pw
 from pushwire.protocol.errors import ErrorCode
-from pushwire.server import ServerConfig, open_server
+from pushwire.server import ServerConfig
 
 TOPICS = ("a", "b/c")
 HISTORY = 6  # small, so disconnects and slow consumers run into expired history
@@ -99,7 +102,7 @@ class Expect:
 
 
 async def run_schedule(
-    schedule: list[tuple[object, ...]], at_least_once: bool, credit: int
+    loop: ServerLoop, schedule: list[tuple[object, ...]], at_least_once: bool, credit: int
 ) -> None:
     published: dict[tuple[str, int, int], bytes] = {}
     last: dict[str, tuple[int, int]] = {}
@@ -107,8 +110,8 @@ async def run_schedule(
     subs: dict[str, pw.Subscription] = {}
     expect: dict[str, Expect] = {}
     config = ServerConfig(port=0, history_count=HISTORY)
-    with trio.fail_after(20):
-        async with open_server(config) as server:
+    with anyio.fail_after(20):
+        async with loop.server(config) as server:
             link = Link(server.port)
             async with link.connect() as conn:
                 counter = 0
@@ -150,10 +153,10 @@ async def run_schedule(
                         topic, since=spec, at_least_once=at_least_once, credit=credit
                     )
                     while sub.position() is None:  # until SUBSCRIBED (no publishes meanwhile)
-                        await trio.sleep(0.001)
+                        await anyio.sleep(0.001)
                     # The position just before the start: what the request names, read
                     # against the topic as it is (nothing was published since the request).
-                    now = server.stats().topics[topic]
+                    now = (await server.stats()).topics[topic]
                     match spec:
                         case "oldest":
                             before = (now.epoch, now.oldest_seq - 1)
@@ -163,7 +166,7 @@ async def run_schedule(
                             before = (epoch, seq)
                         case _:
                             before = (now.epoch, now.head_seq)
-                    assert sub.position() == pw.Position(*before), (spec, now)
+                    assert sub.position() == pw.TopicPosition(*before), (spec, now)
                     event(f"subscribe {since[0]}")
                     subs[topic] = sub
                     expect[topic] = Expect(at_least_once, before[0], before[1] + 1)
@@ -189,7 +192,7 @@ async def run_schedule(
                                     deliver(topic, subs[topic].receive_nowait())
                                 except pw.DeliveryInterrupted as exc:
                                     deliver(topic, exc)
-                                except trio.WouldBlock:
+                                except anyio.WouldBlock:
                                     break
                         case ("disconnect",):
                             link.kill()
@@ -208,7 +211,7 @@ async def run_schedule(
                                 await publish(topic, 1, False)
                             if topic in expect:
                                 expect[topic].owes_gap = True
-                    await trio.sleep(0)
+                    await anyio.sleep(0)
 
                 # A final marker per subscribed topic; drain until it arrives: nothing may
                 # be lost, and a stalled subscriber has been told of its gap.
@@ -267,7 +270,9 @@ async def run_schedule(
     at_least_once=True,
     credit=MAX_CREDIT,
 )
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_random_schedules_keep_order_and_never_lose_silently(
-    schedule: list[tuple[object, ...]], at_least_once: bool, credit: int
+    backend: str, schedule: list[tuple[object, ...]], at_least_once: bool, credit: int
 ) -> None:
-    trio.run(run_schedule, schedule, at_least_once, credit)
+    with server_loop() as loop:
+        anyio.run(run_schedule, loop, schedule, at_least_once, credit, backend=backend)

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 import trio
+from faults import wrapping_sessions
 from integration.server_peer import RawPeer
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import FrameType, SinceKind
+from pushwire.protocol.layouts import HEADER_SIZE, MAGIC, PREFACE_SIZE, FrameType, SinceKind
 from pushwire.server import Server, ServerConfig, open_server
 from pushwire.server.broker import message_body
+from pushwire.server.session import Session
 
 TIMEOUT = 30
 
@@ -87,13 +90,35 @@ async def connect_with_small_buffers(server: Server) -> RawPeer:
     peer = RawPeer(trio.SocketStream(sock))
     welcome = await peer.handshake()
     stream = server.sessions[welcome.connection_id].stream
+    stream = getattr(stream, "wrapped", stream)  # under a stream that records the writes
     assert isinstance(stream, trio.SocketStream)
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     return peer
 
 
-def messages_in(chunks: list[bytes]) -> int:
-    return sum(codec.decode_header(chunk).type == FrameType.MESSAGE for chunk in chunks)
+def frame_types(data: bytes) -> list[int]:
+    """The types of the frames in one write of a session (after the server preface)."""
+    at = PREFACE_SIZE if data.startswith(MAGIC) else 0
+    types = []
+    while at < len(data):
+        header = codec.decode_header(data[at:])
+        types.append(header.type)
+        at += HEADER_SIZE + header.length
+    return types
+
+
+def recording_writes(writes: list[tuple[int, bytes]]) -> type[Session]:
+    """A session factory that appends (connection id, bytes) to ``writes`` for every
+    send_all, in the order the writers make them."""
+
+    def transform_for(connection_id: int) -> Callable[[bytes], bytes]:
+        def record(data: bytes) -> bytes:
+            writes.append((connection_id, data))
+            return data
+
+        return record
+
+    return wrapping_sessions(transform_for)
 
 
 @pytest.mark.spec("PW-LIMIT-3", "PW-SLOW-1")
@@ -101,11 +126,13 @@ async def test_a_subscriber_that_stops_reading_costs_at_most_its_outbound_queue(
     budget = 64 * 1024
     payload = b"y" * 10_000
     n = 3000  # 30 MB, far beyond what the stuck connection's buffers hold
-    #: (connection id, MESSAGE frames) for each send_all, in the order the writers made them
-    sends: list[tuple[int, int]] = []
+    #: (connection id, bytes) for each send_all, in the order the writers made them
+    writes: list[tuple[int, bytes]] = []
+    session_factory = recording_writes(writes)
     with trio.fail_after(TIMEOUT):
-        async with open_server(config(outbound_queue_bytes=budget)) as server:
-            server.on_send = lambda cid, chunks: sends.append((cid, messages_in(chunks)))
+        async with open_server(
+            config(outbound_queue_bytes=budget), session_factory=session_factory
+        ) as server:
             stuck = await connect_with_small_buffers(server)
             await stuck.subscribe(1, "t", credit=1_000_000)
             fast = await RawPeer.connect(server.port)
@@ -132,6 +159,7 @@ async def test_a_subscriber_that_stops_reading_costs_at_most_its_outbound_queue(
             assert stuck_session.queued_bytes > 0
             # ... since a point after which the fast reader was sent nearly everything: its
             # writer never waited for the stuck one
+            sends = [(cid, frame_types(data).count(FrameType.MESSAGE)) for cid, data in writes]
             last_stuck_send = max(i for i, (cid, _) in enumerate(sends) if cid == stuck_id)
             sent_to_stuck = sum(k for cid, k in sends if cid == stuck_id)
             fast_after = sum(k for cid, k in sends[last_stuck_send + 1 :] if cid == fast_id)
@@ -193,10 +221,9 @@ async def test_a_stuck_subscriber_adds_next_to_nothing_to_the_work_for_the_other
 
 @pytest.mark.spec("PW-PUB-8", "PW-PUB-9")
 async def test_every_subscriber_is_sent_the_same_bytes_object() -> None:
-    sent: dict[int, list[bytes]] = {}
+    writes: list[tuple[int, bytes]] = []
     with trio.fail_after(TIMEOUT):
-        async with open_server(config()) as server:
-            server.on_send = lambda cid, chunks: sent.setdefault(cid, []).extend(chunks)
+        async with open_server(config(), session_factory=recording_writes(writes)) as server:
             peers = []
             for _ in range(3):
                 peer = await RawPeer.connect(server.port)
@@ -207,12 +234,7 @@ async def test_every_subscriber_is_sent_the_same_bytes_object() -> None:
             for peer in peers:
                 frame = await peer.recv_data()
                 assert frame == F.Message(frame.epoch, 1, "fan/out", b"once", (("k", b"v"),))  # type: ignore[union-attr]
-            pushes = [
-                chunk
-                for chunks in sent.values()
-                for chunk in chunks
-                if codec.decode_header(chunk).type == FrameType.MESSAGE
-            ]
+            pushes = [data for _, data in writes if frame_types(data) == [FrameType.MESSAGE]]
             assert len(pushes) == 3
             assert pushes[0] is pushes[1] is pushes[2]
             assert server.stats().topics["fan/out"].frames_encoded == 1

@@ -2,7 +2,8 @@
 server's ``ServerConfig.tls``, the reference client's ``tls=``, and the terminal commands.
 
 The server under test always speaks TLS only; a client that does not trust it, or speaks
-plaintext to it, must fail quickly and clearly while the server goes on serving others.
+plaintext to it, must fail quickly and clearly while the server goes on serving others. The
+reference client's tests run under asyncio and trio (the server then runs in a thread).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.abc
 import pytest
 import trio
 import trustme
 from integration.cli_support import PUSHWIRE, serve
 from integration.server_peer import CLIENT_PREFACE, RawPeer, hello
+from server_thread import ServerLoop
 
 import pushwire.client as pw
 from pushwire.protocol import frames as F
@@ -75,6 +79,14 @@ async def tls_server(pki: Pki, **overrides: Any) -> AsyncIterator[str]:
         yield f"127.0.0.1:{server.port}"
 
 
+@asynccontextmanager
+async def tls_server_thread(loop: ServerLoop, pki: Pki, **overrides: Any) -> AsyncIterator[str]:
+    """:func:`tls_server` in the server thread of ``loop``, for a client under any backend."""
+    config = ServerConfig(port=0, tls=pki.server_context(), handshake_timeout=HANDSHAKE_TIMEOUT)
+    async with loop.server(config, **overrides) as server:
+        yield f"127.0.0.1:{server.port}"
+
+
 def port_of(address: str) -> int:
     return int(address.rpartition(":")[2])
 
@@ -96,6 +108,16 @@ async def read_until_eof(stream: trio.abc.ReceiveStream) -> bytes:
     return data
 
 
+async def receive_until_eof(stream: anyio.abc.ByteReceiveStream) -> bytes:
+    """:func:`read_until_eof` for an anyio stream."""
+    data = b""
+    try:
+        while True:
+            data += await stream.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError):  # a reset is a close as well
+        return data
+
+
 async def wait_for_log(caplog: pytest.LogCaptureFixture, match: Callable[[str], bool]) -> str:
     """The first ``pushwire.server`` message that matches (the server logs a close after
     the close itself, so a test may get there first); bounded by the caller's fail_after."""
@@ -103,17 +125,18 @@ async def wait_for_log(caplog: pytest.LogCaptureFixture, match: Callable[[str], 
         for record in caplog.records:
             if record.name == "pushwire.server" and match(record.getMessage()):
                 return record.getMessage()
-        await trio.sleep(0.01)
+        await anyio.sleep(0.01)
 
 
 # -- the reference client over TLS ----------------------------------------------------------
 
 
+@pytest.mark.anyio
 @pytest.mark.spec("PW-TRANSPORT-1")
-async def test_subscribe_and_publish_round_trip_over_tls(pki: Pki) -> None:
-    with trio.fail_after(TIMEOUT):
+async def test_subscribe_and_publish_round_trip_over_tls(pki: Pki, server_loop: ServerLoop) -> None:
+    with anyio.fail_after(TIMEOUT):
         everything = Permissions(subscribe=("#",), publish=("#",))
-        async with tls_server(pki, auth={b"tok": everything}) as address:
+        async with tls_server_thread(server_loop, pki, auth={b"tok": everything}) as address:
             tls = pki.client_context()
             async with (
                 pw.connect(address, tls=tls, auth_token=b"tok") as subscriber,
@@ -144,13 +167,14 @@ async def test_tls_wraps_the_stream_from_the_first_preface_byte(pki: Pki) -> Non
             await peer.aclose()
 
 
+@pytest.mark.anyio
 @pytest.mark.spec("PW-TRANSPORT-4")
 async def test_server_hostname_names_the_certificate_when_the_address_does_not(
-    tmp_path: Path,
+    tmp_path: Path, server_loop: ServerLoop
 ) -> None:
     named = make_pki(tmp_path, "pushwire.test")  # no IP address in the certificate
-    with trio.fail_after(TIMEOUT):
-        async with tls_server(named) as address:
+    with anyio.fail_after(TIMEOUT):
+        async with tls_server_thread(server_loop, named) as address:
             tls = named.client_context()
             with pytest.raises(pw.ConnectError, match="certificate verification failed"):
                 async with pw.connect(address, tls=tls):
@@ -162,18 +186,19 @@ async def test_server_hostname_names_the_certificate_when_the_address_does_not(
             pass
 
 
+@pytest.mark.anyio
 @pytest.mark.spec("PW-TRANSPORT-4")
 async def test_a_client_that_does_not_trust_the_ca_fails_clearly_and_quickly(
-    pki: Pki, caplog: pytest.LogCaptureFixture
+    pki: Pki, caplog: pytest.LogCaptureFixture, server_loop: ServerLoop
 ) -> None:
     caplog.set_level(logging.INFO, logger="pushwire")
-    with trio.fail_after(TIMEOUT):
-        async with tls_server(pki) as address:
-            start = trio.current_time()
+    with anyio.fail_after(TIMEOUT):
+        async with tls_server_thread(server_loop, pki) as address:
+            start = anyio.current_time()
             with pytest.raises(pw.ConnectError) as info:
                 async with pw.connect(address, tls=True, connect_timeout=TIMEOUT):
                     pass  # the system trust store does not know the throwaway CA
-            assert trio.current_time() - start < HANDSHAKE_TIMEOUT  # refused, not timed out
+            assert anyio.current_time() - start < HANDSHAKE_TIMEOUT  # refused, not timed out
             assert "TLS certificate verification failed" in str(info.value)
             line = await wait_for_log(caplog, lambda m: "TLS_FAILED" in m)
             async with pw.connect(address, tls=pki.client_context()) as conn:
@@ -185,24 +210,24 @@ async def test_a_client_that_does_not_trust_the_ca_fails_clearly_and_quickly(
 # -- the wrong kind of client ---------------------------------------------------------------
 
 
+@pytest.mark.anyio
 @pytest.mark.spec("PW-TRANSPORT-3")
 async def test_a_plaintext_client_fails_at_once_and_the_server_keeps_serving(
-    pki: Pki, caplog: pytest.LogCaptureFixture
+    pki: Pki, caplog: pytest.LogCaptureFixture, server_loop: ServerLoop
 ) -> None:
     caplog.set_level(logging.INFO, logger="pushwire")
-    with trio.fail_after(TIMEOUT):
-        async with tls_server(pki) as address:
+    with anyio.fail_after(TIMEOUT):
+        async with tls_server_thread(server_loop, pki) as address:
             # the reference client: a clean failure, not a hang
-            start = trio.current_time()
+            start = anyio.current_time()
             with pytest.raises(pw.ConnectError, match="closed the connection"):
                 async with pw.connect(address, connect_timeout=TIMEOUT):
                     pass
-            assert trio.current_time() - start < HANDSHAKE_TIMEOUT
+            assert anyio.current_time() - start < HANDSHAKE_TIMEOUT
             # a raw one: no pushwire preface ever comes back in clear
-            raw = await trio.open_tcp_stream("127.0.0.1", port_of(address))
-            await raw.send_all(CLIENT_PREFACE + hello())
-            answer = await read_until_eof(raw)
-            await raw.aclose()
+            async with await anyio.connect_tcp("127.0.0.1", port_of(address)) as raw:
+                await raw.send(CLIENT_PREFACE + hello())
+                answer = await receive_until_eof(raw)
             assert answer[:PREFACE_SIZE] != CLIENT_PREFACE[:PREFACE_SIZE]
             assert b"PW" not in answer
             await wait_for_log(caplog, lambda m: "TLS_FAILED" in m and "WRONG_VERSION" in m)

@@ -10,31 +10,35 @@ from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.client_conn import (
     RECEIVE_TRANSITIONS,
+    SEND_TRANSITIONS,
     ClientConnection,
     ClientState,
     ConnectionClosed,
-    ConnectionFailed,
     EpochReset,
     GapReceived,
     GoawayReceived,
     MessageReceived,
+    PeerError,
     PublishAcked,
     RequestFailed,
     Since,
-    Subscribed,
+    SubscriptionConfirmed,
     SubStatus,
-    Unsubscribed,
+    UnsubscribeConfirmed,
     Welcomed,
     is_terminal,
 )
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from pushwire.protocol.events import NEED_DATA, PAUSED, Event, Sentinel
 from pushwire.protocol.layouts import (
+    CLIENT_SENDS,
     HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
     PREFACE_SIZE,
+    SERVER_SENDS,
     FrameType,
     Outcome,
     SinceKind,
@@ -75,7 +79,7 @@ def opened(now: float = 0.0, max_frame_size: int = 1 << 20) -> ClientConnection:
     conn = ClientConnection()
     conn.initiate("test", max_frame_size=max_frame_size, now=now)
     conn.receive_data(server_hello(), now)
-    assert [type(e) for e in conn.events()] == [Welcomed]
+    assert [type(e) for e in drain(conn)] == [Welcomed]
     return conn
 
 
@@ -89,7 +93,7 @@ def subscribed(
 ) -> int:
     sub_id, _ = conn.subscribe(topic, at_least_once=at_least_once, initial_credit=credit)
     conn.receive_data(enc(F.Subscribed(sub_id, Outcome.NEW, EPOCH, start, start - 1)), 0)
-    assert [type(e) for e in conn.events()] == [Subscribed]
+    assert [type(e) for e in drain(conn)] == [SubscriptionConfirmed]
     return sub_id
 
 
@@ -97,28 +101,36 @@ def msg(seq: int, topic: str = "a/b", payload: bytes = b"x", epoch: int = EPOCH)
     return enc(F.Message(epoch, seq, topic, payload))
 
 
-def failure(conn: ClientConnection) -> ConnectionFailed:
-    events = conn.events()
-    assert isinstance(events[-1], ConnectionFailed), events
+def drain(conn: ClientConnection) -> list[Event]:
+    """Every event available now."""
+    return list(conn.events())
+
+
+def failure(conn: ClientConnection) -> RemoteProtocolError:
+    """The violation next_event() raises, after the events before it; the machine is
+    CLOSED and says no more."""
+    with pytest.raises(RemoteProtocolError) as info:
+        while not isinstance(conn.next_event(), Sentinel):
+            pass
     assert conn.state is ClientState.CLOSED
-    return events[-1]
+    assert conn.close_code == info.value.code
+    assert conn.next_event() is PAUSED
+    return info.value
 
 
-def assert_fails_with(conn: ClientConnection, data: bytes, code: ErrorCode) -> ConnectionFailed:
-    """The machine rejects ``data`` with ``code``: an event carrying RemoteProtocolError and
-    ERROR(code) queued for the wire."""
+def assert_fails_with(conn: ClientConnection, data: bytes, code: ErrorCode) -> RemoteProtocolError:
+    """The machine rejects ``data`` with ``code``: next_event() raises RemoteProtocolError
+    carrying it, with ERROR(code) queued for the wire."""
     conn.receive_data(data, 1.0)
-    event = failure(conn)
-    assert event.code == code, event
-    assert isinstance(event.error, RemoteProtocolError)
-    assert not event.reported_by_server
+    error_raised = failure(conn)
+    assert error_raised.code == code, error_raised
     (error,) = decode_all(conn.data_to_send())
     assert isinstance(error, F.Error)
     assert (error.code, error.request_type, error.request_id) == (code, 0, 0)
     # Later input is ignored.
     conn.receive_data(msg(1), 2.0)
-    assert conn.events() == []
-    return event
+    assert drain(conn) == []
+    return error_raised
 
 
 # -- handshake --------------------------------------------------------------------------------
@@ -145,7 +157,7 @@ def test_welcome_opens_the_connection_and_reports_server_limits() -> None:
     conn = ClientConnection()
     conn.initiate("me")
     conn.receive_data(server_hello(), 0.0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert event == Welcomed(7, 5000, INITIAL_MAX_FRAME_SIZE, 100, 1000, 1, "scripted", 1)
     assert conn.state is ClientState.OPEN
     assert conn.peer_max_frame_size == INITIAL_MAX_FRAME_SIZE
@@ -157,7 +169,7 @@ def test_handshake_fed_one_byte_at_a_time() -> None:
     data = server_hello() + enc(F.Ping(9))
     for i in range(len(data)):
         conn.receive_data(data[i : i + 1], 0.0)
-    assert [type(e) for e in conn.events()] == [Welcomed]
+    assert [type(e) for e in drain(conn)] == [Welcomed]
     assert decode_all(conn.data_to_send()) == [F.Pong(9)]
 
 
@@ -167,7 +179,7 @@ def _script_events(pieces: list[bytes]) -> tuple[list[object], bytes]:
     for piece in pieces:
         conn.receive_data(piece, 0.0)
     assert sid == 1
-    return conn.events(), conn.data_to_send()
+    return drain(conn), conn.data_to_send()
 
 
 SCRIPT = (
@@ -227,8 +239,8 @@ def test_handshake_rejection_is_reported_by_server() -> None:
     conn.initiate("me", b"wrong")
     reject = F.Error(ErrorCode.UNAUTHENTICATED, 0, 0, "bad token")
     conn.receive_data(encode_preface(1, 1) + enc(reject), 0.0)
-    (event,) = conn.events()
-    assert event == ConnectionFailed(ErrorCode.UNAUTHENTICATED, "bad token", True)
+    (event,) = drain(conn)
+    assert event == PeerError(ErrorCode.UNAUTHENTICATED, "bad token")
     assert conn.state is ClientState.CLOSED
     assert conn.data_to_send() == b""
     assert is_terminal(event.code)
@@ -255,7 +267,7 @@ def test_after_welcome_our_advertised_limit_applies() -> None:
     conn = opened(max_frame_size=20000)
     sid = subscribed(conn, credit=10)
     conn.receive_data(msg(1, payload=b"x" * 19000), 0)  # > 16384, < 20000: fine
-    assert [type(e) for e in conn.events()] == [MessageReceived]
+    assert [type(e) for e in drain(conn)] == [MessageReceived]
     header = (20001).to_bytes(4, "big") + bytes([FrameType.MESSAGE, 0])
     assert_fails_with(conn, header, ErrorCode.FRAME_TOO_LARGE)
     assert sid == 1
@@ -287,7 +299,7 @@ def test_eof_before_the_server_preface_is_a_plain_close() -> None:
     conn = ClientConnection()
     conn.initiate("me")
     conn.receive_data(b"", 0.0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert isinstance(event, ConnectionClosed) and not event.after_goaway
 
 
@@ -320,7 +332,7 @@ def test_second_welcome_is_unexpected() -> None:
 def test_unknown_ignorable_frames_are_skipped() -> None:
     conn = opened()
     conn.receive_data(enc(F.Unknown(0xF0, 0x0F, b"whatever"), F.Ping(3)), 0.0)
-    assert conn.events() == []
+    assert drain(conn) == []
     assert decode_all(conn.data_to_send()) == [F.Pong(3)]
     assert conn.state is ClientState.OPEN
 
@@ -358,6 +370,7 @@ def test_eof_in_the_middle_of_a_frame_is_malformed() -> None:
 def test_ping_gets_a_pong_with_the_same_opaque() -> None:
     conn = opened()
     conn.receive_data(enc(F.Ping(0xDEAD), F.Ping(0xBEEF)), 0)
+    assert drain(conn) == []  # the PONGs are made as the PINGs are parsed
     assert decode_all(conn.data_to_send()) == [F.Pong(0xDEAD), F.Pong(0xBEEF)]
     assert conn.data_to_send() == b""
 
@@ -366,7 +379,8 @@ def test_ping_gets_a_pong_with_the_same_opaque() -> None:
 def test_connection_level_error_from_the_server_closes() -> None:
     conn = opened()
     conn.receive_data(enc(F.Error(ErrorCode.SLOW_CONSUMER, 0, 0, "too slow")), 0)
-    assert failure(conn) == ConnectionFailed(ErrorCode.SLOW_CONSUMER, "too slow", True)
+    assert drain(conn) == [PeerError(ErrorCode.SLOW_CONSUMER, "too slow")]
+    assert conn.state is ClientState.CLOSED
     assert conn.data_to_send() == b""
 
 
@@ -374,7 +388,7 @@ def test_connection_level_error_from_the_server_closes() -> None:
 def test_unknown_error_codes_are_kept_as_integers() -> None:
     conn = opened()
     conn.receive_data(enc(F.Error(0x7ABC, 0, 0, "new")), 0)
-    assert failure(conn).code == 0x7ABC
+    assert drain(conn) == [PeerError(0x7ABC, "new")]
 
 
 # -- subscriptions: ordering ------------------------------------------------------------------
@@ -394,7 +408,7 @@ def test_messages_in_order_become_events() -> None:
     conn = opened()
     sid = subscribed(conn, start=5)
     conn.receive_data(msg(5) + msg(6, payload=b"six"), 0)
-    assert conn.events() == [
+    assert drain(conn) == [
         MessageReceived(sid, "a/b", EPOCH, 5, None, b"x"),
         MessageReceived(sid, "a/b", EPOCH, 6, None, b"six"),
     ]
@@ -406,7 +420,7 @@ def test_a_batch_expands_to_one_event_per_record() -> None:
     sid = subscribed(conn, start=3)
     records = (F.Record(b"a", (("k", b"v"),)), F.Record(b"b", ()), F.Record(b"c", ()))
     conn.receive_data(enc(F.MessageBatch(EPOCH, 3, "a/b", records)) + msg(6), 0)
-    events = conn.events()
+    events = drain(conn)
     assert [(e.seq, e.payload, e.headers) for e in events] == [  # type: ignore[union-attr]
         (3, b"a", (("k", b"v"),)),
         (4, b"b", ()),
@@ -425,7 +439,7 @@ def test_sequence_violations_are_protocol_errors(seqs: list[int], why: str) -> N
     conn = opened()
     subscribed(conn)
     event = assert_fails_with(conn, b"".join(msg(s) for s in seqs), ErrorCode.PROTOCOL_ERROR)
-    assert "seq" in event.message, why
+    assert "seq" in str(event), why
 
 
 def test_reordered_batch_is_a_protocol_error() -> None:
@@ -447,7 +461,7 @@ def test_history_reset_while_subscribed_continues_at_one_in_the_new_epoch() -> N
     conn = opened()
     sid = subscribed(conn, start=5, credit=10, at_least_once=True)
     conn.receive_data(msg(5) + msg(6) + msg(1, epoch=77) + msg(2, epoch=77), 0)
-    events = conn.events()
+    events = drain(conn)
     assert events[2] == EpochReset(sid, "a/b", EPOCH, 77)
     assert [(getattr(e, "epoch", None), getattr(e, "seq", None)) for e in events] == [
         (EPOCH, 5),
@@ -466,7 +480,7 @@ def test_history_reset_may_start_with_a_gap_from_one() -> None:
     conn = opened()
     sid = subscribed(conn)
     conn.receive_data(enc(F.Gap(sid, 77, 1, 3, ErrorCode.SLOW_CONSUMER)) + msg(4, epoch=77), 0)
-    assert [type(e) for e in conn.events()] == [EpochReset, GapReceived, MessageReceived]
+    assert [type(e) for e in drain(conn)] == [EpochReset, GapReceived, MessageReceived]
 
 
 def test_gap_frame_skips_explicitly_and_delivery_continues_after_it() -> None:
@@ -474,7 +488,7 @@ def test_gap_frame_skips_explicitly_and_delivery_continues_after_it() -> None:
     sid = subscribed(conn)
     gap = F.Gap(sid, EPOCH, 2, 4, ErrorCode.SLOW_CONSUMER)
     conn.receive_data(msg(1) + enc(gap) + msg(5), 0)
-    events = conn.events()
+    events = drain(conn)
     assert events[1] == GapReceived(sid, "a/b", EPOCH, 2, 4, ErrorCode.SLOW_CONSUMER)
     assert [type(e) for e in events] == [MessageReceived, GapReceived, MessageReceived]
     assert conn.subscription(sid).credit == 8  # type: ignore[union-attr]  # GAP costs none
@@ -552,23 +566,23 @@ def test_subscribed_reply_is_checked_against_the_request(
     conn = opened()
     conn.subscribe("a/b", since)
     conn.receive_data(enc(reply), 0)
-    events = conn.events()
     if ok:
-        assert isinstance(events[0], Subscribed)
+        assert isinstance(drain(conn)[0], SubscriptionConfirmed)
         assert conn.subscription(1).status is SubStatus.ACTIVE  # type: ignore[union-attr]
     else:
-        assert isinstance(events[0], ConnectionFailed)
-        assert events[0].code == ErrorCode.PROTOCOL_ERROR
+        assert failure(conn).code == ErrorCode.PROTOCOL_ERROR
 
 
 def test_gap_outcome_reports_the_range_and_reason() -> None:
     conn = opened()
     conn.subscribe("a/b", AFTER_5_9)
     conn.receive_data(enc(F.Subscribed(1, Outcome.GAP, 5, 15, 20, 10, 14, 0x200)), 0)
-    (event,) = conn.events()
-    assert event == Subscribed(1, "a/b", Outcome.GAP, 5, 15, 20, 10, 14, ErrorCode.HISTORY_EXPIRED)
+    (event,) = drain(conn)
+    assert event == SubscriptionConfirmed(
+        1, "a/b", Outcome.GAP, 5, 15, 20, 10, 14, ErrorCode.HISTORY_EXPIRED
+    )
     conn.receive_data(msg(15, epoch=5), 0)
-    assert [e.seq for e in conn.events()] == [15]  # type: ignore[union-attr]
+    assert [e.seq for e in drain(conn)] == [15]  # type: ignore[union-attr]
 
 
 # -- flow control -----------------------------------------------------------------------------
@@ -594,7 +608,7 @@ def test_zero_initial_credit_means_no_message_until_credit() -> None:
     data = conn.grant_credit(sid, 2)
     assert decode_all(data) == [F.Credit(sid, 2)]
     conn.receive_data(msg(1) + msg(2), 0)
-    assert len(conn.events()) == 2
+    assert len(drain(conn)) == 2
     assert_fails_with(conn, msg(3), ErrorCode.FLOW_CONTROL_ERROR)
 
 
@@ -604,7 +618,7 @@ def test_granted_credit_lets_more_messages_through() -> None:
     conn.receive_data(msg(1), 0)
     conn.grant_credit(sid, 1)
     conn.receive_data(msg(2), 0)
-    assert [e.seq for e in conn.events()] == [1, 2]  # type: ignore[union-attr]
+    assert [e.seq for e in drain(conn)] == [1, 2]  # type: ignore[union-attr]
 
 
 def test_credit_overflow_and_zero_credit_are_refused_locally() -> None:
@@ -627,9 +641,9 @@ def test_messages_for_a_topic_being_unsubscribed_are_dropped() -> None:
     assert decode_all(conn.unsubscribe(sid)) == [F.Unsubscribe(sid)]
     # in flight: even beyond credit, out of order, or a GAP: nobody cares any more
     conn.receive_data(msg(1) + msg(7) + enc(F.Gap(sid, EPOCH, 9, 9, 0)), 0)
-    assert conn.events() == []
+    assert drain(conn) == []
     conn.receive_data(enc(F.Unsubscribed(sid, EPOCH, 7)), 0)
-    assert conn.events() == [Unsubscribed(sid, "a/b", EPOCH, 7)]
+    assert drain(conn) == [UnsubscribeConfirmed(sid, "a/b", EPOCH, 7)]
     assert conn.subscription(sid) is None
     assert_fails_with(conn, msg(8), ErrorCode.PROTOCOL_ERROR)
 
@@ -647,8 +661,12 @@ def test_resubscribing_while_unsubscribe_is_in_flight() -> None:
         + msg(4),
         0,
     )
-    events = conn.events()
-    assert [type(e) for e in events] == [Unsubscribed, Subscribed, MessageReceived]
+    events = drain(conn)
+    assert [type(e) for e in events] == [
+        UnsubscribeConfirmed,
+        SubscriptionConfirmed,
+        MessageReceived,
+    ]
     assert events[-1].sub_id == new  # type: ignore[union-attr]
 
 
@@ -663,6 +681,7 @@ def test_sub_ids_in_use_are_never_reused() -> None:
     fresh, _ = conn.subscribe("d")
     assert fresh not in (closing, active, pending)
     conn.receive_data(enc(F.Unsubscribed(closing, EPOCH, 0)), 0)
+    drain(conn)
     conn._next_sub_id = closing
     assert conn.subscribe("e")[0] == closing  # free again once UNSUBSCRIBED arrived
 
@@ -687,7 +706,7 @@ def test_unsubscribe_error_unknown_subscription_forgets_it() -> None:
     conn.unsubscribe(sid)
     err = F.Error(ErrorCode.UNKNOWN_SUBSCRIPTION, FrameType.UNSUBSCRIBE, sid, "no")
     conn.receive_data(enc(err), 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert event == RequestFailed(
         ErrorCode.UNKNOWN_SUBSCRIPTION, FrameType.UNSUBSCRIBE, sid, "no", "a/b"
     )
@@ -701,7 +720,7 @@ def test_subscribe_error_is_a_request_failure_and_the_connection_stays() -> None
     conn = opened()
     sid, _ = conn.subscribe("secret")
     conn.receive_data(enc(F.Error(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, sid, "no")), 0)
-    assert conn.events() == [
+    assert drain(conn) == [
         RequestFailed(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, sid, "no", "secret")
     ]
     assert conn.state is ClientState.OPEN
@@ -726,11 +745,11 @@ def test_request_error_matching_no_request_never_ends_the_connection(
     sid = subscribed(conn)
     request_type, request_id = refused
     conn.receive_data(enc(F.Error(0x0ABC, request_type, request_id, "?")), 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert event == RequestFailed(0x0ABC, request_type, request_id, "?", None)
     assert conn.state is ClientState.OPEN
     conn.receive_data(msg(1), 0)  # the subscription is untouched
-    assert [e.seq for e in conn.events()] == [1]  # type: ignore[union-attr]
+    assert [e.seq for e in drain(conn)] == [1]  # type: ignore[union-attr]
     assert conn.subscription(sid) is not None
 
 
@@ -738,7 +757,7 @@ def test_subscribe_error_for_an_active_subscription_leaves_it_alone() -> None:
     conn = opened()
     sid = subscribed(conn)
     conn.receive_data(enc(F.Error(ErrorCode.FORBIDDEN, FrameType.SUBSCRIBE, sid, "late")), 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert isinstance(event, RequestFailed) and event.topic is None
     assert conn.subscription(sid).status is SubStatus.ACTIVE  # type: ignore[union-attr]
 
@@ -748,7 +767,7 @@ def test_subscribe_error_for_an_active_subscription_leaves_it_alone() -> None:
 def test_unknown_subscription_errors_are_never_fatal(request_type: FrameType) -> None:
     conn = opened()
     conn.receive_data(enc(F.Error(ErrorCode.UNKNOWN_SUBSCRIPTION, request_type, 99, "")), 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert isinstance(event, RequestFailed) and event.request_id == 99
     assert conn.state is ClientState.OPEN
 
@@ -763,7 +782,7 @@ def test_unsubscribing_before_subscribed_arrives() -> None:
         + enc(F.Unsubscribed(sid, EPOCH, 1)),
         0,
     )
-    assert [type(e) for e in conn.events()] == [Subscribed, Unsubscribed]
+    assert [type(e) for e in drain(conn)] == [SubscriptionConfirmed, UnsubscribeConfirmed]
     assert conn.subscription(sid) is None
 
 
@@ -778,7 +797,7 @@ def test_unsubscribing_a_subscribe_that_then_fails() -> None:
         ),
         0,
     )
-    assert [e.code for e in conn.events()] == [  # type: ignore[union-attr]
+    assert [e.code for e in drain(conn)] == [  # type: ignore[union-attr]
         ErrorCode.FORBIDDEN,
         ErrorCode.UNKNOWN_SUBSCRIPTION,
     ]
@@ -790,7 +809,7 @@ def test_failed_publish_with_request_id_zero_is_reported() -> None:
     conn = opened()
     conn.publish("a", b"", want_ack=False)
     conn.receive_data(enc(F.Error(ErrorCode.FORBIDDEN, FrameType.PUBLISH, 0, "no")), 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert isinstance(event, RequestFailed) and event.request_id == 0
 
 
@@ -798,7 +817,7 @@ def test_invalid_ack_error_is_reported() -> None:
     conn = opened()
     sid = subscribed(conn, at_least_once=True)
     conn.receive_data(enc(F.Error(ErrorCode.INVALID_ACK, FrameType.ACK, sid, "late")), 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert isinstance(event, RequestFailed) and event.code == ErrorCode.INVALID_ACK
 
 
@@ -816,7 +835,7 @@ def test_publish_and_puback() -> None:
     )
     assert conn.outstanding_publishes() == {rid, rid2}
     conn.receive_data(enc(F.Puback(rid2, EPOCH, 5, 2), F.Puback(rid, EPOCH, 4, 1)), 0)
-    assert conn.events() == [
+    assert drain(conn) == [
         PublishAcked(rid2, "a/b", EPOCH, 5, 2),
         PublishAcked(rid, "a/b", EPOCH, 4, 1),
     ]
@@ -840,7 +859,7 @@ def test_publish_error_is_a_request_failure() -> None:
     conn = opened()
     rid, _ = conn.publish("a", b"")
     conn.receive_data(enc(F.Error(ErrorCode.GOING_AWAY, FrameType.PUBLISH, rid, "bye")), 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert event == RequestFailed(ErrorCode.GOING_AWAY, FrameType.PUBLISH, rid, "bye", "a")
 
 
@@ -884,7 +903,7 @@ def test_ack_is_cumulative_and_bounded_by_what_was_delivered() -> None:
     conn = opened()
     sid = subscribed(conn, at_least_once=True)
     conn.receive_data(msg(1) + msg(2) + msg(3), 0)
-    conn.events()
+    drain(conn)
     assert decode_all(conn.ack(sid, 2)) == [F.Ack(sid, 2)]
     assert conn.ack(sid, 2) == b""  # nothing new
     for bad in (1, 4):
@@ -907,6 +926,7 @@ def test_ack_may_cover_an_explicit_gap() -> None:
     conn = opened()
     sid = subscribed(conn, at_least_once=True)
     conn.receive_data(enc(F.Gap(sid, EPOCH, 1, 5, ErrorCode.HISTORY_EXPIRED)), 0)
+    drain(conn)
     assert decode_all(conn.ack(sid, 5)) == [F.Ack(sid, 5)]
 
 
@@ -938,8 +958,9 @@ def test_heartbeat_timeout_after_three_silent_intervals() -> None:
     assert conn.next_deadline() == 3 * H
     (error,) = decode_all(conn.tick(3 * H))
     assert isinstance(error, F.Error) and error.code == ErrorCode.HEARTBEAT_TIMEOUT
-    event = failure(conn)
-    assert (event.code, event.reported_by_server) == (ErrorCode.HEARTBEAT_TIMEOUT, False)
+    assert conn.state is ClientState.CLOSED
+    assert conn.close_code == ErrorCode.HEARTBEAT_TIMEOUT
+    assert drain(conn) == []
     assert conn.next_deadline() is None
     assert conn.tick(100.0) == b""
 
@@ -972,9 +993,13 @@ def test_goaway_drains_refuses_new_requests_then_eof_is_a_planned_close() -> Non
     sid = subscribed(conn, credit=1, at_least_once=True)
     goaway = F.Goaway(ErrorCode.SHUTTING_DOWN, 250, 100, (F.Position(sid, EPOCH, 1),), "restart")
     conn.receive_data(msg(1) + enc(goaway), 0)
-    events = conn.events()
+    events = drain(conn)
     assert events[1] == GoawayReceived(
-        ErrorCode.SHUTTING_DOWN, 250, 100, (F.Position(sid, EPOCH, 1),), "restart"
+        ErrorCode.SHUTTING_DOWN,
+        "restart",
+        reconnect_after_ms=250,
+        jitter_ms=100,
+        positions=(F.Position(sid, EPOCH, 1),),
     )
     assert conn.state is ClientState.DRAINING
     for call in (lambda: conn.subscribe("new"), lambda: conn.publish("a", b"")):
@@ -983,7 +1008,7 @@ def test_goaway_drains_refuses_new_requests_then_eof_is_a_planned_close() -> Non
         assert info.value.code == ErrorCode.GOING_AWAY
     assert conn.grant_credit(sid, 1) and conn.ack(sid, 1)  # still allowed
     conn.receive_data(b"", 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert event == ConnectionClosed(
         ErrorCode.SHUTTING_DOWN, "server closed the connection after GOAWAY", True
     )
@@ -995,14 +1020,14 @@ def test_pushes_or_a_second_goaway_after_goaway_are_unexpected(after: bytes) -> 
     conn = opened()
     subscribed(conn)
     conn.receive_data(enc(F.Goaway(ErrorCode.SHUTTING_DOWN, 0, 0, (), "")), 0)
-    assert [type(e) for e in conn.events()] == [GoawayReceived]
+    assert [type(e) for e in drain(conn)] == [GoawayReceived]
     assert_fails_with(conn, after, ErrorCode.UNEXPECTED_FRAME)
 
 
 def test_abrupt_eof_is_an_unplanned_close() -> None:
     conn = opened()
     conn.receive_data(b"", 0)
-    (event,) = conn.events()
+    (event,) = drain(conn)
     assert isinstance(event, ConnectionClosed) and not event.after_goaway
     assert event.code == ErrorCode.NO_ERROR
 
@@ -1022,7 +1047,7 @@ def test_client_goaway_closes() -> None:
     assert frame == F.Goaway(ErrorCode.NO_ERROR, 0, 0, (), "bye")
     assert conn.state is ClientState.CLOSED
     conn.receive_data(msg(1), 0)
-    assert conn.events() == []
+    assert drain(conn) == []
     assert conn.goaway() == b""
 
 
@@ -1030,3 +1055,67 @@ def test_transition_table_covers_every_state() -> None:
     assert set(RECEIVE_TRANSITIONS) == set(ClientState)
     assert FrameType.WELCOME not in RECEIVE_TRANSITIONS[ClientState.OPEN]
     assert RECEIVE_TRANSITIONS[ClientState.OPEN][FrameType.GOAWAY] is ClientState.DRAINING
+
+
+# -- the next_event() convention both machines share -------------------------------------------
+
+
+def test_next_event_is_paused_before_initiate_and_once_closed() -> None:
+    conn = ClientConnection()
+    assert conn.next_event() is PAUSED
+    conn = opened()
+    conn.receive_data(b"", 0)
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert conn.next_event() is PAUSED
+
+
+def test_next_event_needs_data_inside_the_preface_and_inside_a_frame() -> None:
+    conn = ClientConnection()
+    conn.initiate("test")
+    data = server_hello()
+    for byte in data[:-1]:
+        conn.receive_data(bytes([byte]), 0)
+        assert conn.next_event() is NEED_DATA
+    conn.receive_data(data[-1:], 0)
+    assert isinstance(conn.next_event(), Welcomed)
+    assert conn.next_event() is NEED_DATA
+
+
+def test_events_before_a_violation_come_out_before_it_is_raised() -> None:
+    conn = opened()
+    subscribed(conn)
+    conn.receive_data(msg(1) + msg(3), 0)
+    first = conn.next_event()
+    assert isinstance(first, MessageReceived) and first.seq == 1
+    assert conn.state is ClientState.OPEN  # nothing past the event is parsed yet
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.code == ErrorCode.PROTOCOL_ERROR
+    assert conn.state is ClientState.CLOSED
+    assert [type(f) for f in decode_all(conn.data_to_send())] == [F.Error]
+
+
+def test_the_tables_have_one_shape_and_agree_with_the_frame_directions() -> None:
+    for table in (RECEIVE_TRANSITIONS, SEND_TRANSITIONS):
+        assert set(table) == set(ClientState)
+        for row in table.values():
+            assert all(
+                isinstance(t, FrameType) and isinstance(n, ClientState) for t, n in row.items()
+            )
+    assert set(RECEIVE_TRANSITIONS[ClientState.OPEN]) <= SERVER_SENDS
+    assert set(SEND_TRANSITIONS[ClientState.OPEN]) <= CLIENT_SENDS
+
+
+def test_the_package_exports_both_machines_with_one_event_base() -> None:
+    import pushwire.protocol as pw
+
+    assert set(pw.__all__) <= set(dir(pw))
+    client_events = ["Welcomed", "SubscriptionConfirmed", "MessageReceived", "GapReceived"]
+    client_events += ["EpochReset", "UnsubscribeConfirmed", "PublishAcked", "RequestFailed"]
+    server_events = ["PrefaceReceived", "HelloReceived", "SubscribeRequested", "Acked"]
+    server_events += ["UnsubscribeRequested", "CreditGranted", "PublishRequested"]
+    server_events += ["PublishBatchRequested", "PingReceived", "PongReceived", "RequestRefused"]
+    shared = ["GoawayReceived", "PeerError", "ConnectionClosed"]
+    for name in client_events + server_events + shared:
+        assert issubclass(getattr(pw, name), pw.Event), name
+    assert pw.NEED_DATA is not pw.PAUSED

@@ -128,6 +128,17 @@ def serve(server: ServerConnection, now: float = 0.0) -> bytes:
     return bytes(out + server.data_to_send())
 
 
+def run_client(client: ClientConnection) -> list[Any]:
+    """The client core's events, comparable, up to a violation (reported as its code and
+    text), after which the core is closed and its ERROR is in data_to_send()."""
+    out: list[Any] = []
+    try:
+        out.extend(comparable(ev) for ev in client.events())
+    except RemoteProtocolError as exc:
+        out.append(("violation", exc.code, str(exc)))
+    return out
+
+
 def handshake(token: bytes) -> tuple[ClientConnection, ServerConnection, bytes, bytes]:
     """Both cores OPEN; returns them and what each has sent so far."""
     client, server = ClientConnection(), ServerConnection(LIMITS, now=0.0)
@@ -135,7 +146,7 @@ def handshake(token: bytes) -> tuple[ClientConnection, ServerConnection, bytes, 
     server.receive_data(sent_by_client, 0.0)
     sent_by_server = serve(server)
     client.receive_data(sent_by_server, 0.0)
-    client.events()
+    run_client(client)
     assert client.state is cc.ClientState.OPEN and server.state is sc.ServerState.OPEN
     return client, server, sent_by_client + client.data_to_send(), sent_by_server
 
@@ -193,9 +204,11 @@ def test_the_client_core_keeps_each_code_in_its_scope_and_the_token_out_of_messa
         if i == late:
             sent += client.tick(LATE)
         client.receive_data(reference.encode_frame(frame), 1.0)
+        run_client(client)
         sent += client.data_to_send()
     if malformed is not None:
         client.receive_data(malformed.data, 2.0)
+        run_client(client)
         sent += client.data_to_send()
     sent += client.tick(LATE) if late is not None else b""
     for frame in check_what_was_sent(sent, token):
@@ -231,13 +244,14 @@ def test_the_client_core_does_not_act_on_the_text_of_an_error(
         client.receive_data(reference.encode_frame(dataclasses.replace(error, message=text)), 1.0)
         for frame in then:
             client.receive_data(reference.encode_frame(frame), 2.0)
+        events = run_client(client)
         out = client.data_to_send() + client.tick(LATE)
         seen.append(
             (
                 client.state,
                 client.subscription(sub_id),
                 client.outstanding_publishes(),
-                [comparable(ev) for ev in client.events()],
+                events,
                 out,
             )
         )

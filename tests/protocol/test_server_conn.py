@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import struct
 
+import faults
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,11 +15,13 @@ from pushwire.protocol import frames as F
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.decoder import FrameDecoder, encode_preface, parse_preface
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from pushwire.protocol.events import NEED_DATA, PAUSED
 from pushwire.protocol.layouts import (
     CLIENT_SENDS,
     HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
+    PUBLISH_PREFIX_SIZE,
     FrameType,
     Outcome,
     SinceKind,
@@ -52,10 +55,13 @@ def decode_all(data: bytes) -> list[F.Frame]:
     return out
 
 
-def open_conn(limits: sc.ServerLimits | None = None, **kw: object) -> sc.ServerConnection:
-    """A connection through preface, HELLO and WELCOME at time 0."""
+def open_conn(
+    limits: sc.ServerLimits | None = None, cls: type[sc.ServerConnection] = sc.ServerConnection
+) -> sc.ServerConnection:
+    """A connection (of ``cls``: one of the faulty ones of tests/faults.py, say) through
+    preface, HELLO and WELCOME at time 0."""
     limits = limits or sc.ServerLimits(heartbeat_min_ms=10, heartbeat_ms=1000)
-    conn = sc.ServerConnection(limits, now=0.0, **kw)  # type: ignore[arg-type]
+    conn = cls(limits, now=0.0)
     conn.receive_data(PREFACE + enc(hello()), 0.0)
     assert isinstance(conn.next_event(), sc.PrefaceReceived)
     conn.send_preface()
@@ -63,6 +69,12 @@ def open_conn(limits: sc.ServerLimits | None = None, **kw: object) -> sc.ServerC
     conn.accept(7, "srv", 0.0)
     assert conn.state is sc.ServerState.OPEN
     return conn
+
+
+def with_flags(frame: bytes, flags: int) -> bytes:
+    """``frame`` with its header's flags replaced."""
+    header = codec.decode_header(frame)
+    return codec.encode_header(header.length, header.type, flags) + frame[HEADER_SIZE:]
 
 
 def feed(conn: sc.ServerConnection, *frames: F.Frame | bytes, now: float = 0.0) -> list[sc.Event]:
@@ -105,14 +117,14 @@ class TestPreface:
         conn = sc.ServerConnection()
         conn.receive_data(PREFACE, 0.0)
         assert conn.next_event() == sc.PrefaceReceived(1, 1, 1)
-        assert conn.next_event() is None  # paused until answered
+        assert conn.next_event() is PAUSED  # until answered
         assert parse_preface(conn.send_preface()) == (1, 1)
         assert conn.state is sc.ServerState.AWAIT_HELLO
 
     def test_takes_the_preface_one_byte_at_a_time(self) -> None:
         conn = sc.ServerConnection()
         for i, byte in enumerate(PREFACE):
-            assert conn.next_event() is None, i
+            assert conn.next_event() is NEED_DATA, i
             conn.receive_data(bytes([byte]), 0.0)
         assert isinstance(conn.next_event(), sc.PrefaceReceived)
 
@@ -121,7 +133,7 @@ class TestPreface:
         conn = sc.ServerConnection()
         conn.receive_data(PREFACE + enc(hello()), 0.0)
         assert isinstance(conn.next_event(), sc.PrefaceReceived)
-        assert conn.next_event() is None
+        assert conn.next_event() is PAUSED
         conn.send_preface()
         assert isinstance(conn.next_event(), sc.HelloReceived)
 
@@ -155,7 +167,7 @@ class TestPreface:
         conn.receive_data(MAGIC, 0.0)
         conn.receive_data(b"", 0.0)
         assert conn.next_event() == sc.ConnectionClosed()
-        assert conn.next_event() is None
+        assert conn.next_event() is PAUSED
 
     def test_the_caller_may_not_answer_a_preface_it_did_not_get(self) -> None:
         with pytest.raises(LocalProtocolError):
@@ -203,7 +215,7 @@ class TestHandshake:
         assert welcome == F.Welcome(1, 5000, 20000, 3, 9, 1, "srv")
         assert 16384 <= welcome.max_frame_size <= 1 << 24  # type: ignore[union-attr]
         assert 1 <= welcome.heartbeat_ms <= sc.MAX_HEARTBEAT_MS  # type: ignore[union-attr]
-        too_big = struct.pack(">IBB", 20001, FrameType.PUBLISH, 0)
+        too_big = codec.encode_header(20001, FrameType.PUBLISH, 0)
         fails_with(conn, too_big, ErrorCode.FRAME_TOO_LARGE)
 
     @pytest.mark.spec("PW-HS-5")
@@ -271,14 +283,14 @@ class TestHandshake:
         conn.receive_data(PREFACE, 0.0)
         conn.next_event()
         conn.send_preface()
-        header = struct.pack(">IBB", INITIAL_MAX_FRAME_SIZE + 1, FrameType.HELLO, 0)
+        header = codec.encode_header(INITIAL_MAX_FRAME_SIZE + 1, FrameType.HELLO, 0)
         fails_with(conn, header, ErrorCode.FRAME_TOO_LARGE)
         conn = open_conn(sc.ServerLimits(max_frame_size=20000))
         ok = F.Publish(1, "t", b"x" * (20000 - 4 - 2))
         assert len(enc(ok)) - HEADER_SIZE == 20000
         (event,) = feed(conn, ok)
         assert isinstance(event, sc.PublishRequested)
-        too_big = struct.pack(">IBB", 20001, FrameType.PUBLISH, 0)
+        too_big = codec.encode_header(20001, FrameType.PUBLISH, 0)
         fails_with(conn, too_big, ErrorCode.FRAME_TOO_LARGE)
 
     def test_reject_sends_a_connection_error_and_closes(self) -> None:
@@ -309,31 +321,28 @@ class TestHandshake:
 class TestFraming:
     @pytest.mark.spec("PW-FRAME-3")
     def test_reserved_flag_bits_are_fatal(self) -> None:
-        data = bytearray(enc(F.Ping(1)))
-        data[5] = 0x40
-        out = fails_with(open_conn(), bytes(data), ErrorCode.RESERVED_BITS_SET)
+        data = with_flags(enc(F.Ping(1)), 0x40)
+        out = fails_with(open_conn(), data, ErrorCode.RESERVED_BITS_SET)
         assert decode_all(out)[0].code == ErrorCode.RESERVED_BITS_SET  # type: ignore[union-attr]
 
     def test_the_ignore_reserved_bits_fault_accepts_them(self) -> None:
-        data = bytearray(enc(F.Ping(1)))
-        data[5] = 0x40
-        conn = open_conn(faults=frozenset({sc.FAULT_IGNORE_RESERVED_BITS}))
-        assert feed(conn, bytes(data)) == [sc.PingReceived(1)]
+        data = with_flags(enc(F.Ping(1)), 0x40)
+        conn = open_conn(cls=faults.IgnoreReservedBits)
+        assert feed(conn, data) == [sc.PingReceived(1)]
 
     def test_under_the_ignore_reserved_bits_fault_no_reserved_bit_reaches_a_publish(
         self,
     ) -> None:
-        data = bytearray(enc(F.Publish(0, "a/b", b"payload")))
-        data[5] = 0x80
-        conn = open_conn(faults=frozenset({sc.FAULT_IGNORE_RESERVED_BITS}))
-        (event,) = feed(conn, bytes(data))
+        data = with_flags(enc(F.Publish(0, "a/b", b"payload")), 0x80)
+        conn = open_conn(cls=faults.IgnoreReservedBits)
+        (event,) = feed(conn, data)
         assert isinstance(event, sc.PublishRequested)
         assert event.flags == 0
-        assert event.body == bytes(data[HEADER_SIZE + 4 :])
+        assert event.body == data[HEADER_SIZE + PUBLISH_PREFIX_SIZE :]
 
     @pytest.mark.spec("PW-FRAME-8")
     def test_skips_unknown_ignorable_frames(self) -> None:
-        unknown = struct.pack(">IBB", 3, 0xB3, 0xFF) + b"abc"
+        unknown = codec.encode_header(3, 0xB3, 0xFF) + b"abc"
         assert feed(open_conn(), unknown, F.Ping(4)) == [sc.PingReceived(4)]
 
     @pytest.mark.spec("PW-FRAME-4")
@@ -352,9 +361,7 @@ class TestFraming:
         assert conn.close_code == ErrorCode.NO_ERROR
 
     def test_accept_oversized_fault_takes_frames_beyond_the_limit(self) -> None:
-        conn = open_conn(
-            sc.ServerLimits(heartbeat_min_ms=10), faults=frozenset({sc.FAULT_ACCEPT_OVERSIZED})
-        )
+        conn = open_conn(sc.ServerLimits(heartbeat_min_ms=10), cls=faults.AcceptOversized)
         (event,) = feed(conn, F.Publish(1, "t", b"x" * (2 << 20)))
         assert isinstance(event, sc.PublishRequested)
 
@@ -462,7 +469,7 @@ class TestTime:
         assert conn.state is sc.ServerState.OPEN
 
     def test_the_no_heartbeat_timeout_fault_keeps_a_silent_peer(self) -> None:
-        conn = open_conn(faults=frozenset({sc.FAULT_NO_HEARTBEAT_TIMEOUT}))
+        conn = open_conn(cls=faults.NoHeartbeatTimeout)
         for t in range(1, 20):
             conn.tick(t * H)
         assert conn.state is sc.ServerState.OPEN
@@ -474,7 +481,7 @@ class TestTime:
         assert decode_all(conn.data_to_send()) == [F.Pong(0xDEADBEEF)]
 
     def test_the_no_pong_fault_stays_silent(self) -> None:
-        conn = open_conn(faults=frozenset({sc.FAULT_NO_PONG}))
+        conn = open_conn(cls=faults.NoPong)
         feed(conn, F.Ping(1))
         assert conn.data_to_send() == b""
 
@@ -636,7 +643,7 @@ class TestCredit:
         assert conn.credit(1) == 0
 
     def test_the_ignore_credit_fault_lets_everything_through(self) -> None:
-        conn = open_conn(faults=frozenset({sc.FAULT_IGNORE_CREDIT}))
+        conn = open_conn(cls=faults.IgnoreCredit)
         subscribe(conn, 1, "t", initial_credit=0)
         assert conn.can_send(1, 1000)
         conn.consume_credit(1, 1000, epoch=5, last_seq=1000)
@@ -852,7 +859,7 @@ class TestGoaway:
         conn = open_conn()
         assert feed(conn, F.Error(0x7777, 0, 0, "odd")) == [sc.PeerError(0x7777, "odd")]
         assert conn.state is sc.ServerState.CLOSED
-        assert conn.next_event() is None
+        assert conn.next_event() is PAUSED
 
     @pytest.mark.spec("PW-ERR-1", "PW-ERR-2")
     def test_close_with_error_says_it_once(self) -> None:
@@ -871,9 +878,14 @@ def test_transition_tables_cover_only_what_clients_send() -> None:
     assert set(sc.RECEIVE_TRANSITIONS[sc.ServerState.OPEN]) == CLIENT_SENDS - {FrameType.HELLO}
 
 
-def test_unknown_fault_names_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown fault"):
-        sc.ServerConnection(faults=frozenset({"nope"}))
+def test_both_tables_have_one_shape_state_to_frame_type_to_state() -> None:
+    for table, direction in ((sc.RECEIVE_TRANSITIONS, CLIENT_SENDS), (sc.SEND_TRANSITIONS, None)):
+        assert set(table) == set(sc.ServerState)
+        for row in table.values():
+            for frame_type, after in row.items():
+                assert isinstance(frame_type, FrameType) and isinstance(after, sc.ServerState)
+                assert direction is None or frame_type in direction
+    assert FrameType.GOAWAY not in sc.SEND_TRANSITIONS[sc.ServerState.DRAINING]  # once only
 
 
 def test_limits_refuse_a_frame_size_outside_the_protocol_range() -> None:

@@ -193,7 +193,7 @@ class StatePair(RuleBasedStateMachine):
             match ev:
                 case cc.Welcomed():
                     assert ev.heartbeat_ms == 1000
-                case cc.Subscribed():
+                case cc.SubscriptionConfirmed():
                     sub = self.client_subs[ev.sub_id]
                     sub.epoch, sub.next_seq = ev.epoch, ev.start_seq
                 case cc.EpochReset():
@@ -215,7 +215,7 @@ class StatePair(RuleBasedStateMachine):
                     assert (ev.epoch, ev.first) == (sub.epoch, sub.next_seq), "gap order"
                     sub.next_seq = ev.last + 1
                     sub.last_seq = ev.last
-                case cc.Unsubscribed():
+                case cc.UnsubscribeConfirmed():
                     del self.client_subs[ev.sub_id]
                 case cc.RequestFailed(code=ErrorCode.INVALID_ACK):
                     # ACK carries no epoch: one sent before the client saw a reset may land
@@ -224,9 +224,10 @@ class StatePair(RuleBasedStateMachine):
                 case cc.PublishAcked():
                     assert self.assigned.pop(ev.request_id) == (ev.epoch, ev.first_seq, ev.count)
                     assert self.pending_publishes.pop(ev.request_id) == ev.count
-                case cc.ConnectionFailed(code=ErrorCode.HEARTBEAT_TIMEOUT):
-                    # its own verdict (tick), or the server's ERROR
-                    assert ("server" if ev.reported_by_server else "client") in self.timed_out
+                case cc.PeerError(code=ErrorCode.HEARTBEAT_TIMEOUT):
+                    # the server's verdict (the client's own, from tick, is no event: the
+                    # machine is CLOSED with close_code HEARTBEAT_TIMEOUT)
+                    assert "server" in self.timed_out
                     assert self.client.state is ClientState.CLOSED
                 case _:
                     pytest.fail(f"client got {ev}")

@@ -6,11 +6,14 @@ invalid "valid" frame, or a malformed frame with the wrong expected code, would 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import storage_directory
 
 from pushwire.protocol import codec, reference
 from pushwire.protocol import frames as F
@@ -25,6 +28,7 @@ from pushwire.protocol.layouts import (
     Header,
     Outcome,
 )
+from pushwire.protocol.spec.vectors import frame_json
 from pushwire.protocol.testing import strategies as ps
 from pushwire.protocol.topics import topic_problem
 
@@ -136,6 +140,57 @@ def test_malformed_frames_respect_a_smaller_limit(malformed: ps.Malformed) -> No
     assert info.value.code == malformed.code
 
 
+@pytest.mark.spec("PW-FRAME-14")
+@given(ps.incomplete_frames(max_frame_size=20_000))
+def test_incomplete_frames_end_inside_a_frame_and_get_their_code_at_the_end(
+    incomplete: ps.Malformed,
+) -> None:
+    decoder = FrameDecoder(20_000)
+    decoder.feed(incomplete.data)
+    if len(incomplete.data) >= HEADER_SIZE:
+        header = Header.parse(incomplete.data[:HEADER_SIZE])
+        assert len(incomplete.data) < HEADER_SIZE + header.length
+    if incomplete.code != ErrorCode.FRAME_TOO_LARGE:
+        assert decoder.next_frame() is None  # still waiting for the rest of the frame
+    decoder.feed(b"")
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == incomplete.code
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        ErrorCode.MALFORMED_FRAME,
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.UNKNOWN_FRAME_TYPE,
+        ErrorCode.RESERVED_BITS_SET,
+    ],
+    ids=lambda c: c.name,
+)
+def test_incomplete_frames_draw_every_code_the_header_decides(code: ErrorCode) -> None:
+    config = settings(
+        max_examples=2000,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    find(ps.incomplete_frames(), lambda m: m.code == code, settings=config)
+
+
+@given(ps.frames(max_items=2, max_payload=8))
+def test_text_fields_replace_each_text_field_and_nothing_else(frame: F.Frame) -> None:
+    for set_text in ps.text_fields(frame):
+        changed = set_text("\ufeffchanged")
+        assert type(changed) is type(frame)
+        assert "\ufeffchanged" in json.dumps(frame_json(changed), ensure_ascii=False)
+
+
+def test_utf8_text_starts_with_a_byte_order_mark_now_and_then() -> None:
+    config = settings(max_examples=500, database=None, phases=[Phase.generate])
+    assert find(ps.utf8_text(255), lambda t: t.startswith("\ufeff"), settings=config)
+
+
 # -- conversations -----------------------------------------------------------------------------
 
 
@@ -214,3 +269,17 @@ def test_conversations_follow_the_rules_a_receiver_checks(
     for conversation in (client, server):
         _check_conversation(conversation)
         _check_server_rules(conversation.exchange)
+
+
+def test_hypothesis_storage_goes_to_a_temporary_directory_and_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    before = storage_directory("x", intent_to_write=False).path
+    with ps.hypothesis_storage():
+        inside = storage_directory("x", intent_to_write=False).path
+        assert inside.parent.exists() and inside.parent != before.parent
+    assert not inside.parent.exists()  # removed
+    assert storage_directory("x", intent_to_write=False).path == before
+    with ps.hypothesis_storage(tmp_path / "kept"):
+        assert storage_directory("x", intent_to_write=False).path == tmp_path / "kept" / "x"

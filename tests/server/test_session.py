@@ -8,6 +8,7 @@ import logging
 import pytest
 import trio
 import trio.testing
+from faults import server_options
 from integration.server_peer import PREFACE_ONLY, PeerClosed, RawPeer, memory_server
 
 from pushwire.protocol import frames as F
@@ -457,11 +458,11 @@ async def test_a_client_that_stays_after_goaway_is_logged_as_cut_off_at_the_drai
     ]
 
 
-# -- faults (test-only) -----------------------------------------------------------------------
+# -- the faulty servers of tests/faults.py ----------------------------------------------------
 
 
 async def test_the_reorder_fault_swaps_two_messages(autojump_clock: object) -> None:
-    async with memory_server(config(faults={"reorder"})) as ms:
+    async with memory_server(config(), factories=server_options("reorder")) as ms:
         for i in range(3):
             await ms.server.publish("t", b"%d" % i)
         peer = await ms.connect()
@@ -471,7 +472,7 @@ async def test_the_reorder_fault_swaps_two_messages(autojump_clock: object) -> N
 
 
 async def test_the_skip_gap_fault_reports_recovered_instead_of_gap(autojump_clock: object) -> None:
-    async with memory_server(config(faults={"skip-gap"}, history_count=2)) as ms:
+    async with memory_server(config(history_count=2), factories=server_options("skip-gap")) as ms:
         for i in range(5):
             epoch, _ = await ms.server.publish("t", b"%d" % i)
         peer = await ms.connect()
@@ -481,7 +482,7 @@ async def test_the_skip_gap_fault_reports_recovered_instead_of_gap(autojump_cloc
 
 
 async def test_the_ignore_credit_fault_sends_beyond_credit(autojump_clock: object) -> None:
-    async with memory_server(config(faults={"ignore-credit"})) as ms:
+    async with memory_server(config(), factories=server_options("ignore-credit")) as ms:
         peer = await ms.connect()
         await peer.handshake()
         await peer.subscribe(1, "t", credit=1)

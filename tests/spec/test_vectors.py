@@ -49,6 +49,7 @@ PREFACES = DOCUMENT["prefaces"]
 VALID = [v for v in FRAMES if v["kind"] == "valid"]
 INVALID = [v for v in FRAMES if v["kind"] == "invalid"]
 IGNORED = [v for v in FRAMES if v["kind"] == "ignored"]
+INCOMPLETE = [v for v in FRAMES if v["kind"] == "incomplete"]
 DECODE_ERRORS = {
     ErrorCode.MALFORMED_FRAME,
     ErrorCode.FRAME_TOO_LARGE,
@@ -187,6 +188,35 @@ def test_ignored_vectors_decode_to_nothing_and_the_stream_goes_on(vector: dict[s
     assert reference.decode_body(data[4], data[5], data[HEADER_SIZE:]) is None
 
 
+@pytest.mark.spec("PW-FRAME-4", "PW-FRAME-14")
+@pytest.mark.parametrize("vector", INCOMPLETE, ids=names(INCOMPLETE))
+def test_incomplete_vectors_fail_with_their_code_when_the_stream_ends_in_any_chunking(
+    vector: dict[str, Any],
+) -> None:
+    data, size = bytes.fromhex(vector["hex"]), vector["max_frame_size"]
+    code = ErrorCode[vector["error"]]
+    assert vector["code"] == code
+    for cut in range(len(data) + 1):
+        decoder = FrameDecoder(size)
+        for chunk in (data[:cut], data[cut:]):
+            if chunk:
+                decoder.feed(chunk)
+                assert decoder.next_frame() is None  # a frame is still arriving
+        decoder.feed(b"")
+        with pytest.raises(RemoteProtocolError) as info:
+            decoder.next_frame()
+        assert info.value.code == code, (cut, info.value)
+        assert info.value.requirement in vector["requirements"]
+
+
+def test_incomplete_vectors_cover_every_header_code_and_a_cut_inside_each_part() -> None:
+    codes = {v["error"] for v in INCOMPLETE}
+    assert codes == {"MALFORMED_FRAME", "UNKNOWN_FRAME_TYPE", "RESERVED_BITS_SET"}
+    sizes = [len(v["hex"]) // 2 for v in INCOMPLETE]
+    assert any(n < HEADER_SIZE for n in sizes) and HEADER_SIZE in sizes
+    assert any(n > HEADER_SIZE for n in sizes)
+
+
 @pytest.mark.parametrize("vector", PREFACES, ids=names(PREFACES))
 def test_preface_vectors_hold(vector: dict[str, Any]) -> None:
     data = bytes.fromhex(vector["hex"])
@@ -294,7 +324,11 @@ def test_frame_too_large_vectors_are_a_bare_header_above_the_stated_limit() -> N
 
 def test_directions_match_who_receives_each_type() -> None:
     for v in FRAMES:
-        type_ = bytes.fromhex(v["hex"])[4]
+        data = bytes.fromhex(v["hex"])
+        if len(data) <= 4:  # an incomplete header without its type byte reaches anyone
+            assert v["kind"] == "incomplete" and v["direction"] == "both", v["name"]
+            continue
+        type_ = data[4]
         known = type_ in {int(t) for t in FrameType}
         to_server, to_client = type_ in CLIENT_SENDS, type_ in SERVER_SENDS
         if v["direction"] == "to_server":
@@ -436,6 +470,7 @@ def _vector(document: dict[str, Any], name: str) -> dict[str, Any]:
         lambda d: _vector(d, "credit-truncated").update(frame=_vector(d, "credit")["frame"]),
         lambda d: _vector(d, "credit-truncated").update(error="UNAUTHENTICATED"),
         lambda d: _vector(d, "ignorable-type-0x80-empty").update(code=2),
+        lambda d: _vector(d, "incomplete-ping-header-only").pop("code"),
         lambda d: _vector(d, "client-v1").update(error="BAD_PREFACE", code=9),
         lambda d: _vector(d, "ack").update(requirements=["PW-frame-1"]),
     ],
@@ -450,6 +485,7 @@ def _vector(document: dict[str, Any], name: str) -> dict[str, Any]:
         "invalid with frame",
         "not a decode error",
         "ignored with code",
+        "incomplete without code",
         "preface with both",
         "malformed requirement",
     ],
