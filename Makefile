@@ -14,11 +14,21 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Editable installs. setuptools reports how it maps this package-dir layout (a meta path
+# finder) as a UserWarning banner on every editable install: information, not a problem,
+# so the build backend runs with that category ignored.
+PIP_INSTALL := PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e
+
+# `make serve` needs the runtime dependencies only; `make test` adds the test and dev tools.
+$(VENV)/.installed-runtime: pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) .
 	touch $@
 
-serve: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) '.[dev]'
+	touch $@ $(VENV)/.installed-runtime
+
+serve: $(VENV)/.installed-runtime
 	$(BIN)/pushwire serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed lint typecheck pytest

@@ -6,17 +6,26 @@ stderr, and shuts down gracefully on SIGINT or SIGTERM (GOAWAY to every client, 
 drain); a second signal closes at once. User mistakes (a port in use, a bad auth file, a
 limit out of range) end with a one-line message and a non-zero exit status, never a
 traceback. The limits of SPEC.md §13 are options, each mapped to its ServerConfig field.
+
+``--config FILE`` reads the same options from a TOML file (stdlib ``tomllib``): a key is an
+option's name without its dashes (``max-lag = 1000``), and an option given on the command
+line wins over the file. So that "given" can be told from "left at its default", every
+option defaults to None in the parser and :data:`DEFAULTS` (taken from the declarations)
+fills in what neither the command line nor the file set. The effective configuration is
+logged once at start.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import math
 import os
 import signal
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +36,11 @@ every topic gets a new epoch, so resuming clients see EPOCH_CHANGED).
 On start it prints one line, 'pushwire listening on HOST:PORT' (with TLS:
 'pushwire listening on tls://HOST:PORT'), and then logs one line per connection opened and
 closed to stderr. Ctrl-C or SIGTERM shuts down gracefully: every client gets
-GOAWAY(SHUTTING_DOWN) with its positions, then connections close."""
+GOAWAY(SHUTTING_DOWN) with its positions, then connections close.
+
+--config FILE reads any of the options below from a TOML file, one key per option, named as
+the option without its leading dashes; options on the command line override the file.
+Exit status 1: the address cannot be listened on (e.g. the port is in use)."""
 
 EPILOG = """\
 examples:
@@ -40,7 +53,12 @@ examples:
       ("" = clients without a token; "#" = every topic; "a/#" = "a" and below)
   pushwire serve --tls-cert server.pem --tls-key server.key
       (clients connect with 'pushwire sub --tls ...', adding '--tls-ca ca.pem' when the
-       certificate is not signed by a CA the system trusts)"""
+       certificate is not signed by a CA the system trusts)
+  pushwire serve --config pushwire.toml --port 7448
+      pushwire.toml:  host = "0.0.0.0"
+                      max-lag = 1000
+                      slow-consumer = "disconnect"
+                      auth = "tokens.json"    # relative paths: from the file's folder"""
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -49,6 +67,20 @@ log = logging.getLogger("pushwire.server")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_options(parser)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="read options from this TOML file (keys: the option names without '--'); "
+        "the command line overrides it",
+    )
+    # None = not given, so that a value from --config can be told apart (see DEFAULTS).
+    parser.set_defaults(**dict.fromkeys(DEFAULTS))
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    """The options that --config can set too, with their defaults."""
     from pushwire.protocol.layouts import DEFAULT_PORT
 
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -273,6 +305,81 @@ class UsageError(Exception):
     """A mistake in the command line or an input file: reported in one line."""
 
 
+def _config_options() -> dict[str, argparse.Action]:
+    """Option name without its dashes -> its declaration, for every option a config file
+    may set: all of them but hidden ones (and --config itself)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_options(parser)
+    return {
+        action.option_strings[0].removeprefix("--"): action
+        for action in parser._actions
+        if action.help is not argparse.SUPPRESS
+    }
+
+
+#: The keys of a config file: the options' names without their dashes.
+CONFIG_KEYS: tuple[str, ...] = tuple(_config_options())
+#: dest -> default of every option a config file may set, as declared.
+DEFAULTS: dict[str, Any] = {a.dest: a.default for a in _config_options().values()}
+
+
+def _file_value(action: argparse.Action, value: Any, base: Path) -> Any:
+    """A TOML value for ``action``, checked like the command line would check it;
+    ValueError saying what was expected."""
+    if action.type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected an integer")
+        return value
+    if action.type is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("expected a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"expected one of {', '.join(map(repr, action.choices))}")
+    if action.type is Path:
+        return base / Path(value).expanduser()
+    return value
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """dest -> value of every option set in the TOML file ``path``; UsageError in one line
+    for a file that cannot be read, is not TOML, or has an unknown key or a wrong value.
+    Relative paths in it are taken from the file's folder, not the current directory."""
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    options = _config_options()
+    values = {}
+    for key, value in data.items():
+        action = options.get(key)
+        if action is None:
+            close = difflib.get_close_matches(key.replace("_", "-"), options, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"config file {path}: unknown key {key!r}{hint}")
+        try:
+            values[action.dest] = _file_value(action, value, path.parent)
+        except ValueError as exc:
+            raise UsageError(f"config file {path}: {key} = {value!r}: {exc}") from None
+    return values
+
+
+def effective_options(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with what the command line left out taken from --config, then from the
+    defaults."""
+    from_file = load_config_file(args.config) if args.config is not None else {}
+    merged = vars(args).copy()
+    for dest, default in DEFAULTS.items():
+        if merged.get(dest) is None:
+            merged[dest] = from_file.get(dest, default)
+    return argparse.Namespace(**merged)
+
+
 def load_auth(path: Path) -> dict[bytes, Any]:
     from pushwire.server import Permissions
 
@@ -384,6 +491,12 @@ def load_token_secret(path: Path | None) -> bytes | None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
+    """The ServerConfig of parsed command-line arguments (and their --config file)."""
+    return config_from(effective_options(args))
+
+
+def config_from(args: argparse.Namespace) -> Any:
+    """The ServerConfig of complete options (see :func:`effective_options`)."""
     from pushwire.server import ServerConfig
 
     check_ranges(args)
@@ -457,17 +570,39 @@ async def serve_until_signalled(config: Any) -> None:
                     nursery.cancel_scope.cancel()
 
 
+def describe_configuration(options: argparse.Namespace, config: Any) -> dict[str, Any]:
+    """Every option's effective value by its config-file key, for the start-up log: the
+    heartbeat clamp as derived, files by name (never read out: an auth file holds tokens),
+    None for an option that is off."""
+    out: dict[str, Any] = {}
+    for key, action in _config_options().items():
+        value = getattr(options, action.dest)
+        out[key] = str(value) if isinstance(value, Path) else value
+    out["heartbeat-min-ms"] = config.heartbeat_min_ms
+    out["heartbeat-max-ms"] = config.heartbeat_max_ms
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import trio
 
     from pushwire.server.logs import configure_logging
 
     try:
-        config = build_config(args)
+        options = effective_options(args)
+        config = config_from(options)
     except UsageError as exc:
         print(f"pushwire serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(args.log_format, args.log_level)
+    configure_logging(options.log_format, options.log_level)
+    effective = describe_configuration(options, config)
+    source = f" (from {args.config} and the command line)" if args.config is not None else ""
+    log.info(
+        "configuration%s: %s",
+        source,
+        " ".join(f"{key}={value}" for key, value in effective.items()),
+        extra={"config": effective},
+    )
     try:
         trio.run(serve_until_signalled, config)
     except OSError as exc:

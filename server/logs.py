@@ -3,7 +3,8 @@
 The server logs through the standard ``logging`` module (logger ``pushwire.server``); one
 line per connection opened and closed carries the connection id, the peer address and the
 close code as record attributes (``conn``, ``peer``, ``code``), which the JSON format
-turns into fields so that log pipelines need no parsing.
+turns into fields so that log pipelines need no parsing; so is the effective configuration
+logged at start (``config``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 #: Record attributes copied into JSON lines when present.
-FIELDS = ("conn", "peer", "code")
+FIELDS = ("conn", "peer", "code", "config")
 
 
 class JsonFormatter(logging.Formatter):

@@ -741,7 +741,8 @@ async def open_server(
     """A started server for the duration of the block; graceful shutdown on exit.
 
     ``open_server(port=0, heartbeat_ms=...)`` is short for a ServerConfig with overrides;
-    the factories are :class:`Server`'s.
+    the factories are :class:`Server`'s. Raises OSError (``errno`` EADDRINUSE and the like)
+    when it cannot listen.
     """
     config = config if config is not None else ServerConfig(port=0)
     if overrides:
@@ -752,12 +753,31 @@ async def open_server(
         connection_factory=connection_factory,
         session_factory=session_factory,
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        try:
-            yield server
-        finally:
-            limit = config.drain_timeout + config.close_timeout + 1
-            with trio.CancelScope(shield=True), trio.move_on_after(limit):
-                await server.shutdown()
-            nursery.cancel_scope.cancel()
+    started = False
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            started = True
+            try:
+                yield server
+            finally:
+                limit = config.drain_timeout + config.close_timeout + 1
+                with trio.CancelScope(shield=True), trio.move_on_after(limit):
+                    await server.shutdown()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Not listening (a port in use, an address not here): one OSError that says so,
+        # not an exception group around it.
+        failed: BaseException = group
+        while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
+            failed = failed.exceptions[0]
+        if started or not isinstance(failed, OSError):
+            raise
+        where = (
+            f"[{config.host}]:{config.port}"
+            if ":" in config.host
+            else f"{config.host}:{config.port}"
+        )
+        reason = failed.strerror or str(failed)
+        reason = reason[:1].lower() + reason[1:]
+        raise OSError(failed.errno, f"cannot listen on {where}: {reason}") from None

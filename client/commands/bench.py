@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 from types import ModuleType
 
 DESCRIPTION = "Measure pushwire throughput. Each TARGET has its own options and output.\n"
@@ -37,6 +38,24 @@ def _target(name: str) -> ModuleType:
     return module
 
 
+_UNDERLINE = re.compile(r"^([^\n]+)\n[-=~^]{3,}$", re.M)
+_ROLE = re.compile(r":[a-z]+:`~?\.?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+_STRONG = re.compile(r"\*\*([^*]+)\*\*")
+_EMPHASIS = re.compile(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])")
+
+
+def plain_text(rst: str) -> str:
+    """A target's DESCRIPTION (often its module docstring, in reStructuredText) as --help
+    shows it: section titles end in a colon instead of being underlined, and literals,
+    roles and emphasis lose their markup."""
+    text = _UNDERLINE.sub(r"\1:", rst)
+    text = _ROLE.sub(r"\1", text)
+    text = _LITERAL.sub(r"\1", text)
+    text = _STRONG.sub(r"\1", text)
+    return _EMPHASIS.sub(r"\1", text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     targets = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     for name in TARGETS:
@@ -44,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub = targets.add_parser(
             name,
             help=module.HELP,
-            description=getattr(module, "DESCRIPTION", module.HELP),
+            description=plain_text(getattr(module, "DESCRIPTION", module.HELP)),
             epilog=getattr(module, "EPILOG", None),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

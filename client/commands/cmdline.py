@@ -1,18 +1,37 @@
-"""What ``pushwire sub`` and ``pushwire pub`` share: connection options, exit codes, and
-turning the client's exceptions into one clear line on stderr (never a traceback for a
-user's mistake or a refused connection)."""
+"""What the terminal commands share: the server address (``--server`` or
+``$PUSHWIRE_SERVER``), one table of exit codes, and turning the client's exceptions into one
+clear line on stderr (never a traceback for a user's mistake or a refused connection).
+
+Every command that connects resolves its address with :func:`server_address`, so a typo is a
+usage error (exit 2) before anything is sent, and every command reports a server that cannot
+be reached with exit code 3 and :func:`unreachable_message`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import version
 
 import trio
 
+# The exit codes live in exits.py (cheap to import); they are importable from here too.
+from pushwire.client.commands.exits import EXIT_CODES_HELP as EXIT_CODES_HELP
+from pushwire.client.commands.exits import EXIT_CONNECT as EXIT_CONNECT
+from pushwire.client.commands.exits import EXIT_FAILURE as EXIT_FAILURE
+from pushwire.client.commands.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from pushwire.client.commands.exits import EXIT_LOST as EXIT_LOST
+from pushwire.client.commands.exits import EXIT_OK as EXIT_OK
+from pushwire.client.commands.exits import EXIT_REJECTED as EXIT_REJECTED
+from pushwire.client.commands.exits import EXIT_REQUEST as EXIT_REQUEST
+from pushwire.client.commands.exits import EXIT_USAGE as EXIT_USAGE
 from pushwire.client.connection import parse_address, tls_context
 from pushwire.client.errors import (
     ConnectError,
@@ -20,47 +39,111 @@ from pushwire.client.errors import (
     HandshakeRejected,
     RequestError,
 )
+from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.topics import topic_problem
 
 DEFAULT_SERVER = "127.0.0.1:7447"
+SERVER_ENV = "PUSHWIRE_SERVER"
 #: The form ``pushwire serve`` prints for a TLS listener; accepted by --server.
 TLS_SCHEME = "tls://"
-
-#: Exit codes, distinct so scripts can tell failures apart.
-EXIT_OK = 0
-EXIT_FAILURE = 1  # anything else
-EXIT_USAGE = 2  # bad arguments (argparse uses 2 as well)
-EXIT_CONNECT = 3  # the server could not be reached
-EXIT_REJECTED = 4  # the server refused the handshake (code name + reason printed)
-EXIT_REQUEST = 5  # the server refused a subscription or publish
-EXIT_LOST = 6  # the connection ended for good while working
-
-EXIT_CODES_HELP = """\
-exit codes:
-  0  success        2  bad arguments          3  server unreachable
-  4  handshake rejected (e.g. UNAUTHENTICATED)   5  request refused (e.g. FORBIDDEN)
-  6  connection lost for good                    1  anything else"""
 
 
 class UsageError(Exception):
     """A bad argument value found after argparse: exit 2 with the message."""
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection")
-    group.add_argument(
+@dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """A ``--server`` value checked and split: what to connect to, and whether with TLS."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_server(text: str, source: str = "--server") -> ServerAddress:
+    """``HOST:PORT``, ``[IPv6]:PORT``, ``HOST`` (port 7447) or ``tls://`` and one of those.
+    UsageError (naming ``source``) for anything else, a bare port included: ``7447`` is
+    never a host named 7447."""
+    tls = text.startswith(TLS_SCHEME)
+    address = text.removeprefix(TLS_SCHEME)
+    if address.isdigit():
+        raise UsageError(
+            f"{source} {text}: a port alone is not an address; give HOST:PORT "
+            f"(e.g. 127.0.0.1:{address})"
+        )
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    return ServerAddress(host, port, tls)
+
+
+def add_server_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
         "--server",
         metavar="HOST:PORT",
-        default=os.environ.get("PUSHWIRE_SERVER", DEFAULT_SERVER),
-        help="server address: HOST:PORT, [IPv6]:PORT, or HOST alone for port 7447 (the host "
-        "is never implied); tls://HOST:PORT implies --tls "
-        "(default: $PUSHWIRE_SERVER or %(default)s)",
+        default=None,
+        help="server address: HOST:PORT, [IPv6]:PORT, or HOST alone for port 7447 (a port "
+        f"alone is refused); tls://HOST:PORT implies --tls (default: ${SERVER_ENV} or "
+        f"{DEFAULT_SERVER})",
     )
+
+
+def server_address(args: argparse.Namespace, positional: str | None = None) -> ServerAddress:
+    """The address of ``--server``, else of the positional HOST:PORT some commands also
+    accept, else of ``$PUSHWIRE_SERVER``, else 127.0.0.1:7447."""
+    given = getattr(args, "server", None)
+    if given is not None and positional is not None and given != positional:
+        raise UsageError(f"two addresses given: {positional} and --server {given}")
+    if given is not None:
+        return parse_server(given)
+    if positional is not None:
+        return parse_server(positional, "HOST:PORT")
+    from_env = os.environ.get(SERVER_ENV)
+    if from_env:
+        return parse_server(from_env, f"${SERVER_ENV}=")
+    return parse_server(DEFAULT_SERVER)
+
+
+def check_topic(topic: str) -> str:
+    """``topic`` itself, or UsageError: its syntax (SPEC.md §9.1) is checked before
+    connecting, so a typo never costs a connection."""
+    problem = topic_problem(topic)
+    if problem is not None:
+        raise UsageError(f"invalid topic {topic!r}: {problem}")
+    return topic
+
+
+def argument_text(value: str, what: str) -> str:
+    """``value`` as typed, or UsageError when it is not UTF-8 (the shell passed bytes that
+    Python could only keep as lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8") from None
+    return value
+
+
+def add_connection_arguments(
+    parser: argparse.ArgumentParser,
+    verbose_help: str = "log connection events to stderr (-vv: debug)",
+) -> None:
+    group = parser.add_argument_group("connection")
+    add_server_argument(group)
     group.add_argument(
         "--token",
         default=os.environ.get("PUSHWIRE_TOKEN", ""),
         help="auth token (default: $PUSHWIRE_TOKEN; empty = anonymous)",
     )
-    group.add_argument("--name", default=None, help="client name sent in HELLO")
+    group.add_argument(
+        "--name",
+        default=None,
+        help="client name sent in HELLO (default: pushwire-COMMAND/VERSION)",
+    )
     group.add_argument(
         "--tls",
         action="store_true",
@@ -79,7 +162,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-reconnect",
         action="store_true",
-        help="exit instead of reconnecting when the connection drops",
+        help="exit (code 6) instead of reconnecting when the connection drops",
     )
     group.add_argument(
         "--connect-timeout",
@@ -89,21 +172,26 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         help="bound on connecting + handshake (default: %(default)s)",
     )
     group.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log connection events to stderr"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help=verbose_help,
     )
 
 
-def connect_options(args: argparse.Namespace) -> dict[str, object]:
+def client_name(command: str) -> str:
+    """What a command calls itself in HELLO, so a server's log tells ``sub`` from ``pub``."""
+    return f"pushwire-{command}/{version('pushwire')}"
+
+
+def connect_options(args: argparse.Namespace, command: str | None = None) -> dict[str, object]:
     """The keyword arguments of ``connect()`` for the connection options, the address
-    included. Raises UsageError when --server is not an address or the --tls-ca file is
-    not usable."""
-    address: str = args.server
-    tls: bool | ssl.SSLContext = args.tls or address.startswith(TLS_SCHEME)
-    address = address.removeprefix(TLS_SCHEME)
-    try:
-        parse_address(address)  # here, so that a typo is reported before anything else
-    except ValueError as exc:
-        raise UsageError(f"--server: {exc}") from None
+    included; the client is named after ``command`` (default: the command being run).
+    Raises UsageError when --server is not an address or the --tls-ca file is not usable."""
+    command = command or getattr(args, "command", None) or "cli"
+    server = server_address(args)
+    tls: bool | ssl.SSLContext = args.tls or server.tls
     if args.tls_ca is not None:
         try:
             tls = tls_context(True, ca_file=args.tls_ca) or tls  # never None for True
@@ -112,8 +200,8 @@ def connect_options(args: argparse.Namespace) -> dict[str, object]:
         except OSError as exc:
             raise UsageError(f"--tls-ca {args.tls_ca}: {exc.strerror or exc}") from None
     return {
-        "address": address,
-        "client_name": args.name,
+        "address": str(server),
+        "client_name": args.name or client_name(command),
         "auth_token": args.token.encode(),
         "reconnect": not args.no_reconnect,
         "tls": tls,
@@ -122,8 +210,76 @@ def connect_options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def fail(message: str, code: int) -> int:
-    print(f"pushwire: error: {message}", file=sys.stderr, flush=True)
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, what caused it, and the members of every exception group on the way."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                todo.append(linked)
+    return seen
+
+
+def refused_now(address: ServerAddress, timeout: float = 2.0) -> bool:
+    """Whether a plain TCP connection to ``address`` is refused right now. Asked after the
+    client's ConnectError, whose message does not say why the connection failed."""
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def unreachable_message(address: ServerAddress, exc: BaseException | None) -> str:
+    """One line for a server that could not be reached. A refused connection is called
+    that, with a hint: it nearly always means that no server runs at that address. With
+    ``exc`` None, the connection was refused."""
+    refused = exc is None or any(
+        isinstance(cause, ConnectionRefusedError)
+        or (isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED)
+        for cause in _causes(exc)
+    )
+    if refused:
+        return (
+            f"cannot connect to {address}: connection refused (is a server running there? "
+            f"start one with 'pushwire serve --port {address.port}', or give --server or "
+            f"${SERVER_ENV})"
+        )
+    reason = str(exc).removeprefix(f"cannot connect to {address}: ")
+    return f"cannot connect to {address}: {reason}"
+
+
+def lost_message(exc: ConnectionLost, reconnect: bool) -> str:
+    """One line for a connection that ended for good. NO_ERROR is not named (a server that
+    closed without GOAWAY was killed or crashed: nothing ended the connection politely), and
+    without reconnecting the line does not speak of reconnecting."""
+    code = exc.code
+    message = exc.message
+    name = code.name if isinstance(code, ErrorCode) else None if code is None else f"{code:#06x}"
+    if name is not None:
+        message = message.removeprefix(f"{name}: ")
+    if not reconnect and message.startswith("reconnecting to "):
+        # After a GOAWAY the client follows the server's hint to come back even without
+        # --no-reconnect's retries; when that one attempt fails, say what happened.
+        target, _, why = message.removeprefix("reconnecting to ").partition(" failed: ")
+        message = f"the server went away and {target} cannot be reached again: {why}"
+    if name is None or code == ErrorCode.NO_ERROR:
+        return f"connection lost: {message}"
+    return f"connection lost: {name}: {message}"
+
+
+def fail(message: str, code: int, command: str = "") -> int:
+    prefix = f"pushwire {command}: error:" if command else "pushwire: error:"
+    print(f"{prefix} {message}", file=sys.stderr, flush=True)
     return code
 
 
@@ -138,17 +294,11 @@ def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) ->
     except ValueError as exc:  # bad option values found by connect()
         return fail(str(exc), EXIT_USAGE)
     except ConnectError as exc:
-        return fail(str(exc), EXIT_CONNECT)
+        where = server_address(args)  # it was checked before connecting
+        return fail(unreachable_message(where, None if refused_now(where) else exc), EXIT_CONNECT)
     except HandshakeRejected as exc:
         return fail(f"handshake rejected: {exc}", EXIT_REJECTED)
     except RequestError as exc:
         return fail(f"request refused: {exc}", EXIT_REQUEST)
     except ConnectionLost as exc:
-        return fail(f"connection lost: {exc}", EXIT_LOST)
-    except BrokenPipeError:
-        # The reader of our output went away (e.g. `| head`): not an error of ours.
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
-        except OSError:
-            pass
-        return EXIT_OK
+        return fail(lost_message(exc, not args.no_reconnect), EXIT_LOST)

@@ -30,7 +30,8 @@ from pushwire.protocol.spec.vectors import frame_json
 DESCRIPTION = """\
 Decode pushwire frames given as hex (several frames may follow each other) and print each
 frame's type and fields, or the exact error a receiver reports for a malformed frame: code
-name, hex code, requirement ID and message. Exit status 1 on an error, 2 on bad input.
+name, hex code, requirement ID and message. Exit status 1: the bytes hold a malformed frame
+(its error is printed); 2: the input is not hex.
 """
 EPILOG = """\
 examples, each with its output (a long line cut short at '...'):

@@ -18,6 +18,7 @@ from pushwire.protocol.spec import vectors
 DESCRIPTION = """\
 Print the pushwire test vectors generated from the construct declarations, check that the
 committed vectors.json and vectors.schema.json match them, or regenerate both.
+Exit status 1: --check found the committed files out of date.
 """
 EPILOG = """\
 examples:

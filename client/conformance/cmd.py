@@ -1,10 +1,10 @@
-"""``pushwire conformance HOST:PORT``: check a server against SPEC.md over the wire.
+"""``pushwire conformance [--server HOST:PORT]``: check a server against SPEC.md over the wire.
 
-Exit codes: 0 every selected case passed (or was n/a / skipped); 1 at least one case failed
-or could not run; 2 bad command line, a server that cannot be reached at all, or a report
-file that cannot be written. Those last two are decided before the run where possible (one
-TCP connect, one trial open of each report file), so a typo costs one line, not a run of
-~100 failing cases.
+Exit codes (the table of ``pushwire.client.commands.exits``): 0 every selected case passed
+(or was n/a / skipped); 1 at least one case failed or could not run; 2 bad command line or a
+report file that cannot be written; 3 a server that cannot be reached at all. Those last
+two are decided before the run (one TCP connect, one trial open of each report file), so a
+typo costs one line, not a run of ~100 failing cases.
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ from pathlib import Path
 
 import trio
 
+from pushwire.client.commands.cmdline import (
+    ServerAddress,
+    UsageError,
+    add_server_argument,
+    server_address,
+    unreachable_message,
+)
+from pushwire.client.commands.exits import EXIT_CONNECT, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
 DESCRIPTION = """\
 Check a pushwire server against SPEC.md, over the wire only: each case opens its own fresh
-TCP connection(s) to HOST:PORT, sends exactly the bytes it needs (valid or hostile) and
+TCP connection(s) to the server, sends exactly the bytes it needs (valid or hostile) and
 compares what the server answers with what SPEC.md requires. Works against a server written
 in any language. MUST cases always run; SHOULD cases run with --strict.
 
@@ -30,22 +39,27 @@ afterwards), --reset-command (a topic's history reset / new epoch), --token (aut
 --max-connections, --forbidden-topic. History expiry is produced by publishing more than
 the server keeps (bounded by --max-publish).
 
-Exit status: 0 = no failures, 1 = at least one failure or kit error, 2 = usage error,
-server unreachable, or a report file that cannot be written."""
+Exit status 1: at least one case failed, or the kit could not run it. A report file that
+cannot be written is found before the run (exit 2)."""
 
 EPILOG = """\
 examples:
   pushwire serve --port 7447 &
-  pushwire conformance 127.0.0.1:7447
-  pushwire conformance 127.0.0.1:7447 --category framing-limits --category errors
-  pushwire conformance 127.0.0.1:7447 --case FL-01 --case HB-03 --strict
-  pushwire conformance 127.0.0.1:7447 --strict --json report.json --junit report.xml \\
-      --shutdown-command "kill -TERM $(cat server.pid)"
-  pushwire conformance --list"""
+  pushwire conformance --server 127.0.0.1:7447
+  pushwire conformance --category framing-limits --category errors   # $PUSHWIRE_SERVER
+  pushwire conformance --server 127.0.0.1:7447 --case FL-01 --case HB-03 --strict
+  pushwire conformance --server 127.0.0.1:7447 --strict --json report.json \\
+      --junit report.xml --shutdown-command "kill -TERM $(cat server.pid)"
+  pushwire conformance --list
+
+The server may also be given as the first argument (pushwire conformance HOST:PORT)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("address", nargs="?", metavar="HOST:PORT", help="server to test")
+    parser.add_argument(
+        "address", nargs="?", metavar="HOST:PORT", help="server to test (same as --server)"
+    )
+    add_server_argument(parser)
     parser.add_argument(
         "--case", action="append", default=[], metavar="ID", help="run only this case (repeat)"
     )
@@ -146,24 +160,24 @@ def _reset(template: str) -> Callable[[str], Awaitable[None]]:
     return run
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    if not 0 < int(port) <= 65535:
-        raise ValueError(f"{text!r}: port {int(port)} is not in 1..65535")
-    return host.strip("[]") or "127.0.0.1", int(port)
+def target_address(args: argparse.Namespace) -> ServerAddress:
+    """The server of ``--server``, the positional HOST:PORT or ``$PUSHWIRE_SERVER``: plain
+    TCP only (the kit sends its bytes as they are)."""
+    address = server_address(args, args.address)
+    if address.tls:
+        raise UsageError(f"{address}: the kit speaks plain TCP only, not tls://")
+    return address
 
 
-def unreachable(host: str, port: int, timeout: float) -> str | None:
-    """Why ``host:port`` does not accept a TCP connection, or None when it does. The probe
+def unreachable(address: ServerAddress, timeout: float) -> str | None:
+    """Why ``address`` does not accept a TCP connection, or None when it does. The probe
     connection is closed at once, before it sends a byte: a server sees a client that left
     before its preface, which the cases themselves do too (PH-14)."""
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((address.host, address.port), timeout=timeout):
             return None
     except OSError as exc:
-        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+        return unreachable_message(address, exc)
 
 
 def unwritable(path: Path) -> str | None:
@@ -181,9 +195,9 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
-def _error(text: str) -> int:
+def _error(text: str, code: int = EXIT_USAGE) -> int:
     print(f"pushwire conformance: error: {text}", file=sys.stderr)
-    return 2
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,25 +214,24 @@ def run(args: argparse.Namespace) -> int:
         return _error(exc.args[0])
     if args.list:
         print(render_list(cases))
-        return 0
+        return EXIT_OK
     if args.coverage:
         print(coverage.render_coverage(coverage.coverage()))
-        return 0
-    if not args.address:
-        return _error("HOST:PORT is required (or --list)")
+        return EXIT_OK
     try:
-        host, port = parse_address(args.address)
-    except ValueError as exc:
+        address = target_address(args)
+    except UsageError as exc:
         return _error(str(exc))
     reports = [p for p in (args.json, args.junit) if p is not None]
     problem = next(filter(None, map(unwritable, reports)), None)
-    if problem is None:
-        problem = unreachable(host, port, args.timeout)
     if problem is not None:
         return _error(problem)
+    problem = unreachable(address, args.timeout)
+    if problem is not None:
+        return _error(problem, EXIT_CONNECT)
     target = Target(
-        host=host,
-        port=port,
+        host=address.host,
+        port=address.port,
         token=args.token.encode(),
         timeout=args.timeout,
         quiet=args.quiet_time,
@@ -261,4 +274,4 @@ def run(args: argparse.Namespace) -> int:
             path.write_text(text, encoding="utf-8")
         except OSError as exc:  # checked before the run; the file system changed since
             return _error(f"cannot write {path}: {exc.strerror or exc}")
-    return 1 if any(r.status.is_failure for r in results) else 0
+    return EXIT_FAILURE if any(r.status.is_failure for r in results) else EXIT_OK

@@ -1,4 +1,4 @@
-"""``pushwire fuzz HOST:PORT``: hostile byte streams against a live server, shrunk findings.
+"""``pushwire fuzz``: hostile byte streams against a live server, shrunk findings.
 
 Theory of operation
 -------------------
@@ -41,6 +41,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pushwire.client.commands.cmdline import UsageError, add_server_argument
+from pushwire.client.commands.exits import (
+    EXIT_CONNECT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+)
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, choose_version, encode_preface, read_preface
@@ -64,13 +72,16 @@ connection, while a canary subscriber checks that other clients are not disturbe
 finding (crash, hang, wrong error code, bad output, canary loss) is shrunk to a minimal
 byte string and printed in hex with the command that replays it.
 
-Exit status: 0 = no findings, 1 = findings, 2 = the server could not be reached."""
+Exit status 1: findings. A server that refuses the connection is exit 3; one that accepts it
+but answers a valid HELLO with no WELCOME (not a pushwire server?) is exit 4."""
 
 EPILOG = """\
 examples:
   pushwire serve --port 7447 &
-  pushwire fuzz 127.0.0.1:7447 --examples 2000 --seed 1
-  pushwire fuzz 127.0.0.1:7447 --replay 8950570a0101000000000008034000000000000000"""
+  pushwire fuzz --server 127.0.0.1:7447 --examples 2000 --seed 1
+  pushwire fuzz --server 127.0.0.1:7447 --replay 8950570a0101000000000008034000000000000000
+
+The server may also be given as the first argument (pushwire fuzz HOST:PORT)."""
 
 #: Frames after which the connection certainly stays open: any of them can fail only as a
 #: request (ERROR with a request_type), so a later broken frame decides the close code.
@@ -700,7 +711,10 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[Finding]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("address", metavar="HOST:PORT", help="server to fuzz")
+    parser.add_argument(
+        "address", nargs="?", metavar="HOST:PORT", help="server to fuzz (same as --server)"
+    )
+    add_server_argument(parser)
     parser.add_argument(
         "--examples", type=int, default=500, metavar="N", help="attacks to generate (default 500)"
     )
@@ -725,29 +739,42 @@ def _print_finding(i: int, f: Finding, address: str) -> None:
     print(f"  observed: {f.observed}")
     if f.data:
         print(f"  bytes:    {f.data.hex()}")
-        print(f"  replay:   pushwire fuzz {address} --replay {f.data.hex()}")
+        print(f"  replay:   pushwire fuzz --server {address} --replay {f.data.hex()}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pushwire.client.conformance.cmd import parse_address
+    from pushwire.client.conformance.cmd import target_address, unreachable
 
     try:
-        host, port = parse_address(args.address)
-    except ValueError as exc:
-        print(f"pushwire fuzz: {exc}", file=sys.stderr)
-        return 2
+        import hypothesis  # noqa: F401 - a test dependency: say so if it is missing
+    except ImportError:
+        print(
+            "pushwire fuzz: error: needs hypothesis, a test dependency: pip install hypothesis",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    try:
+        address = target_address(args)
+    except UsageError as exc:
+        print(f"pushwire fuzz: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    host, port = address.host, address.port
+    problem = unreachable(address, args.timeout)
+    if problem is not None:
+        print(f"pushwire fuzz: error: {problem}", file=sys.stderr)
+        return EXIT_CONNECT
     token = args.token.encode()
     try:
         facts = handshake_facts(host, port, token, args.timeout)
     except ConnectionError as exc:
-        print(f"pushwire fuzz: {exc}", file=sys.stderr)
-        return 2
+        print(f"pushwire fuzz: error: {exc} (is it a pushwire server?)", file=sys.stderr)
+        return EXIT_REJECTED
     if args.replay is not None:
         try:
             data = bytes.fromhex(args.replay)
         except ValueError:
-            print("pushwire fuzz: --replay needs hex bytes", file=sys.stderr)
-            return 2
+            print("pushwire fuzz: error: --replay needs hex bytes", file=sys.stderr)
+            return EXIT_USAGE
         sent, expect, obs, found = check(host, port, data, facts, args.timeout)
         print(
             f"sent:     {sent.hex()}" + ("" if sent == data else " (cut after the deciding frame)")
@@ -755,7 +782,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"expected: {expect}")
         print(f"observed: {obs}")
         print(f"verdict:  {found.kind if found else 'ok'}")
-        return 1 if found else 0
+        return EXIT_FAILURE if found else EXIT_OK
 
     def progress(n: int, seconds: float) -> None:
         print(f"  {n} examples, {seconds:.0f} s ({n / max(seconds, 1e-9):.0f}/s)", file=sys.stderr)
@@ -772,17 +799,17 @@ def run(args: argparse.Namespace) -> int:
     )
     rate = result.examples / max(result.seconds, 1e-9)
     print(
-        f"pushwire fuzz {args.address}: {result.examples} examples run (incl. shrinking) in "
+        f"pushwire fuzz {address}: {result.examples} examples run (incl. shrinking) in "
         f"{result.seconds:.1f} s ({rate:.0f}/s), seed {result.seed}, "
         f"{len(result.findings)} finding(s)"
     )
     if not args.no_canary:
         print(f"canary: {result.canary_received} of {result.canary_published} messages received")
     for i, f in enumerate(result.findings, 1):
-        _print_finding(i, f, args.address)
+        _print_finding(i, f, str(address))
     if result.findings:
         print(
-            f"reproduce: pushwire fuzz {args.address} --examples {args.examples} "
+            f"reproduce: pushwire fuzz --server {address} --examples {args.examples} "
             f"--seed {result.seed}"
         )
-    return 1 if result.findings else 0
+    return EXIT_FAILURE if result.findings else EXIT_OK

@@ -25,9 +25,9 @@ unknown frames, gaps, epoch changes, GOAWAY with a reconnect hint, heartbeat sil
 credit exhaustion, redelivery...), records what the client does on the wire and reports,
 per scenario, each check with its SPEC.md requirement IDs.
 
-Exit status: 0 = every selected scenario passed, 1 = a MUST check failed (or, with
---strict, a SHOULD check) or a scenario did not finish, 2 = usage error, the port cannot
-be opened, or a --json/--junit file cannot be written."""
+Exit status 1: a MUST check failed (or, with --strict, a SHOULD check), a scenario did not
+finish, or the port cannot be opened. A --json or --junit file that cannot be written is
+found before the run (exit 2)."""
 
 EPILOG = """\
 examples:
@@ -74,9 +74,13 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
-def _error(text: str) -> int:
+#: Exit codes, as in every pushwire command (pushwire.client.commands.exits).
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _error(text: str, code: int = EXIT_USAGE) -> int:
     print(f"pushwire testserver: error: {text}", file=sys.stderr)
-    return 2
+    return code
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     global server_mode_flag
     if args.list:
         print(render_list())
-        return 0
+        return EXIT_OK
     names = [n for n in args.scenario if n != "all"] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -216,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
 
     runs = trio.run(main)
     if isinstance(runs, str):
-        return _error(runs)
+        return _error(runs, EXIT_FAILURE)
     results = [r.result() for r in runs]
     tool = "pushwire testserver"
     print(report.render_table(results, tool=tool, noun="scenarios", strict=args.strict))
@@ -236,4 +240,4 @@ def run(args: argparse.Namespace) -> int:
             path.write_text(text, encoding="utf-8")
         except OSError as exc:  # checked before the run; the file system changed since
             return _error(f"cannot write {path}: {exc.strerror or exc}")
-    return 0 if report.passed(results, strict=args.strict) else 1
+    return EXIT_OK if report.passed(results, strict=args.strict) else EXIT_FAILURE

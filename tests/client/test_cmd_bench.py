@@ -55,3 +55,16 @@ def test_bench_codec_report_write_failure_is_one_line(
     assert err.strip().splitlines() == [
         f"pushwire bench codec: error: cannot write {report}: No such file or directory"
     ]
+
+
+@pytest.mark.parametrize("target", ["server", "codec"])
+def test_bench_help_shows_plain_text_not_restructuredtext(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["bench", target, "--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "**" not in out and ":data:`" not in out
+    assert not any(line and set(line) <= {"-", "="} for line in out.splitlines())
+    if target == "server":
+        assert "Theory of operation:\n" in out and "MAX_SUBSCRIBERS connections" in out

@@ -51,3 +51,16 @@ def test_only_a_missing_port_with_its_colon_means_the_default_port(
 def test_parse_address_refuses_an_empty_host_or_port(address: str) -> None:
     with pytest.raises(ValueError, match="has no"):
         parse_address(address)
+
+
+def test_a_command_is_named_after_itself_in_hello_by_default() -> None:
+    from importlib.metadata import version
+
+    from pushwire.client.commands.cmdline import connect_options
+
+    parser = cli.build_parser(only="sub")
+    args = parser.parse_args(["sub", "t", "--server", "example.org:1"])
+    assert connect_options(args)["client_name"] == f"pushwire-sub/{version('pushwire')}"
+    assert connect_options(args, "pub")["client_name"] == f"pushwire-pub/{version('pushwire')}"
+    named = parser.parse_args(["sub", "t", "--name", "mine"])
+    assert connect_options(named)["client_name"] == "mine"

@@ -1,6 +1,7 @@
-"""The kit's commands fail with one line and exit 2, never a traceback or a silent
-substitute: a port in use or out of range, a report file that cannot be written (found
-before the run, and caught if it happens after), a server that cannot be reached."""
+"""The kit's commands fail with one line and the exit code every pushwire command uses for
+that failure, never a traceback or a silent substitute: a port in use (1) or out of range
+(2), a report file that cannot be written (2; found before the run, and caught if it
+happens after), a server that cannot be reached (3)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def one_error_line(err: str, command: str) -> str:
 def test_testserver_on_a_port_in_use_says_so_in_one_line(
     busy_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["testserver", "--port", str(busy_port), "--scenario", "gap"]) == 2
+    assert cli.main(["testserver", "--port", str(busy_port), "--scenario", "gap"]) == 1
     out, err = capsys.readouterr()
     line = one_error_line(err, "testserver")
     assert f"cannot listen on 127.0.0.1:{busy_port}" in line
@@ -93,21 +94,53 @@ def test_testserver_report_write_failure_after_the_run_is_one_line(
 # -- pushwire conformance ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["positional", "--server", "PUSHWIRE_SERVER"])
 def test_conformance_against_an_unreachable_server_is_one_line(
-    closed_port: int, capsys: pytest.CaptureFixture[str]
+    how: str, closed_port: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert cli.main(["conformance", f"127.0.0.1:{closed_port}", "--timeout", "1"]) == 2
+    address = f"127.0.0.1:{closed_port}"
+    given = {"positional": [address], "--server": ["--server", address], "PUSHWIRE_SERVER": []}
+    monkeypatch.setenv("PUSHWIRE_SERVER", address)
+    assert cli.main(["conformance", *given[how], "--timeout", "1"]) == 3
     out, err = capsys.readouterr()
-    assert f"cannot connect to 127.0.0.1:{closed_port}" in one_error_line(err, "conformance")
+    line = one_error_line(err, "conformance")
+    assert f"cannot connect to {address}: connection refused" in line
+    assert "pushwire serve" in line  # the hint
     assert out == ""  # no table of ~100 failed cases
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:99999", "127.0.0.1:0", "localhost"])
-def test_conformance_refuses_an_address_without_a_valid_port(
-    address: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("address", ["127.0.0.1:99999", "127.0.0.1:0", "7447", "tls://h:1"])
+@pytest.mark.parametrize("command", ["conformance", "fuzz"])
+def test_the_kit_refuses_an_address_it_cannot_use(
+    command: str, address: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["conformance", address]) == 2
-    one_error_line(capsys.readouterr().err, "conformance")
+    assert cli.main([command, "--server", address]) == 2
+    one_error_line(capsys.readouterr().err, command)
+
+
+def test_fuzz_against_an_unreachable_server_is_one_line_and_exit_3(
+    closed_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["fuzz", f"127.0.0.1:{closed_port}", "--timeout", "1"]) == 3
+    out, err = capsys.readouterr()
+    assert "connection refused" in one_error_line(err, "fuzz")
+    assert "no WELCOME" not in err and out == ""
+
+
+def test_fuzz_against_a_server_that_is_not_pushwire_is_exit_4(
+    busy_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Something accepts the connection but never answers HELLO (the listener here never
+    even accepts: the kernel completes the handshake for it)."""
+    assert cli.main(["fuzz", "--server", f"127.0.0.1:{busy_port}", "--timeout", "0.5"]) == 4
+    assert "no WELCOME" in one_error_line(capsys.readouterr().err, "fuzz")
+
+
+def test_two_different_addresses_are_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["conformance", "127.0.0.1:1", "--server", "127.0.0.1:2"]) == 2
+    assert "two addresses" in one_error_line(capsys.readouterr().err, "conformance")
 
 
 @pytest.mark.parametrize("option", ["--json", "--junit"])

@@ -4,7 +4,10 @@ clean exits on SIGINT and SIGTERM, and one-line errors for user mistakes."""
 from __future__ import annotations
 
 import argparse
+import errno
+import importlib.metadata
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -358,6 +361,190 @@ def test_the_installed_serve_command_exits_2_for_a_bad_limit(tmp_path: Path) -> 
     assert result.stderr == (
         "pushwire serve: --outbound-queue-bytes must be at least 16384, not 1\n"
     )
+
+
+# -- the configuration: a file, and what is logged at start ---------------------------------
+
+
+def test_every_serve_option_has_a_config_file_key() -> None:
+    parser = cli.build_parser(only="serve")
+    (serve_parser,) = (
+        a.choices["serve"] for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    options = {
+        o.removeprefix("--")
+        for a in serve_parser._actions
+        if a.help is not argparse.SUPPRESS
+        for o in a.option_strings
+        if o.startswith("--")
+    }
+    assert options - {"help", "config"} == set(cmd_serve.CONFIG_KEYS)
+
+
+def test_a_config_file_sets_options_and_the_command_line_overrides_it(tmp_path: Path) -> None:
+    (tmp_path / "tokens.json").write_text('{"t": {"subscribe": ["#"]}}')
+    path = tmp_path / "pushwire.toml"
+    path.write_text(
+        'host = "0.0.0.0"\nport = 7000\nmax-lag = 99\nslow-consumer = "disconnect"\n'
+        'handshake-timeout = 3\nauth = "tokens.json"\nlog-format = "json"\n'
+    )
+    config = cmd_serve.build_config(serve_args("--config", str(path), "--port", "7447"))
+    assert (config.host, config.port, config.max_lag) == ("0.0.0.0", 7447, 99)
+    assert config.slow_consumer_policy == SlowConsumerPolicy.DISCONNECT
+    assert config.handshake_timeout == 3.0
+    assert config.auth is not None and set(config.auth) == {b"t"}  # from the file's folder
+    defaults = cmd_serve.build_config(serve_args("--config", str(path), "--max-lag", "10000"))
+    assert defaults.max_lag == 10000  # given as the default value, still given
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        ("max_lag = 5\n", "unknown key 'max_lag' (did you mean 'max-lag'?)"),
+        ("metrics-port = 5\n", "unknown key 'metrics-port'"),
+        ('max-lag = "many"\n', "max-lag = 'many': expected an integer"),
+        ("max-lag = true\n", "expected an integer"),
+        ('slow-consumer = "later"\n', "expected one of 'drop', 'disconnect'"),
+        ("max-lag = -1\n", "--max-lag must be 0..4294967295, not -1"),
+        ("port = [1\n", "is not valid TOML"),
+        ("inject-fault = 'x'\n", "unknown key 'inject-fault'"),
+    ],
+)
+def test_a_bad_config_file_is_one_line(
+    tmp_path: Path, content: str, complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(content)
+    assert cli.main(["serve", "--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("pushwire serve: "), err
+    assert complaint in err
+
+
+def test_a_missing_config_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--config", "/nonexistent/pushwire.toml"]) == 2
+    assert "cannot read config file /nonexistent/pushwire.toml" in capsys.readouterr().err
+
+
+async def test_serve_logs_its_effective_configuration_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "pushwire.toml"
+    path.write_text('max-lag = 99\nlog-format = "json"\n')
+    with trio.fail_after(TIMEOUT):
+        proc, _, _ = await start(tmp_path, "--config", str(path), "--heartbeat-ms", "3000")
+        code, _, err = await stop(proc, signal.SIGTERM)
+    assert code == 0, err
+    records = [json.loads(line) for line in err.splitlines()]
+    (logged,) = [r for r in records if r["msg"].startswith("configuration")]
+    assert f"from {path} and the command line" in logged["msg"]
+    assert "max-lag=99 " in logged["msg"] and "heartbeat-ms=3000 " in logged["msg"]
+    assert logged["config"]["max-lag"] == 99 and logged["config"]["port"] == 0
+    assert logged["config"]["heartbeat-min-ms"] == 1000  # derived, not None
+
+
+# -- what clients see of the server ------------------------------------------------------------
+
+
+async def test_cli_clients_name_themselves_by_command(tmp_path: Path) -> None:
+    version = importlib.metadata.version("pushwire")
+    with trio.fail_after(TIMEOUT):
+        proc, host, port = await start(tmp_path)
+        try:
+            address = f"{host}:{port}"
+            pub = await trio.run_process([*COMMAND[:-1], "pub", "t", "m", "--server", address])
+            sub = await trio.run_process(
+                [*COMMAND[:-1], "sub", "t", "--count", "0", "--server", address]
+            )
+            assert pub.returncode == sub.returncode == 0
+            await trio.sleep(0.2)  # let the server log the closes (nothing waits on it)
+            code, _, err = await stop(proc, signal.SIGTERM)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 0
+    assert f"opened as 'pushwire-pub/{version}'" in err
+    assert f"opened as 'pushwire-sub/{version}'" in err
+
+
+async def client_of_a_server_that_ends(
+    tmp_path: Path, end: signal.Signals
+) -> subprocess.CompletedProcess[bytes]:
+    """``pushwire sub --no-reconnect`` against a server that gets ``end`` once subscribed."""
+    with trio.fail_after(TIMEOUT):
+        proc, host, port = await start(
+            tmp_path, "--goaway-reconnect-after-ms", "0", "--goaway-jitter-ms", "0"
+        )
+        try:
+            client = await trio.lowlevel.open_process(
+                [*COMMAND[:-1], "sub", "t", "--no-reconnect", "--server", f"{host}:{port}"],
+                stderr=subprocess.PIPE,
+                cwd=tmp_path,
+            )
+            assert client.stderr is not None
+            err = b""
+            while b"subscribed to t" not in err:
+                chunk = await client.stderr.receive_some(4096)
+                assert chunk, err
+                err += chunk
+            proc.send_signal(end)
+            while chunk := await client.stderr.receive_some(4096):
+                err += chunk
+            code = await client.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+    return subprocess.CompletedProcess(client.args, code, b"", err)
+
+
+async def test_a_killed_server_is_not_reported_as_no_error(tmp_path: Path) -> None:
+    result = await client_of_a_server_that_ends(tmp_path, signal.SIGKILL)
+    err = result.stderr.decode()
+    assert result.returncode == 6, err
+    (line,) = [x for x in err.splitlines() if x.startswith("pushwire: error:")]
+    assert line.startswith("pushwire: error: connection lost: "), line
+    assert "NO_ERROR" not in line and "reconnect" not in line
+
+
+async def test_no_reconnect_does_not_speak_of_reconnecting(tmp_path: Path) -> None:
+    result = await client_of_a_server_that_ends(tmp_path, signal.SIGTERM)
+    err = result.stderr.decode()
+    assert result.returncode == 6, err
+    assert "reconnecting" not in err and "Traceback" not in err
+
+
+# -- the embedded server ----------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def embedded_server_snippet() -> str:
+    """README's first Python example: the server embedded in a trio program."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    (snippet,) = [b for b in blocks if "open_server" in b]
+    return snippet
+
+
+def test_the_readme_embedded_server_on_a_port_in_use_ends_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        script = tmp_path / "embedded.py"
+        script.write_text(embedded_server_snippet().replace("port=7447", f"port={port}"))
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"OSError: [Errno {errno.EADDRINUSE}] cannot listen on 127.0.0.1:{port}: " + (
+        "address already in use"
+    )
+    assert "ExceptionGroup" not in result.stderr and "+-+" not in result.stderr
 
 
 def test_pushwire_token_mints_a_token_that_serve_accepts(tmp_path: Path) -> None:
