@@ -37,8 +37,6 @@ UNCOVERED_REASONS: dict[str, str] = {
     "configuration, minutes by default",
     "PW-SEC-13": "needs the server's throttling limits low enough to reach from one client; "
     "they are the operator's configuration",
-    "PW-SEC-4": "needs two forbidden topics, one existing and one not, and a look at whether "
-    "the server created the second: the operator's configuration, not the wire, decides",
 }
 
 

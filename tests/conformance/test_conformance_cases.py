@@ -46,6 +46,14 @@ async def reference(fault: str | None = None, **overrides: Any) -> AsyncIterator
         async def reset(topic: str) -> None:
             await server.reset_topic(topic)
 
+        async def shutdown() -> int:
+            """The in-process server's "exit status": 1 when a connection ended in an
+            internal error (its session crashed) during the shutdown, as a process that
+            crashed on its way out would exit."""
+            before = server.counters.closed["INTERNAL_ERROR"]
+            await server.shutdown()
+            return 1 if server.counters.closed["INTERNAL_ERROR"] > before else 0
+
         yield Target(
             host="127.0.0.1",
             port=server.port,
@@ -53,7 +61,7 @@ async def reference(fault: str | None = None, **overrides: Any) -> AsyncIterator
             heartbeat_ms=200,
             handshake_timeout=config.handshake_timeout,
             drain_timeout=config.drain_timeout,
-            shutdown=server.shutdown,
+            shutdown=shutdown,
             reset=reset,
         )
 
@@ -76,7 +84,7 @@ async def test_reference_server_passes_every_case() -> None:
     assert not failures(results), failures(results)
     not_applicable = {cid for cid, s in statuses(results).items() if s is Status.NOT_APPLICABLE}
     # DISCONNECT policy, authentication and a connection limit are configured below
-    assert not_applicable == {"FC-07", "PH-11", "PH-15", "ER-25"}
+    assert not_applicable == {"FC-07", "FC-08", "PH-11", "PH-15", "ER-25", "ER-28"}
 
 
 async def test_reference_server_with_auth_limits_and_disconnect_policy() -> None:
@@ -92,11 +100,12 @@ async def test_reference_server_with_auth_limits_and_disconnect_policy() -> None
         target.token = b"secret"
         target.forbidden_topic = "private/area"
         target.max_connections = 6
-        ids = ["PH-01", "PH-11", "PH-15", "ER-25", "FC-06", "FC-07", "SO-02"]
-        results = await run_cases(target, select_cases(ids), strict=True)
+        ids = ["PH-01", "PH-11", "PH-15", "ER-25", "ER-28", "FC-06", "FC-07", "FC-08", "FC-09"]
+        results = await run_cases(target, select_cases([*ids, "SO-02"]), strict=True)
     assert not failures(results), failures(results)
-    assert statuses(results)["FC-06"] is Status.NOT_APPLICABLE  # DROP only
-    assert {s for cid, s in statuses(results).items() if cid != "FC-06"} == {Status.PASS}
+    drop_only = {"FC-06", "FC-09"}
+    assert {statuses(results)[cid] for cid in drop_only} == {Status.NOT_APPLICABLE}
+    assert {s for cid, s in statuses(results).items() if cid not in drop_only} == {Status.PASS}
 
 
 #: fault -> cases that must fail against it (a subset: others may fail too, e.g. every
