@@ -165,3 +165,48 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
     suites = ET.fromstring(junit.read_text())
     assert suites.get("tests") == "2" and suites.get("failures") == "0"
     assert code == 0
+
+
+HOSTILE_CLIENT = f"{sys.executable} {Path(__file__).parent / 'hostile_client.py'}"
+
+
+@pytest.mark.parametrize(
+    ("mistake", "observed"),
+    [
+        ("none", None),
+        ("drop-read", "printed seqs []"),
+        ("wrong-code", "ERROR(MALFORMED_FRAME)"),
+        ("silent", "no ERROR"),
+    ],
+)
+async def test_hostile_mode_catches_a_client_that_mishandles_a_bad_frame(
+    mistake: str, observed: str | None
+) -> None:
+    from pushwire.server.testserver import hostile
+
+    command = f"{HOSTILE_CLIENT} {mistake} {{address}} {{topic}}"
+    result = await trio.to_thread.run_sync(
+        partial(hostile.fuzz_client, command, examples=8, seed=5, timeout=3.0)
+    )
+    assert not result.setup_problems, result.setup_problems
+    if observed is None:
+        assert result.examples == 8 and not result.findings, [f.render() for f in result.findings]
+    else:
+        assert result.findings, f"{mistake} survived {result.examples} hostile examples"
+        assert result.findings[0].observed.startswith(observed), result.findings[0].render()
+
+
+async def test_hostile_mode_against_the_reference_client() -> None:
+    exe = Path(sys.executable).parent / "pushwire"
+    args = [
+        "testserver",
+        "--hostile",
+        "6",
+        "--seed",
+        "2",
+        "--timeout",
+        "3",
+        "--client-command",
+        f"{exe} sub {{topic}} --server {{address}} --format json",
+    ]
+    assert await trio.to_thread.run_sync(cli.main, args) == 0
