@@ -236,6 +236,16 @@ class TopicBeforeGoingAway(ServerConnection):
         return super()._check_publish(request_type, request_id, topic)
 
 
+class SilentShutdownInHandshake(ServerConnection):
+    """Closes a connection still in the handshake at shutdown without ERROR(SHUTTING_DOWN)
+    (PW-GOAWAY-13)."""
+
+    def close_with_error(self, code: ErrorCode, message: str = "") -> bytes:
+        in_handshake = self.state is ServerState.AWAIT_HELLO
+        data = super().close_with_error(code, message)
+        return b"" if in_handshake and code is ErrorCode.SHUTTING_DOWN else data
+
+
 class _HeadRecordingBroker(MemoryBroker):
     """The in-memory broker, remembering each topic's head as publishes return it."""
 
@@ -501,6 +511,7 @@ FAULTS: dict[str, Callable[[ServerConfig], dict[str, Any]]] = {
         "session_factory": rewriting_frames(_drop_batch_too_large)
     },
     "crashes-at-shutdown": lambda c: {"session_factory": _crashes_at_shutdown()},
+    "silent-shutdown-in-handshake": lambda c: {"connection_factory": SilentShutdownInHandshake},
 }
 
 

@@ -7,6 +7,7 @@ heartbeat, handshake, history and drain settings, so the whole kit finishes in s
 
 from __future__ import annotations
 
+import pytest
 from kit_servers import failures, reference, statuses
 
 from pushwire.client.conformance.registry import REGISTRY
@@ -55,3 +56,10 @@ def test_case_table_is_consistent() -> None:
         assert c.requirements, c.id
         assert all(rid in BY_ID for rid in c.requirements), c.id
         assert c.doc, f"{c.id} needs a docstring saying what a correct server does"
+
+
+@pytest.mark.spec("PW-GOAWAY-13")
+async def test_a_shutdown_tells_a_connection_in_the_handshake_shutting_down() -> None:
+    async with reference() as target:
+        (result,) = await run_cases(target, select_cases(["SD-10"]))
+    assert result.status is Status.PASS, failures([result])

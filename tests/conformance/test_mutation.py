@@ -61,6 +61,7 @@ MUTANTS: dict[str, Mutant] = {
     ),
     "drops-too-large-batch-record": m("FL-07", "FL-05 FL-06"),
     "crashes-at-shutdown": m("SD-09", "SD-02 SD-03 SD-04 SD-05 SD-07"),
+    "silent-shutdown-in-handshake": m("SD-10", "SD-02"),
 }
 
 

@@ -21,11 +21,14 @@ from pushwire.client.conformance.wire import (
     RESET,
     TIMEOUT,
     CaseFailed,
+    Closed,
     Observation,
     WireConnection,
+    chooses_version,
     describe,
 )
 from pushwire.protocol import frames as F
+from pushwire.protocol.decoder import encode_preface
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType
 
@@ -65,6 +68,9 @@ class ShutdownObservation:
     pushes_after: dict[str, list[str]] = field(default_factory=dict)
     #: GOAWAY frames seen per connection
     goaway_count: dict[str, int] = field(default_factory=dict)
+    #: What a connection still in the handshake (prefaces exchanged, no HELLO) got:
+    #: its first observation and the one after it
+    handshaking: list[Observation] = field(default_factory=list)
     #: How the operator's shutdown ended: None when it succeeded, else what went wrong
     shutdown_problem: str | None = "it did not finish"
 
@@ -115,6 +121,11 @@ async def _observe(ctx: CaseContext) -> ShutdownObservation:
         elif isinstance(obs, F.Goaway):
             out.goaway_count[name] += 1
 
+    # a fourth connection stays in the handshake: prefaces exchanged, HELLO never sent
+    # (opened last, so that the server's handshake timeout does not end it first)
+    hs = await ctx.open()
+    await hs.send_raw(encode_preface(1, 1))
+    hs_preface = await hs.read_preface()
     async with trio.open_nursery() as nursery:
         nursery.cancel_scope.deadline = trio.current_time() + _drain_extra(ctx)
 
@@ -151,6 +162,11 @@ async def _observe(ctx: CaseContext) -> ShutdownObservation:
                 else:
                     out.after_goaway.append(obs)
                     break
+        if chooses_version(hs_preface, 1):
+            first = await hs.next_frame(wait)
+            out.handshaking = [first]
+            if not isinstance(first, Closed):
+                out.handshaking.append(await hs.next_frame(wait))
         # the server closes by itself within its drain time; the kit does not close first
         start = trio.current_time()
         for name, conn in conns.items():
@@ -373,3 +389,29 @@ async def shutdown_completes(ctx: CaseContext) -> None:
             "the shutdown to complete successfully after the last connection closed",
             f"the shutdown action: {obs.shutdown_problem}",
         )
+
+
+@case(
+    "SD-10",
+    "A connection still in the handshake gets ERROR(SHUTTING_DOWN), not GOAWAY",
+    category=CAT,
+    requirements=("PW-GOAWAY-13", "PW-HS-2"),
+    needs=(NEEDS_SHUTDOWN,),
+    extra_time=_drain_extra,
+)
+async def shutdown_during_handshake(ctx: CaseContext) -> None:
+    """A connection that exchanged prefaces but sent no HELLO when the shutdown began is
+    told ERROR(SHUTTING_DOWN, 0, 0) and closed: GOAWAY is for established connections
+    (a server's first frame is WELCOME or an ERROR), and a silent close would leave the
+    client to guess whether to retry."""
+    obs = await _obs(ctx)
+    got = obs.handshaking
+    want = "ERROR(SHUTTING_DOWN, request_type=0, request_id=0), then the close"
+    ok = (
+        len(got) == 2
+        and isinstance(got[0], F.Error)
+        and (got[0].code, got[0].request_type, got[0].request_id) == (ErrorCode.SHUTTING_DOWN, 0, 0)
+        and got[1] in (EOF, RESET)
+    )
+    if not ok:
+        raise CaseFailed(want, ", then ".join(describe(o) for o in got) or "no server preface")
