@@ -77,6 +77,21 @@ async def test_fuzz_catches_a_server_that_ignores_reserved_bits() -> None:
         assert await trio.to_thread.run_sync(cli.main, replay) == 0
 
 
+async def test_fuzz_catches_a_server_that_accepts_oversized_frames() -> None:
+    """The mutation suite's "accept-oversized" server (tests/faults.py) is a finding of the
+    fuzzer too: the first frame header over the limit answered with anything but
+    FRAME_TOO_LARGE."""
+    config = ServerConfig(host="127.0.0.1", port=0)
+    async with open_server(config, **server_options("accept-oversized", config)) as server:
+        result = await trio.to_thread.run_sync(
+            lambda: fuzz.fuzz(
+                "127.0.0.1", server.port, examples=300, seed=3, timeout=2.0, canary=False
+            )
+        )
+    assert result.findings, "the fuzzer missed a server that accepts oversized frames"
+    assert "FRAME_TOO_LARGE" in result.findings[0].expected
+
+
 async def test_a_frame_cut_by_the_servers_reset_is_no_finding() -> None:
     """A server that writes a large frame and closes before reading all the attack gets its
     connection reset by its own TCP stack, which drops what it had not transmitted yet.
