@@ -6,6 +6,11 @@ Each mutant runs only the cases meant to catch it (the whole kit against the hea
 server is test_conformance_cases.py), so the table stays fast. Where the issue is that an
 older case let the mutant through, the table also names that case as one the mutant
 *passes*: the new case is what catches it, not a side effect of the old one.
+
+The other tools are proved the same way next to their own tests: ``pushwire fuzz`` against
+the "ignore-reserved-bits" and "accept-oversized" servers (test_fuzz.py), the test server
+against broken clients and ``--hostile`` against clients that mishandle a bad frame
+(test_testserver.py).
 """
 
 from __future__ import annotations
