@@ -90,6 +90,12 @@ class _ClearReservedBits:
         self._header = bytearray()
         self._body_left = 0
 
+    def flush(self) -> bytes:
+        """The bytes of a header still held back (at EOF)."""
+        held = bytes(self._header)
+        self._header.clear()
+        return held
+
     def __call__(self, data: bytes) -> bytes:
         out = bytearray()
         at = 0
@@ -123,7 +129,9 @@ class IgnoreReservedBits(ServerConnection):
         self._clear = _ClearReservedBits()
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        if not data:
+        if not data:  # EOF: a header cut short is passed on as it is, for the codec to judge
+            if held := self._clear.flush():
+                super().receive_data(held, now)
             super().receive_data(data, now)
             return
         cleared = self._clear(bytes(data))
