@@ -7,7 +7,13 @@ ones the sans-I/O machine would make are subclasses of
 what goes on the wire) are a :class:`~pushwire.server.session.Session` subclass, handed
 through ``session_factory``, that rewrites the session's outgoing frames.
 
-``server_options(fault)`` gives the keyword arguments for ``Server`` / ``open_server``.
+Some faults need the broker too (a server that does not notice its history moved, one
+that reports the topic's head where the subscription's position belongs): the broker is
+the server's third documented seam (``Server(..., broker=)``), and those faults wrap the
+in-memory broker through its abstract interface only.
+
+``server_options(fault, config)`` gives the keyword arguments for ``Server`` /
+``open_server``: a fresh set per server (a broker holds state).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import trio
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
+from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.events import Event, Sentinel
 from pushwire.protocol.heartbeat import Heartbeat
 from pushwire.protocol.layouts import (
     DEFINED_FLAGS,
@@ -34,7 +42,10 @@ from pushwire.protocol.server_conn import (
     PingReceived,
     ServerConnection,
     ServerLimits,
+    ServerState,
 )
+from pushwire.server import ServerConfig
+from pushwire.server.broker import MemoryBroker, ReadResult
 from pushwire.server.session import Session, SessionHost
 
 # -- faults of the sans-I/O machine ----------------------------------------------------------
@@ -79,6 +90,12 @@ class _ClearReservedBits:
         self._header = bytearray()
         self._body_left = 0
 
+    def flush(self) -> bytes:
+        """The bytes of a header still held back (at EOF)."""
+        held = bytes(self._header)
+        self._header.clear()
+        return held
+
     def __call__(self, data: bytes) -> bytes:
         out = bytearray()
         at = 0
@@ -112,7 +129,9 @@ class IgnoreReservedBits(ServerConnection):
         self._clear = _ClearReservedBits()
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        if not data:
+        if not data:  # EOF: a header cut short is passed on as it is, for the codec to judge
+            if held := self._clear.flush():
+                super().receive_data(held, now)
             super().receive_data(data, now)
             return
         cleared = self._clear(bytes(data))
@@ -145,6 +164,155 @@ class IgnoreCredit(ServerConnection):
         if sub is not None and count > sub.credit:
             sub.credit = count
         super().consume_credit(sub_id, count, epoch=epoch, last_seq=last_seq)
+
+
+def _heartbeat_after(factor: float) -> type[ServerConnection]:
+    """A server whose receive timeout is ``factor`` intervals instead of 3 (PW-HB-3)."""
+
+    class _Beat(Heartbeat):
+        def timed_out(self, now: float) -> bool:
+            return self.interval > 0 and now - self.last_received >= factor * self.interval
+
+        def next_deadline(self) -> float | None:
+            if self.interval <= 0:
+                return None
+            return min(self.last_sent + self.interval, self.last_received + factor * self.interval)
+
+    class HeartbeatAfter(ServerConnection):
+        def __init__(self, limits: ServerLimits | None = None, *, now: float = 0.0) -> None:
+            super().__init__(limits, now=now)
+            self._heartbeat = _Beat(interval=0.0)
+
+    HeartbeatAfter.__name__ = f"HeartbeatAfter{factor:g}Intervals"
+    return HeartbeatAfter
+
+
+class _FrameBeat(Heartbeat):
+    """Counts only complete frames as received traffic."""
+
+    def received(self, now: float) -> None:
+        pass
+
+    def frame_received(self, now: float) -> None:
+        self.last_received = now
+
+
+class FramesOnlyLiveness(ServerConnection):
+    """Restarts the receive timer on complete frames only, not on every byte (PW-HB-4)."""
+
+    def __init__(self, limits: ServerLimits | None = None, *, now: float = 0.0) -> None:
+        super().__init__(limits, now=now)
+        self._heartbeat = _FrameBeat(interval=0.0)
+
+    def next_event(self) -> Event | Sentinel:
+        event = super().next_event()
+        if not isinstance(event, Sentinel):  # a frame came out whole
+            assert isinstance(self._heartbeat, _FrameBeat)
+            self._heartbeat.frame_received(self._last_received)
+        return event
+
+
+class DropGapSaysHistoryExpired(ServerConnection):
+    """Gives the slow-consumer GAP of policy DROP the reason HISTORY_EXPIRED (PW-SLOW-3)."""
+
+    def gap(self, sub_id: int, epoch: int, first: int, last: int, reason: ErrorCode) -> bytes:
+        if reason is ErrorCode.SLOW_CONSUMER:
+            reason = ErrorCode.HISTORY_EXPIRED
+        return super().gap(sub_id, epoch, first, last, reason)
+
+
+class LimitBeforeAlreadySubscribed(ServerConnection):
+    """Checks the subscription limit before ALREADY_SUBSCRIBED (PW-SUB-6)."""
+
+    def _on_subscribe_limit_first(self, frame: F.Subscribe, raw: bytes | None) -> Any:
+        full = len(self._subs) >= self.limits.max_subscriptions
+        if full and self.state is ServerState.OPEN and "//" not in frame.topic:
+            return self._refuse(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS, FrameType.SUBSCRIBE, frame.sub_id, "limit"
+            )
+        return self._on_subscribe(frame, raw)
+
+    _HANDLERS = {**ServerConnection._HANDLERS, FrameType.SUBSCRIBE: _on_subscribe_limit_first}
+
+
+class TopicBeforeGoingAway(ServerConnection):
+    """Checks a publish's topic before GOING_AWAY while draining (PW-PUB-6)."""
+
+    def _check_publish(self, request_type: FrameType, request_id: int, topic: str) -> Any:
+        if self.state is ServerState.DRAINING and "//" in topic:
+            return self._refuse(ErrorCode.INVALID_TOPIC, request_type, request_id, "empty level")
+        return super()._check_publish(request_type, request_id, topic)
+
+
+class SilentShutdownInHandshake(ServerConnection):
+    """Closes a connection still in the handshake at shutdown without ERROR(SHUTTING_DOWN)
+    (PW-GOAWAY-13)."""
+
+    def close_with_error(self, code: ErrorCode, message: str = "") -> bytes:
+        in_handshake = self.state is ServerState.AWAIT_HELLO
+        data = super().close_with_error(code, message)
+        return b"" if in_handshake and code is ErrorCode.SHUTTING_DOWN else data
+
+
+class _HeadRecordingBroker(MemoryBroker):
+    """The in-memory broker, remembering each topic's head as publishes return it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        super().__init__(
+            history_count=config.history_count,
+            history_bytes=config.history_bytes,
+            max_topics=config.max_topics,
+        )
+        self.heads: dict[str, int] = {}
+
+    async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
+        epoch, seq = await super().publish(topic, flags, body)
+        self.heads[topic] = seq
+        return epoch, seq
+
+    async def publish_batch(
+        self, topic: str, flags: int, body: bytes, records_start: int, record_ends: list[int]
+    ) -> tuple[int, int]:
+        epoch, first = await super().publish_batch(topic, flags, body, records_start, record_ends)
+        self.heads[topic] = first + len(record_ends) - 1
+        return epoch, first
+
+
+def _unsubscribed_reports_head(config: ServerConfig) -> dict[str, Any]:
+    """UNSUBSCRIBED carries the topic's head instead of the position (PW-SUB-15)."""
+    broker = _HeadRecordingBroker(config)
+
+    class UnsubscribedReportsHead(ServerConnection):
+        def unsubscribed(self, sub_id: int) -> bytes:
+            sub = self.subscription(sub_id)
+            frame = super().unsubscribed(sub_id)
+            if sub is None:
+                return frame
+            reply = codec.decode_body(FrameType.UNSUBSCRIBED, 0, frame[HEADER_SIZE:])
+            assert isinstance(reply, F.Unsubscribed)
+            head = broker.heads.get(sub.topic, reply.last_seq)
+            return codec.encode_frame(dataclasses.replace(reply, last_seq=head))
+
+    return {"broker": broker, "connection_factory": UnsubscribedReportsHead}
+
+
+class _HidesTrimmedHistory(_HeadRecordingBroker):
+    """Never tells a reader that the sequence it asks for left the history."""
+
+    async def read(
+        self, topic: str, from_seq: int, *, max_count: int, max_bytes: int
+    ) -> ReadResult:
+        result = await super().read(topic, from_seq, max_count=max_count, max_bytes=max_bytes)
+        pos = result.position
+        if from_seq < pos.oldest_seq:
+            return ReadResult(dataclasses.replace(pos, oldest_seq=from_seq), result.entries)
+        return result
+
+
+def _ignores_history_loss(config: ServerConfig) -> dict[str, Any]:
+    """Under DISCONNECT, judges lag only: a subscriber whose next message left a history
+    shorter than max_lag is neither closed nor told (PW-SLOW-2)."""
+    return {"broker": _HidesTrimmedHistory(config)}
 
 
 # -- faults of the trio shell ------------------------------------------------------------------
@@ -283,22 +451,78 @@ def _skip_gap() -> Rewrite:
     return rewrite
 
 
+def _drop_batch_too_large() -> Rewrite:
+    """Drops GAP(FRAME_TOO_LARGE) for records of a batch (once the connection has carried a
+    MESSAGE_BATCH): a single oversized MESSAGE still gets its GAP (PW-PUB-11)."""
+    batches = False
+
+    def rewrite(frames: list[bytes]) -> list[bytes]:
+        nonlocal batches
+        batches = batches or any(
+            codec.decode_header(f).type == FrameType.MESSAGE_BATCH for f in frames
+        )
+        out = []
+        for frame in frames:
+            if batches and codec.decode_header(frame).type == FrameType.GAP:
+                gap = codec.decode_body(FrameType.GAP, 0, frame[HEADER_SIZE:])
+                assert isinstance(gap, F.Gap)
+                if gap.reason == ErrorCode.FRAME_TOO_LARGE:
+                    continue
+            out.append(frame)
+        return out
+
+    return rewrite
+
+
+def _crashes_at_shutdown() -> type[Session]:
+    """A session that raises once it is the last one to end during a shutdown: the server
+    "crashes on its way out" after every GOAWAY and drain went right."""
+    live: set[int] = set()
+
+    class CrashesAtShutdown(Session):
+        async def run(self) -> None:
+            live.add(self.connection_id)
+            try:
+                await super().run()
+            finally:
+                live.discard(self.connection_id)
+            if self.server.shutting_down and not live:
+                raise RuntimeError("crashed at shutdown")
+
+    return CrashesAtShutdown
+
+
 Reorder = rewriting_frames(_reorder)
 SkipGap = rewriting_frames(_skip_gap)
 
 
-#: fault name -> the keyword arguments that give a server that fault
-FAULTS: dict[str, dict[str, Any]] = {
-    "no-pong": {"connection_factory": NoPong},
-    "no-heartbeat-timeout": {"connection_factory": NoHeartbeatTimeout},
-    "ignore-reserved-bits": {"connection_factory": IgnoreReservedBits},
-    "accept-oversized": {"connection_factory": AcceptOversized},
-    "ignore-credit": {"connection_factory": IgnoreCredit},
-    "reorder": {"session_factory": Reorder},
-    "skip-gap": {"session_factory": SkipGap},
+#: fault name -> the keyword arguments that give a server that fault (from its config)
+FAULTS: dict[str, Callable[[ServerConfig], dict[str, Any]]] = {
+    "no-pong": lambda c: {"connection_factory": NoPong},
+    "no-heartbeat-timeout": lambda c: {"connection_factory": NoHeartbeatTimeout},
+    "ignore-reserved-bits": lambda c: {"connection_factory": IgnoreReservedBits},
+    "accept-oversized": lambda c: {"connection_factory": AcceptOversized},
+    "ignore-credit": lambda c: {"connection_factory": IgnoreCredit},
+    "reorder": lambda c: {"session_factory": Reorder},
+    "skip-gap": lambda c: {"session_factory": SkipGap},
+    "heartbeat-timeout-after-2": lambda c: {"connection_factory": _heartbeat_after(2)},
+    "heartbeat-timeout-after-6": lambda c: {"connection_factory": _heartbeat_after(6)},
+    "frames-only-liveness": lambda c: {"connection_factory": FramesOnlyLiveness},
+    "drop-gap-says-history-expired": lambda c: {"connection_factory": DropGapSaysHistoryExpired},
+    "limit-before-already-subscribed": lambda c: {
+        "connection_factory": LimitBeforeAlreadySubscribed
+    },
+    "topic-before-going-away": lambda c: {"connection_factory": TopicBeforeGoingAway},
+    "unsubscribed-reports-head": _unsubscribed_reports_head,
+    "ignores-history-loss": _ignores_history_loss,
+    "drops-too-large-batch-record": lambda c: {
+        "session_factory": rewriting_frames(_drop_batch_too_large)
+    },
+    "crashes-at-shutdown": lambda c: {"session_factory": _crashes_at_shutdown()},
+    "silent-shutdown-in-handshake": lambda c: {"connection_factory": SilentShutdownInHandshake},
 }
 
 
-def server_options(fault: str) -> dict[str, Any]:
-    """``Server(config, **server_options(fault))``; KeyError for an unknown fault."""
-    return dict(FAULTS[fault])
+def server_options(fault: str, config: ServerConfig | None = None) -> dict[str, Any]:
+    """``Server(config, **server_options(fault, config))``; KeyError for an unknown fault."""
+    return FAULTS[fault](config if config is not None else ServerConfig())

@@ -122,7 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shutdown-command",
         metavar="CMD",
-        help="shell command that shuts the server down gracefully (enables shutdown cases)",
+        help="shell command that shuts the server down gracefully (enables shutdown cases); "
+        "SD-09 wants it to wait for the server to exit and exit with the server's status",
     )
     parser.add_argument(
         "--reset-command",
@@ -146,9 +147,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show case notes")
 
 
-def _shell(command: str) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        await trio.run_process(command, shell=True, check=False)
+def _shell(command: str) -> Callable[[], Awaitable[int | None]]:
+    async def run() -> int | None:
+        done = await trio.run_process(command, shell=True, check=False)
+        return done.returncode
 
     return run
 

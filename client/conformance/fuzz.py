@@ -66,6 +66,8 @@ from pushwire.protocol.layouts import (
 if TYPE_CHECKING:  # hypothesis is a test dependency, imported only when fuzzing
     from hypothesis.strategies import SearchStrategy
 
+    from pushwire.client.conformance.wire import WireConnection
+
 DESCRIPTION = """\
 Send hypothesis-generated hostile byte streams to a pushwire server, each on a fresh
 connection, while a canary subscriber checks that other clients are not disturbed. Every
@@ -260,7 +262,7 @@ def attack(host: str, port: int, data: bytes, timeout: float) -> Observed:
 async def _attack(host: str, port: int, data: bytes, timeout: float) -> Observed:
     import trio
 
-    from pushwire.client.conformance.wire import EOF, TIMEOUT, Closed, WireConnection
+    from pushwire.client.conformance.wire import EOF, RESET, TIMEOUT, Closed, WireConnection
 
     obs = Observed()
     started = time.monotonic()
@@ -277,10 +279,11 @@ async def _attack(host: str, port: int, data: bytes, timeout: float) -> Observed
     def left() -> float:
         return max(0.0, deadline - trio.current_time())
 
+    sent_all = False
     async with conn.stream:
         with trio.move_on_at(deadline):
             # the server may close early; what it sent is still readable
-            if await conn.send_raw(data):
+            if sent_all := await conn.send_raw(data):
                 await conn.send_eof()
         got = await conn.read_preface(left())
         end: Closed
@@ -298,6 +301,12 @@ async def _attack(host: str, port: int, data: bytes, timeout: float) -> Observed
         else:  # fewer than 8 bytes: report them as they are
             obs.preface = got if isinstance(got, bytes) else b""
             end = got if isinstance(got, Closed) else conn.closed or TIMEOUT
+    if end is EOF and not sent_all:
+        # The server closed before reading all we sent, so its TCP stack reset the
+        # connection and dropped whatever it had not transmitted yet; our failed send took
+        # the reset's error, and the read saw a plain EOF. How much of the server's last
+        # write arrived depends on TCP segmentation, so a cut frame here is no finding.
+        end = RESET
     obs.end = {EOF: "eof", TIMEOUT: "timeout"}.get(end, "reset")
     if len(obs.preface) == PREFACE_SIZE and not obs.bad and end is EOF:
         conn.decoder.feed(b"")
@@ -438,10 +447,20 @@ class Canary:
     """A subscriber and a publisher on their own connections, in a background thread: the
     subscriber must see every canary message, in order, for the whole run."""
 
-    def __init__(self, host: str, port: int, token: bytes, interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: bytes,
+        interval: float = 0.05,
+        topic: str | None = None,
+    ) -> None:
         self.host, self.port, self.token, self.interval = host, port, token, interval
-        self.topic = f"fuzz-canary/{os.urandom(6).hex()}"
+        self.topic = topic or f"fuzz-canary/{os.urandom(6).hex()}"
         self.problems: list[str] = []
+        #: Why the canary did not run (its topic is not permitted to the token): setup
+        #: information for the report, not a finding about the server.
+        self.not_run: str | None = None
         self.published = 0
         self.received = 0
         self._stop = threading.Event()
@@ -467,9 +486,7 @@ class Canary:
             self._ready.set()
 
     async def _main(self) -> None:
-        import trio
-
-        from pushwire.client.conformance.wire import Closed, WireConnection
+        from pushwire.client.conformance.wire import WireConnection
 
         sub = await WireConnection.open(self.host, self.port, timeout=5)
         pub = await WireConnection.open(self.host, self.port, timeout=5)
@@ -477,12 +494,36 @@ class Canary:
         await pub.handshake(auth_token=self.token, client_name="pushwire-fuzz-canary")
         await sub.send(F.Subscribe(sub_id=1, topic=self.topic, initial_credit=0xFFFF_FFFF))
         reply = await sub.next_frame()
-        if not isinstance(reply, F.Subscribed):
+        if isinstance(reply, F.Error) and reply.code == ErrorCode.FORBIDDEN:
+            self.not_run = f"canary not permitted: SUBSCRIBE {self.topic!r} is FORBIDDEN"
+        elif not isinstance(reply, F.Subscribed):
             self.problems.append(f"canary SUBSCRIBE answered with {reply}")
+        elif await self._may_publish(pub):
             self._ready.set()
-            return
+            await self._watch(sub, pub, reply.start_seq)
+        await sub.aclose()
+        await pub.aclose()
         self._ready.set()
-        expected_seq = reply.start_seq
+
+    async def _may_publish(self, pub: WireConnection) -> bool:
+        """Whether the token may publish on the canary topic (one PUBLISH with a PUBACK)."""
+        self.published += 1
+        await pub.send(F.Publish(1, self.topic, b"canary-1"))
+        obs = await pub.next_frame()
+        if isinstance(obs, F.Error) and obs.code == ErrorCode.FORBIDDEN:
+            self.not_run = f"canary not permitted: PUBLISH on {self.topic!r} is FORBIDDEN"
+            return False
+        if not isinstance(obs, F.Puback):
+            self.problems.append(f"canary PUBLISH answered with {obs}")
+            return False
+        return True
+
+    async def _watch(self, sub: WireConnection, pub: WireConnection, start_seq: int) -> None:
+        import trio
+
+        from pushwire.client.conformance.wire import Closed
+
+        expected_seq = start_seq
 
         async def publisher() -> None:
             while not self._stop.is_set():
@@ -535,8 +576,6 @@ class Canary:
             nursery.start_soon(keepalive)
         if self.received < self.published and not self.problems:
             self.problems.append(f"canary received {self.received} of {self.published} messages")
-        await sub.aclose()
-        await pub.aclose()
 
 
 # -- hypothesis ------------------------------------------------------------------------------
@@ -598,6 +637,8 @@ class FuzzResult:
     findings: list[Finding] = field(default_factory=list)
     canary_published: int = 0
     canary_received: int = 0
+    #: Why the canary did not run (setup information, not a finding), if it did not.
+    canary_not_run: str | None = None
     seed: int = 0
 
 
@@ -610,6 +651,7 @@ def fuzz(
     timeout: float = 3.0,
     token: bytes = b"",
     canary: bool = True,
+    canary_topic: str | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> FuzzResult:
     """Run ``examples`` attacks (plus hypothesis' shrinking of any finding)."""
@@ -618,7 +660,7 @@ def fuzz(
 
     facts = handshake_facts(host, port, token, timeout)
     result = FuzzResult(seed=seed if seed is not None else int.from_bytes(os.urandom(4), "big"))
-    bird = Canary(host, port, token) if canary else None
+    bird = Canary(host, port, token, topic=canary_topic) if canary else None
     if bird is not None:
         bird.start(timeout)
     reported_canary = 0
@@ -691,6 +733,7 @@ def fuzz(
     if bird is not None:
         bird.stop(timeout)
         result.canary_published, result.canary_received = bird.published, bird.received
+        result.canary_not_run = bird.not_run
         for problem in bird.problems[reported_canary:]:
             result.findings.append(CanaryLoss(b"", "canary messages gapless and in order", problem))
     result.seconds = time.monotonic() - started
@@ -731,6 +774,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--token", default="", help="auth token for HELLO")
     parser.add_argument("--no-canary", action="store_true", help="run without the canary")
+    parser.add_argument(
+        "--canary-topic",
+        metavar="TOPIC",
+        help="topic of the canary (default: a fresh fuzz-canary/...): one the token may "
+        "subscribe to and publish on",
+    )
 
 
 def _print_finding(i: int, f: Finding, address: str) -> None:
@@ -795,6 +844,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         token=token,
         canary=not args.no_canary,
+        canary_topic=args.canary_topic,
         progress=progress,
     )
     rate = result.examples / max(result.seconds, 1e-9)
@@ -803,7 +853,9 @@ def run(args: argparse.Namespace) -> int:
         f"{result.seconds:.1f} s ({rate:.0f}/s), seed {result.seed}, "
         f"{len(result.findings)} finding(s)"
     )
-    if not args.no_canary:
+    if result.canary_not_run:
+        print(f"canary: did not run: {result.canary_not_run} (name one with --canary-topic)")
+    elif not args.no_canary:
         print(f"canary: {result.canary_received} of {result.canary_published} messages received")
     for i, f in enumerate(result.findings, 1):
         _print_finding(i, f, str(address))

@@ -70,8 +70,9 @@ class Target:
     max_publish: int = 50_000
     #: Seconds a draining server may keep a connection open after GOAWAY.
     drain_timeout: float = 10.0
-    #: Triggers a graceful shutdown of the target (GOAWAY); None makes shutdown cases n/a.
-    shutdown: Callable[[], Awaitable[None]] | None = None
+    #: Triggers a graceful shutdown of the target (GOAWAY) and returns once it is over,
+    #: with the server's exit status (0 or None: clean); None makes shutdown cases n/a.
+    shutdown: Callable[[], Awaitable[int | None]] | None = None
     #: Resets a topic's history so it gets a new epoch (``await reset(topic)``); None: n/a.
     reset: Callable[[str], Awaitable[None]] | None = None
     #: The server's configured connection limit, if the operator tells it.

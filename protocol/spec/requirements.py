@@ -444,6 +444,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "At most one GOAWAY per sender per connection."),
     R("PW-GOAWAY-12", "SHOULD", "8.6", "client", False,
       "After GOAWAY, acknowledge what was processed, then close."),
+    R("PW-GOAWAY-13", "MUST", "8.6", "server", True,
+      "A shutdown closes a connection still in the handshake with ERROR(SHUTTING_DOWN, 0, 0) "
+      "once the prefaces are exchanged (before that, with nothing), never with GOAWAY."),
     # §8.7-§8.8 errors -----------------------------------------------------------------------
     R("PW-ERR-1", "MUST", "8.7", "both", True,
       "A connection-level error is ERROR(code, 0, 0, message) (best effort) followed by "
@@ -536,6 +539,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-SEC-13", "MUST", "12", "server", True,
       "Refusals for failed-authentication throttling use AUTH_THROTTLED; requests refused for "
       "rate get the request-level RATE_LIMITED and the connection stays open."),
+    R("PW-SEC-14", "MUST", "12", "server", True,
+      "A connection closed because one frame took too long to arrive gets "
+      "ERROR(HEARTBEAT_TIMEOUT, 0, 0)."),
 )  # fmt: skip
 
 #: IDs that were once assigned and then dropped; their numbers are never given out again.

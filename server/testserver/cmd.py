@@ -34,7 +34,9 @@ examples:
   pushwire testserver --list
   pushwire testserver --port 7450 --scenario gap      # then: mytool sub conformance/gap ...
   pushwire testserver --scenario all --json report.json \\
-      --client-command 'pushwire sub {topic} --server {address} {mode_flag}'"""
+      --client-command 'pushwire sub {topic} --server {address} {mode_flag}'
+  pushwire testserver --hostile 50 \\
+      --client-command 'pushwire sub {topic} --server {address} --format json'"""
 
 
 def render_list() -> str:
@@ -134,6 +136,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "{port} {scenario} {mode} {mode_flag}) and stop it when the scenario ends",
     )
     parser.add_argument(
+        "--hostile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the scenarios: up to N generated hostile frames, one per run of "
+        "--client-command, each after 1-3 messages; the client must report the frame's "
+        "code and print (as JSON lines) the messages before it",
+    )
+    parser.add_argument("--seed", type=int, help="hypothesis seed for --hostile (default random)")
+    parser.add_argument(
         "--mode-flag",
         default="--at-least-once",
         metavar="FLAG",
@@ -174,6 +186,10 @@ server_mode_flag = "--at-least-once"
 
 def run(args: argparse.Namespace) -> int:
     global server_mode_flag
+    if args.hostile:
+        from pushwire.server.testserver import hostile
+
+        return hostile.run(args)
     if args.list:
         print(render_list())
         return EXIT_OK

@@ -75,3 +75,66 @@ async def test_fuzz_catches_a_server_that_ignores_reserved_bits() -> None:
     async with open_server(ServerConfig(host="127.0.0.1", port=0)) as healthy:
         replay[1] = f"127.0.0.1:{healthy.port}"
         assert await trio.to_thread.run_sync(cli.main, replay) == 0
+
+
+async def test_fuzz_catches_a_server_that_accepts_oversized_frames() -> None:
+    """The mutation suite's "accept-oversized" server (tests/faults.py) is a finding of the
+    fuzzer too: the first frame header over the limit answered with anything but
+    FRAME_TOO_LARGE."""
+    config = ServerConfig(host="127.0.0.1", port=0)
+    async with open_server(config, **server_options("accept-oversized", config)) as server:
+        result = await trio.to_thread.run_sync(
+            lambda: fuzz.fuzz(
+                "127.0.0.1", server.port, examples=300, seed=3, timeout=2.0, canary=False
+            )
+        )
+    assert result.findings, "the fuzzer missed a server that accepts oversized frames"
+    assert "FRAME_TOO_LARGE" in result.findings[0].expected
+
+
+async def test_a_frame_cut_by_the_servers_reset_is_no_finding() -> None:
+    """A server that writes a large frame and closes before reading all the attack gets its
+    connection reset by its own TCP stack, which drops what it had not transmitted yet.
+    How much of the frame arrives depends on segmentation, so the verdict must not."""
+    big = codec.encode_frame(F.Message(1, 1, "t", b"x" * 66_000))
+
+    async def writes_then_closes(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(8)
+            await stream.send_all(encode_preface(1, 1) + big)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, writes_then_closes, 0)
+        port = listeners[0].socket.getsockname()[1]
+        for _ in range(3):
+            attack = HEAD + codec.encode_frame(F.Ping(1)) * 400_000  # far more than it reads
+            obs = await fuzz._attack("127.0.0.1", port, attack, 3.0)
+            assert obs.end == "reset" and not obs.bad, obs
+            assert fuzz.verdict(attack, fuzz.Expect("any", why="test"), obs) is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_canary_topic_the_token_may_not_use_is_setup_information() -> None:
+    from pushwire.server import Permissions
+
+    auth = {b"t": Permissions(subscribe=("allowed/#",), publish=("allowed/#",))}
+    config = ServerConfig(host="127.0.0.1", port=0, auth=auth)
+    async with open_server(config) as server:
+
+        def run(topic: str | None) -> fuzz.FuzzResult:
+            return fuzz.fuzz(
+                "127.0.0.1",
+                server.port,
+                examples=5,
+                seed=1,
+                timeout=2.0,
+                token=b"t",
+                canary_topic=topic,
+            )
+
+        refused = await trio.to_thread.run_sync(run, None)
+        assert not refused.findings, [str(f) for f in refused.findings]
+        assert refused.canary_not_run and "FORBIDDEN" in refused.canary_not_run
+        named = await trio.to_thread.run_sync(run, "allowed/canary")
+        assert not named.findings and named.canary_not_run is None
+        assert named.canary_received == named.canary_published > 0

@@ -42,9 +42,23 @@ async def test_reference_client_passes_every_scenario() -> None:
             assert app_matches(expected, seen), (name, expected, seen)
 
 
-async def broken_client(port: int, topic: str, *, credit: int, pong: bool) -> None:
+async def broken_client(
+    port: int, topic: str, *, credit: int, pong: bool, reconnect: bool = False
+) -> None:
     """Just enough of a client: handshake, one SUBSCRIBE, then read until cancelled,
-    answering PINGs only when ``pong`` and ignoring what it cannot decode."""
+    answering PINGs only when ``pong`` and ignoring what it cannot decode; with
+    ``reconnect``, it connects again at once whenever a connection ends, whatever the
+    server said (a GOAWAY's delay, a terminal code)."""
+    while True:
+        await _one_broken_connection(port, topic, credit=credit, pong=pong, leave=reconnect)
+        if not reconnect:
+            return
+
+
+async def _one_broken_connection(
+    port: int, topic: str, *, credit: int, pong: bool, leave: bool
+) -> None:
+    """One connection; ``leave``: close as soon as a GOAWAY arrives."""
     conn = await WireConnection.open("127.0.0.1", port, timeout=10, auto_pong=False)
     conn.decoder = FrameDecoder(1 << 20)
     hello = F.Hello(1 << 20, 0, "broken-client", b"")
@@ -60,7 +74,7 @@ async def broken_client(port: int, topic: str, *, credit: int, pong: bool) -> No
             except CaseFailed:  # this client ignores what it cannot decode
                 conn.decoder = FrameDecoder(1 << 20)
                 continue
-            if isinstance(obs, Closed):
+            if isinstance(obs, Closed) or (leave and isinstance(obs, F.Goaway)):
                 return
             if pong and isinstance(obs, F.Ping):
                 await conn.send(F.Pong(obs.opaque))
@@ -69,25 +83,40 @@ async def broken_client(port: int, topic: str, *, credit: int, pong: bool) -> No
 
 
 @pytest.mark.parametrize(
-    ("scenario", "pong", "credit", "requirement"),
+    ("scenario", "pong", "credit", "requirement", "reconnect"),
     [
-        ("heartbeat", False, 64, "PW-HB-2"),  # never answers PING
-        ("credit", True, 4, "PW-FLOW-7"),  # never grants more credit (a SHOULD: warn)
-        ("resume-gap", True, 64, "PW-RESUME-1"),  # never reconnects to resume
-        ("unknown-fatal", True, 64, "PW-FRAME-5"),  # ignores a fatal unknown frame type
-        ("sequence-hole", True, 64, "PW-ORDER-7"),  # takes 1, 2, 4 as if nothing were lost
-        ("epoch-reset-bad-start", True, 64, "PW-ORDER-13"),  # takes a new epoch at seq 4
+        ("heartbeat", False, 64, "PW-HB-2", False),  # never answers PING
+        ("credit", True, 4, "PW-FLOW-7", False),  # never grants more credit (a SHOULD: warn)
+        ("resume-gap", True, 64, "PW-RESUME-1", False),  # never reconnects to resume
+        ("unknown-fatal", True, 64, "PW-FRAME-5", False),  # ignores a fatal unknown frame type
+        ("sequence-hole", True, 64, "PW-ORDER-7", False),  # takes 1, 2, 4: nothing lost?
+        ("epoch-reset-bad-start", True, 64, "PW-ORDER-13", False),  # new epoch at seq 4
+        ("reserved-bits", True, 64, "PW-FRAME-3", False),  # ignores an undefined flag bit
+        ("malformed", True, 64, "PW-FRAME-4", False),  # skips a malformed frame
+        ("too-large-frame", True, 64, "PW-FRAME-2", False),  # reads past its own limit
+        ("over-credit", True, 4, "PW-FLOW-5", False),  # takes a push beyond its credit
+        ("goaway", True, 64, "PW-GOAWAY-7", True),  # reconnects before the GOAWAY's delay
+        ("bad-version", True, 64, "PW-PREFACE-7", True),  # reconnects after version 0
     ],
 )
 async def test_testserver_catches_a_broken_client(
-    scenario: str, pong: bool, credit: int, requirement: str
+    scenario: str, pong: bool, credit: int, requirement: str, reconnect: bool
 ) -> None:
     async with open_testserver([scenario], **(FAST | BROKEN)) as ts:
         run = ts.runs[scenario]
         with trio.move_on_after(12):
             async with trio.open_nursery() as nursery:
                 topic = f"conformance/{scenario}"
-                nursery.start_soon(partial(broken_client, ts.port, topic, credit=credit, pong=pong))
+                nursery.start_soon(
+                    partial(
+                        broken_client,
+                        ts.port,
+                        topic,
+                        credit=credit,
+                        pong=pong,
+                        reconnect=reconnect,
+                    )
+                )
                 with trio.move_on_after(10):
                     await run.done.wait()
                 nursery.cancel_scope.cancel()
@@ -136,3 +165,48 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
     suites = ET.fromstring(junit.read_text())
     assert suites.get("tests") == "2" and suites.get("failures") == "0"
     assert code == 0
+
+
+HOSTILE_CLIENT = f"{sys.executable} {Path(__file__).parent / 'hostile_client.py'}"
+
+
+@pytest.mark.parametrize(
+    ("mistake", "observed"),
+    [
+        ("none", None),
+        ("drop-read", "printed seqs []"),
+        ("wrong-code", "ERROR(MALFORMED_FRAME)"),
+        ("silent", "no ERROR"),
+    ],
+)
+async def test_hostile_mode_catches_a_client_that_mishandles_a_bad_frame(
+    mistake: str, observed: str | None
+) -> None:
+    from pushwire.server.testserver import hostile
+
+    command = f"{HOSTILE_CLIENT} {mistake} {{address}} {{topic}}"
+    result = await trio.to_thread.run_sync(
+        partial(hostile.fuzz_client, command, examples=8, seed=5, timeout=3.0)
+    )
+    assert not result.setup_problems, result.setup_problems
+    if observed is None:
+        assert result.examples == 8 and not result.findings, [f.render() for f in result.findings]
+    else:
+        assert result.findings, f"{mistake} survived {result.examples} hostile examples"
+        assert result.findings[0].observed.startswith(observed), result.findings[0].render()
+
+
+async def test_hostile_mode_against_the_reference_client() -> None:
+    exe = Path(sys.executable).parent / "pushwire"
+    args = [
+        "testserver",
+        "--hostile",
+        "6",
+        "--seed",
+        "2",
+        "--timeout",
+        "3",
+        "--client-command",
+        f"{exe} sub {{topic}} --server {{address}} --format json",
+    ]
+    assert await trio.to_thread.run_sync(cli.main, args) == 0

@@ -438,7 +438,7 @@ class TestTime:
         assert conn.state is sc.ServerState.OPEN
         assert conn.next_deadline() is not None
 
-    @pytest.mark.spec("PW-SEC-7")
+    @pytest.mark.spec("PW-SEC-7", "PW-SEC-14")
     def test_a_frame_trickling_in_byte_by_byte_is_cut_off(self) -> None:
         conn = open_conn(sc.ServerLimits(heartbeat_min_ms=10, frame_timeout=10.0))
         data = enc(F.Publish(0, "t", b"x" * 100))

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pushwire.client.conformance.registry import NEEDS_FORBIDDEN_TOPIC, case
 from pushwire.client.conformance.runner import CaseContext
-from pushwire.client.conformance.wire import EOF, RESET, CaseFailed, WireConnection, describe
+from pushwire.client.conformance.wire import (
+    EOF,
+    RESET,
+    CaseFailed,
+    NotApplicable,
+    WireConnection,
+    describe,
+)
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
@@ -285,8 +292,6 @@ async def duplicate_topic(ctx: CaseContext) -> None:
 )
 async def too_many_subscriptions(ctx: CaseContext) -> None:
     """The limit a server announces is the limit it enforces (n/a above 20000)."""
-    from pushwire.client.conformance.wire import NotApplicable
-
     conn = await ctx.connect()
     assert conn.welcome is not None
     limit = conn.welcome.max_subscriptions
@@ -426,3 +431,77 @@ async def reserved_topic(ctx: CaseContext) -> None:
     await conn.send(F.PublishBatch(6, topic, (F.Record(b"a", None),)))
     await _request_error(conn, ErrorCode.FORBIDDEN, FrameType.PUBLISH_BATCH, 6)
     await conn.roundtrip()
+
+
+@case(
+    "ER-27",
+    "At the subscription limit, a reused sub_id or topic is ALREADY_SUBSCRIBED, not TOO_MANY",
+    category=CAT,
+    requirements=("PW-SUB-6", "PW-SUB-3", "PW-SUB-4"),
+)
+async def already_subscribed_before_limit(ctx: CaseContext) -> None:
+    """§6.1 checks ALREADY_SUBSCRIBED (step 3) before TOO_MANY_SUBSCRIPTIONS (step 4): on
+    a connection holding max_subscriptions subscriptions, a SUBSCRIBE reusing a sub_id and
+    one reusing a topic are each ALREADY_SUBSCRIBED; only a new sub_id on a new topic is
+    TOO_MANY_SUBSCRIPTIONS (n/a above 20000). A client that retries on TOO_MANY would
+    otherwise never learn that it is reusing its own sub_id."""
+    conn = await ctx.connect()
+    assert conn.welcome is not None
+    limit = conn.welcome.max_subscriptions
+    if limit > 20_000:
+        raise NotApplicable(f"max_subscriptions is {limit}; the kit tries at most 20000")
+    base = ctx.topic()
+    subs = [F.Subscribe(sub_id=i + 1, topic=f"{base}/{i}", initial_credit=0) for i in range(limit)]
+    for start in range(0, len(subs), 500):
+        await conn.send(*subs[start : start + 500])
+    for i in range(limit):
+        obs = await conn.next_frame()
+        if not isinstance(obs, F.Subscribed):
+            raise CaseFailed(f"SUBSCRIBED for subscription {i + 1} of {limit}", describe(obs))
+    await conn.send(F.Subscribe(sub_id=1, topic=f"{base}/new", initial_credit=0))
+    await _request_error(conn, ErrorCode.ALREADY_SUBSCRIBED, FrameType.SUBSCRIBE, 1)
+    await conn.send(F.Subscribe(sub_id=limit + 1, topic=f"{base}/0", initial_credit=0))
+    await _request_error(conn, ErrorCode.ALREADY_SUBSCRIBED, FrameType.SUBSCRIBE, limit + 1)
+    await conn.send(F.Subscribe(sub_id=limit + 2, topic=f"{base}/new", initial_credit=0))
+    await _request_error(conn, ErrorCode.TOO_MANY_SUBSCRIPTIONS, FrameType.SUBSCRIBE, limit + 2)
+
+
+@case(
+    "ER-28",
+    "FORBIDDEN looks the same whether the forbidden topic exists or not",
+    category=CAT,
+    requirements=("PW-SEC-4", "PW-SUB-20"),
+    needs=(NEEDS_FORBIDDEN_TOPIC,),
+)
+async def forbidden_reveals_nothing(ctx: CaseContext) -> None:
+    """Authorisation comes before a topic is looked up or created (§12): SUBSCRIBE and
+    PUBLISH on --forbidden-topic (which may exist) and on a name below it that no one has
+    used get the same ERROR(FORBIDDEN) with the same message once the topic names are
+    taken out, and SUBSCRIBE(OLDEST) cannot tell them apart either (n/a when the made-up
+    name is not forbidden too)."""
+    topic = ctx.target.forbidden_topic
+    assert topic
+    fresh = f"{topic.rstrip('/')}/never-used-{ctx.target.topic_prefix.rsplit('/', 1)[-1]}"
+    conn = await ctx.connect()
+    answers: dict[str, list[str]] = {}
+    for name in (topic, fresh):
+        got = answers[name] = []
+        rid = ctx.request_id()
+        await conn.send(
+            F.Subscribe(sub_id=rid, topic=name, since_kind=SinceKind.OLDEST, initial_credit=0),
+            F.Publish(rid, name, b"x"),
+        )
+        for _ in range(2):
+            obs = await conn.next_frame()
+            if not isinstance(obs, F.Error):
+                if name == fresh and isinstance(obs, F.Subscribed | F.Puback):
+                    raise NotApplicable(f"{fresh!r} is not forbidden to the token")
+                raise CaseFailed(f"ERROR(FORBIDDEN) for {name!r}", describe(obs))
+            if obs.code != ErrorCode.FORBIDDEN or obs.request_id != rid:
+                raise CaseFailed(f"ERROR(FORBIDDEN, request_id={rid}) for {name!r}", describe(obs))
+            got.append(f"0x{obs.request_type:02x} {obs.message.replace(name, '<topic>')!r}")
+    if sorted(answers[topic]) != sorted(answers[fresh]):
+        raise CaseFailed(
+            "the same FORBIDDEN answers for both topics",
+            f"{topic!r}: {answers[topic]}; unused name: {answers[fresh]}",
+        )

@@ -106,17 +106,11 @@ async def credit_unknown(ctx: CaseContext) -> None:
     await conn.roundtrip()
 
 
-@case(
-    "FC-06",
-    "Slow consumer, policy DROP: GAP(next..oldest-1) then delivery from the oldest",
-    category=CAT,
-    requirements=("PW-SLOW-3", "PW-SLOW-4", "PW-FLOW-1", "PW-HS-10"),
-)
-async def slow_consumer_drop(ctx: CaseContext) -> None:
-    """A subscriber with no credit while its next message leaves the history (and its lag
-    passes max_lag, when --max-publish allows) stays connected and learns exactly what it
-    lost once it grants credit; the GAP frame does not use credit (n/a when the server
-    announces DISCONNECT)."""
+async def _drop_gap(ctx: CaseContext) -> tuple[list[F.Gap], str]:
+    """A DROP subscriber with no credit while its next message leaves the history (and its
+    lag passes max_lag, when --max-publish allows), then CREDIT(5): the GAP frames seen
+    before the 5 messages, which must be the 5 after the gap, and how the one right GAP
+    reads (its reason aside)."""
     topic = ctx.topic()
     sub = await ctx.connect()
     assert sub.welcome is not None
@@ -133,23 +127,50 @@ async def slow_consumer_drop(ctx: CaseContext) -> None:
     await sub.send(F.Credit(1, 5))
     gaps: list[F.Gap] = []
     msgs = await ctx.receive(sub, topic, 5, gaps=gaps)
-    want = (
-        f"GAP(epoch={epoch}, first={reply.start_seq}, last={oldest - 1}, "
-        "reason=SLOW_CONSUMER or HISTORY_EXPIRED) before the messages"
-    )
-    reasons = (ErrorCode.SLOW_CONSUMER, ErrorCode.HISTORY_EXPIRED)
-    if (
-        len(gaps) != 1
-        or (gaps[0].epoch, gaps[0].first, gaps[0].last)
-        != (
-            epoch,
-            reply.start_seq,
-            oldest - 1,
-        )
-        or gaps[0].reason not in reasons
+    want = f"GAP(epoch={epoch}, first={reply.start_seq}, last={oldest - 1}"
+    if len(gaps) != 1 or (gaps[0].epoch, gaps[0].first, gaps[0].last) != (
+        epoch,
+        reply.start_seq,
+        oldest - 1,
     ):
-        raise CaseFailed(want, ", ".join(describe(g) for g in gaps) or "no GAP frame")
+        raise CaseFailed(
+            want + ") before the messages", ", ".join(describe(g) for g in gaps) or "no GAP frame"
+        )
     check_seqs("after the gap", [m.seq for m in msgs], range(oldest, oldest + 5))
+    return gaps, want
+
+
+@case(
+    "FC-06",
+    "Slow consumer, policy DROP: GAP(next..oldest-1) then delivery from the oldest",
+    category=CAT,
+    requirements=("PW-SLOW-3", "PW-SLOW-4", "PW-FLOW-1", "PW-HS-10"),
+)
+async def slow_consumer_drop(ctx: CaseContext) -> None:
+    """A subscriber with no credit while its next message leaves the history (and its lag
+    passes max_lag, when --max-publish allows) stays connected and learns exactly what it
+    lost once it grants credit; the GAP frame does not use credit (n/a when the server
+    announces DISCONNECT). The reason is FC-09's."""
+    gaps, want = await _drop_gap(ctx)
+    if gaps[0].reason not in (ErrorCode.SLOW_CONSUMER, ErrorCode.HISTORY_EXPIRED):
+        raise CaseFailed(f"{want}, reason=SLOW_CONSUMER or HISTORY_EXPIRED)", describe(gaps[0]))
+
+
+@case(
+    "FC-09",
+    "Slow consumer, policy DROP: the GAP's reason is SLOW_CONSUMER",
+    category=CAT,
+    requirements=("PW-SLOW-3", "PW-PUB-13"),
+)
+async def slow_consumer_drop_reason(ctx: CaseContext) -> None:
+    """The FC-06 situation, judged on the reason: HISTORY_EXPIRED belongs to SUBSCRIBED
+    (a resume position older than the history, §7.4); a live subscription that fell
+    behind under DROP is told SLOW_CONSUMER, which is what lets its application tell
+    "I was too slow" from "I came back too late" (n/a when the server announces
+    DISCONNECT)."""
+    gaps, want = await _drop_gap(ctx)
+    if gaps[0].reason != ErrorCode.SLOW_CONSUMER:
+        raise CaseFailed(f"{want}, reason=SLOW_CONSUMER)", describe(gaps[0]))
 
 
 @case(
@@ -172,4 +193,42 @@ async def slow_consumer_disconnect(ctx: CaseContext) -> None:
         raise NotApplicable(f"max_lag {lag} exceeds --max-publish {ctx.target.max_publish}")
     await ctx.subscribe(sub, topic, credit=0)
     await ctx.fill_topic(topic, lag + 1)
+    await sub.expect_error_close(ErrorCode.SLOW_CONSUMER, timeout=ctx.timeout * 2)
+
+
+@case(
+    "FC-08",
+    "Slow consumer, policy DISCONNECT: history lost within max_lag is ERROR(SLOW_CONSUMER)",
+    category=CAT,
+    requirements=("PW-SLOW-2", "PW-ORDER-6"),
+)
+async def slow_consumer_disconnect_history(ctx: CaseContext) -> None:
+    """DISCONNECT has two triggers: lag above max_lag (FC-07) and the next message leaving
+    the history. A server whose history is shorter than max_lag meets the second one
+    first: with no credit and the lag still within max_lag, once the subscriber's next
+    message is gone the server must close with SLOW_CONSUMER rather than skip it silently
+    or wait. The kit publishes in halving steps until the history moved, never past
+    max_lag (n/a under DROP, or when the history holds max_lag messages or more)."""
+    topic = ctx.topic()
+    sub = await ctx.connect()
+    assert sub.welcome is not None
+    if sub.welcome.slow_consumer_policy != SlowConsumerPolicy.DISCONNECT:
+        raise NotApplicable("the server announces slow_consumer_policy DROP (see FC-06)")
+    lag = sub.welcome.max_lag
+    reply = await ctx.subscribe(sub, topic, credit=0)
+    published, step = 0, max(1, lag // 2)
+    while True:
+        step = min(step, lag - published, ctx.target.max_publish - published)
+        if step <= 0:
+            raise NotApplicable(
+                f"the history still holds seq {reply.start_seq} after {published} messages "
+                f"(max_lag {lag}): the lag trigger comes first (FC-07)"
+            )
+        await ctx.fill_topic(topic, step, size=256)
+        published += step
+        probe = await ctx.expire_history_probe(topic)
+        if probe.start_seq > reply.start_seq:
+            break
+        step = max(1, step // 2)
+    ctx.note(f"history moved past seq {reply.start_seq} at lag {published} (max_lag {lag})")
     await sub.expect_error_close(ErrorCode.SLOW_CONSUMER, timeout=ctx.timeout * 2)

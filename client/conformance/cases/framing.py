@@ -180,3 +180,50 @@ async def batch_split_for_subscriber(ctx: CaseContext) -> None:
     )
     if [m.payload for m in msgs] != payloads:
         raise CaseFailed("record payloads unchanged", "different payloads")
+
+
+@case(
+    "FL-07",
+    "A batch record too large for the subscriber becomes GAP(FRAME_TOO_LARGE); the rest arrive",
+    category=CAT,
+    requirements=("PW-PUB-11", "PW-FRAME-9", "PW-ORDER-6"),
+)
+async def batch_record_too_large_for_subscriber(ctx: CaseContext) -> None:
+    """A five-record batch whose middle record alone is bigger than the subscriber's 16384
+    bytes (FL-06's records all fit): the server splits the batch, delivers records 1, 2, 4
+    and 5, and covers record 3 with GAP(first=last=its seq, FRAME_TOO_LARGE) in its place
+    in the sequence; dropping it silently is loss the client cannot detect (n/a when the
+    server's own limit cannot take the record)."""
+    from pushwire.client.conformance.wire import NotApplicable
+
+    topic = ctx.topic()
+    sub = await ctx.connect(max_frame_size=INITIAL_MAX_FRAME_SIZE)
+    pub = await ctx.publisher()
+    assert pub.welcome is not None
+    big = b"L" * INITIAL_MAX_FRAME_SIZE  # its record alone exceeds any 16384-byte frame
+    payloads = [b"a1", b"a2", big, b"b1", b"b2"]
+    size = codec.payload_size(
+        codec.encode_frame(F.PublishBatch(1, topic, tuple(F.Record(p) for p in payloads)))
+    )
+    if size > pub.welcome.max_frame_size:
+        raise NotApplicable(f"the batch ({size} bytes) exceeds the server's max_frame_size")
+    reply = await ctx.subscribe(sub, topic)
+    _, seqs = await ctx.publish_batch(topic, payloads)
+    check_seqs("PUBACK", seqs, range(reply.start_seq, reply.start_seq + 5))
+    order: list[str] = []
+    want_order = [f"m{seqs[0]}", f"m{seqs[1]}", f"gap{seqs[2]}", f"m{seqs[3]}", f"m{seqs[4]}"]
+    while len(order) < len(want_order):
+        obs = await sub.next_frame()
+        if isinstance(obs, F.Message | F.MessageBatch) and obs.topic == topic:
+            order.extend(f"m{seq}" for seq, _ in _pushed(obs)[1])
+        elif isinstance(obs, F.Gap) and obs.reason == ErrorCode.FRAME_TOO_LARGE:
+            order.extend(f"gap{s}" for s in range(obs.first, obs.last + 1))
+        else:
+            order.append(describe(obs))
+            break
+    if order != want_order:
+        raise CaseFailed(
+            f"records {seqs[0]}, {seqs[1]}, GAP(first=last={seqs[2]}, FRAME_TOO_LARGE), "
+            f"records {seqs[3]}, {seqs[4]}",
+            ", ".join(order),
+        )

@@ -8,6 +8,7 @@ half an interval plus 250 ms (scheduling, a loaded CI machine), never by a whole
 
 from __future__ import annotations
 
+import itertools
 from types import UnionType
 
 import trio
@@ -22,6 +23,7 @@ from pushwire.client.conformance.wire import (
     WireConnection,
     describe,
 )
+from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.heartbeat import TIMEOUT_FACTOR
@@ -203,3 +205,66 @@ async def unsolicited_pong(ctx: CaseContext) -> None:
     conn = await ctx.connect()
     await conn.send(F.Pong(0x1234), F.Pong(0))
     await conn.roundtrip()
+
+
+@case(
+    "HB-07",
+    "The heartbeat timeout falls at 3 intervals: not after 2, not much after 3",
+    category=CAT,
+    requirements=("PW-HB-3",),
+    extra_time=_hb_extra,
+)
+async def timeout_bounds(ctx: CaseContext) -> None:
+    """HB-03 with both bounds: the kit goes silent after WELCOME and measures when
+    ERROR(HEARTBEAT_TIMEOUT) arrives; the window is [3H - H/2, 3H + H/2 + 250 ms]: a server that
+    gives up after 2 intervals kills clients that lost one PING; one that waits 4 or more
+    keeps dead peers too long. Measured from before the kit sent HELLO, so a slow
+    handshake cannot make a correct server look early."""
+    start = trio.current_time()
+    conn, h = await _connect_hb(ctx)
+    conn.auto_pong = False
+    low, high = TIMEOUT_FACTOR * h - h / 2, TIMEOUT_FACTOR * h + _late(h)
+    while True:
+        obs = await conn.next_frame(max(start + high - trio.current_time(), 0.0))
+        if not isinstance(obs, F.Ping):
+            break
+    elapsed = trio.current_time() - start
+    want = f"ERROR(HEARTBEAT_TIMEOUT, 0, 0) between {low:.2f} s and {high:.2f} s (H = {h:.2f} s)"
+    timed_out = isinstance(obs, F.Error) and obs.code == ErrorCode.HEARTBEAT_TIMEOUT
+    if not timed_out or not low <= elapsed <= high:
+        raise CaseFailed(want, f"{describe(obs)} after {elapsed:.2f} s")
+    ctx.note(f"timed out after {elapsed:.2f} s (H = {h:.2f} s)")
+
+
+@case(
+    "HB-08",
+    "Bytes of an unfinished frame restart the receive timer",
+    category=CAT,
+    requirements=("PW-HB-4",),
+    extra_time=lambda ctx: (TIMEOUT_FACTOR + 4) * ctx.target.heartbeat_ms / 1000,
+)
+async def partial_frames_are_liveness(ctx: CaseContext) -> None:
+    """A PING sent in four pieces 1.25xH apart: no silence ever lasts 3xH, but no frame
+    completes for 5xH after WELCOME. The server must keep the connection and answer the
+    PING once it is whole; a timer restarted only by complete frames times out at 3xH (a
+    large frame on a slow link looks like that). A server bounding the time one frame may
+    take (PW-SEC-7) must allow it more than 4xH for this case."""
+    conn, h = await _connect_hb(ctx)
+    conn.auto_pong = False
+    ctx.allow((TIMEOUT_FACTOR + 4) * h + 2 * ctx.timeout)
+    data = codec.encode_frame(F.Ping(0x7E1C))
+    cuts = [0, 2, 5, 9, len(data)]
+    start = trio.current_time()
+    for a, b in itertools.pairwise(cuts):
+        await _stays_open(
+            conn,
+            start,
+            trio.current_time() + 1.25 * h,
+            "the connection to stay open while a frame's bytes keep arriving",
+        )
+        await conn.send_raw(data[a:b])
+    await conn.expect(
+        "PONG(opaque=0x7E1C) once the trickled PING is whole",
+        lambda o: isinstance(o, F.Pong) and o.opaque == 0x7E1C,
+        skip=lambda o: isinstance(o, F.Ping),
+    )

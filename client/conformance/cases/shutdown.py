@@ -21,11 +21,14 @@ from pushwire.client.conformance.wire import (
     RESET,
     TIMEOUT,
     CaseFailed,
+    Closed,
     Observation,
     WireConnection,
+    chooses_version,
     describe,
 )
 from pushwire.protocol import frames as F
+from pushwire.protocol.decoder import encode_preface
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType
 
@@ -65,6 +68,11 @@ class ShutdownObservation:
     pushes_after: dict[str, list[str]] = field(default_factory=dict)
     #: GOAWAY frames seen per connection
     goaway_count: dict[str, int] = field(default_factory=dict)
+    #: What a connection still in the handshake (prefaces exchanged, no HELLO) got:
+    #: its first observation and the one after it
+    handshaking: list[Observation] = field(default_factory=list)
+    #: How the operator's shutdown ended: None when it succeeded, else what went wrong
+    shutdown_problem: str | None = "it did not finish"
 
 
 _PUSH = (F.Message, F.MessageBatch, F.Gap)
@@ -113,12 +121,22 @@ async def _observe(ctx: CaseContext) -> ShutdownObservation:
         elif isinstance(obs, F.Goaway):
             out.goaway_count[name] += 1
 
+    # a fourth connection stays in the handshake: prefaces exchanged, HELLO never sent
+    # (opened last, so that the server's handshake timeout does not end it first)
+    hs = await ctx.open()
+    await hs.send_raw(encode_preface(1, 1))
+    hs_preface = await hs.read_preface()
     async with trio.open_nursery() as nursery:
         nursery.cancel_scope.deadline = trio.current_time() + _drain_extra(ctx)
 
         async def shutdown() -> None:
             assert ctx.target.shutdown is not None
-            await ctx.target.shutdown()
+            try:
+                status = await ctx.target.shutdown()
+            except Exception as exc:  # the operator's hook failed: that is the finding
+                out.shutdown_problem = f"it raised {exc!r}"
+                return
+            out.shutdown_problem = None if not status else f"it exited with status {status}"
 
         nursery.start_soon(shutdown)
         for name, conn in conns.items():
@@ -130,6 +148,7 @@ async def _observe(ctx: CaseContext) -> ShutdownObservation:
                 F.Credit(1, 10),
                 F.Subscribe(sub_id=9, topic=ctx.topic("late"), initial_credit=1),
                 F.Publish(44, ta, b"late"),
+                *_late_requests(ctx),
                 F.Ping(0x60A),
             )
             while not out.pong_after_goaway:
@@ -143,6 +162,11 @@ async def _observe(ctx: CaseContext) -> ShutdownObservation:
                 else:
                     out.after_goaway.append(obs)
                     break
+        if chooses_version(hs_preface, 1):
+            first = await hs.next_frame(wait)
+            out.handshaking = [first]
+            if not isinstance(first, Closed):
+                out.handshaking.append(await hs.next_frame(wait))
         # the server closes by itself within its drain time; the kit does not close first
         start = trio.current_time()
         for name, conn in conns.items():
@@ -158,6 +182,37 @@ async def _observe(ctx: CaseContext) -> ShutdownObservation:
                 after(name, got)
             out.closed_after[name] = end
     return out
+
+
+#: Requests sent after GOAWAY that break a second rule: GOING_AWAY must win (§6.1, §7.5).
+_LATE_BAD: tuple[tuple[FrameType, int, str], ...] = (
+    (FrameType.SUBSCRIBE, 10, "an invalid topic"),
+    (FrameType.PUBLISH, 45, "an invalid topic"),
+    (FrameType.PUBLISH_BATCH, 46, "an invalid topic"),
+    (FrameType.PUBLISH, 47, "a reserved ($) topic, FORBIDDEN otherwise"),
+    (FrameType.SUBSCRIBE, 11, "--forbidden-topic"),
+    (FrameType.PUBLISH, 48, "--forbidden-topic"),
+)
+
+
+def _late_requests(ctx: CaseContext) -> list[F.Frame]:
+    reserved = "$conformance-reserved/" + ctx.topic("late").replace("/", "-")
+    frames: list[F.Frame] = [
+        F.Subscribe(sub_id=10, topic="bad//topic", initial_credit=1),
+        F.Publish(45, "bad//topic", b"x"),
+        F.PublishBatch(46, "bad//topic", (F.Record(b"x"),)),
+        F.Publish(47, reserved, b"x"),
+    ]
+    if forbidden := ctx.target.forbidden_topic:
+        frames += [
+            F.Subscribe(sub_id=11, topic=forbidden, initial_credit=1),
+            F.Publish(48, forbidden, b"x"),
+        ]
+    return frames
+
+
+def _late_errors(obs: ShutdownObservation) -> dict[tuple[int, int], F.Error]:
+    return {(o.request_type, o.request_id): o for o in obs.after_goaway if isinstance(o, F.Error)}
 
 
 async def _obs(ctx: CaseContext) -> ShutdownObservation:
@@ -222,18 +277,14 @@ async def going_away(ctx: CaseContext) -> None:
     """A draining server finishes what it has but starts nothing new, and says so per
     request so the client retries them on its next connection."""
     obs = await _obs(ctx)
-    want = [
-        (ErrorCode.GOING_AWAY, FrameType.SUBSCRIBE, 9),
-        (ErrorCode.GOING_AWAY, FrameType.PUBLISH, 44),
-    ]
-    got = [
-        (o.code, o.request_type, o.request_id) if isinstance(o, F.Error) else None
-        for o in obs.after_goaway
-    ]
-    if got != want:
+    errors = _late_errors(obs)
+    want = [(FrameType.SUBSCRIBE, 9), (FrameType.PUBLISH, 44)]
+    got = [errors.get(key) for key in want]
+    others = [o for o in obs.after_goaway if not isinstance(o, F.Error)]
+    if others or any(e is None or e.code != ErrorCode.GOING_AWAY for e in got):
         raise CaseFailed(
             "ERROR(GOING_AWAY, 0x10, 9) and ERROR(GOING_AWAY, 0x22, 44)",
-            ", ".join(describe(o) for o in obs.after_goaway) or "nothing",
+            ", ".join(describe(o) for o in [*(e for e in got if e), *others]) or "nothing",
         )
 
 
@@ -289,3 +340,78 @@ async def no_pushes_after_goaway(ctx: CaseContext) -> None:
     for name, pushes in obs.pushes_after.items():
         if pushes:
             raise CaseFailed(f"no pushes after GOAWAY on {name!r}", ", ".join(pushes[:5]))
+
+
+@case(
+    "SD-08",
+    "After GOAWAY, GOING_AWAY wins over INVALID_TOPIC and FORBIDDEN",
+    category=CAT,
+    requirements=("PW-GOAWAY-3", "PW-PUB-6", "PW-SUB-6"),
+    needs=(NEEDS_SHUTDOWN,),
+    extra_time=_drain_extra,
+)
+async def going_away_first(ctx: CaseContext) -> None:
+    """GOING_AWAY is the first check for SUBSCRIBE (§6.1) and for publishes (§7.5): after
+    GOAWAY, SUBSCRIBE, PUBLISH and PUBLISH_BATCH on an invalid topic, a PUBLISH on a
+    reserved ($) topic and, with --forbidden-topic, requests on that topic are each
+    ERROR(GOING_AWAY). A client retries GOING_AWAY on its next connection; it must not give
+    up on a request for a reason the server had not even checked yet."""
+    obs = await _obs(ctx)
+    errors = _late_errors(obs)
+    for request_type, request_id, what in _LATE_BAD:
+        if "forbidden" in what and not ctx.target.forbidden_topic:
+            continue
+        err = errors.get((request_type, request_id))
+        if err is None or err.code != ErrorCode.GOING_AWAY:
+            raise CaseFailed(
+                f"ERROR(GOING_AWAY, 0x{request_type:02x}, {request_id}) for {what}",
+                describe(err),
+            )
+
+
+@case(
+    "SD-09",
+    "A graceful shutdown completes: the operator's shutdown reports success",
+    category=CAT,
+    requirements=("PW-GOAWAY-1", "PW-GOAWAY-5"),
+    needs=(NEEDS_SHUTDOWN,),
+    extra_time=_drain_extra,
+)
+async def shutdown_completes(ctx: CaseContext) -> None:
+    """The GOAWAY and drain of SD-02..SD-07 are only worth something if the server then
+    stops cleanly once its last connection closes, rather than crashing on the way out
+    (and losing what a restart would need). Judged by the operator's shutdown action:
+    --shutdown-command must exit 0, so make it wait for the server to exit and pass on its
+    exit status (``docker stop X && exit $(docker wait X)``, ``systemctl stop``, ...)."""
+    obs = await _obs(ctx)
+    if obs.shutdown_problem is not None:
+        raise CaseFailed(
+            "the shutdown to complete successfully after the last connection closed",
+            f"the shutdown action: {obs.shutdown_problem}",
+        )
+
+
+@case(
+    "SD-10",
+    "A connection still in the handshake gets ERROR(SHUTTING_DOWN), not GOAWAY",
+    category=CAT,
+    requirements=("PW-GOAWAY-13", "PW-HS-2"),
+    needs=(NEEDS_SHUTDOWN,),
+    extra_time=_drain_extra,
+)
+async def shutdown_during_handshake(ctx: CaseContext) -> None:
+    """A connection that exchanged prefaces but sent no HELLO when the shutdown began is
+    told ERROR(SHUTTING_DOWN, 0, 0) and closed: GOAWAY is for established connections
+    (a server's first frame is WELCOME or an ERROR), and a silent close would leave the
+    client to guess whether to retry."""
+    obs = await _obs(ctx)
+    got = obs.handshaking
+    want = "ERROR(SHUTTING_DOWN, request_type=0, request_id=0), then the close"
+    ok = (
+        len(got) == 2
+        and isinstance(got[0], F.Error)
+        and (got[0].code, got[0].request_type, got[0].request_id) == (ErrorCode.SHUTTING_DOWN, 0, 0)
+        and got[1] in (EOF, RESET)
+    )
+    if not ok:
+        raise CaseFailed(want, ", then ".join(describe(o) for o in got) or "no server preface")

@@ -11,6 +11,7 @@ from pushwire.client.conformance.registry import case
 from pushwire.client.conformance.runner import CaseContext, check_seqs
 from pushwire.client.conformance.wire import TIMEOUT, CaseFailed, describe
 from pushwire.protocol import frames as F
+from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import Outcome, SinceKind
 
 CAT = "subscribe-ordering"
@@ -358,3 +359,27 @@ async def subscription_ends_with_connection(ctx: CaseContext) -> None:
         raise CaseFailed("SUBSCRIBED(outcome=NEW, start_seq=3, head_seq=2)", describe(reply))
     await ctx.publish(topic, [b"new"])
     check_seqs("the new subscription", [m.seq for m in await ctx.receive(second, topic, 1)], [3])
+
+
+@case(
+    "SO-16",
+    "UNSUBSCRIBE mid-stream: UNSUBSCRIBED.last_seq is the position, not the topic's head",
+    category=CAT,
+    requirements=("PW-SUB-15", "PW-SUB-16"),
+)
+async def unsubscribe_mid_stream(ctx: CaseContext) -> None:
+    """Credit 2 with 5 messages published: 2 are delivered and 3 wait. UNSUBSCRIBED must
+    report the last sequence pushed (start_seq + 1, §8.4), since that is where the client
+    resumes; reporting the head (start_seq + 4) would make a resuming client skip the
+    three messages it never saw. Nothing of the subscription follows."""
+    topic = ctx.topic()
+    sub = await ctx.connect()
+    reply = await ctx.subscribe(sub, topic, sub_id=6, credit=2)
+    await ctx.publish(topic, [f"{i}".encode() for i in range(5)])
+    await ctx.receive_seqs(sub, topic, [reply.start_seq, reply.start_seq + 1], "within credit")
+    await sub.expect_silence(ctx.quiet, "nothing beyond the credit of 2")
+    await sub.send(F.Unsubscribe(6))
+    await sub.expect_type(F.Unsubscribed, sub_id=6, epoch=reply.epoch, last_seq=reply.start_seq + 1)
+    await sub.send(F.Credit(6, 10))  # the subscription is gone: nothing may be released
+    await sub.expect_type(F.Error, code=ErrorCode.UNKNOWN_SUBSCRIPTION, request_id=6)
+    await sub.expect_silence(ctx.quiet, "no push after UNSUBSCRIBED")
