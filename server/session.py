@@ -895,6 +895,8 @@ class Session:
             self._counters.messages_in += records
             if topic.startswith("$"):
                 reserved.append(topic)
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("connection %d: published %d on %r", self.connection_id, records, topic)
             acks = []
             for request_id, _, _, _, count in run:
                 acks.append((request_id, seq, count or 1))

@@ -45,7 +45,7 @@ from pushwire.protocol.server_conn import (
     ServerState,
 )
 from pushwire.server import ServerConfig
-from pushwire.server.broker import MemoryBroker, ReadResult
+from pushwire.server.broker import MemoryBroker
 from pushwire.server.session import Session, SessionHost
 
 # -- faults of the sans-I/O machine ----------------------------------------------------------
@@ -254,33 +254,18 @@ class SilentShutdownInHandshake(ServerConnection):
         return b"" if in_handshake and code is ErrorCode.SHUTTING_DOWN else data
 
 
-class _HeadRecordingBroker(MemoryBroker):
-    """The in-memory broker, remembering each topic's head as publishes return it."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        super().__init__(
-            history_count=config.history_count,
-            history_bytes=config.history_bytes,
-            max_topics=config.max_topics,
-        )
-        self.heads: dict[str, int] = {}
-
-    async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
-        epoch, seq = await super().publish(topic, flags, body)
-        self.heads[topic] = seq
-        return epoch, seq
-
-    async def publish_batch(
-        self, topic: str, flags: int, body: bytes, records_start: int, record_ends: list[int]
-    ) -> tuple[int, int]:
-        epoch, first = await super().publish_batch(topic, flags, body, records_start, record_ends)
-        self.heads[topic] = first + len(record_ends) - 1
-        return epoch, first
+def _config_broker(config: ServerConfig) -> MemoryBroker:
+    """The in-memory broker the server would build from ``config`` (a mutant reads it)."""
+    return MemoryBroker(
+        history_count=config.history_count,
+        history_bytes=config.history_bytes,
+        max_topics=config.max_topics,
+    )
 
 
 def _unsubscribed_reports_head(config: ServerConfig) -> dict[str, Any]:
     """UNSUBSCRIBED carries the topic's head instead of the position (PW-SUB-15)."""
-    broker = _HeadRecordingBroker(config)
+    broker = _config_broker(config)
 
     class UnsubscribedReportsHead(ServerConnection):
         def unsubscribed(self, sub_id: int) -> bytes:
@@ -290,29 +275,27 @@ def _unsubscribed_reports_head(config: ServerConfig) -> dict[str, Any]:
                 return frame
             reply = codec.decode_body(FrameType.UNSUBSCRIBED, 0, frame[HEADER_SIZE:])
             assert isinstance(reply, F.Unsubscribed)
-            head = broker.heads.get(sub.topic, reply.last_seq)
+            head = broker.position_nowait(sub.topic).head_seq
             return codec.encode_frame(dataclasses.replace(reply, last_seq=head))
 
     return {"broker": broker, "connection_factory": UnsubscribedReportsHead}
 
 
-class _HidesTrimmedHistory(_HeadRecordingBroker):
-    """Never tells a reader that the sequence it asks for left the history."""
+class _IgnoresHistoryLoss(Session):
+    """Skips silently past messages that left the history, instead of closing."""
 
-    async def read(
-        self, topic: str, from_seq: int, *, max_count: int, max_bytes: int
-    ) -> ReadResult:
-        result = await super().read(topic, from_seq, max_count=max_count, max_bytes=max_bytes)
-        pos = result.position
-        if from_seq < pos.oldest_seq:
-            return ReadResult(dataclasses.replace(pos, oldest_seq=from_seq), result.entries)
-        return result
+    def _slow(self, cur: Any, why: str) -> None:
+        if "left the history" in why and cur.handle is not None:
+            cur.next_seq = cur.handle.log.oldest  # no ERROR, no GAP: a silent loss
+            self._wake.set()
+            return
+        super()._slow(cur, why)
 
 
 def _ignores_history_loss(config: ServerConfig) -> dict[str, Any]:
     """Under DISCONNECT, judges lag only: a subscriber whose next message left a history
     shorter than max_lag is neither closed nor told (PW-SLOW-2)."""
-    return {"broker": _HidesTrimmedHistory(config)}
+    return {"session_factory": _IgnoresHistoryLoss}
 
 
 # -- faults of the trio shell ------------------------------------------------------------------

@@ -836,17 +836,20 @@ def run(args: argparse.Namespace) -> int:
     def progress(n: int, seconds: float) -> None:
         print(f"  {n} examples, {seconds:.0f} s ({n / max(seconds, 1e-9):.0f}/s)", file=sys.stderr)
 
-    result = fuzz(
-        host,
-        port,
-        examples=args.examples,
-        seed=args.seed,
-        timeout=args.timeout,
-        token=token,
-        canary=not args.no_canary,
-        canary_topic=args.canary_topic,
-        progress=progress,
-    )
+    from pushwire.protocol.testing.strategies import hypothesis_storage
+
+    with hypothesis_storage():  # hypothesis's caches stay out of the user's directory
+        result = fuzz(
+            host,
+            port,
+            examples=args.examples,
+            seed=args.seed,
+            timeout=args.timeout,
+            token=token,
+            canary=not args.no_canary,
+            canary_topic=args.canary_topic,
+            progress=progress,
+        )
     rate = result.examples / max(result.seconds, 1e-9)
     print(
         f"pushwire fuzz {address}: {result.examples} examples run (incl. shrinking) in "

@@ -3,8 +3,12 @@ server it must catch (with a shrunk, replayable finding)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import trio
 from faults import server_options
+from integration.cli_support import PUSHWIRE
 
 from pushwire.client.commands import cli
 from pushwire.client.conformance import fuzz
@@ -138,3 +142,16 @@ async def test_a_canary_topic_the_token_may_not_use_is_setup_information() -> No
         named = await trio.to_thread.run_sync(run, "allowed/canary")
         assert not named.findings and named.canary_not_run is None
         assert named.canary_received == named.canary_published > 0
+
+
+async def test_pushwire_fuzz_leaves_nothing_in_the_working_directory(tmp_path: Path) -> None:
+    """Run as a user runs it (its own process, its own working directory): hypothesis must
+    not leave its ``.hypothesis/`` caches behind."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPOTHESIS")}
+    async with open_server(ServerConfig(host="127.0.0.1", port=0)) as server:
+        argv = ["fuzz", f"127.0.0.1:{server.port}", "--examples", "20", "--seed", "3"]
+        result = await trio.run_process(
+            [*PUSHWIRE, *argv], cwd=tmp_path, env=env, capture_stdout=True, capture_stderr=True
+        )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
