@@ -47,7 +47,7 @@ from typing import Any
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import HEADER_SIZE, FrameType, Outcome, SinceKind
+from pushwire.protocol.layouts import FrameType, Outcome, SinceKind
 from pushwire.protocol.log import TopicLog
 
 __all__ = [
@@ -98,7 +98,7 @@ class Entry:
     @property
     def payload_size(self) -> int:
         """The frame's length field: what a receiver compares with its max_frame_size."""
-        return len(self.frame) - HEADER_SIZE
+        return codec.payload_size(self.frame)
 
     def sub_batch_size(self, first: int, stop: int) -> int:
         """Payload size of the MESSAGE_BATCH holding records ``first..stop-1``."""
@@ -562,7 +562,8 @@ class MemoryBroker(Broker):
                 if out and (size + len(view) > max_bytes or count >= max_count):
                     break
                 frame = bytes(view)
-                offsets = codec.batch_record_offsets(frame) if frame[4] == _BATCH else ()
+                batch = codec.decode_header(frame).type == _BATCH
+                offsets = codec.batch_record_offsets(frame) if batch else ()
                 out.append(Entry(log.epoch, first, n, frame, offsets))
                 size += len(frame)
                 count += first + n - max(from_seq, first)
