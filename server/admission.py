@@ -76,13 +76,15 @@ class AdmissionLimits:
     auth_rate: float = 1.0
     #: The longest a HELLO from a failing source waits for its answer.
     auth_max_delay: float = 2.0
-    #: SUBSCRIBE + UNSUBSCRIBE per identity: burst, then per second.
-    churn_burst: float = 1000.0
-    churn_rate: float = 200.0
-    #: All requests per identity (publishes included): burst, then per second. The default
-    #: leaves room for a fast publisher; lower it for untrusted anonymous publishers.
+    #: SUBSCRIBE + UNSUBSCRIBE per identity: burst, then per second. A burst of 10000 lets
+    #: a thousand clients behind one address (re)subscribe to ten topics each at once.
+    churn_burst: float = 10_000.0
+    churn_rate: float = 1000.0
+    #: All requests per identity (publishes and batch records included): burst, then per
+    #: second; a rate of 0 means no limit (the default: a fast publisher may publish millions
+    #: of messages a second, and memory is bounded by the history limits, not by this).
     request_burst: float = 100_000.0
-    request_rate: float = 50_000.0
+    request_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "per_source", "handshaking", "handshaking_per_source"):
@@ -242,9 +244,9 @@ class Admission:
         """Charge ``cost`` requests (and churn, for SUBSCRIBE/UNSUBSCRIBE) to ``identity``.
         False: refuse with RATE_LIMITED; nothing was charged."""
         limits = self.limits
-        requests = self._requests.get(identity)
-        if requests is None:
-            requests = self._requests[identity] = Bucket(limits.request_burst, limits.request_rate)
+        limited = limits.request_rate > 0  # 0: no request limit, only churn is charged
+        if not churn and not limited:
+            return True
         churn_bucket = None
         if churn:
             churn_bucket = self._churn.get(identity)
@@ -253,8 +255,13 @@ class Admission:
                 self._churn[identity] = churn_bucket
             if churn_bucket.level(now) < 1.0:
                 return False
-        if not requests.take(now, cost):
-            return False
+        if limited:
+            requests = self._requests.get(identity)
+            if requests is None:
+                requests = Bucket(limits.request_burst, limits.request_rate)
+                self._requests[identity] = requests
+            if not requests.take(now, cost):
+                return False
         if churn_bucket is not None:
             churn_bucket.take(now)
         return True

@@ -248,17 +248,17 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         "--churn-rate",
         metavar="PER_S",
         type=float,
-        default=200.0,
-        help="SUBSCRIBE+UNSUBSCRIBE per identity per second, bursts of 5x; beyond: "
-        "RATE_LIMITED (200)",
+        default=1000.0,
+        help="SUBSCRIBE+UNSUBSCRIBE per identity per second, bursts of 10x; beyond: "
+        "RATE_LIMITED (1000)",
     )
     admission.add_argument(
         "--request-rate",
         metavar="PER_S",
         type=float,
-        default=50_000.0,
+        default=0.0,
         help="requests (publish records included) per identity per second, bursts of 2x; "
-        "beyond: RATE_LIMITED (50000)",
+        "beyond: RATE_LIMITED; 0: no limit (0)",
     )
     parser.add_argument(
         "--auth",
@@ -530,9 +530,9 @@ def config_from(args: argparse.Namespace) -> Any:
             auth_failure_burst=args.auth_failure_burst,
             auth_failure_rate=args.auth_failure_rate,
             churn_rate=args.churn_rate,
-            churn_burst=args.churn_rate * 5,
+            churn_burst=args.churn_rate * 10,
             request_rate=args.request_rate,
-            request_burst=args.request_rate * 2,
+            request_burst=args.request_rate * 2 or 100_000.0,
             auth=auth,
             token_secret=token_secret,
             metrics_address=args.metrics,

@@ -95,7 +95,9 @@ def test_churn_is_limited_per_identity_and_other_requests_are_not_charged_churn(
 
 
 def test_a_refused_request_charges_nothing() -> None:
-    adm = Admission(AdmissionLimits(churn_burst=1, churn_rate=0, request_burst=5, request_rate=0))
+    adm = Admission(
+        AdmissionLimits(churn_burst=1, churn_rate=0, request_burst=5, request_rate=1e-9)
+    )
     assert adm.request("i", 0.0, churn=True)
     for _ in range(10):
         assert not adm.request("i", 0.0, churn=True)
@@ -103,7 +105,7 @@ def test_a_refused_request_charges_nothing() -> None:
 
 
 def test_a_batch_costs_its_records() -> None:
-    adm = Admission(AdmissionLimits(request_burst=10, request_rate=0))
+    adm = Admission(AdmissionLimits(request_burst=10, request_rate=1e-9))
     assert adm.request("i", 0.0, cost=10)
     assert not adm.request("i", 0.0, cost=1)
 
@@ -186,3 +188,16 @@ class AdmissionCounts(RuleBasedStateMachine):
 
 
 TestAdmissionCounts = AdmissionCounts.TestCase
+
+
+def test_a_request_rate_of_zero_means_no_request_limit_but_churn_stays_limited() -> None:
+    adm = Admission(AdmissionLimits(request_burst=1, request_rate=0, churn_burst=1, churn_rate=0))
+    assert all(adm.request("i", 0.0, cost=1000) for _ in range(100))
+    assert adm.request("i", 0.0, churn=True)
+    assert not adm.request("i", 0.0, churn=True)
+    assert adm.table_sizes()[3] == 0  # and no request bucket is kept
+
+
+def test_with_no_request_limit_churn_never_runs_out_of_request_tokens() -> None:
+    adm = Admission(AdmissionLimits(request_burst=5, request_rate=0, churn_burst=10, churn_rate=1))
+    assert all(adm.request("i", float(t), churn=True) for t in range(100))
