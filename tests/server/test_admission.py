@@ -201,3 +201,18 @@ def test_a_request_rate_of_zero_means_no_request_limit_but_churn_stays_limited()
 def test_with_no_request_limit_churn_never_runs_out_of_request_tokens() -> None:
     adm = Admission(AdmissionLimits(request_burst=5, request_rate=0, churn_burst=10, churn_rate=1))
     assert all(adm.request("i", float(t), churn=True) for t in range(100))
+
+
+def test_the_default_limits_let_a_fan_out_benchmark_through() -> None:
+    """A thousand subscribers behind one address subscribing at once, and one anonymous
+    publisher sending millions of messages a second, are what a push server is for: the
+    default limits must not refuse them (the peer benchmark does exactly this)."""
+    from pushwire.server import ServerConfig
+
+    limits = ServerConfig(max_connections=4096).admission_limits()
+    adm = Admission(limits)
+    for _ in range(1001):
+        assert adm.connect("127.0.0.1") is None
+        assert adm.admit("127.0.0.1", named=False) is None
+    assert all(adm.request("anon@127.0.0.1", 0.0, churn=True) for _ in range(1001))
+    assert all(adm.request("anon@127.0.0.1", 0.0, cost=1000) for _ in range(10_000))
