@@ -483,7 +483,7 @@ def render_error_registry() -> str:
             f"0x{code:04x}",
             code.name,
             info.scope.value,
-            "temporary" if info.temporary else "terminal",
+            info.retry,
             "yes" if code in GAP_REASONS else "-",
             info.meaning,
         ]
