@@ -510,8 +510,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "EOF or reset, also inside a frame whose header passed the header checks, is a lost "
       "connection: no ERROR is sent; reconnect with backoff."),
     R("PW-CLIENT-6", "MUST", "8.9", "client", True,
-      "Automatic attempts wait uniformly d/2..d, d = min(cap, base x 2^n), base >= 50 ms, "
-      "cap >= 5 s."),
+      "Automatic attempts wait uniformly d/2..d with d = min(cap, base x 2^n)."),
     R("PW-CLIENT-7", "MUST NOT", "8.9", "client", True,
       "The backoff does not reset on WELCOME alone: only after a stable time open or a "
       "delivered message."),
