@@ -359,9 +359,24 @@ def test_invalid_utf8_in_a_text_field_is_invalid_utf8() -> None:
     assert_fails_with(opened(), data, ErrorCode.INVALID_UTF8)
 
 
-def test_eof_in_the_middle_of_a_frame_is_malformed() -> None:
+@pytest.mark.spec("PW-CLIENT-5")
+@pytest.mark.parametrize("cut", [3, 7])
+def test_eof_in_the_middle_of_a_frame_is_a_lost_connection(cut: int) -> None:
+    """Not MALFORMED_FRAME (which is terminal): the server has gone, nothing is sent back,
+    and the connection is retried like any other EOF."""
     conn = opened()
-    conn.receive_data(enc(F.Ping(1))[:7], 0)
+    conn.receive_data(enc(F.Ping(1))[:cut], 0)
+    conn.receive_data(b"", 0)
+    event = conn.next_event()
+    assert isinstance(event, ConnectionClosed) and "inside a frame" in event.message
+    assert conn.state is ClientState.CLOSED
+    assert conn.data_to_send() == b""
+
+
+def test_a_whole_malformed_frame_before_eof_is_still_malformed() -> None:
+    conn = opened()
+    data = enc(F.Ping(1))
+    conn.receive_data(codec.encode_header(9, FrameType.PING, 0) + data[6:] + b"x", 0)
     conn.receive_data(b"", 0)
     assert failure(conn).code == ErrorCode.MALFORMED_FRAME
 
@@ -600,6 +615,41 @@ def test_batch_beyond_credit_is_a_flow_control_error() -> None:
     subscribed(conn, credit=2)
     batch = F.MessageBatch(EPOCH, 1, "a/b", (F.Record(b""),) * 3)
     assert_fails_with(conn, enc(batch), ErrorCode.FLOW_CONTROL_ERROR)
+
+
+@pytest.mark.spec("PW-FLOW-5")
+def test_credit_sent_after_a_push_arrived_does_not_count_for_it() -> None:
+    """A top-up written while message 3 already sat in the input buffer cannot have been
+    seen by the server when it sent message 3."""
+    conn = opened()
+    sid = subscribed(conn, credit=2)
+    conn.receive_data(msg(1) + msg(2) + msg(3), 0)
+    assert [type(e) for e in (conn.next_event(), conn.next_event())] == [MessageReceived] * 2
+    conn.grant_credit(sid, 2)  # written now: after message 3's first byte arrived
+    assert failure(conn).code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+@pytest.mark.spec("PW-FLOW-5")
+@given(cut=st.integers(0, 200))
+def test_credit_sent_before_a_push_arrived_counts_however_tcp_splits(cut: int) -> None:
+    """Messages 1-2 use the initial credit; the CREDIT goes out once message 2 is read, and
+    message 3 is accepted whether its bytes came in the same read as message 2 or not, as
+    long as its first byte came after the CREDIT was sent."""
+    conn = opened()
+    sid = subscribed(conn, credit=2)
+    first = msg(1) + msg(2)
+    rest = msg(3) + msg(4)
+    conn.receive_data(first, 0)
+    assert len(drain(conn)) == 2
+    conn.grant_credit(sid, 2)
+    cut = min(cut, len(rest))
+    for part in (rest[:cut], rest[cut:]):
+        if part:
+            conn.receive_data(part, 0)
+        drain(conn)
+    assert conn.state is ClientState.OPEN
+    view = conn.subscription(sid)
+    assert view is not None and view.last_delivered == 4 and view.credit == 0
 
 
 def test_zero_initial_credit_means_no_message_until_credit() -> None:
