@@ -1412,7 +1412,7 @@ async def connect(
     reconnect: bool = True,
     backoff_initial: float = 0.1,
     backoff_max: float = 10.0,
-    max_frame_size: int = 1 << 20,
+    max_frame_size: int = cc.DEFAULT_MAX_FRAME_SIZE,
     heartbeat_ms: int | None = None,
     connect_timeout: float = 10.0,
     retry_first_connect: bool = False,

@@ -117,6 +117,11 @@ U32_MAX: Final = 0xFFFF_FFFF
 MAX_BATCH_RECORDS: Final = 0xFFFF
 #: WELCOME.heartbeat_ms range (PW-HS-7): wide, because tests lower the server's clamp.
 MAX_HEARTBEAT_MS: Final = 600_000
+#: A push is 12 bytes longer than its publish (the u32 request_id becomes the u64 epoch and
+#: u64 seq, §7.8); advertising 1 MiB + 12 receives everything a server with the common 1 MiB
+#: limit accepts (PW-PUB-15).
+PUSH_GROWTH: Final = 8 + 8 - 4
+DEFAULT_MAX_FRAME_SIZE: Final = (1 << 20) + PUSH_GROWTH
 #: ERROR.message is Text16; we keep ours short so the frame always fits the peer's limit.
 _MAX_ERROR_MESSAGE_CHARS: Final = 1000
 
@@ -452,7 +457,7 @@ class ClientConnection:
         self,
         client_name: str,
         auth_token: bytes = b"",
-        max_frame_size: int = 1 << 20,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         heartbeat_ms: int = 0,
         now: float = 0.0,
     ) -> bytes:
