@@ -381,6 +381,19 @@ def test_a_whole_malformed_frame_before_eof_is_still_malformed() -> None:
     assert failure(conn).code == ErrorCode.MALFORMED_FRAME
 
 
+@pytest.mark.spec("PW-CLIENT-13")
+def test_messages_ahead_of_a_connection_error_are_delivered_first() -> None:
+    conn = opened()
+    sid = subscribed(conn, credit=5)
+    error = enc(F.Error(ErrorCode.SHUTTING_DOWN, 0, 0, "restarting"))
+    conn.receive_data(msg(1) + msg(2) + error, 0)
+    events = drain(conn)
+    assert [type(e).__name__ for e in events] == ["MessageReceived"] * 2 + ["PeerError"]
+    view = conn.subscription(sid)
+    assert view is not None and view.last_delivered == 2
+    assert conn.state is ClientState.CLOSED and conn.data_to_send() == b""
+
+
 @pytest.mark.spec("PW-HB-2")
 def test_ping_gets_a_pong_with_the_same_opaque() -> None:
     conn = opened()
@@ -517,6 +530,7 @@ def test_gap_not_starting_at_the_next_sequence_is_a_protocol_error(first: int, l
     assert_fails_with(conn, data, ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-CLIENT-18")
 def test_gap_for_an_unknown_subscription_is_a_protocol_error() -> None:
     assert_fails_with(opened(), enc(F.Gap(9, EPOCH, 1, 1, 0)), ErrorCode.PROTOCOL_ERROR)
 
@@ -527,17 +541,20 @@ def test_message_for_a_topic_never_subscribed_is_a_protocol_error() -> None:
     assert_fails_with(conn, msg(1, topic="other"), ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-CLIENT-18")
 def test_message_before_subscribed_is_a_protocol_error() -> None:
     conn = opened()
     conn.subscribe("a/b")
     assert_fails_with(conn, msg(1), ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-CLIENT-16")
 def test_subscribed_for_an_unknown_sub_id_is_a_protocol_error() -> None:
     data = enc(F.Subscribed(42, Outcome.NEW, EPOCH, 1, 0))
     assert_fails_with(opened(), data, ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-CLIENT-16")
 def test_second_subscribed_for_the_same_sub_id_is_a_protocol_error() -> None:
     conn = opened()
     sid = subscribed(conn)
@@ -565,6 +582,7 @@ AFTER_5_9 = Since.after(5, 9)
         (AFTER_5_9, F.Subscribed(1, Outcome.GAP, 5, 15, 20, 11, 14, 0x200), False),
         (AFTER_5_9, F.Subscribed(1, Outcome.EPOCH_CHANGED, 6, 1, 3), True),
         (AFTER_5_9, F.Subscribed(1, Outcome.EPOCH_CHANGED, 5, 1, 3), False),
+        (AFTER_5_9, F.Subscribed(1, Outcome.EPOCH_CHANGED, 6, 0, 3), False),  # start_seq 0
         (AFTER_5_9, F.Subscribed(1, Outcome.RECOVERED, 5, 30, 20), False),  # past head+1
         (Since.last(3), F.Subscribed(1, Outcome.RECOVERED, 5, 8, 10), True),
         (Since.last(30), F.Subscribed(1, Outcome.RECOVERED, 5, 1, 10), True),
@@ -575,6 +593,8 @@ AFTER_5_9 = Since.after(5, 9)
     ],
 )
 @pytest.mark.spec("PW-SUB-7")
+@pytest.mark.spec("PW-CLIENT-16")
+@pytest.mark.spec("PW-CLIENT-17")
 def test_subscribed_reply_is_checked_against_the_request(
     since: Since, reply: F.Subscribed, ok: bool
 ) -> None:
