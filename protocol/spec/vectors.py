@@ -186,18 +186,21 @@ def _u64_names() -> frozenset[str]:
 U64_FIELDS = _u64_names()
 
 
-def _to_json(value: Any, key: str = "") -> Any:
-    """A parsed construct value as JSON data, following the conventions above."""
+def _to_json(value: Any, key: str = "", *, u64_text: bool = True) -> Any:
+    """A parsed construct value as JSON data, following the conventions above (u64 values
+    as JSON numbers instead when ``u64_text`` is false)."""
     if isinstance(value, dict):  # Container
-        return {k: _to_json(v, k) for k, v in value.items() if not k.startswith("_")}
+        return {
+            k: _to_json(v, k, u64_text=u64_text) for k, v in value.items() if not k.startswith("_")
+        }
     if isinstance(value, list | tuple):  # ListContainer
-        return [_to_json(v, key) for v in value]
+        return [_to_json(v, key, u64_text=u64_text) for v in value]
     if isinstance(value, bytes | bytearray):
         if key not in BYTES_FIELDS:
             raise ValueError(f"bytes in field {key!r}, which is not in BYTES_FIELDS")
         return bytes(value).hex()
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(int(value)) if key in U64_FIELDS else int(value)
+        return str(int(value)) if u64_text and key in U64_FIELDS else int(value)
     if value is None or isinstance(value, str):
         return value
     raise TypeError(f"cannot render {type(value).__name__} in field {key!r}")
@@ -215,8 +218,10 @@ def _from_json(value: Any, key: str = "") -> Any:
     return value
 
 
-def frame_json(frame: F.Frame) -> dict[str, Any]:
-    """``{"type", "flags", "fields"}`` of a known frame, in the vectors' conventions.
+def frame_json(frame: F.Frame, *, u64_text: bool = False) -> dict[str, Any]:
+    """``{"type", "flags", "fields"}`` of a known frame, in the vectors' conventions; u64
+    values are JSON numbers unless ``u64_text`` (as in ``vectors.json``), which is what
+    ``pushwire decode`` and the decoder fuzzer's line protocol print.
 
     Goes through ``reference.to_container``, so the field names and nesting are the
     declarations'; ``tests/spec/test_vectors.py`` checks it against what the declarations
@@ -225,7 +230,19 @@ def frame_json(frame: F.Frame) -> dict[str, Any]:
     if isinstance(frame, F.Unknown):
         raise TypeError("unknown frames have no fields")
     flags, fields = reference.to_container(frame)
-    return {"type": frame.TYPE.name, "flags": flags, "fields": _to_json(fields)}
+    return {"type": frame.TYPE.name, "flags": flags, "fields": _to_json(fields, u64_text=u64_text)}
+
+
+def u64_as_numbers(value: Any, key: str = "") -> Any:
+    """``value`` (JSON data) with u64 fields written as decimal strings turned into
+    numbers: a reader's answer compared with :func:`frame_json`, whichever it chose."""
+    if isinstance(value, dict):
+        return {k: u64_as_numbers(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [u64_as_numbers(v, key) for v in value]
+    if isinstance(value, str) and key in U64_FIELDS and value.isdigit():
+        return int(value)
+    return value
 
 
 def frame_from_json(data: dict[str, Any]) -> F.Frame:

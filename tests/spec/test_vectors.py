@@ -152,7 +152,7 @@ def test_valid_vectors_decode_to_their_fields_and_encode_to_their_bytes(
     assert reference.decode_body(type_, flags, body) == expected
     assert codec.encode_frame(expected) == data
     assert reference.encode_frame(expected) == data
-    assert vectors.frame_json(expected) == vector["frame"]
+    assert vectors.frame_json(expected, u64_text=True) == vector["frame"]
     fields = vectors._from_json(vector["frame"]["fields"])
     assert BODIES[FrameType(type_)].build(fields, flags=flags) == body
     size = vector["max_frame_size"]
