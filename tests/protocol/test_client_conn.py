@@ -1189,3 +1189,39 @@ def test_the_package_exports_both_machines_with_one_event_base() -> None:
     for name in client_events + server_events + shared:
         assert issubclass(getattr(pw, name), pw.Event), name
     assert pw.NEED_DATA is not pw.PAUSED
+
+
+@pytest.mark.spec("PW-CLIENT-14")
+def test_a_shell_can_ask_before_it_declares_a_timeout_and_bytes_read_late_still_count() -> None:
+    conn = opened(now=0.0)
+    assert not conn.timed_out(3 * H - 0.01)
+    assert conn.timed_out(3 * H + 0.01)
+    # the reader hands over what had arrived before the timer fired: the connection lives
+    conn.receive_data(enc(F.Pong(1)), 3 * H + 0.01)
+    assert not conn.timed_out(3 * H + 0.02)
+    sent = decode_all(conn.tick(3 * H + 0.02))
+    assert not any(isinstance(f, F.Error) for f in sent) and conn.state is ClientState.OPEN
+
+
+@pytest.mark.spec("PW-CLIENT-15")
+@pytest.mark.parametrize("heartbeat_ms", [1000, 60_000, 600_000])
+def test_every_heartbeat_a_server_may_announce_above_one_second_is_accepted(
+    heartbeat_ms: int,
+) -> None:
+    conn = ClientConnection()
+    conn.initiate("test", now=0.0)
+    welcome = F.Welcome(7, heartbeat_ms, INITIAL_MAX_FRAME_SIZE, 100, 1000, 1, "s")
+    conn.receive_data(encode_preface(1, 1) + enc(welcome), 0.0)
+    assert [type(e) for e in drain(conn)] == [Welcomed]
+
+
+@pytest.mark.spec("PW-CLIENT-12")
+def test_a_new_connection_starts_from_the_new_subscribe_initial_credit() -> None:
+    old = opened()
+    sid = subscribed(old, credit=10)
+    old.grant_credit(sid, 50)
+    new = opened()
+    sid = subscribed(new, credit=3)
+    view = new.subscription(sid)
+    assert view is not None and view.credit == 3
+    assert_fails_with(new, msg(1) + msg(2) + msg(3) + msg(4), ErrorCode.FLOW_CONTROL_ERROR)
