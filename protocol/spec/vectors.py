@@ -82,6 +82,7 @@ from pushwire.protocol.layouts import (
     SlowConsumerPolicy,
 )
 from pushwire.protocol.reference import build_frame, build_header
+from pushwire.protocol.spec import sessions
 
 #: The vectors are a deliverable of the protocol package, not of this generator: they stay at
 #: ``protocol/vectors.json`` where implementers look for them.
@@ -145,6 +146,7 @@ CONVENTIONS = {
         "offered min_version=1, max_version=1."
     ),
     "order": "Vectors are sorted by name; names are unique.",
+    "client_sessions": sessions.CONVENTION,
 }
 
 
@@ -1345,6 +1347,7 @@ def generate() -> dict[str, Any]:
         "conventions": CONVENTIONS,
         "frames": sorted((v.render() for v in frames), key=lambda v: v["name"]),
         "prefaces": sorted((v.render() for v in prefaces), key=lambda v: v["name"]),
+        "client_sessions": sessions.generate(),
     }
 
 
@@ -1464,6 +1467,7 @@ def schema() -> dict[str, Any]:
             "conventions",
             "frames",
             "prefaces",
+            "client_sessions",
         ],
         "additionalProperties": False,
         "properties": {
@@ -1471,10 +1475,37 @@ def schema() -> dict[str, Any]:
             "protocol_version": {"const": PROTOCOL_VERSION},
             "description": {"type": "string"},
             "conventions": {"type": "object"},
+            "client_sessions": {"type": "array", "items": {"$ref": "#/$defs/client_session"}},
             "frames": {"type": "array", "items": {"$ref": "#/$defs/frame_vector"}},
             "prefaces": {"type": "array", "items": {"$ref": "#/$defs/preface_vector"}},
         },
         "$defs": {
+            "client_session": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "description", "requirements", "steps"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "requirements": {"type": "array", "items": {"type": "string"}},
+                    "steps": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["do", "events", "sent_hex"],
+                            "properties": {
+                                "do": {
+                                    "enum": ["initiate", "receive", "subscribe", "credit", "ack"]
+                                },
+                                "events": {"type": "array", "items": {"type": "object"}},
+                                "sent_hex": {"type": "string", "pattern": _HEX_PATTERN},
+                                "hex": {"type": "string", "pattern": _HEX_PATTERN},
+                                "error": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
             "frame": {
                 "type": "object",
                 "required": ["type", "flags", "fields"],
@@ -1575,7 +1606,7 @@ def diff(committed: dict[str, Any], generated: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for key in sorted(set(committed) | set(generated)):
         old, new = committed.get(key), generated.get(key)
-        if key in ("frames", "prefaces"):
+        if key in ("frames", "prefaces", "client_sessions"):
             old_by = {v["name"]: v for v in old or []}
             new_by = {v["name"]: v for v in new or []}
             for name in sorted(set(old_by) | set(new_by)):
