@@ -806,10 +806,16 @@ class ClientConnection:
             try:
                 frame = decoder.next_frame()
             except RemoteProtocolError as exc:
-                if decoder.eof and not decoder.holds_a_frame():
-                    # EOF inside a frame is a lost connection, not MALFORMED_FRAME: the
-                    # server has gone, nothing is sent, and the client reconnects
-                    # (PW-CLIENT-5).
+                if (
+                    decoder.eof
+                    and exc.code == ErrorCode.MALFORMED_FRAME
+                    and not decoder.holds_a_frame()
+                ):
+                    # EOF inside a header, or inside a payload whose header passed the
+                    # header checks: the decoder says MALFORMED_FRAME (§3.5), but the server
+                    # has gone and proved nothing broken, so it is a lost connection: nothing
+                    # is sent and the client reconnects (PW-CLIENT-5). A whole header that
+                    # fails a header check keeps its (terminal) code.
                     self._close_eof(f" inside a frame ({decoder.buffered} bytes of it)")
                     return
                 raise exc

@@ -373,6 +373,13 @@ def test_eof_in_the_middle_of_a_frame_is_a_lost_connection(cut: int) -> None:
     assert conn.data_to_send() == b""
 
 
+def test_eof_after_a_whole_header_that_fails_a_header_check_keeps_its_code() -> None:
+    conn = opened()
+    conn.receive_data(bytes.fromhex("000000087d00"), 0)  # unknown type 0x7d, no payload yet
+    conn.receive_data(b"", 0)
+    assert failure(conn).code == ErrorCode.UNKNOWN_FRAME_TYPE
+
+
 def test_a_whole_malformed_frame_before_eof_is_still_malformed() -> None:
     conn = opened()
     data = enc(F.Ping(1))
