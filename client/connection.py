@@ -89,6 +89,7 @@ from pushwire.protocol.layouts import (
     FrameType,
     Outcome,
 )
+from pushwire.protocol.reconnect import Ending, GoawayHint, ReconnectPlanner
 from pushwire.protocol.topics import topic_problem
 
 __all__ = [
@@ -284,31 +285,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class Backoff:
-    """Exponential backoff with full jitter: attempt n waits uniform(0, min(max, initial *
-    2**n)) seconds, so a crowd of clients does not reconnect in lockstep (PW-ERR-10)."""
+class Backoff(ReconnectPlanner):
+    """The reconnect decision and its backoff (SPEC.md §8.9), from the pure planner: attempt
+    n waits uniform(d/2, d) with d = min(max, initial * 2**n), and the counter resets only
+    after a connection stayed up for the stable time or delivered a message."""
 
     def __init__(
-        self, initial: float, maximum: float, rng: random.Random, multiplier: float = 2.0
+        self, initial: float, maximum: float, rng: random.Random, stable: float = 10.0
     ) -> None:
         if initial <= 0 or maximum < initial:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
-        self.initial = initial
-        self.maximum = maximum
-        self.multiplier = multiplier
-        self.attempt = 0
-        self._rng = rng
-
-    def ceiling(self) -> float:
-        return min(self.maximum, self.initial * self.multiplier**self.attempt)
-
-    def next_delay(self) -> float:
-        delay = self._rng.uniform(0, self.ceiling())
-        self.attempt = min(self.attempt + 1, 64)
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
+        super().__init__(initial, maximum, stable=stable, rng=rng)
 
 
 @dataclass(slots=True)
@@ -422,7 +409,8 @@ class _Session:
         self.progress = anyio.Event()  # pulsed when a reply arrives (drain waits on it)
         self.end: _End | None = None
         self.goaway: cc.GoawayReceived | None = None
-        self.reconnect_at = 0.0
+        self.goaway_at = 0.0
+        self.ended_at = 0.0
         self.opened_at = anyio.current_time()
         self.nursery: anyio.abc.TaskGroup | None = None  # runs the reader, timer and drain tasks
 
@@ -437,6 +425,7 @@ class _Session:
     def finish(self, end: _End) -> None:
         if self.end is None:
             self.end = end
+            self.ended_at = anyio.current_time()  # reconnect delays count from here
         self.io_scope.cancel()
 
     def pulse(self) -> None:
@@ -754,6 +743,7 @@ class Connection:
         self._run_done = anyio.Event()
         self.connections_made = 0
         self.welcome: cc.Welcomed | None = None
+        self._backoff = Backoff(options.backoff_initial, options.backoff_max, options.rng)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -1081,9 +1071,9 @@ class Connection:
     async def _run(
         self, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """The supervisor: connect, serve, decide, repeat."""
+        """The supervisor: connect, serve, decide (SPEC.md §8.9), repeat."""
         opts = self._opts
-        backoff = Backoff(opts.backoff_initial, opts.backoff_max, opts.rng)
+        backoff = self._backoff
         first = True
         try:
             while not self._closing:
@@ -1097,25 +1087,29 @@ class Connection:
                 if first:
                     task_status.started()
                     first = False
+                backoff.opened(session.opened_at)  # WELCOME alone never resets it
                 await self._serve(session)
                 end = session.end
                 if self._closing:
                     return
-                if session.goaway is not None:
-                    backoff.reset()
-                    # Not before the server's hint (PW-GOAWAY-7).
-                    await anyio.sleep_until(session.reconnect_at)
+                plan = backoff.ended(*_ending(session), session.ended_at, goaway=_hint(session))
+                if (
+                    plan.reconnect
+                    and plan.at is not None
+                    and (opts.reconnect or session.goaway is not None)
+                ):
+                    log.info(
+                        "connection ended (%s); reconnecting in %.3fs",
+                        _describe(end),
+                        max(0.0, plan.at - anyio.current_time()),
+                    )
+                    await anyio.sleep_until(plan.at)
                     continue
-                interval = (self.welcome.heartbeat_ms / 1000) if self.welcome else 0.0
-                if anyio.current_time() - session.opened_at >= max(interval, opts.backoff_initial):
-                    backoff.reset()  # it was a real session, not an immediate failure
-                fatal = self._fatal_for(end)
-                if fatal is not None:
-                    self._set_fatal(fatal)
-                    return
-                delay = backoff.next_delay()
-                log.info("connection lost (%s); reconnecting in %.3fs", _describe(end), delay)
-                await anyio.sleep(delay)
+                fatal = self._fatal_for(end) or ConnectionLost(
+                    f"not reconnecting after {_describe(end)}", _end_code(session)
+                )
+                self._set_fatal(fatal)
+                return
         finally:
             self._run_done.set()
 
@@ -1201,6 +1195,10 @@ class Connection:
             if deadline is None:
                 return
             await anyio.sleep_until(deadline)
+            if core.timed_out(anyio.current_time()):
+                await anyio.sleep(0)  # the reader first hands over what arrived (PW-CLIENT-14)
+                if session.end is not None:
+                    return
             session.send(core.tick(anyio.current_time()))
             if core.state is ClientState.CLOSED and core.close_code is not None:
                 message = "nothing received from the server for three heartbeat intervals"
@@ -1225,6 +1223,7 @@ class Connection:
                 sub = session.subs.get(ev.sub_id)
                 if sub is not None:
                     sub._on_message(ev)
+                    self._backoff.delivered()
             case cc.SubscriptionConfirmed():
                 sub = session.subs.get(ev.sub_id)
                 if sub is not None:
@@ -1291,13 +1290,13 @@ class Connection:
         """Stop new requests, acknowledge what was processed (PW-GOAWAY-12), wait briefly
         for replies already owed, close, and reconnect after the hint (PW-GOAWAY-7)."""
         session.goaway = ev
-        delay = (ev.reconnect_after_ms + self._opts.rng.uniform(0, ev.jitter_ms)) / 1000
-        session.reconnect_at = anyio.current_time() + delay
+        session.goaway_at = anyio.current_time()  # the GOAWAY's delay counts from here
         log.info(
-            "server going away (%s: %s); reconnecting in %.3fs",
+            "server going away (%s: %s); reconnect hint %d ms + up to %d ms",
             _code_name(ev.code),
             ev.reason,
-            delay,
+            ev.reconnect_after_ms,
+            ev.jitter_ms,
         )
         for sub in list(session.subs.values()):
             sub._flush_ack()
@@ -1346,6 +1345,27 @@ async def _receive(stream: anyio.abc.ByteStream) -> bytes:
         return b""
 
 
+def _ending(session: _Session) -> tuple[Ending, ErrorCode | int | None]:
+    """How a session ended, for the reconnect planner (SPEC.md §8.9)."""
+    end = session.end
+    if isinstance(end, _Failed):
+        return Ending.PEER_ERROR, end.code  # ours or the server's: the code's class decides
+    if session.goaway is not None:
+        return Ending.GOAWAY, session.goaway.code
+    return Ending.EOF, None
+
+
+def _hint(session: _Session) -> GoawayHint | None:
+    ev = session.goaway
+    if ev is None:
+        return None
+    return GoawayHint(session.goaway_at, ev.reconnect_after_ms, ev.jitter_ms)
+
+
+def _end_code(session: _Session) -> ErrorCode | int | None:
+    return _ending(session)[1]
+
+
 def _failure_reason(exc: BaseException) -> str:
     """Why connecting failed, in a few words. The error that says it is often the cause:
     anyio wraps an EOF during the TLS handshake in BrokenResourceError (whose own text is
@@ -1392,7 +1412,7 @@ async def connect(
     reconnect: bool = True,
     backoff_initial: float = 0.1,
     backoff_max: float = 10.0,
-    max_frame_size: int = 1 << 20,
+    max_frame_size: int = cc.DEFAULT_MAX_FRAME_SIZE,
     heartbeat_ms: int | None = None,
     connect_timeout: float = 10.0,
     retry_first_connect: bool = False,

@@ -74,6 +74,7 @@ from pushwire.protocol.events import (
     Sentinel,
     code_of,
 )
+from pushwire.protocol.flow import CreditLedger
 from pushwire.protocol.heartbeat import Heartbeat
 from pushwire.protocol.layouts import (
     HEADER_SIZE,
@@ -116,6 +117,11 @@ U32_MAX: Final = 0xFFFF_FFFF
 MAX_BATCH_RECORDS: Final = 0xFFFF
 #: WELCOME.heartbeat_ms range (PW-HS-7): wide, because tests lower the server's clamp.
 MAX_HEARTBEAT_MS: Final = 600_000
+#: A push is 12 bytes longer than its publish (the u32 request_id becomes the u64 epoch and
+#: u64 seq, §7.8); advertising 1 MiB + 12 receives everything a server with the common 1 MiB
+#: limit accepts (PW-PUB-15).
+PUSH_GROWTH: Final = 8 + 8 - 4
+DEFAULT_MAX_FRAME_SIZE: Final = (1 << 20) + PUSH_GROWTH
 #: ERROR.message is Text16; we keep ours short so the frame always fits the peer's limit.
 _MAX_ERROR_MESSAGE_CHARS: Final = 1000
 
@@ -329,13 +335,18 @@ class _Sub:
     topic: str
     since: Since
     at_least_once: bool
-    credit: int  # what the server may still send (granted minus received)
+    ledger: CreditLedger  # credit granted, as the server could have seen it (PW-FLOW-5)
     answered: bool = False  # SUBSCRIBED or a SUBSCRIBE error arrived
     closing: bool = False  # UNSUBSCRIBE sent (possibly before the SUBSCRIBE was answered)
     epoch: int = 0
     next_seq: int = 0  # the only sequence the server may send next
     last_delivered: int = 0  # the subscription's position (§8.4): sent in a push or a GAP
     last_acked: int = 0
+
+    @property
+    def credit(self) -> int:
+        """What the server may still send once it has read every CREDIT sent."""
+        return self.ledger.remaining
 
     @property
     def status(self) -> SubStatus:
@@ -405,6 +416,10 @@ class ClientConnection:
         self._publishes: dict[int, _PendingPublish] = {}
         self._next_request_id = 1
         self._handlers = self._handler_table()
+        #: Bytes received so far, and the stream offset of the frame being handled: credit
+        #: is counted against the byte a push started at (PW-FLOW-5, protocol.flow).
+        self._received_total = 0
+        self._frame_offset = 0
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -442,7 +457,7 @@ class ClientConnection:
         self,
         client_name: str,
         auth_token: bytes = b"",
-        max_frame_size: int = 1 << 20,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         heartbeat_ms: int = 0,
         now: float = 0.0,
     ) -> bytes:
@@ -479,6 +494,7 @@ class ClientConnection:
             return
         if data:
             self._heartbeat.received(now)
+            self._received_total += len(data)
         self._decoder.feed(data)
 
     def next_event(self) -> Event | Sentinel:
@@ -521,6 +537,14 @@ class ClientConnection:
         if self._heartbeat.ping_due(now):
             return self._send(F.Ping(self._heartbeat.next_opaque()))
         return b""
+
+    def timed_out(self, now: float) -> bool:
+        """Whether :meth:`tick` at ``now`` would end the connection for silence. A shell
+        asks first, so that it can read what its transport already holds before it gives up
+        (PW-CLIENT-14): bytes fed through :meth:`receive_data` restart the timer."""
+        return self._state in (ClientState.OPEN, ClientState.DRAINING) and (
+            self._heartbeat.timed_out(now)
+        )
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do; None before the handshake."""
@@ -569,7 +593,7 @@ class ClientConnection:
             at_least_once=at_least_once,
         )
         data = self._send(frame)
-        sub = _Sub(sub_id, topic, since, at_least_once, credit=initial_credit)
+        sub = _Sub(sub_id, topic, since, at_least_once, CreditLedger(initial_credit))
         self._subs[sub_id] = sub
         self._topics.setdefault(topic, []).append(sub)
         return sub_id, data
@@ -599,7 +623,8 @@ class ClientConnection:
                 code=ErrorCode.FLOW_CONTROL_ERROR,
             )
         data = self._send(F.Credit(sub_id, increment))
-        sub.credit += increment
+        # It counts only for pushes whose first byte arrives after this point (PW-FLOW-5).
+        sub.ledger.grant(increment, self._received_total)
         return data
 
     def ack(self, sub_id: int, seq: int, *, now: float | None = None) -> bytes:
@@ -752,16 +777,16 @@ class ClientConnection:
             # No frame can be sent before both prefaces agree on a version (§2.3).
             self._outgoing += self._error_bytes(exc.code, message)
 
-    def _close_eof(self) -> None:
+    def _close_eof(self, where: str = "") -> None:
         after_goaway = self.goaway_received is not None
         self._state = ClientState.CLOSED
         if after_goaway:
             assert self.goaway_received is not None
             code = self.goaway_received.code
-            message = "server closed the connection after GOAWAY"
+            message = f"server closed the connection{where} after GOAWAY"
         else:
             code = ErrorCode.NO_ERROR
-            message = "server closed the connection without GOAWAY"
+            message = f"server closed the connection{where} without GOAWAY"
         self.close_code = code
         self._events.append(ConnectionClosed(code, message, after_goaway))
 
@@ -778,11 +803,27 @@ class ClientConnection:
                 decoder.take(PREFACE_SIZE)
                 self._on_server_preface(head)
                 continue
-            frame = decoder.next_frame()
+            try:
+                frame = decoder.next_frame()
+            except RemoteProtocolError as exc:
+                if (
+                    decoder.eof
+                    and exc.code == ErrorCode.MALFORMED_FRAME
+                    and not decoder.holds_a_frame()
+                ):
+                    # EOF inside a header, or inside a payload whose header passed the
+                    # header checks: the decoder says MALFORMED_FRAME (§3.5), but the server
+                    # has gone and proved nothing broken, so it is a lost connection: nothing
+                    # is sent and the client reconnects (PW-CLIENT-5). A whole header that
+                    # fails a header check keeps its (terminal) code.
+                    self._close_eof(f" inside a frame ({decoder.buffered} bytes of it)")
+                    return
+                raise exc
             if frame is None:
                 if decoder.eof:
                     self._close_eof()
                 return
+            self._frame_offset = self._received_total - decoder.buffered - decoder.last_size
             self._on_frame(frame)
 
     # -- internals: receiving ------------------------------------------------------------------
@@ -1092,15 +1133,16 @@ class ClientConnection:
             if sub is None:
                 return
         count = len(records)
-        if count > sub.credit:
+        if not sub.ledger.charge(count, self._frame_offset):
+            granted = sub.ledger.usable_at(self._frame_offset)
             raise _violation(
-                f"{count} message(s) on {topic!r} with only {sub.credit} credit",
+                f"{count} message(s) on {topic!r} with only {granted} credit granted before "
+                "the first byte arrived",
                 ErrorCode.FLOW_CONTROL_ERROR,
                 requirement="PW-FLOW-5",
             )
         if epoch != sub.epoch or first_seq != sub.next_seq:
             self._check_next(sub, epoch, first_seq, f"message seq {first_seq}")
-        sub.credit -= count
         sub.next_seq = first_seq + count
         sub.last_delivered = first_seq + count - 1
         sub_id, append = sub.sub_id, self._events.append

@@ -51,6 +51,7 @@ class FrameDecoder:
         "_optioned",
         "_raw",
         "_raw_types",
+        "last_size",
         "max_frame_size",
     )
 
@@ -67,6 +68,9 @@ class FrameDecoder:
         # One flag read per frame decides between the plain path and the optioned one.
         self._optioned = bool(self._raw_types)
         self._raw: bytes | None = None
+        #: Wire size (header included) of the frame :meth:`next_frame` returned last, so a
+        #: caller that counts received bytes knows where that frame started.
+        self.last_size = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer ``data``; ``b""`` means the peer closed its side (EOF)."""
@@ -158,6 +162,7 @@ class FrameDecoder:
                     frame = codec.decode_body(type_, flags, view[HEADER_SIZE:end])
             del buf[:end]
             if frame is not None:
+                self.last_size = end
                 return frame
             # unknown ignorable frame: skipped (PW-FRAME-8); look at the next one
 

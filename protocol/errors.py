@@ -69,6 +69,13 @@ class CodeInfo:
     temporary: bool  # True: the same request or connection may succeed later (retry)
     meaning: str
 
+    @property
+    def retry(self) -> str:
+        """The Retry column of SPEC.md §11: a code used only as a gap reason has none."""
+        if self.scope is Scope.REASON:
+            return "-"
+        return "temporary" if self.temporary else "terminal"
+
 
 _C, _R, _X = Scope.CONNECTION, Scope.REQUEST, Scope.REASON
 
@@ -228,7 +235,8 @@ REGISTRY: dict[ErrorCode, CodeInfo] = {
             ErrorCode.DUPLICATE_ID,
             _R,
             False,
-            "A request id is reused while a request with that id is outstanding.",
+            "Reserved: a request id reused while outstanding (a version-1 server, answering in"
+            " order, never sees one and never sends this code).",
         ),
         CodeInfo(
             ErrorCode.RATE_LIMITED,

@@ -41,6 +41,7 @@ PREFIXES: tuple[str, ...] = (
     "HB",  # §8.5 heartbeats
     "GOAWAY",  # §8.6 graceful shutdown
     "ERR",  # §8.7-§8.8 errors and reconnection
+    "CLIENT",  # §8.9 client behaviour over time
     "TOPIC",  # §9 topic names and headers
     "LIMIT",  # §13 resource limits
     "SEC",  # §12 security
@@ -167,6 +168,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "skips them."),
     R("PW-FRAME-16", "MUST NOT", "3.5", "both", True,
       "Never send a frame that breaks a layout, a length prefix or a range of §3."),
+    R("PW-FRAME-17", "MUST", "3.5", "both", True,
+      "An out-of-range since_kind or outcome selects no optional fields: parse the rest "
+      "(leftover bytes are MALFORMED_FRAME), then report FIELD_OUT_OF_RANGE."),
     # §5 handshake ---------------------------------------------------------------------------
     R("PW-HS-1", "MUST", "5.4", "client", True,
       "The client's first frame is HELLO."),
@@ -259,9 +263,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-SUB-17", "MUST", "6.3", "client", True,
       "Pushes for a subscription whose UNSUBSCRIBE is outstanding are discarded without "
       "error."),
-    R("PW-SUB-18", "MAY", "6.3", "client", True,
-      "A push for a topic with no subscription and no outstanding UNSUBSCRIBE may be treated "
-      "as PROTOCOL_ERROR."),
+    R("PW-SUB-18", "MUST", "6.3", "client", True,
+      "A push for a topic with no subscription and no outstanding UNSUBSCRIBE is "
+      "PROTOCOL_ERROR."),
     R("PW-SUB-19", "MUST", "6.1", "both", True,
       "Subscriptions belong to one connection and end when it closes."),
     R("PW-SUB-20", "MUST", "6.1", "server", True,
@@ -316,8 +320,6 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     # §7 messages ----------------------------------------------------------------------------
     R("PW-PUB-1", "MUST NOT", "7.5", "client", True,
       "A non-zero publish request_id is not reused while its request is outstanding."),
-    R("PW-PUB-2", "MUST", "7.5", "server", True,
-      "A server that sees a request_id reused while outstanding answers ERROR(DUPLICATE_ID)."),
     R("PW-PUB-3", "MUST", "7.5", "server", True,
       "A publish with request_id != 0 gets exactly one reply: PUBACK, or ERROR(code, type, "
       "request_id)."),
@@ -347,6 +349,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "PUBACK carries the topic's epoch and the first of the sequences assigned."),
     R("PW-PUB-13", "MUST", "7.4", "client", False,
       "A GAP is reported to the application with its range and reason."),
+    R("PW-PUB-14", "SHOULD", "7.5", "client", False,
+      "Bound the publish window: the publishes with a non-zero request_id sent and not yet "
+      "answered."),
+    R("PW-PUB-15", "SHOULD", "7.5", "client", True,
+      "Advertise a max_frame_size at least 12 bytes above the servers' max_frame_size, so "
+      "every accepted publish can be delivered."),
     # §8.3 acknowledgements ------------------------------------------------------------------
     R("PW-ACK-1", "MUST NOT", "8.3", "client", True,
       "No ACK on an at-most-once subscription."),
@@ -382,6 +390,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "the connection stays."),
     R("PW-FLOW-7", "SHOULD", "8.1", "client", False,
       "Replenish credit before it runs out (for example when half is used)."),
+    R("PW-FLOW-8", "MUST NOT", "8.1", "both", True,
+      "Credit never carries over to a new connection: a resumed subscription starts with its "
+      "new initial_credit."),
     # §8.2 slow consumers --------------------------------------------------------------------
     R("PW-SLOW-1", "MUST", "8.2", "server", False,
       "A slow subscriber costs O(1) memory beyond the shared history and never stalls the "
@@ -395,8 +406,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-SLOW-4", "MUST NOT", "8.2", "server", True,
       "DROP: never disconnect for lag alone."),
     R("PW-SLOW-5", "MUST", "8.2", "server", True,
-      "Lag is evaluated each time a message is appended to the topic, after the server queued "
-      "what credit and the outbound queue allow."),
+      "Lag and history loss are judged once per delivery round (after each appended run of "
+      "messages, CREDIT or SUBSCRIBE), after queuing what credit and the queue allow; never "
+      "between the messages of one run."),
+    R("PW-SLOW-6", "MUST", "8.2", "server", True,
+      "Under DISCONNECT the lag is head - max(position, head at SUBSCRIBE): the backlog a "
+      "client asked for never counts."),
     # §8.5 heartbeats ------------------------------------------------------------------------
     R("PW-HB-1", "MUST", "8.5", "both", True,
       "Send a frame at least every heartbeat interval; PING when there is nothing else."),
@@ -432,7 +447,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "After receiving GOAWAY, send no SUBSCRIBE, PUBLISH or PUBLISH_BATCH on that "
       "connection."),
     R("PW-GOAWAY-7", "MUST NOT", "8.6", "client", True,
-      "Reconnect no earlier than reconnect_after_ms plus a uniformly random 0..jitter ms."),
+      "Reconnect no earlier than reconnect_after_ms plus a uniformly random 0..jitter ms, "
+      "counted from receipt of the GOAWAY."),
     R("PW-GOAWAY-8", "MAY", "8.6", "client", True,
       "A client may send GOAWAY before closing deliberately."),
     R("PW-GOAWAY-9", "MUST", "8.6", "client", True,
@@ -476,7 +492,57 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-ERR-11", "MUST", "8.7", "both", True,
       "PROTOCOL_ERROR when a rule is broken and no more specific code applies."),
     R("PW-ERR-12", "MUST NOT", "8.7", "client", True,
-      "A request-level ERROR never ends the connection, even when it matches no request."),
+      "After the handshake a request-level ERROR never ends the connection, even when it "
+      "matches no request."),
+    # §8.9 client behaviour ------------------------------------------------------------------
+    R("PW-CLIENT-1", "MUST NOT", "8.9", "client", True,
+      "No automatic reconnect after a terminal code, whichever side sent it."),
+    R("PW-CLIENT-2", "MUST", "8.9", "client", True,
+      "An unknown connection-level code (ERROR or GOAWAY) is temporary: reconnect with "
+      "backoff or the GOAWAY's delay."),
+    R("PW-CLIENT-3", "MUST", "8.9", "client", True,
+      "After GOAWAY with a temporary or unknown code reconnect after its delay, not the "
+      "backoff; with a terminal code do not reconnect automatically."),
+    R("PW-CLIENT-4", "MUST", "8.9", "client", True,
+      "Close the connection that sent GOAWAY no later than when opening the next one; "
+      "preferably once the pushes before it are processed and acknowledged."),
+    R("PW-CLIENT-5", "MUST NOT", "8.9", "client", True,
+      "EOF or reset, also inside a frame whose header passed the header checks, is a lost "
+      "connection: no ERROR is sent; reconnect with backoff."),
+    R("PW-CLIENT-6", "MUST", "8.9", "client", True,
+      "Automatic attempts wait uniformly d/2..d with d = min(cap, base x 2^n)."),
+    R("PW-CLIENT-7", "MUST NOT", "8.9", "client", True,
+      "The backoff does not reset on WELCOME alone: only after a stable time open or a "
+      "delivered message."),
+    R("PW-CLIENT-8", "MUST NOT", "8.9", "client", True,
+      "Temporary request refusals are not repeated at once: TOO_MANY_SUBSCRIPTIONS after a "
+      "subscription ended, RATE_LIMITED after a backoff, GOING_AWAY on a new connection."),
+    R("PW-CLIENT-9", "MUST NOT", "8.9", "client", True,
+      "A request refused with a terminal code is not repeated unchanged (INVALID_POSITION: no "
+      "resubscribe from the same position)."),
+    R("PW-CLIENT-10", "SHOULD", "8.9", "client", True,
+      "Acknowledge across a gap: reported gap sequences count as processed."),
+    R("PW-CLIENT-11", "SHOULD", "8.9", "client", True,
+      "Acknowledge processed messages within one heartbeat interval."),
+    R("PW-CLIENT-12", "MUST NOT", "8.9", "client", True,
+      "Credit of an old connection is not counted on the new one."),
+    R("PW-CLIENT-13", "MUST", "8.9", "client", True,
+      "Frames before a connection-level ERROR are processed as usual (messages delivered, "
+      "positions advanced)."),
+    R("PW-CLIENT-14", "MUST", "8.9", "client", True,
+      "Before declaring HEARTBEAT_TIMEOUT, read and process what the transport delivered; an "
+      "ERROR found that way wins."),
+    R("PW-CLIENT-15", "MUST", "8.9", "client", True,
+      "Accept every WELCOME heartbeat_ms in 1000..600000 (below 1000 may be refused)."),
+    R("PW-CLIENT-16", "MUST", "8.9", "client", True,
+      "SUBSCRIBED for no awaiting SUBSCRIBE, a second one, epoch 0, start_seq 0 or above "
+      "head+1, a GAP not ending at start_seq - 1, or an outcome the request does not allow is "
+      "PROTOCOL_ERROR."),
+    R("PW-CLIENT-17", "SHOULD", "8.9", "client", True,
+      "Check that RECOVERED / GAP answers to AFTER(E, S) start at S + 1."),
+    R("PW-CLIENT-18", "MUST", "8.9", "client", True,
+      "A GAP for an unknown sub_id, or a push before its subscription's SUBSCRIBED, is "
+      "PROTOCOL_ERROR."),
     # §9 topics and headers ------------------------------------------------------------------
     R("PW-TOPIC-1", "MUST", "9.1", "both", True,
       "A topic name is 1-255 bytes of UTF-8 in non-empty '/'-separated segments, without "
@@ -545,7 +611,14 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 )  # fmt: skip
 
 #: IDs that were once assigned and then dropped; their numbers are never given out again.
-RETIRED: frozenset[str] = frozenset()
+RETIRED: frozenset[str] = frozenset(
+    {
+        # "A server that detects a request_id reused while outstanding answers DUPLICATE_ID":
+        # a server answers in order, so it can never see two outstanding; DUPLICATE_ID is
+        # reserved.
+        "PW-PUB-2",
+    }
+)
 
 BY_ID: dict[str, Requirement] = {r.id: r for r in REQUIREMENTS}
 

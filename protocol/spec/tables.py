@@ -483,7 +483,7 @@ def render_error_registry() -> str:
             f"0x{code:04x}",
             code.name,
             info.scope.value,
-            "temporary" if info.temporary else "terminal",
+            info.retry,
             "yes" if code in GAP_REASONS else "-",
             info.meaning,
         ]
@@ -513,16 +513,6 @@ def render_requirement_index() -> str:
     )
     table = _md_table(("ID", "Level", "Section", "Applies to", "Observable", "Summary"), rows)
     return summary + "\n\n" + table
-
-
-def render_vectors_schema() -> str:
-    if not SCHEMA_PATH.exists():
-        return (
-            "_`protocol/vectors.schema.json` does not exist yet; this region is filled by "
-            "`python -m pushwire.protocol.spec.tables --write SPEC.md` once it does._"
-        )
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return "```json\n" + json.dumps(schema, indent=2, ensure_ascii=False) + "\n```"
 
 
 # -- worked examples ------------------------------------------------------------------------
@@ -754,7 +744,6 @@ def render(name: str, doc: str | None = None) -> str:
         "flags": render_flags,
         "error-registry": render_error_registry,
         "requirement-index": render_requirement_index,
-        "vectors-schema": render_vectors_schema,
     }
     if name == "frame-types":
         return render_frame_types(doc)
@@ -770,7 +759,6 @@ def all_region_names() -> list[str]:
     names += [f"layout-table {n}" for n in LAYOUTS]
     names += [f"enum {n}" for n in ENUMS]
     names += ["example session-start", "example message", "example forwarding"]
-    names += ["vectors-schema"]
     return names
 
 

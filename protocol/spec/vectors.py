@@ -25,10 +25,11 @@ The file is for implementers in any language. Its format is described by
   speaks only version 1) or as a client receives them (``sender: server``; the client
   offered versions 1..1).
 
-Field values in ``fields`` follow the declarations' names and nesting: integers are JSON
-numbers (u64 values reach 2**64-1: read them with a 64-bit or arbitrary-precision reader),
-text fields are JSON strings, byte fields (``auth_token``, ``payload``, header ``value``) are
-lowercase hex strings, and a field the layout leaves out (a flag clear, a ``since_kind`` or
+Field values in ``fields`` follow the declarations' names and nesting: u8, u16 and u32
+integers are JSON numbers; u64 integers are decimal strings (JavaScript's ``JSON.parse``
+and other double-based readers silently round numbers above 2**53); text fields are JSON
+strings, byte fields (``auth_token``, ``payload``, header ``value``) are lowercase hex
+strings, and a field the layout leaves out (a flag clear, a ``since_kind`` or
 ``outcome`` without that part) is ``null``.
 """
 
@@ -81,14 +82,15 @@ from pushwire.protocol.layouts import (
     SlowConsumerPolicy,
 )
 from pushwire.protocol.reference import build_frame, build_header
+from pushwire.protocol.spec import sessions
 
 #: The vectors are a deliverable of the protocol package, not of this generator: they stay at
 #: ``protocol/vectors.json`` where implementers look for them.
 VECTORS_FILE = Path(__file__).parent.parent / "vectors.json"
 SCHEMA_FILE = Path(__file__).parent.parent / "vectors.schema.json"
 #: Version of the file format (not of the protocol): bumped when a reader must change.
-#: 2: frame vectors of kind ``incomplete``.
-FORMAT = 2
+#: 2: frame vectors of kind ``incomplete``. 3: u64 values as decimal strings.
+FORMAT = 3
 
 #: Fields whose values are bytes, rendered as lowercase hex in ``fields``.
 BYTES_FIELDS = frozenset({"auth_token", "payload", "value"})
@@ -113,8 +115,14 @@ CONVENTIONS = {
         "MALFORMED_FRAME (SPEC.md 3.5). Feed the bytes in any chunking, then signal EOF."
     ),
     "integers": (
-        "JSON numbers, unsigned; u64 fields reach 18446744073709551615, so read them with a "
-        "64-bit or arbitrary-precision reader."
+        "u8, u16 and u32 fields are JSON numbers. u64 fields (epoch, seq, base_seq, "
+        "first_seq, start_seq, head_seq, last_seq, first, last, opaque, connection_id) are "
+        'decimal strings such as "18446744073709551615": a double-based JSON reader '
+        "(JavaScript's JSON.parse) would round them above 2^53."
+    ),
+    "nesting": (
+        "A dotted field name in SPEC.md's tables (since.seq, gap.first) is a member of a nested "
+        'object here: "gap": {"first": ...}.'
     ),
     "text": "Text fields are JSON strings (the UTF-8 bytes on the wire decoded).",
     "bytes_fields": sorted(BYTES_FIELDS),
@@ -138,24 +146,65 @@ CONVENTIONS = {
         "offered min_version=1, max_version=1."
     ),
     "order": "Vectors are sorted by name; names are unique.",
+    "client_sessions": sessions.CONVENTION,
 }
 
 
 # -- JSON <-> construct containers -----------------------------------------------------------
 
 
-def _to_json(value: Any, key: str = "") -> Any:
-    """A parsed construct value as JSON data, following the conventions above."""
+def _u64_names() -> frozenset[str]:
+    """Names of the u64 fields of every frame body (a name is never u64 in one layout and
+    narrower in another, which the walk checks)."""
+    wide: set[str] = set()
+    narrow: set[str] = set()
+
+    def walk(con: Any, name: str | None) -> None:
+        if isinstance(con, Renamed):
+            walk(con.subcon, con.name or name)
+        elif isinstance(con, FormatField):
+            if name is not None:
+                (wide if con.length == 8 else narrow).add(name)
+        elif isinstance(con, Switch):
+            for case in con.cases.values():
+                walk(case, name)
+        elif isinstance(con, IfThenElse):
+            walk(con.thensubcon, name)
+            walk(con.elsesubcon, name)
+        elif hasattr(con, "subcons"):
+            for sub in con.subcons:
+                walk(sub, getattr(sub, "name", None) or name)
+        elif isinstance(getattr(con, "subcon", None), Construct):
+            walk(con.subcon, name)
+
+    for body in BODIES.values():
+        walk(body, None)
+    if wide & narrow:
+        raise TypeError(f"fields both u64 and narrower: {sorted(wide & narrow)}")
+    return frozenset(wide)
+
+
+#: Fields written as decimal strings (see CONVENTIONS["integers"]).
+U64_FIELDS = _u64_names()
+
+
+def _to_json(value: Any, key: str = "", *, u64_text: bool = True) -> Any:
+    """A parsed construct value as JSON data, following the conventions above (u64 values
+    as JSON numbers instead when ``u64_text`` is false)."""
     if isinstance(value, dict):  # Container
-        return {k: _to_json(v, k) for k, v in value.items() if not k.startswith("_")}
+        return {
+            k: _to_json(v, k, u64_text=u64_text) for k, v in value.items() if not k.startswith("_")
+        }
     if isinstance(value, list | tuple):  # ListContainer
-        return [_to_json(v, key) for v in value]
+        return [_to_json(v, key, u64_text=u64_text) for v in value]
     if isinstance(value, bytes | bytearray):
         if key not in BYTES_FIELDS:
             raise ValueError(f"bytes in field {key!r}, which is not in BYTES_FIELDS")
         return bytes(value).hex()
-    if value is None or isinstance(value, str | int):
-        return int(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value)) if u64_text and key in U64_FIELDS else int(value)
+    if value is None or isinstance(value, str):
+        return value
     raise TypeError(f"cannot render {type(value).__name__} in field {key!r}")
 
 
@@ -166,11 +215,15 @@ def _from_json(value: Any, key: str = "") -> Any:
         return ListContainer(_from_json(v, key) for v in value)
     if isinstance(value, str) and key in BYTES_FIELDS:
         return bytes.fromhex(value)
+    if isinstance(value, str) and key in U64_FIELDS:
+        return int(value)
     return value
 
 
-def frame_json(frame: F.Frame) -> dict[str, Any]:
-    """``{"type", "flags", "fields"}`` of a known frame, in the vectors' conventions.
+def frame_json(frame: F.Frame, *, u64_text: bool = False) -> dict[str, Any]:
+    """``{"type", "flags", "fields"}`` of a known frame, in the vectors' conventions; u64
+    values are JSON numbers unless ``u64_text`` (as in ``vectors.json``), which is what
+    ``pushwire decode`` and the decoder fuzzer's line protocol print.
 
     Goes through ``reference.to_container``, so the field names and nesting are the
     declarations'; ``tests/spec/test_vectors.py`` checks it against what the declarations
@@ -179,7 +232,19 @@ def frame_json(frame: F.Frame) -> dict[str, Any]:
     if isinstance(frame, F.Unknown):
         raise TypeError("unknown frames have no fields")
     flags, fields = reference.to_container(frame)
-    return {"type": frame.TYPE.name, "flags": flags, "fields": _to_json(fields)}
+    return {"type": frame.TYPE.name, "flags": flags, "fields": _to_json(fields, u64_text=u64_text)}
+
+
+def u64_as_numbers(value: Any, key: str = "") -> Any:
+    """``value`` (JSON data) with u64 fields written as decimal strings turned into
+    numbers: a reader's answer compared with :func:`frame_json`, whichever it chose."""
+    if isinstance(value, dict):
+        return {k: u64_as_numbers(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [u64_as_numbers(v, key) for v in value]
+    if isinstance(value, str) and key in U64_FIELDS and value.isdigit():
+        return int(value)
+    return value
 
 
 def frame_from_json(data: dict[str, Any]) -> F.Frame:
@@ -388,7 +453,7 @@ def _valid_vectors() -> Iterable[_Vector]:
         ),
         (
             "subscribed-gap",
-            "SUBSCRIBED outcome GAP: gap_first, gap_last, gap_reason follow",
+            "SUBSCRIBED outcome GAP: gap.first, gap.last, gap.reason follow",
             F.Subscribed(2, Outcome.GAP, _E, 60, 100, 42, 59, ErrorCode.HISTORY_EXPIRED),
         ),
         (
@@ -623,7 +688,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
         ),
         (
             "subscribed-gap-without-range",
-            "SUBSCRIBED with outcome GAP but without gap_first/gap_last/gap_reason",
+            "SUBSCRIBED with outcome GAP but without gap.first, gap.last, gap.reason",
             (_F4,),
             _cut(F.Subscribed(1, Outcome.GAP, _E, 5, 9, 1, 4, ErrorCode.HISTORY_EXPIRED), 18),
             M,
@@ -922,7 +987,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
         ),
         (
             "subscribed-gap-first-zero",
-            "SUBSCRIBED outcome GAP with gap_first 0",
+            "SUBSCRIBED outcome GAP with gap.first 0",
             (_F7,),
             reference.encode_frame(
                 F.Subscribed(1, Outcome.GAP, _E, 5, 9, 0, 4, ErrorCode.HISTORY_EXPIRED)
@@ -932,7 +997,7 @@ def _invalid_vectors() -> Iterable[_Vector]:
         ),
         (
             "subscribed-gap-first-after-last",
-            "SUBSCRIBED outcome GAP with gap_first > gap_last",
+            "SUBSCRIBED outcome GAP with gap.first > gap.last",
             (_F7,),
             reference.encode_frame(
                 F.Subscribed(1, Outcome.GAP, _E, 5, 9, 4, 3, ErrorCode.HISTORY_EXPIRED)
@@ -1282,6 +1347,7 @@ def generate() -> dict[str, Any]:
         "conventions": CONVENTIONS,
         "frames": sorted((v.render() for v in frames), key=lambda v: v["name"]),
         "prefaces": sorted((v.render() for v in prefaces), key=lambda v: v["name"]),
+        "client_sessions": sessions.generate(),
     }
 
 
@@ -1301,6 +1367,8 @@ def _field_schema(con: Construct) -> dict[str, Any]:
     if isinstance(con, Renamed):
         return _field_schema(con.subcon)
     if isinstance(con, FormatField):
+        if con.length == 8:
+            return {"type": "string", "pattern": _U64_PATTERN, "description": "u64, decimal"}
         return {"type": "integer", "minimum": 0, "maximum": (1 << (8 * con.length)) - 1}
     if isinstance(con, Rebuild):
         return _field_schema(con.subcon)
@@ -1341,6 +1409,8 @@ def _field_schema(con: Construct) -> dict[str, Any]:
 
 
 _HEX_PATTERN = "^([0-9a-f]{2})*$"
+#: A u64 in decimal: no sign, no leading zero, at most 20 digits (2^64 - 1 has 20).
+_U64_PATTERN = "^(0|[1-9][0-9]{0,19})$"
 
 
 def _flag_values(type_: FrameType) -> list[int]:
@@ -1397,6 +1467,7 @@ def schema() -> dict[str, Any]:
             "conventions",
             "frames",
             "prefaces",
+            "client_sessions",
         ],
         "additionalProperties": False,
         "properties": {
@@ -1404,10 +1475,37 @@ def schema() -> dict[str, Any]:
             "protocol_version": {"const": PROTOCOL_VERSION},
             "description": {"type": "string"},
             "conventions": {"type": "object"},
+            "client_sessions": {"type": "array", "items": {"$ref": "#/$defs/client_session"}},
             "frames": {"type": "array", "items": {"$ref": "#/$defs/frame_vector"}},
             "prefaces": {"type": "array", "items": {"$ref": "#/$defs/preface_vector"}},
         },
         "$defs": {
+            "client_session": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "description", "requirements", "steps"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "requirements": {"type": "array", "items": {"type": "string"}},
+                    "steps": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["do", "events", "sent_hex"],
+                            "properties": {
+                                "do": {
+                                    "enum": ["initiate", "receive", "subscribe", "credit", "ack"]
+                                },
+                                "events": {"type": "array", "items": {"type": "object"}},
+                                "sent_hex": {"type": "string", "pattern": _HEX_PATTERN},
+                                "hex": {"type": "string", "pattern": _HEX_PATTERN},
+                                "error": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
             "frame": {
                 "type": "object",
                 "required": ["type", "flags", "fields"],
@@ -1508,7 +1606,7 @@ def diff(committed: dict[str, Any], generated: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for key in sorted(set(committed) | set(generated)):
         old, new = committed.get(key), generated.get(key)
-        if key in ("frames", "prefaces"):
+        if key in ("frames", "prefaces", "client_sessions"):
             old_by = {v["name"]: v for v in old or []}
             new_by = {v["name"]: v for v in new or []}
             for name in sorted(set(old_by) | set(new_by)):

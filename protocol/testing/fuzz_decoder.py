@@ -11,7 +11,8 @@ stdin/stdout (line protocol 2):
 * answer: one line of JSON, ``{"frames": [...], "error": null}`` or ``{"frames": [...],
   "error": "CODE_NAME"}``: every frame decoded, in order, *including those decoded before an
   error*, each as ``{"type": "MESSAGE", "flags": 1, "fields": {...}}`` exactly like the
-  ``frame`` of the valid vectors of ``protocol/vectors.json`` (see its ``conventions``;
+  ``frame`` of the valid vectors of ``protocol/vectors.json`` (see its ``conventions``; u64
+  values may be numbers or, as in the vectors, decimal strings;
   unknown ignorable frames are skipped, so they do not appear), and the registry name of the
   first error (``MALFORMED_FRAME``, ``FRAME_TOO_LARGE``, ``UNKNOWN_FRAME_TYPE``,
   ``RESERVED_BITS_SET``, ``INVALID_UTF8`` or ``FIELD_OUT_OF_RANGE``), or ``null``. Decoding
@@ -106,7 +107,7 @@ from pushwire.protocol.layouts import (
     PREFACE_SIZE,
     FrameType,
 )
-from pushwire.protocol.spec.vectors import frame_json
+from pushwire.protocol.spec.vectors import frame_json, u64_as_numbers
 from pushwire.protocol.testing import strategies as ps
 
 __all__ = [
@@ -363,7 +364,8 @@ class LineDecoder:
                 f"answer line is not JSON: {line.rstrip()[:300]!r}", fatal=False
             ) from None
         try:
-            return check_answer(value, self.line_protocol)
+            # u64 values may come as numbers or, as in vectors.json, decimal strings
+            return check_answer(u64_as_numbers(value), self.line_protocol)
         except ValueError as exc:
             raise DecoderFailure(
                 f"answer line is not a valid answer ({exc}): {line.rstrip()[:300]!r}",

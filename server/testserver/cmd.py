@@ -6,13 +6,17 @@ import argparse
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from pushwire.protocol.testing import report
+from pushwire.server.testserver import appview
 from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.runner import TestServer, open_testserver
 from pushwire.server.testserver.scenarios import NAME_WIDTH, SCENARIOS
@@ -34,9 +38,13 @@ examples:
   pushwire testserver --list
   pushwire testserver --port 7450 --scenario gap      # then: mytool sub conformance/gap ...
   pushwire testserver --scenario all --json report.json \\
-      --client-command 'pushwire sub {topic} --server {address} {mode_flag}'
+      --client-command 'pushwire sub {topic} --server {address} --format json {mode_flag}'
   pushwire testserver --hostile 50 \\
-      --client-command 'pushwire sub {topic} --server {address} --format json'"""
+      --client-command 'pushwire sub {topic} --server {address} --format json'
+
+The client command's stdout is read as the client output contract (IMPLEMENTING.md): one
+JSON line per message, gap and epoch change the application sees; the scenarios check it.
+Its stderr is kept only for the last lines, shown when the command exits too early."""
 
 
 def render_list() -> str:
@@ -153,7 +161,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: How many of the client's last stderr lines a failure shows; how long a line may be.
+STDERR_TAIL = 8
+MAX_LINE = 1 << 25
+#: After the client command exits, how long the scenario may still take to finish (its last
+#: checks run on the close the exit caused) before it fails for the exit.
+EXIT_GRACE = 2.0
+
+
+async def _read_lines(stream: trio.abc.ReceiveStream, on_line: Callable[[bytes], None]) -> None:
+    """Call ``on_line`` for each line of ``stream`` (a line longer than MAX_LINE is dropped),
+    until EOF. Reading all the time keeps the client from blocking on a full pipe."""
+    buf = bytearray()
+    dropping = False
+    while chunk := await stream.receive_some(65536):
+        buf += chunk
+        while (end := buf.find(b"\n")) >= 0:
+            if not dropping:
+                on_line(bytes(buf[:end]))
+            dropping = False
+            del buf[: end + 1]
+        if len(buf) > MAX_LINE:
+            buf.clear()
+            dropping = True
+    if buf and not dropping:
+        on_line(bytes(buf))
+
+
+def _check_app_view(run: ScenarioRun, seen: list[appview.AppItem], contract_lines: int) -> None:
+    s = run.scenario
+    expected = s.app(run) if s.app else []
+    if run.not_applicable or not [i for i in expected if i[0] != "error"]:
+        return
+    if not contract_lines:
+        run.check(
+            "the client prints the output contract: a JSON line per message, gap and epoch "
+            "change (IMPLEMENTING.md)",
+            ("PW-PUB-13",),
+            False,
+            "no contract line on stdout; the application's view was not checked",
+            level="SHOULD",
+        )
+        return
+    run.check(
+        f"the application sees {appview.render(expected)}",
+        s.requirements,
+        appview.matches(expected, seen),
+        f"it saw {appview.render(seen)}",
+    )
+
+
 async def _run_command(server: TestServer, run: ScenarioRun, template: str, limit: float) -> None:
+    """Run the client command for one scenario: its stdout is the output contract, its
+    stderr is kept for the last lines; when it exits before the scenario is over, the
+    scenario fails at once with the exit status and those lines."""
     s = run.scenario
     cmd = template.format(
         topic=shlex.quote(s.topic),
@@ -164,21 +225,86 @@ async def _run_command(server: TestServer, run: ScenarioRun, template: str, limi
         mode=s.mode,
         mode_flag=server_mode_flag if s.mode == "at-least-once" else "",
     )
-    proc = await trio.lowlevel.open_process(cmd, shell=True, start_new_session=True)
+    seen: list[appview.AppItem] = []
+    contract = 0
+    tail: deque[str] = deque(maxlen=STDERR_TAIL)
+
+    def on_stdout(line: bytes) -> None:
+        nonlocal contract
+        item = appview.parse_line(line, s.topic)
+        if item is not None:
+            contract += 1
+            seen.append(item)
+
+    def on_stderr(line: bytes) -> None:
+        tail.append(line[:300].decode("utf-8", "replace").rstrip())
+
     try:
-        with trio.move_on_after(limit):
+        proc = await trio.lowlevel.open_process(
+            cmd,
+            shell=True,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as exc:
+        run.check("the client command starts", (), False, f"{cmd}: {exc}")
+        run.finish()
+        return
+    assert proc.stdout is not None and proc.stderr is not None
+
+    async def watch_exit() -> None:
+        status = await proc.wait()
+        run.client_exit = status
+        run.client_exited.set()
+        with trio.move_on_after(EXIT_GRACE):
             await run.done.wait()
-            await trio.sleep(0.3)
+        if not run.done.is_set():
+            lines = " | ".join(tail) or "(nothing on stderr)"
+            run.check(
+                "the client command keeps running while the scenario needs it",
+                (),
+                False,
+                f"exited with status {status} before the scenario ended; last stderr: {lines}",
+            )
+            run.finish()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_lines, proc.stdout, on_stdout)
+            nursery.start_soon(_read_lines, proc.stderr, on_stderr)
+            nursery.start_soon(watch_exit)
+            with trio.move_on_after(limit):
+                await run.done.wait()
+                # What the application saw may still be on its way to the pipe.
+                with trio.move_on_after(1.0):
+                    while not _app_complete(run, seen):
+                        await trio.sleep(0.05)
+                await trio.sleep(0.3)
+            await _stop(proc)
+            nursery.cancel_scope.cancel()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if proc.returncode is not None:
-                break
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            with trio.move_on_after(2):
-                await proc.wait()
+        await _stop(proc)
+    if run.done.is_set():
+        _check_app_view(run, seen, contract)
+
+
+def _app_complete(run: ScenarioRun, seen: list[appview.AppItem]) -> bool:
+    s = run.scenario
+    return s.app is None or appview.matches(s.app(run), seen)
+
+
+async def _stop(proc: trio.Process) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.returncode is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        with trio.move_on_after(2):
+            await proc.wait()
 
 
 server_mode_flag = "--at-least-once"

@@ -40,6 +40,7 @@ class Peer:
         self.client_error: F.Error | None = None
         self.client_goaway: F.Goaway | None = None
         self.pongs: dict[int, float] = {}
+        self.granted_at_pong: dict[int, dict[int, int]] = {}
         self.credit: dict[int, int] = {}
         self.granted: dict[int, int] = {}
         self.acks: dict[int, list[int]] = {}
@@ -130,6 +131,9 @@ class Peer:
                     await self.send(F.Pong(frame.opaque))
             case F.Pong():
                 self.pongs[frame.opaque] = trio.current_time()
+                # The CREDIT the client had sent by then: what it can have granted before
+                # any frame sent ahead of that PING arrived (the over-credit scenario).
+                self.granted_at_pong[frame.opaque] = dict(self.granted)
             case F.Credit():
                 self.credit[frame.sub_id] = self.credit.get(frame.sub_id, 0) + frame.increment
                 self.granted[frame.sub_id] = self.granted.get(frame.sub_id, 0) + frame.increment

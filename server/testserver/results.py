@@ -40,6 +40,11 @@ class ScenarioRun:
     goaway_at: float | None = None  # when GOAWAY was sent (trio time)
     credit: int | None = None  # the client's initial credit (over-credit)
     reconnected: trio.Event = field(default_factory=trio.Event)
+    #: When each connection of the scenario opened (trio time), for the backoff checks.
+    opened: list[float] = field(default_factory=list)
+    #: With --client-command: the client's exit status once it exited, and an event for it.
+    client_exit: int | None = None
+    client_exited: trio.Event = field(default_factory=trio.Event)
 
     def check(
         self,

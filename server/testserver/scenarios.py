@@ -16,6 +16,7 @@ from pushwire.protocol.layouts import (
     MAX_MAX_FRAME_SIZE,
     FrameType,
     Outcome,
+    SinceKind,
 )
 from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.script import Ctx, Scenario, Script
@@ -366,17 +367,277 @@ async def _credit(c: Ctx) -> None:
 
 
 async def _over_credit(c: Ctx) -> None:
+    """A MESSAGE_BATCH one record larger than the credit the client has granted, followed
+    by a PING. The credit granted for the batch is what the client sent before the batch's
+    first byte arrived (PW-FLOW-5), which is at most what the server has received by the
+    PONG that follows the batch: so however TCP splits the stream, a batch larger than that
+    is a violation, and a client that topped up in time is given another, larger one."""
     initial = c.sub.initial_credit
     if initial > 1000:
         c.run.not_applicable = f"initial credit {initial} > 1000"
         c.run.finish()
         return
-    c.run.credit = initial
-    frames: list[F.Frame] = [F.Subscribed(c.sub.sub_id, Outcome.NEW, c.epoch(), 1, 0)]
-    frames += [F.Message(c.epoch(), s, c.sub.topic, b"msg-%d" % s) for s in range(1, initial + 2)]
-    await c.peer.send(*frames)
-    c.peer.delivered[c.sub.sub_id] = initial + 1
+    await c.subscribed()
+    if not await c.deliver(range(1, 3)):
+        return
+    sid, epoch, topic = c.sub.sub_id, c.epoch(), c.sub.topic
+    for attempt in range(3):
+        await c.peer.settle(sid, c.timeout)
+        remaining = c.peer.credit.get(sid, 0)
+        granted = c.peer.granted.get(sid, 0)
+        first = c.peer.delivered.get(sid, 0) + 1
+        count = remaining + 1
+        records = tuple(F.Record(b"msg-%d" % s) for s in range(first, first + count))
+        opaque = 0x0C4E_D170 + attempt
+        c.run.credit = first - 1  # what the application may see: everything before it
+        c.peer.credit[sid] = remaining - count
+        c.peer.delivered[sid] = first + count - 1
+        await c.peer.send(F.MessageBatch(epoch, first, topic, records), F.Ping(opaque))
+        await c.peer.wait_until(
+            lambda o=opaque: o in c.peer.pongs or c.peer.closed_at is not None,  # type: ignore[misc]
+            c.timeout,
+        )
+        if opaque not in c.peer.pongs:
+            break
+        extra = c.peer.granted_at_pong[opaque].get(sid, 0) - granted
+        if count > remaining + extra:
+            c.run.check(
+                "the client refuses a push beyond the credit it granted before the push arrived",
+                ("PW-FLOW-5",),
+                False,
+                f"accepted a batch of {count} with {remaining} credit granted, and at most "
+                f"{extra} more sent before the batch arrived",
+            )
+            c.run.finish()
+            return
+        c.run.notes.append(f"batch {attempt + 1} was within credit: the client topped up in time")
     await c.expect_error_close(ErrorCode.FLOW_CONTROL_ERROR, ("PW-FLOW-5",))
+
+
+async def _no_reconnect(c: Ctx, what: str, reqs: tuple[str, ...]) -> None:
+    """After a terminal ending: the client must not come back. The window ends early when
+    the client command exits, which is what a command-line client does."""
+    await c.peer.close()
+    seen = c.run.connections
+    with trio.move_on_after(c.timeout):
+        async with trio.open_nursery() as nursery:
+
+            async def either(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(either, c.run.client_exited)
+            nursery.start_soon(either, c.run.reconnected)
+    c.run.check(
+        f"the client does not reconnect automatically after {what}",
+        reqs,
+        c.run.connections == seen,
+        "" if c.run.connections == seen else "it reconnected",
+    )
+    c.run.finish()
+
+
+def _reconnected_after_terminal(c: Ctx, reqs: tuple[str, ...]) -> bool:
+    """A later connection of a no-reconnect scenario is itself the failure."""
+    if c.attempt == 1:
+        return False
+    c.run.check("the client does not reconnect automatically after a terminal code", reqs, False)
+    c.run.finish()
+    return True
+
+
+async def _terminal_error(c: Ctx) -> None:
+    reqs = ("PW-CLIENT-1", "PW-ERR-10")
+    if _reconnected_after_terminal(c, reqs):
+        return
+    await c.subscribed()
+    if not await c.deliver(range(1, 2)):
+        return
+    await c.peer.settle(c.sub.sub_id, c.timeout)
+    await c.peer.send(F.Error(ErrorCode.PROTOCOL_ERROR, 0, 0, "scenario: a terminal code"))
+    await _no_reconnect(c, "ERROR(PROTOCOL_ERROR) from the server", reqs)
+
+
+async def _own_terminal(c: Ctx) -> None:
+    reqs = ("PW-CLIENT-1",)
+    if _reconnected_after_terminal(c, reqs):
+        return
+    await c.subscribed()
+    if not (await c.deliver(range(1, 2)) and await c.deliver(range(3, 4))):
+        return
+    closed = await c.peer.wait_closed(c.timeout)
+    err = c.peer.client_error
+    c.run.check(
+        "the client closes with ERROR(PROTOCOL_ERROR) on a sequence hole",
+        ("PW-ORDER-7",),
+        closed and (err is None or err.code == ErrorCode.PROTOCOL_ERROR),
+        f"closed: {closed}; its ERROR: {err}",
+    )
+    await _no_reconnect(c, "its own ERROR(PROTOCOL_ERROR)", reqs)
+
+
+async def _cut_then_resume(c: Ctx, last: int, error: F.Error) -> None:
+    """Deliver up to ``last``, let the client settle, record its resume point, then end the
+    connection with ``error`` and expect a reconnect."""
+    sid = c.sub.sub_id
+    if not await c.deliver(range(c.peer.delivered.get(sid, 0) + 1, last + 1)):
+        return
+    await c.peer.settle(sid, c.timeout)
+    c.run.resume_at = c.resume_point(sid)
+    c.run.delivered = c.peer.delivered.get(sid, 0)
+    await c.peer.send(error)
+    await c.peer.close()
+    c.server.expect_reconnect(
+        c.run, c.timeout + c.server.reconnect_wait, reqs=("PW-CLIENT-2", "PW-ERR-10")
+    )
+
+
+async def _unknown_code(c: Ctx) -> None:
+    if c.attempt == 1:
+        await c.subscribed()
+        code = 0x00F7  # a connection code no version defines yet
+        return await _cut_then_resume(c, 2, F.Error(code, 0, 0, "scenario: a newer code"))
+    at = c.resume_at()
+    c.check_resume(c.epoch(), at, ("PW-CLIENT-2", "PW-RESUME-1"))
+    await c.subscribed(Outcome.RECOVERED, at + 1, 4)
+    c.peer.delivered[c.sub.sub_id] = at
+    if await c.deliver(range(at + 1, 5)):
+        await c.finish_ok(4)
+
+
+async def _error_behind_messages(c: Ctx) -> None:
+    """SUBSCRIBED, messages 1..3 and ERROR(SHUTTING_DOWN) in one write: the messages are
+    valid and delivered; the client resumes after them."""
+    sid = c.sub.sub_id
+    if c.attempt == 1:
+        if c.sub.initial_credit < 3:
+            c.run.not_applicable = "needs an initial credit of 3 or more"
+            c.run.finish()
+            return
+        frames: list[F.Frame] = [F.Subscribed(sid, Outcome.NEW, c.epoch(), 1, 0)]
+        frames += [F.Message(c.epoch(), s, c.sub.topic, b"msg-%d" % s) for s in range(1, 4)]
+        frames.append(F.Error(ErrorCode.SHUTTING_DOWN, 0, 0, "scenario: restarting"))
+        c.peer.credit[sid] -= 3
+        c.peer.delivered[sid] = 3
+        c.run.delivered = 3
+        await c.peer.send(*frames)
+        await c.peer.close()
+        c.server.expect_reconnect(
+            c.run, c.timeout + c.server.reconnect_wait, reqs=("PW-ERR-10",), level="SHOULD"
+        )
+        return
+    s = c.sub
+    want = 0 if s.at_least_once else 3  # nothing can be acknowledged after the ERROR
+    c.run.check(
+        "the client resumes after the messages that preceded the ERROR"
+        + (" (at-least-once: after its last ACK)" if s.at_least_once else ""),
+        ("PW-CLIENT-13", "PW-RESUME-1"),
+        s.since_kind == SinceKind.AFTER
+        and s.since_epoch == c.epoch()
+        and (s.since_seq >= want if s.at_least_once else s.since_seq == want),
+        f"since_kind {SinceKind(s.since_kind).name} epoch {s.since_epoch} seq {s.since_seq}",
+    )
+    at = s.since_seq if s.since_kind == SinceKind.AFTER else 0
+    await c.subscribed(Outcome.RECOVERED, at + 1, 5)
+    c.peer.delivered[sid] = at
+    if await c.deliver(range(at + 1, 6)):
+        await c.finish_ok(5)
+
+
+#: How many times admit-and-cut admits the client and cuts it at once.
+CUTS = 5
+
+
+async def _admit_and_cut(c: Ctx) -> None:
+    """WELCOME, then EOF as soon as the SUBSCRIBE arrives, five times: a client that resets
+    its backoff on WELCOME comes back at once every time."""
+    c.run.opened.append(c.peer.opened_at)
+    if c.attempt <= CUTS:
+        await c.peer.close()
+        c.server.expect_reconnect(
+            c.run, c.timeout + c.server.reconnect_wait, reqs=("PW-CLIENT-5", "PW-ERR-10")
+        )
+        return
+    gaps = [b - a for a, b in pairwise(c.run.opened)]
+    c.run.notes.append("delays between attempts: " + ", ".join(f"{g * 1000:.0f} ms" for g in gaps))
+    c.run.check(
+        "the delay between attempts grows while every connection is cut at once (the "
+        "backoff does not reset on WELCOME)",
+        ("PW-CLIENT-6", "PW-CLIENT-7"),
+        gaps[-1] >= 2 * gaps[0] and gaps[-1] >= 0.04,
+        f"first {gaps[0] * 1000:.0f} ms, last {gaps[-1] * 1000:.0f} ms",
+    )
+    await c.subscribed()
+    if await c.deliver(range(1, 3)):
+        await c.finish_ok(2)
+
+
+async def _ack_through_gap(c: Ctx) -> None:
+    """At-least-once: messages 1..2, GAP 3..5, then the stream stops (far from half the
+    window); later message 6. Each time the client must acknowledge within about one
+    heartbeat interval, through the gap."""
+    if not c.sub.at_least_once:
+        c.run.not_applicable = "the client subscribed at-most-once; run it at-least-once"
+        c.run.finish()
+        return
+    sid = c.sub.sub_id
+    await c.subscribed()
+    if not await c.deliver(range(1, 3)):
+        return
+    await c.peer.send(F.Gap(sid, c.epoch(), 3, 5, ErrorCode.SLOW_CONSUMER))
+    c.peer.delivered[sid] = 5
+    bound = c.h + 1.0
+    ok = await c.peer.wait_until(lambda: c.peer.last_ack(sid) >= 5, bound)
+    c.run.check(
+        f"the client acknowledges through the GAP (ACK 5) within one heartbeat interval "
+        f"of the stream stopping ({bound:.1f} s)",
+        ("PW-CLIENT-10", "PW-CLIENT-11"),
+        ok,
+        f"last ACK {c.peer.last_ack(sid)}",
+        level="SHOULD",
+    )
+    if not await c.deliver(range(6, 7)):
+        return
+    ok = await c.peer.wait_until(lambda: c.peer.last_ack(sid) >= 6, bound)
+    c.run.check(
+        f"a lone message is acknowledged within one heartbeat interval ({bound:.1f} s)",
+        ("PW-CLIENT-11",),
+        ok,
+        f"last ACK {c.peer.last_ack(sid)}",
+        level="SHOULD",
+    )
+    await c.finish_ok(6)
+
+
+#: resume-disconnect: messages per connection, connections cut with SLOW_CONSUMER.
+PER_CUT, SLOW_CUTS = 5, 3
+
+
+async def _resume_disconnect(c: Ctx) -> None:
+    """Each later connection resumes with a backlog, gets 5 messages and is cut with
+    ERROR(SLOW_CONSUMER), as a DISCONNECT server that judges lag from the subscription's
+    start does (PW-SLOW-6): the client must come back each time from further on."""
+    sid = c.sub.sub_id
+    head = PER_CUT * (SLOW_CUTS + 1)
+    if c.attempt == 1:
+        await c.subscribed()  # then the backlog builds up while the client is away
+    else:
+        at = c.resume_at()
+        c.check_resume(c.epoch(), at, ("PW-RESUME-1", "PW-ERR-10"))
+        c.run.check(
+            "each reconnection resumes further on (progress under DISCONNECT)",
+            ("PW-RESUME-1",),
+            at >= (c.attempt - 1) * PER_CUT,
+            f"resumed after {at}",
+        )
+        await c.subscribed(Outcome.RECOVERED, at + 1, head)
+        c.peer.delivered[sid] = at
+    if c.attempt <= SLOW_CUTS:
+        error = F.Error(ErrorCode.SLOW_CONSUMER, 0, 0, "scenario: lag exceeds max_lag")
+        await _cut_then_resume(c, c.attempt * PER_CUT, error)
+        return
+    if await c.deliver(range(c.peer.delivered.get(sid, 0) + 1, head + 1)):
+        await c.finish_ok(head)
 
 
 async def _bad_version(c: Ctx) -> None:
@@ -507,7 +768,7 @@ SCENARIOS: dict[str, Scenario] = {
             "Messages 1..5, GAP(6..10, SLOW_CONSUMER), messages 11..15",
             ("PW-PUB-13", "PW-ERR-6"),
             "report the gap 6..10 to the application and go on with 11..15 (at-least-once: "
-            "ACK up to 15, a GAP counts as delivered)",
+            "ACK up to 15, through the gap: PW-CLIENT-10)",
             "messages 1..5, gap 6..10, messages 11..15",
             _gap,
             app=lambda r: [*_msgs(range(1, 6)), ("gap", 6, 10), *_msgs(range(11, 16))],
@@ -611,7 +872,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "over-credit",
-            "One MESSAGE more than the credit granted",
+            "A MESSAGE_BATCH one record beyond the credit granted before it arrived",
             ("PW-FLOW-5",),
             "ERROR(FLOW_CONTROL_ERROR), then close",
             "the messages within credit, then a connection error",
@@ -627,6 +888,75 @@ SCENARIOS: dict[str, Scenario] = {
             _redelivery,
             mode="at-least-once",
             app=lambda r: [],
+        ),
+        Scenario(
+            "terminal-error",
+            "ERROR(PROTOCOL_ERROR), a terminal code, after message 1",
+            ("PW-CLIENT-1", "PW-ERR-10"),
+            "close and not reconnect automatically (a command-line client exits non-zero)",
+            "message 1, then a terminal error",
+            _terminal_error,
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "own-terminal",
+            "Messages 1, then 3: the client's own PROTOCOL_ERROR is terminal too",
+            ("PW-CLIENT-1", "PW-ORDER-7"),
+            "ERROR(PROTOCOL_ERROR), close, and not reconnect automatically",
+            "message 1, then a terminal error",
+            _own_terminal,
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "unknown-code",
+            "ERROR with connection code 0x00f7, which no version defines yet",
+            ("PW-CLIENT-2", "PW-ERR-6"),
+            "treat the unknown code as temporary: reconnect with backoff, resume, deliver 3..4",
+            "messages 1..4",
+            _unknown_code,
+            app=lambda r: _msgs(range(1, 5)),
+        ),
+        Scenario(
+            "error-behind-messages",
+            "SUBSCRIBED, messages 1..3 and ERROR(SHUTTING_DOWN) in one TCP segment",
+            ("PW-CLIENT-13", "PW-ERR-10"),
+            "deliver messages 1..3 (they precede the ERROR), then reconnect and resume after "
+            "them (at-most-once) or after the last ACK (at-least-once)",
+            "messages 1..3, then 4..5 after the reconnect",
+            _error_behind_messages,
+            app=lambda r: _msgs(range(1, 4)),
+        ),
+        Scenario(
+            "admit-and-cut",
+            f"WELCOME, then EOF at the SUBSCRIBE, {CUTS} times in a row",
+            ("PW-CLIENT-5", "PW-CLIENT-6", "PW-CLIENT-7"),
+            "reconnect after each cut with a growing delay: WELCOME alone does not reset "
+            "the backoff; then deliver messages 1..2",
+            "messages 1..2",
+            _admit_and_cut,
+            app=lambda r: _msgs(range(1, 3)),
+        ),
+        Scenario(
+            "ack-through-gap",
+            "At-least-once: messages 1..2, GAP 3..5, a pause, message 6, a pause",
+            ("PW-CLIENT-10", "PW-CLIENT-11", "PW-PUB-13"),
+            "report the gap; ACK 5 (through the gap) and later ACK 6, each within about one "
+            "heartbeat interval although far less than half the window was used",
+            "messages 1..2, gap 3..5, message 6",
+            _ack_through_gap,
+            mode="at-least-once",
+            app=lambda r: [*_msgs(range(1, 3)), ("gap", 3, 5), ("msg", 6)],
+        ),
+        Scenario(
+            "resume-disconnect",
+            f"A backlog of {PER_CUT * (SLOW_CUTS + 1)}; each connection gets {PER_CUT} "
+            f"messages and ERROR(SLOW_CONSUMER), {SLOW_CUTS} times",
+            ("PW-RESUME-1", "PW-ERR-10", "PW-SLOW-6"),
+            "reconnect after each SLOW_CONSUMER (temporary) and resume from its own position, "
+            "so every connection makes progress",
+            f"messages 1..{PER_CUT * (SLOW_CUTS + 1)}",
+            _resume_disconnect,
+            app=lambda r: _msgs(range(1, PER_CUT * (SLOW_CUTS + 1) + 1)),
         ),
         Scenario(
             "bad-version",

@@ -639,12 +639,12 @@ async def test_the_auth_token_is_never_logged(
     assert caplog.text  # something was logged
 
 
-def test_backoff_is_full_jitter_under_a_growing_ceiling() -> None:
+def test_backoff_waits_in_the_upper_half_of_a_growing_ceiling() -> None:
     backoff = pw.Backoff(0.1, 1.0, random.Random(3))
     ceilings = []
     for _ in range(8):
         ceilings.append(backoff.ceiling())
-        assert 0 <= backoff.next_delay() <= ceilings[-1]
+        assert ceilings[-1] / 2 <= backoff.next_delay() <= ceilings[-1]
     assert ceilings == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
     backoff.reset()
     assert backoff.ceiling() == 0.1

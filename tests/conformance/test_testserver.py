@@ -97,6 +97,8 @@ async def _one_broken_connection(
         ("over-credit", True, 4, "PW-FLOW-5", False),  # takes a push beyond its credit
         ("goaway", True, 64, "PW-GOAWAY-7", True),  # reconnects before the GOAWAY's delay
         ("bad-version", True, 64, "PW-PREFACE-7", True),  # reconnects after version 0
+        ("unknown-code", True, 64, "PW-CLIENT-2", False),  # gives up on an unknown code
+        ("admit-and-cut", True, 64, "PW-CLIENT-5", False),  # never comes back after EOF
     ],
 )
 async def test_testserver_catches_a_broken_client(
@@ -152,7 +154,7 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
         "--junit",
         str(junit),
         "--client-command",
-        f"{exe} sub {{topic}} --server {{address}}",
+        f"{exe} sub {{topic}} --server {{address}} --format json",
     ]
     if not Path(exe).exists():
         pytest.skip("the pushwire command is not installed")
@@ -165,6 +167,39 @@ async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
     suites = ET.fromstring(junit.read_text())
     assert suites.get("tests") == "2" and suites.get("failures") == "0"
     assert code == 0
+    # what the application saw came through the output contract, and stayed out of the report
+    gap = next(r for r in doc["results"] if r["id"] == "gap")
+    seen = [c for c in gap["checks"] if c["check"].startswith("the application sees")]
+    assert seen and seen[0]["passed"], gap["checks"]
+    assert "msg-1" not in report.read_text()
+
+
+async def test_a_client_command_that_cannot_start_fails_the_scenario_at_once(
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "ts.json"
+    args = [
+        "testserver",
+        "--port",
+        "0",
+        "--scenario",
+        "gap",
+        "--scenario",
+        "credit",
+        "--json",
+        str(report),
+        "--client-command",
+        "pushwire-no-such-client-program {topic}; echo 'it went wrong' >&2; exit 3",
+    ]
+    started = trio.current_time()
+    code = await trio.to_thread.run_sync(cli.main, args)
+    assert trio.current_time() - started < 15  # not the 60 s scenario timeout, twice
+    doc = json.loads(report.read_text())
+    assert code == 1
+    for result in doc["results"]:
+        assert result["status"] == "fail", result
+        detail = " ".join(c["detail"] for c in result["checks"] if not c["passed"])
+        assert "exited with status 3" in detail and "it went wrong" in detail, detail
 
 
 HOSTILE_CLIENT = f"{sys.executable} {Path(__file__).parent / 'hostile_client.py'}"

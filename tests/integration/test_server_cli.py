@@ -233,6 +233,7 @@ LIMIT_OPTIONS: dict[str, list[tuple[str, str, str, object]]] = {
 NOT_SERVER_OPTIONS = {
     "frame payload, server to client": "the client's HELLO.max_frame_size",
     "frame payload before the handshake": "fixed by the protocol",
+    "reconnect backoff": "the client's own policy (SPEC.md §8.9)",
 }
 
 

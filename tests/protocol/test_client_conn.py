@@ -359,11 +359,46 @@ def test_invalid_utf8_in_a_text_field_is_invalid_utf8() -> None:
     assert_fails_with(opened(), data, ErrorCode.INVALID_UTF8)
 
 
-def test_eof_in_the_middle_of_a_frame_is_malformed() -> None:
+@pytest.mark.spec("PW-CLIENT-5")
+@pytest.mark.parametrize("cut", [3, 7])
+def test_eof_in_the_middle_of_a_frame_is_a_lost_connection(cut: int) -> None:
+    """Not MALFORMED_FRAME (which is terminal): the server has gone, nothing is sent back,
+    and the connection is retried like any other EOF."""
     conn = opened()
-    conn.receive_data(enc(F.Ping(1))[:7], 0)
+    conn.receive_data(enc(F.Ping(1))[:cut], 0)
+    conn.receive_data(b"", 0)
+    event = conn.next_event()
+    assert isinstance(event, ConnectionClosed) and "inside a frame" in event.message
+    assert conn.state is ClientState.CLOSED
+    assert conn.data_to_send() == b""
+
+
+def test_eof_after_a_whole_header_that_fails_a_header_check_keeps_its_code() -> None:
+    conn = opened()
+    conn.receive_data(bytes.fromhex("000000087d00"), 0)  # unknown type 0x7d, no payload yet
+    conn.receive_data(b"", 0)
+    assert failure(conn).code == ErrorCode.UNKNOWN_FRAME_TYPE
+
+
+def test_a_whole_malformed_frame_before_eof_is_still_malformed() -> None:
+    conn = opened()
+    data = enc(F.Ping(1))
+    conn.receive_data(codec.encode_header(9, FrameType.PING, 0) + data[6:] + b"x", 0)
     conn.receive_data(b"", 0)
     assert failure(conn).code == ErrorCode.MALFORMED_FRAME
+
+
+@pytest.mark.spec("PW-CLIENT-13")
+def test_messages_ahead_of_a_connection_error_are_delivered_first() -> None:
+    conn = opened()
+    sid = subscribed(conn, credit=5)
+    error = enc(F.Error(ErrorCode.SHUTTING_DOWN, 0, 0, "restarting"))
+    conn.receive_data(msg(1) + msg(2) + error, 0)
+    events = drain(conn)
+    assert [type(e).__name__ for e in events] == ["MessageReceived"] * 2 + ["PeerError"]
+    view = conn.subscription(sid)
+    assert view is not None and view.last_delivered == 2
+    assert conn.state is ClientState.CLOSED and conn.data_to_send() == b""
 
 
 @pytest.mark.spec("PW-HB-2")
@@ -502,6 +537,7 @@ def test_gap_not_starting_at_the_next_sequence_is_a_protocol_error(first: int, l
     assert_fails_with(conn, data, ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-CLIENT-18")
 def test_gap_for_an_unknown_subscription_is_a_protocol_error() -> None:
     assert_fails_with(opened(), enc(F.Gap(9, EPOCH, 1, 1, 0)), ErrorCode.PROTOCOL_ERROR)
 
@@ -512,17 +548,20 @@ def test_message_for_a_topic_never_subscribed_is_a_protocol_error() -> None:
     assert_fails_with(conn, msg(1, topic="other"), ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-CLIENT-18")
 def test_message_before_subscribed_is_a_protocol_error() -> None:
     conn = opened()
     conn.subscribe("a/b")
     assert_fails_with(conn, msg(1), ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-CLIENT-16")
 def test_subscribed_for_an_unknown_sub_id_is_a_protocol_error() -> None:
     data = enc(F.Subscribed(42, Outcome.NEW, EPOCH, 1, 0))
     assert_fails_with(opened(), data, ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-CLIENT-16")
 def test_second_subscribed_for_the_same_sub_id_is_a_protocol_error() -> None:
     conn = opened()
     sid = subscribed(conn)
@@ -550,6 +589,7 @@ AFTER_5_9 = Since.after(5, 9)
         (AFTER_5_9, F.Subscribed(1, Outcome.GAP, 5, 15, 20, 11, 14, 0x200), False),
         (AFTER_5_9, F.Subscribed(1, Outcome.EPOCH_CHANGED, 6, 1, 3), True),
         (AFTER_5_9, F.Subscribed(1, Outcome.EPOCH_CHANGED, 5, 1, 3), False),
+        (AFTER_5_9, F.Subscribed(1, Outcome.EPOCH_CHANGED, 6, 0, 3), False),  # start_seq 0
         (AFTER_5_9, F.Subscribed(1, Outcome.RECOVERED, 5, 30, 20), False),  # past head+1
         (Since.last(3), F.Subscribed(1, Outcome.RECOVERED, 5, 8, 10), True),
         (Since.last(30), F.Subscribed(1, Outcome.RECOVERED, 5, 1, 10), True),
@@ -560,6 +600,8 @@ AFTER_5_9 = Since.after(5, 9)
     ],
 )
 @pytest.mark.spec("PW-SUB-7")
+@pytest.mark.spec("PW-CLIENT-16")
+@pytest.mark.spec("PW-CLIENT-17")
 def test_subscribed_reply_is_checked_against_the_request(
     since: Since, reply: F.Subscribed, ok: bool
 ) -> None:
@@ -600,6 +642,41 @@ def test_batch_beyond_credit_is_a_flow_control_error() -> None:
     subscribed(conn, credit=2)
     batch = F.MessageBatch(EPOCH, 1, "a/b", (F.Record(b""),) * 3)
     assert_fails_with(conn, enc(batch), ErrorCode.FLOW_CONTROL_ERROR)
+
+
+@pytest.mark.spec("PW-FLOW-5")
+def test_credit_sent_after_a_push_arrived_does_not_count_for_it() -> None:
+    """A top-up written while message 3 already sat in the input buffer cannot have been
+    seen by the server when it sent message 3."""
+    conn = opened()
+    sid = subscribed(conn, credit=2)
+    conn.receive_data(msg(1) + msg(2) + msg(3), 0)
+    assert [type(e) for e in (conn.next_event(), conn.next_event())] == [MessageReceived] * 2
+    conn.grant_credit(sid, 2)  # written now: after message 3's first byte arrived
+    assert failure(conn).code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+@pytest.mark.spec("PW-FLOW-5")
+@given(cut=st.integers(0, 200))
+def test_credit_sent_before_a_push_arrived_counts_however_tcp_splits(cut: int) -> None:
+    """Messages 1-2 use the initial credit; the CREDIT goes out once message 2 is read, and
+    message 3 is accepted whether its bytes came in the same read as message 2 or not, as
+    long as its first byte came after the CREDIT was sent."""
+    conn = opened()
+    sid = subscribed(conn, credit=2)
+    first = msg(1) + msg(2)
+    rest = msg(3) + msg(4)
+    conn.receive_data(first, 0)
+    assert len(drain(conn)) == 2
+    conn.grant_credit(sid, 2)
+    cut = min(cut, len(rest))
+    for part in (rest[:cut], rest[cut:]):
+        if part:
+            conn.receive_data(part, 0)
+        drain(conn)
+    assert conn.state is ClientState.OPEN
+    view = conn.subscription(sid)
+    assert view is not None and view.last_delivered == 4 and view.credit == 0
 
 
 def test_zero_initial_credit_means_no_message_until_credit() -> None:
@@ -1119,3 +1196,39 @@ def test_the_package_exports_both_machines_with_one_event_base() -> None:
     for name in client_events + server_events + shared:
         assert issubclass(getattr(pw, name), pw.Event), name
     assert pw.NEED_DATA is not pw.PAUSED
+
+
+@pytest.mark.spec("PW-CLIENT-14")
+def test_a_shell_can_ask_before_it_declares_a_timeout_and_bytes_read_late_still_count() -> None:
+    conn = opened(now=0.0)
+    assert not conn.timed_out(3 * H - 0.01)
+    assert conn.timed_out(3 * H + 0.01)
+    # the reader hands over what had arrived before the timer fired: the connection lives
+    conn.receive_data(enc(F.Pong(1)), 3 * H + 0.01)
+    assert not conn.timed_out(3 * H + 0.02)
+    sent = decode_all(conn.tick(3 * H + 0.02))
+    assert not any(isinstance(f, F.Error) for f in sent) and conn.state is ClientState.OPEN
+
+
+@pytest.mark.spec("PW-CLIENT-15")
+@pytest.mark.parametrize("heartbeat_ms", [1000, 60_000, 600_000])
+def test_every_heartbeat_a_server_may_announce_above_one_second_is_accepted(
+    heartbeat_ms: int,
+) -> None:
+    conn = ClientConnection()
+    conn.initiate("test", now=0.0)
+    welcome = F.Welcome(7, heartbeat_ms, INITIAL_MAX_FRAME_SIZE, 100, 1000, 1, "s")
+    conn.receive_data(encode_preface(1, 1) + enc(welcome), 0.0)
+    assert [type(e) for e in drain(conn)] == [Welcomed]
+
+
+@pytest.mark.spec("PW-CLIENT-12")
+def test_a_new_connection_starts_from_the_new_subscribe_initial_credit() -> None:
+    old = opened()
+    sid = subscribed(old, credit=10)
+    old.grant_credit(sid, 50)
+    new = opened()
+    sid = subscribed(new, credit=3)
+    view = new.subscription(sid)
+    assert view is not None and view.credit == 3
+    assert_fails_with(new, msg(1) + msg(2) + msg(3) + msg(4), ErrorCode.FLOW_CONTROL_ERROR)

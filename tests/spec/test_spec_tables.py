@@ -296,7 +296,7 @@ def test_registry_table_in_spec_equals_errors_registry(doc: str) -> None:
         int(code): (
             code.name,
             info.scope.value,
-            "temporary" if info.temporary else "terminal",
+            info.retry,
             info.meaning,
         )
         for code, info in REGISTRY.items()

@@ -152,7 +152,7 @@ def test_valid_vectors_decode_to_their_fields_and_encode_to_their_bytes(
     assert reference.decode_body(type_, flags, body) == expected
     assert codec.encode_frame(expected) == data
     assert reference.encode_frame(expected) == data
-    assert vectors.frame_json(expected) == vector["frame"]
+    assert vectors.frame_json(expected, u64_text=True) == vector["frame"]
     fields = vectors._from_json(vector["frame"]["fields"])
     assert BODIES[FrameType(type_)].build(fields, flags=flags) == body
     size = vector["max_frame_size"]
@@ -492,3 +492,17 @@ def _vector(document: dict[str, Any], name: str) -> dict[str, Any]:
 )
 def test_the_schema_rejects_a_broken_document(edit: Any) -> None:
     assert schema_errors(_broken(edit), SCHEMA) != []
+
+
+def test_client_sessions_cite_known_requirements_and_end_as_described() -> None:
+    sessions = DOCUMENT["client_sessions"]
+    assert [s["name"] for s in sessions] == sorted(s["name"] for s in sessions)
+    for session in sessions:
+        assert set(session["requirements"]) <= set(BY_ID), session["name"]
+    by_name = {s["name"]: s for s in sessions}
+    assert by_name["credit-sent-after-the-push-arrived"]["steps"][-1]["error"] == (
+        "FLOW_CONTROL_ERROR"
+    )
+    assert "error" not in by_name["credit-sent-before-the-push-arrived"]["steps"][-1]
+    last = by_name["eof-inside-a-frame"]["steps"][-1]
+    assert "error" not in last and last["events"][0]["event"] == "ConnectionClosed"
