@@ -140,8 +140,17 @@ class Cursor:
     active: bool = True
     parked: bool = False  # a wake-up waits on the topic (caught up, with credit)
     watch_key: int = -1  # head sequence whose passing makes us judge the lag (DISCONNECT)
+    #: The topic's head when the subscription was made (0 after an epoch change): lag is
+    #: counted from here or the position, whichever is later, so the backlog a client asked
+    #: for (OLDEST, LAST, a resume) never counts against max_lag [PW-SLOW-6].
+    baseline: int = 0
     wakeup: Callable[[], None] = field(default=lambda: None)
     watched: Callable[[], None] = field(default=lambda: None)
+
+    def counted_from(self) -> int:
+        """The sequence lag is counted from: the next one to send, or the one after the
+        head at SUBSCRIBE when that is later [PW-SLOW-6]."""
+        return max(self.next_seq, self.baseline + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +466,7 @@ class Session:
             cur.epoch = log.epoch
             cur.next_seq = 1
             cur.watch_key = -1
+            cur.baseline = 0
         credit = conn.credit(cur.sub_id)
         policy = self.config.slow_consumer_policy
         used = 0
@@ -516,7 +526,7 @@ class Session:
         if pushed:
             self._count_out(pushed)
         used += sum(map(len, pieces[start:]))
-        lag = delivery.lag(policy, log.head, cur.next_seq, self.config.max_lag)
+        lag = delivery.lag(policy, log.head, cur.counted_from(), self.config.max_lag)
         if lag is not None:  # after queueing what we could [PW-SLOW-5]
             self._slow(cur, f"lag {lag} exceeds max_lag {self.config.max_lag}")
             return used, False
@@ -603,7 +613,8 @@ class Session:
         """DISCONNECT: have the topic call us when an append could make this subscription's
         lag exceed max_lag, or trim its next message, so lag is judged at every append that
         matters without touching every subscription at every append [PW-SLOW-5]."""
-        key = cur.next_seq - 1 + self._queueable(cur, credit) + self.config.max_lag
+        queued = self._queueable(cur, credit)
+        key = max(cur.next_seq - 1 + queued, cur.baseline) + self.config.max_lag
         if cur.watch_key == -1 or key < cur.watch_key:
             cur.watch_key = key
             handle.watch_head(key, cur.watched)
@@ -626,7 +637,10 @@ class Session:
         credit = self.conn.credit(cur.sub_id) if sub is not None and sub.active else 0
         queued = self._queueable(cur, credit)
         lag = delivery.lag(
-            SlowConsumerPolicy.DISCONNECT, log.head, cur.next_seq + queued, self.config.max_lag
+            SlowConsumerPolicy.DISCONNECT,
+            log.head,
+            max(cur.next_seq + queued, cur.baseline + 1),
+            self.config.max_lag,
         )
         if lag is not None:
             self._slow(cur, f"lag {lag} exceeds max_lag {self.config.max_lag}")
@@ -985,7 +999,7 @@ class Session:
                 res.gap_reason,
             )
         )
-        cursor = Cursor(sid, event.topic, res.epoch, res.start_seq)
+        cursor = Cursor(sid, event.topic, res.epoch, res.start_seq, baseline=res.head_seq)
         cursor.handle = self._broker.attach(event.topic)
         cursor.wakeup = functools.partial(self._wakeup, cursor)
         cursor.watched = functools.partial(self._watched, cursor)

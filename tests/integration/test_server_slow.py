@@ -9,7 +9,7 @@ from integration.server_peer import RawPeer
 
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import SlowConsumerPolicy
+from pushwire.protocol.layouts import SinceKind, SlowConsumerPolicy
 from pushwire.server import ServerConfig, open_server
 
 TIMEOUT = 30
@@ -81,3 +81,33 @@ async def test_disconnect_closes_a_lagging_subscriber_and_only_it() -> None:
             while server.stats().connections > 1:  # until the server has seen the close
                 await trio.sleep(0.01)
             await fine.aclose()
+
+
+@pytest.mark.spec("PW-SLOW-6", "PW-SLOW-2")
+async def test_under_disconnect_the_backlog_a_client_asked_for_does_not_count_as_lag() -> None:
+    """Ten messages retained, max_lag 5: a subscriber from OLDEST with credit 2 is not cut
+    for the backlog it asked for, and makes progress credit by credit; messages published
+    after it subscribed do count."""
+    config = ServerConfig(
+        port=0,
+        history_count=10,
+        max_lag=5,
+        slow_consumer_policy=SlowConsumerPolicy.DISCONNECT,
+    )
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config) as server:
+            for i in range(10):
+                await server.publish("t", b"%d" % i)
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            await peer.send(F.Subscribe(1, "t", since_kind=SinceKind.OLDEST, initial_credit=2))
+            got = await peer.messages(2)
+            for _ in range(4):
+                await peer.send(F.Credit(1, 2))
+                got += await peer.messages(2)
+            assert [s for s, _ in got] == list(range(1, 11))
+            # lag now counts what came after the subscription: 6 new ones pass max_lag 5
+            for i in range(6):
+                await server.publish("t", b"new %d" % i)
+            await peer.expect_error_and_close(ErrorCode.SLOW_CONSUMER)
+            await peer.aclose()
