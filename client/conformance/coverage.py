@@ -43,6 +43,12 @@ UNCOVERED_REASONS: dict[str, str] = {
     "the parse-the-rest rule separately yet",
     "PW-SLOW-6": "needs the operator's slow-consumer policy DISCONNECT with a small max_lag and "
     "a retained backlog; no case covers it yet",
+    "PW-SUB-21": "needs an operator's topic reset (--reset-command) while a subscription is "
+    "open and before anything is pushed in the new epoch; no case covers it yet",
+    "PW-HB-8": "needs the server's outbound queue filled by a client that stops reading, then a "
+    "PING whose PONG must not wait behind pushes: TCP buffering hides the order on loopback",
+    "PW-SLOW-7": "needs the DROP policy with a history short enough to lose messages twice "
+    "before the subscription can push again; FC-06/FC-09 check one loss only",
 }
 
 

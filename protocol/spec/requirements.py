@@ -258,6 +258,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-SUB-15", "MUST", "6.4", "server", True,
       "UNSUBSCRIBE gets UNSUBSCRIBED(sub_id, epoch, position) or "
       "ERROR(UNKNOWN_SUBSCRIPTION, 0x12, sub_id)."),
+    R("PW-SUB-21", "MUST", "6.4", "server", True,
+      "After a topic reset, UNSUBSCRIBED and GOAWAY report the epoch and sequence of the "
+      "subscription's last push (the old epoch until a push in the new one)."),
     R("PW-SUB-16", "MUST NOT", "6.4", "server", True,
       "After UNSUBSCRIBED, no MESSAGE, MESSAGE_BATCH or GAP of that subscription is sent."),
     R("PW-SUB-17", "MUST", "6.3", "client", True,
@@ -356,6 +359,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "Advertise a max_frame_size at least 12 bytes above the servers' max_frame_size, so "
       "every accepted publish can be delivered."),
     # §8.3 acknowledgements ------------------------------------------------------------------
+    R("PW-PUB-16", "MUST", "7.4", "client", True,
+      "A batch record is judged by its one-record MESSAGE_BATCH; a server may send it as a "
+      "MESSAGE when only that fits, and a client accepts either."),
     R("PW-ACK-1", "MUST NOT", "8.3", "client", True,
       "No ACK on an at-most-once subscription."),
     R("PW-ACK-2", "MUST", "8.3", "server", True,
@@ -413,6 +419,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "Under DISCONNECT the lag is head - max(position, head at SUBSCRIBE): the backlog a "
       "client asked for never counts."),
     # §8.5 heartbeats ------------------------------------------------------------------------
+    R("PW-SLOW-7", "MUST NOT", "8.2", "server", True,
+      "DROP's GAP costs no credit and may be eager or wait for credit; losses before the next "
+      "push are one GAP, never two adjacent GAP(SLOW_CONSUMER) without a push between."),
     R("PW-HB-1", "MUST", "8.5", "both", True,
       "Send a frame at least every heartbeat interval; PING when there is nothing else."),
     R("PW-HB-2", "MUST", "8.5", "both", True,
@@ -430,6 +439,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-HB-7", "MAY", "8.5", "both", True,
       "PING may be sent at any time after the handshake (e.g. to measure round-trip time)."),
     # §8.6 GOAWAY ----------------------------------------------------------------------------
+    R("PW-HB-8", "MUST", "8.5", "server", True,
+      "A PONG goes ahead of unwritten pushes and counts toward the outbound bound; when the "
+      "queue is full the server stops reading rather than drop or delay a PONG."),
     R("PW-GOAWAY-1", "MUST", "8.6", "server", True,
       "A server shutting down gracefully sends GOAWAY(SHUTTING_DOWN, after, jitter, positions) "
       "on every open connection."),
