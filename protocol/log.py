@@ -231,15 +231,36 @@ class TopicLog:
             self._segs[slot] = bytes(cur[:used])
             self.segment_bytes -= len(cur) - used
 
+    def append_cost(self, size: int) -> int:
+        """At most how many bytes :attr:`memory` grows by when a frame of ``size`` bytes is
+        appended (before any trimming): the frame, a fresh segment it may open, and the
+        arrays' growth (which over-allocate by about an eighth)."""
+        arrays = 8 * (len(self._starts) + len(self._frames)) // 4 + 64
+        return size + self._seg + arrays + _SEGMENT_OVERHEAD
+
+    def shed(self, nbytes: int) -> int:
+        """Drop the oldest frames holding at least ``nbytes`` bytes of frames (never the
+        newest frame), for a memory budget wider than this topic. Returns the bytes of
+        :attr:`memory` freed: nothing while the dropped frames share a segment with a
+        retained one."""
+        if self.frames <= 1 or nbytes <= 0:
+            return 0
+        before = self.memory
+        self._trim_to(self.max_count, max(0, self.frame_bytes - nbytes))
+        return before - self.memory
+
     def _trim(self) -> None:
         """Drop the oldest frames until both limits hold, and then on to 1/64 below them
         (hysteresis: a full log trims once per 1/64 of its size, not at every append)."""
+        self._trim_to(
+            self.max_count - (self.max_count >> 6), self.max_bytes - (self.max_bytes >> 6)
+        )
+
+    def _trim_to(self, max_count: int, max_bytes: int) -> None:
         frames = self._frames
         starts = self._starts
         cum = self._cum
         last = len(frames) - 1
-        max_count = self.max_count - (self.max_count >> 6)
-        max_bytes = self.max_bytes - (self.max_bytes >> 6)
         # the first frame from which on both limits hold: two binary searches, however
         # many frames go (both arrays grow monotonically), never the newest frame
         f0 = max(
