@@ -48,7 +48,7 @@ from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, Outcome, SinceKind
-from pushwire.protocol.log import TopicLog
+from pushwire.protocol.log import MAX_SEGMENT, TopicLog
 
 __all__ = [
     "Broker",
@@ -458,7 +458,8 @@ class MemoryBroker(Broker):
     (clients see EPOCH_CHANGED).
 
     The memory budget: :attr:`memory` is a running total of every log's
-    :attr:`TopicLog.memory` (segments, arrays, per-topic overhead) plus what :meth:`charge`
+    :attr:`TopicLog.held` (segments, arrays, per-topic overhead: an upper bound of
+    :attr:`TopicLog.memory` that is cheap to read) plus what :meth:`charge`
     added (connections' queues), updated at each append, trim, reset and eviction, never by
     walking the topics. An append that would take it past ``memory_limit`` first reclaims a
     sixteenth of the budget more than it needs, cheapest first: unheld topics that retain
@@ -513,7 +514,7 @@ class MemoryBroker(Broker):
             if len(self._topics) >= self.max_topics:
                 self._evict()
             topic = self._topics[name] = Topic(name, self._log())
-            topic.charged = topic.log.memory
+            topic.charged = topic.log.held
             self.memory += topic.charged
             self._idle_empty[name] = None
         elif not topic.attached and not topic.listeners:
@@ -526,7 +527,7 @@ class MemoryBroker(Broker):
     def _settle(self, topic: Topic) -> None:
         """After the topic's log changed: bring the running total up to date, and file an
         unheld topic that now retains messages with those that do."""
-        memory = topic.log.memory
+        memory = topic.log.held
         self.memory += memory - topic.charged
         topic.charged = memory
         if not topic.attached and not topic.listeners and topic.name in self._idle_empty:
@@ -595,13 +596,16 @@ class MemoryBroker(Broker):
         limit = self.memory_limit
         if limit is None:
             return
-        need = topic.log.append_cost(size)
         if size <= limit >> 3:
+            if self.memory + size + _APPEND_SLACK <= limit:
+                return  # far from the limit: no need to estimate closely
+            need = topic.log.append_cost(size)
             if self.memory + need <= limit:
                 return
             self._reclaim(topic, self.memory + need - (limit - (limit >> 4)))
             if self.memory + need <= limit:
                 return
+        need = topic.log.append_cost(size)
         self.refused += 1
         raise NoRoom(
             f"memory budget of {limit} bytes reached: {self.memory} held, {need} more needed"
@@ -792,3 +796,7 @@ class MemoryBroker(Broker):
 
 
 _BATCH = int(FrameType.MESSAGE_BATCH)
+#: More than an append can add besides its frame: a fresh segment (the arrays' growth is
+#: within what TopicLog.held already counts for them). Appends further than this below the
+#: memory budget skip the closer estimate (TopicLog.append_cost).
+_APPEND_SLACK = 2 * MAX_SEGMENT
