@@ -59,6 +59,8 @@ class ErrorCode(enum.IntEnum):
     GOING_AWAY = 0x0107
     DUPLICATE_ID = 0x0108
     RATE_LIMITED = 0x0109
+    RESOURCE_EXHAUSTED = 0x010A
+    QUOTA_EXCEEDED = 0x010B
     HISTORY_EXPIRED = 0x0200
 
 
@@ -243,6 +245,18 @@ REGISTRY: dict[ErrorCode, CodeInfo] = {
             _R,
             True,
             "The request exceeds the identity's request or subscription-churn rate.",
+        ),
+        CodeInfo(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            _R,
+            True,
+            "The server's memory budget has no room for the publish, even after trimming.",
+        ),
+        CodeInfo(
+            ErrorCode.QUOTA_EXCEEDED,
+            _R,
+            True,
+            "The identity reached its quota of topics, subscriptions or publish bytes.",
         ),
         CodeInfo(
             ErrorCode.HISTORY_EXPIRED,

@@ -59,6 +59,8 @@ MIN_SEGMENT = 4096
 TOPIC_OVERHEAD = 1024
 #: Bytes of one segment's entry in the segment and end tables (dict slots, int objects).
 _SEGMENT_OVERHEAD = 160
+#: Bytes of an empty ``array("Q")`` (``sys.getsizeof``, CPython 3.11).
+_ARRAY_HEADER = 80
 #: Dead array entries tolerated before compaction (below this, never compact).
 _COMPACT_MIN = 1024
 _MESSAGE = int(FrameType.MESSAGE)
@@ -231,15 +233,36 @@ class TopicLog:
             self._segs[slot] = bytes(cur[:used])
             self.segment_bytes -= len(cur) - used
 
+    def append_cost(self, size: int) -> int:
+        """At most how many bytes :attr:`memory` grows by when a frame of ``size`` bytes is
+        appended (before any trimming): the frame, a fresh segment it may open, and the
+        arrays' growth (which over-allocate by about an eighth)."""
+        arrays = 8 * (len(self._starts) + len(self._frames)) // 4 + 64
+        return size + self._seg + arrays + _SEGMENT_OVERHEAD
+
+    def shed(self, nbytes: int) -> int:
+        """Drop the oldest frames holding at least ``nbytes`` bytes of frames (never the
+        newest frame), for a memory budget wider than this topic. Returns the bytes of
+        :attr:`memory` freed: nothing while the dropped frames share a segment with a
+        retained one."""
+        if self.frames <= 1 or nbytes <= 0:
+            return 0
+        before = self.memory
+        self._trim_to(self.max_count, max(0, self.frame_bytes - nbytes))
+        return before - self.memory
+
     def _trim(self) -> None:
         """Drop the oldest frames until both limits hold, and then on to 1/64 below them
         (hysteresis: a full log trims once per 1/64 of its size, not at every append)."""
+        self._trim_to(
+            self.max_count - (self.max_count >> 6), self.max_bytes - (self.max_bytes >> 6)
+        )
+
+    def _trim_to(self, max_count: int, max_bytes: int) -> None:
         frames = self._frames
         starts = self._starts
         cum = self._cum
         last = len(frames) - 1
-        max_count = self.max_count - (self.max_count >> 6)
-        max_bytes = self.max_bytes - (self.max_bytes >> 6)
         # the first frame from which on both limits hold: two binary searches, however
         # many frames go (both arrays grow monotonically), never the newest frame
         f0 = max(
@@ -349,6 +372,20 @@ class TopicLog:
     def frames(self) -> int:
         """Frames retained."""
         return len(self._frames) - self._f0
+
+    @property
+    def held(self) -> int:
+        """An upper bound of :attr:`memory` for running totals, a few ``len`` calls instead
+        of ``sys.getsizeof``: the arrays at twice their length, which their allocation never
+        exceeds (CPython grows an array by about a sixteenth and reallocates it when it
+        shrinks below half, as compaction makes it)."""
+        return (
+            self.segment_bytes
+            + ((len(self._starts) + len(self._frames) + len(self._cum)) << 4)
+            + 3 * (_ARRAY_HEADER + 64)  # and up to 8 spare items each while small
+            + len(self._segs) * _SEGMENT_OVERHEAD
+            + TOPIC_OVERHEAD
+        )
 
     @property
     def memory(self) -> int:

@@ -26,8 +26,10 @@ token once sees at most a short delay.
 Requests are charged to the **identity** (the token's name, or ``anon@source`` for
 anonymous clients) across all its connections: SUBSCRIBE and UNSUBSCRIBE to a churn bucket
 (``churn_rate``/``churn_burst``), every request to a request bucket
-(``request_rate``/``request_burst``). A refused request is answered RATE_LIMITED and the
-connection stays open.
+(``request_rate``/``request_burst``), and the bytes of publish bodies to a bytes bucket
+(``publish_bytes_rate``/``publish_bytes_burst``). A refused request is answered RATE_LIMITED
+and the connection stays open. Subscriptions held by an identity, across its connections,
+are counted against ``subscriptions_per_identity``; beyond it SUBSCRIBE gets QUOTA_EXCEEDED.
 
 Refusals can come in floods, and a log line per refusal would make the log the next target:
 :class:`LogSampler` lets the first few lines of each kind through per interval and counts
@@ -85,6 +87,15 @@ class AdmissionLimits:
     #: of messages a second, and memory is bounded by the history limits, not by this).
     request_burst: float = 100_000.0
     request_rate: float = 0.0
+    #: Bytes of publish bodies per identity: burst, then per second; a rate of 0 means no
+    #: limit (the default, like the request rate: the memory budget bounds what is kept).
+    #: The burst must hold the largest frame (ServerConfig makes it at least twice
+    #: max_frame_size).
+    publish_bytes_burst: float = 128.0 * (1 << 20)
+    publish_bytes_rate: float = 0.0
+    #: Subscriptions one identity may hold across all its connections: a few connections'
+    #: worth of the per-connection limit (1024).
+    subscriptions_per_identity: int = 10_000
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "per_source", "handshaking", "handshaking_per_source"):
@@ -92,10 +103,13 @@ class AdmissionLimits:
                 raise ValueError(f"{name} must be at least 1")
         if not 0 <= self.reserved_for_authenticated < self.max_connections:
             raise ValueError("reserved_for_authenticated must be 0..max_connections-1")
-        for name in ("auth_burst", "churn_burst", "request_burst"):
+        if self.subscriptions_per_identity < 1:
+            raise ValueError("subscriptions_per_identity must be at least 1")
+        for name in ("auth_burst", "churn_burst", "request_burst", "publish_bytes_burst"):
             if not 1 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number, at least 1")
-        for name in ("auth_rate", "churn_rate", "request_rate", "auth_max_delay"):
+        rates = ("auth_rate", "churn_rate", "request_rate", "publish_bytes_rate", "auth_max_delay")
+        for name in rates:
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number, 0 or more")
 
@@ -149,6 +163,8 @@ class Admission:
     _auth: dict[str, Bucket] = field(default_factory=dict)
     _churn: dict[str, Bucket] = field(default_factory=dict)
     _requests: dict[str, Bucket] = field(default_factory=dict)
+    _bytes: dict[str, Bucket] = field(default_factory=dict)
+    _subscriptions: dict[str, int] = field(default_factory=dict)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -240,10 +256,24 @@ class Admission:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def request(self, identity: str, now: float, *, churn: bool = False, cost: int = 1) -> bool:
-        """Charge ``cost`` requests (and churn, for SUBSCRIBE/UNSUBSCRIBE) to ``identity``.
-        False: refuse with RATE_LIMITED; nothing was charged."""
+    def request(
+        self, identity: str, now: float, *, churn: bool = False, cost: int = 1, nbytes: int = 0
+    ) -> bool:
+        """Charge ``cost`` requests (and churn, for SUBSCRIBE/UNSUBSCRIBE; and ``nbytes``
+        of publish bodies) to ``identity``. False: refuse with RATE_LIMITED; nothing was
+        charged."""
         limits = self.limits
+        if nbytes and limits.publish_bytes_rate > 0:
+            bytes_bucket = self._bytes.get(identity)
+            if bytes_bucket is None:
+                bytes_bucket = Bucket(limits.publish_bytes_burst, limits.publish_bytes_rate)
+                self._bytes[identity] = bytes_bucket
+            if bytes_bucket.level(now) < nbytes:
+                return False
+            if not self.request(identity, now, cost=cost):
+                return False
+            bytes_bucket.take(now, nbytes)
+            return True
         limited = limits.request_rate > 0  # 0: no request limit, only churn is charged
         if not churn and not limited:
             return True
@@ -266,10 +296,29 @@ class Admission:
             churn_bucket.take(now)
         return True
 
+    def subscribe(self, identity: str) -> bool:
+        """Count one more subscription of ``identity``; False (nothing counted): refuse with
+        QUOTA_EXCEEDED. Every True is matched by one :meth:`unsubscribe`."""
+        held = self._subscriptions.get(identity, 0)
+        if held >= self.limits.subscriptions_per_identity:
+            return False
+        self._subscriptions[identity] = held + 1
+        return True
+
+    def unsubscribe(self, identity: str) -> None:
+        held = self._subscriptions.get(identity, 0) - 1
+        if held > 0:
+            self._subscriptions[identity] = held
+        else:
+            self._subscriptions.pop(identity, None)
+
+    def subscriptions_of(self, identity: str) -> int:
+        return self._subscriptions.get(identity, 0)
+
     def forget_idle(self, now: float) -> None:
         """Drop the buckets that are full again (call now and then: bounds the tables by the
         identities and sources active within about one refill time)."""
-        for table in (self._auth, self._churn, self._requests):
+        for table in (self._auth, self._churn, self._requests, self._bytes):
             for key in [k for k, b in table.items() if b.full(now)]:
                 del table[key]
 

@@ -48,13 +48,14 @@ from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, Outcome, SinceKind
-from pushwire.protocol.log import TopicLog
+from pushwire.protocol.log import MAX_SEGMENT, TopicLog
 
 __all__ = [
     "Broker",
     "Entry",
     "InvalidPosition",
     "MemoryBroker",
+    "NoRoom",
     "ReadResult",
     "Resolution",
     "Topic",
@@ -159,6 +160,13 @@ class InvalidPosition(Exception):
     code = ErrorCode.INVALID_POSITION
 
 
+class NoRoom(Exception):
+    """The server's memory budget has no room for a publish even after trimming every
+    topic's oldest history and evicting unheld topics; nothing was appended (§13)."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
 def resolve_since(
     position: TopicPosition,
     since_kind: int,
@@ -237,9 +245,11 @@ class Topic:
         "_head_watch",
         "_oldest_watch",
         "attached",
+        "charged",
         "listeners",
         "log",
         "name",
+        "owner",
         "plan",
         "waiters",
     )
@@ -248,6 +258,11 @@ class Topic:
         self.name = name
         self.log = log
         self.attached = 0
+        #: the log's memory as last added to the broker's running total
+        self.charged = 0
+        #: the identity whose publish made the topic retain messages ("": none, or the
+        #: server); see Broker.claim
+        self.owner = ""
         self.waiters: dict[object, Wakeup] = {}
         self.listeners: dict[int, Listener] = {}
         #: the sessions' shared plan for this topic (see server.session.SharedPlan)
@@ -419,14 +434,42 @@ class Broker(abc.ABC):
         """Per-topic numbers for monitoring and tests (may be empty for remote backends)."""
         return {}
 
+    def claim(self, topic: str, owner: str) -> bool:
+        """Before ``owner`` (an identity) publishes on ``topic``: True if it may as far as
+        the topic quota goes. The first publisher of a topic that has none becomes its
+        owner, and the topic counts against that owner's quota. Backends without quotas
+        say True."""
+        return True
+
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` (negative: release them) of memory held outside the topics, such
+        as a connection's outbound queue, against the broker's memory budget, if it has
+        one."""
+        return  # a backend without a budget has nothing to count
+
 
 # -- the in-memory broker ---------------------------------------------------------------------
 
 
 class MemoryBroker(Broker):
     """History in process memory, bounded per topic by ``history_count`` messages and
-    ``history_bytes`` bytes of frames (the newest frame is always kept). Epochs are random,
-    so a restart changes every topic's epoch (clients see EPOCH_CHANGED)."""
+    ``history_bytes`` bytes of frames (the newest frame is always kept), and as a whole by
+    ``memory_limit`` bytes. Epochs are random, so a restart changes every topic's epoch
+    (clients see EPOCH_CHANGED).
+
+    The memory budget: :attr:`memory` is a running total of every log's
+    :attr:`TopicLog.held` (segments, arrays, per-topic overhead: an upper bound of
+    :attr:`TopicLog.memory` that is cheap to read) plus what :meth:`charge`
+    added (connections' queues), updated at each append, trim, reset and eviction, never by
+    walking the topics. An append that would take it past ``memory_limit`` first reclaims a
+    sixteenth of the budget more than it needs, cheapest first: unheld topics that retain
+    nothing (a SUBSCRIBE alone makes such a placeholder), then the oldest history of the
+    topics that hold the most (their subscribers get GAP(HISTORY_EXPIRED)), then unheld
+    topics with history, least recently used first (a resume gets EPOCH_CHANGED). When that
+    cannot make room, or the publish alone is more than an eighth of the budget, the append
+    raises :class:`NoRoom` and nothing is stored [PW-LIMIT-7]. Reclaiming walks the topics
+    once per sixteenth of the budget appended, not per append.
+    """
 
     def __init__(
         self,
@@ -434,16 +477,31 @@ class MemoryBroker(Broker):
         history_count: int = 10_000,
         history_bytes: int = 16 << 20,
         max_topics: int = 100_000,
+        memory_limit: int | None = None,
+        max_topics_per_owner: int | None = None,
     ) -> None:
         if history_count < 1 or history_bytes < 1 or max_topics < 1:
             raise ValueError("history_count, history_bytes and max_topics must be at least 1")
+        if memory_limit is not None and memory_limit < 1 << 20:
+            raise ValueError("memory_limit must be at least 1 MiB")
         self.history_count = history_count
         self.history_bytes = history_bytes
         self.max_topics = max_topics
+        self.memory_limit = memory_limit
+        self.max_topics_per_owner = max_topics_per_owner
+        #: owner -> the topics it owns, oldest claim first
+        self._owned: dict[str, OrderedDict[str, None]] = {}
+        #: bytes held: every topic's log memory plus what charge() added
+        self.memory = 0
         self._topics: dict[str, Topic] = {}
-        self._idle: OrderedDict[str, None] = OrderedDict()  # unheld topics, least recent first
+        # unheld topics, least recent first: those that retain messages, and those that
+        # retain none (placeholders), which are evicted first
+        self._idle: OrderedDict[str, None] = OrderedDict()
+        self._idle_empty: OrderedDict[str, None] = OrderedDict()
         self._listener_ids = 0
         self.evicted = 0
+        self.reclaimed = 0  # bytes the memory budget freed by trimming and evicting
+        self.refused = 0  # appends refused for want of memory (NoRoom)
 
     def _log(self, previous_epoch: int = 0) -> TopicLog:
         return TopicLog(
@@ -456,31 +514,151 @@ class MemoryBroker(Broker):
             if len(self._topics) >= self.max_topics:
                 self._evict()
             topic = self._topics[name] = Topic(name, self._log())
-            self._idle[name] = None
+            topic.charged = topic.log.held
+            self.memory += topic.charged
+            self._idle_empty[name] = None
         elif not topic.attached and not topic.listeners:
-            self._idle.move_to_end(name)
+            if name in self._idle:
+                self._idle.move_to_end(name)
+            else:
+                self._idle_empty.move_to_end(name)
         return topic
 
+    def _settle(self, topic: Topic) -> None:
+        """After the topic's log changed: bring the running total up to date, and file an
+        unheld topic that now retains messages with those that do."""
+        memory = topic.log.held
+        self.memory += memory - topic.charged
+        topic.charged = memory
+        if not topic.attached and not topic.listeners and topic.name in self._idle_empty:
+            del self._idle_empty[topic.name]
+            self._idle[topic.name] = None
+
     def _evict(self) -> None:
-        """Forget the least recently used topic nobody holds [PW-LIMIT-5]; if it is named
-        again it starts over with a new epoch. When every topic is held, the server grows
-        past max_topics rather than stall."""
-        if self._idle:
-            name, _ = self._idle.popitem(last=False)
-            del self._topics[name]
-            self.evicted += 1
+        """Forget one topic nobody holds [PW-LIMIT-5]: one that retains no message if there
+        is one, else the least recently used; if it is named again it starts over with a new
+        epoch. When every topic is held, the server grows past max_topics rather than stall."""
+        for idle in (self._idle_empty, self._idle):
+            if idle:
+                name, _ = idle.popitem(last=False)
+                self._forget(name)
+                return
+
+    def _forget(self, name: str) -> None:
+        """Drop an unheld topic (already out of the idle tables) and what it counts for."""
+        topic = self._topics.pop(name)
+        self.memory -= topic.charged
+        self.evicted += 1
+        if topic.owner:
+            owned = self._owned[topic.owner]
+            del owned[name]
+            if not owned:
+                del self._owned[topic.owner]
+
+    def claim(self, topic: str, owner: str) -> bool:
+        """See :meth:`Broker.claim`. At the quota, the owner's own oldest unheld topic is
+        evicted to make room, so an identity's churn costs its own topics, never another
+        identity's; False when every topic it owns is held."""
+        t = self._topics.get(topic)
+        if t is not None and t.owner:
+            return True
+        owned = self._owned.get(owner)
+        limit = self.max_topics_per_owner
+        if owned is not None and limit is not None and len(owned) >= limit:
+            for name in owned:
+                held = self._topics[name]
+                if name != topic and not held.attached and not held.listeners:
+                    self._idle.pop(name, None)
+                    self._idle_empty.pop(name, None)
+                    self._forget(name)
+                    break
+            else:
+                return False
+        t = self._topic(topic)
+        t.owner = owner
+        self._owned.setdefault(owner, OrderedDict())[topic] = None
+        return True
 
     def _hold(self, topic: Topic) -> None:
         self._idle.pop(topic.name, None)
+        self._idle_empty.pop(topic.name, None)
 
     def _release(self, topic: Topic) -> None:
         if not topic.attached and not topic.listeners and self._topics.get(topic.name) is topic:
-            self._idle[topic.name] = None
+            (self._idle if topic.log.frames else self._idle_empty)[topic.name] = None
+
+    def charge(self, nbytes: int) -> None:
+        self.memory += nbytes
+
+    def _make_room(self, topic: Topic, size: int) -> None:
+        """Raise NoRoom unless a frame of ``size`` bytes fits in the memory budget, after
+        reclaiming what it takes (see the class docstring)."""
+        limit = self.memory_limit
+        if limit is None:
+            return
+        if size <= limit >> 3:
+            if self.memory + size + _APPEND_SLACK <= limit:
+                return  # far from the limit: no need to estimate closely
+            need = topic.log.append_cost(size)
+            if self.memory + need <= limit:
+                return
+            self._reclaim(topic, self.memory + need - (limit - (limit >> 4)))
+            if self.memory + need <= limit:
+                return
+        need = topic.log.append_cost(size)
+        self.refused += 1
+        raise NoRoom(
+            f"memory budget of {limit} bytes reached: {self.memory} held, {need} more needed"
+        )
+
+    def _reclaim(self, keep: Topic, amount: int) -> None:
+        """Free at least ``amount`` bytes if possible, cheapest first, never evicting
+        ``keep``."""
+        goal = self.memory - amount
+        before = self.memory
+        idle = self._idle_empty
+        while self.memory > goal and idle and self._evict_from(idle, keep):
+            pass
+        # trim the largest histories first, each down towards the next largest
+        heap = [(-t.charged, i, t) for i, t in enumerate(self._topics.values()) if t.log.frames > 1]
+        heapq.heapify(heap)
+        while self.memory > goal and heap:
+            _, i, topic = heapq.heappop(heap)
+            log = topic.log
+            level = -heap[0][0] if heap else 0
+            step = max(min(self.memory - goal, topic.charged - level), topic.charged >> 3)
+            log.shed(step)
+            self._settle(topic)
+            topic.appended()  # GAP for subscriptions whose next message went
+            if log.frames > 1:
+                heapq.heappush(heap, (-topic.charged, i, topic))
+        while self.memory > goal and self._evict_from(self._idle, keep):
+            pass
+        self.reclaimed += before - self.memory
+        if before != self.memory:
+            log_.info(
+                "memory budget: freed %d bytes (%d held of %s)",
+                before - self.memory,
+                self.memory,
+                self.memory_limit,
+            )
+
+    def _evict_from(self, idle: OrderedDict[str, None], keep: Topic) -> bool:
+        for name in idle:
+            if name == keep.name:
+                continue
+            del idle[name]
+            self._forget(name)
+            return True
+        return False
 
     def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
         t = self._topic(topic)
+        if self.memory_limit is not None:
+            self._make_room(t, codec.PUSH_OVERHEAD + len(body))
         log = t.log
         seq = log.append_push(flags, body)
+        self._settle(t)
         t.appended()
         if t.listeners:
             self._notify(t, 1, codec.PUSH_OVERHEAD + len(body))
@@ -492,8 +670,12 @@ class MemoryBroker(Broker):
         """For each (start, end, count): the publish body ``data[start:end]`` (no headers)
         as a MESSAGE (count 0) or a MESSAGE_BATCH of ``count`` records, in order, waking the
         topic once for all of them: what one read of a publisher's socket holds. Returns
-        (epoch, first seq); the rest follow it."""
+        (epoch, first seq); the rest follow it. Raises NoRoom (nothing appended) when the
+        memory budget has no room for all of them."""
         t = self._topic(topic)
+        if self.memory_limit is not None:
+            size = sum(end - start for start, end, _ in spans)
+            self._make_room(t, size + codec.PUSH_OVERHEAD * len(spans))
         log = t.log
         first = log.head + 1
         with memoryview(data) as view:
@@ -504,6 +686,7 @@ class MemoryBroker(Broker):
             append = log.append_push
             for start, end, count in spans:
                 append(0, view[start:end], count)
+        self._settle(t)
         t.appended()
         return log.epoch, first
 
@@ -516,9 +699,12 @@ class MemoryBroker(Broker):
         record_ends: list[int] | tuple[int, ...],
     ) -> tuple[int, int]:
         t = self._topic(topic)
+        if self.memory_limit is not None:
+            self._make_room(t, codec.PUSH_OVERHEAD + len(body))
         log = t.log
         count = len(record_ends)
         first = log.append_push(flags, body, count)
+        self._settle(t)
         t.appended()
         if t.listeners:
             self._notify(t, count, codec.PUSH_OVERHEAD + len(body))
@@ -586,6 +772,9 @@ class MemoryBroker(Broker):
     async def reset_topic(self, topic: str) -> int:
         t = self._topic(topic)
         t.log = self._log(t.log.epoch)
+        self._settle(t)
+        if self._idle.pop(topic, 0) is None:  # unheld, and now retains nothing
+            self._idle_empty[topic] = None
         t.fire_all_watches()
         self._notify(t)
         return t.log.epoch
@@ -607,3 +796,7 @@ class MemoryBroker(Broker):
 
 
 _BATCH = int(FrameType.MESSAGE_BATCH)
+#: More than an append can add besides its frame: a fresh segment (the arrays' growth is
+#: within what TopicLog.held already counts for them). Appends further than this below the
+#: memory budget skip the closer estimate (TopicLog.append_cost).
+_APPEND_SLACK = 2 * MAX_SEGMENT

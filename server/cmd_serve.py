@@ -66,6 +66,22 @@ EXIT_FAILURE = 1
 log = logging.getLogger("pushwire.server")
 
 
+def byte_size(text: str) -> int:
+    """``512M``, ``2G``, ``64k`` or a number of bytes (multiples of 1024); ValueError for
+    anything else."""
+    text = text.strip()
+    scale = 1
+    if text[-1:].upper() in _SIZE_SUFFIXES:
+        scale = _SIZE_SUFFIXES[text[-1].upper()]
+        text = text[:-1]
+    if not text.isdigit():
+        raise ValueError(f"not a size: {text!r} (bytes, or a number with K, M or G)")
+    return int(text) * scale
+
+
+_SIZE_SUFFIXES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_options(parser)
     parser.add_argument(
@@ -139,6 +155,23 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=16 << 20,
         help="bytes of frames kept per topic (16 MiB)",
+    )
+    limits.add_argument(
+        "--max-topics",
+        metavar="N",
+        type=int,
+        default=100_000,
+        help="topics kept; beyond: an unsubscribed one is evicted, those retaining nothing "
+        "first, then the least recently used (100000)",
+    )
+    limits.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        type=byte_size,
+        default=None,
+        help="memory budget of the whole server: history, topics and connection queues; "
+        "bytes, or with K, M, G (1024-based). Beyond it the oldest history is trimmed, "
+        "then publishes get RESOURCE_EXHAUSTED (a quarter of physical memory)",
     )
     limits.add_argument(
         "--outbound-queue-bytes",
@@ -260,6 +293,30 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         help="requests (publish records included) per identity per second, bursts of 2x; "
         "beyond: RATE_LIMITED; 0: no limit (0)",
     )
+    admission.add_argument(
+        "--publish-bytes-rate",
+        metavar="SIZE",
+        type=byte_size,
+        default=0,
+        help="bytes of publish bodies per identity per second, bursts of 2x (at least two "
+        "of the largest frames); beyond: RATE_LIMITED; 0: no limit (0)",
+    )
+    admission.add_argument(
+        "--max-subscriptions-per-identity",
+        metavar="N",
+        type=int,
+        default=100_000,
+        help="subscriptions one identity holds over all its connections; beyond: "
+        "QUOTA_EXCEEDED (100000)",
+    )
+    admission.add_argument(
+        "--max-topics-per-identity",
+        metavar="N",
+        type=int,
+        default=10_000,
+        help="topics one identity's publishes created that still exist; at the quota its "
+        "own oldest unsubscribed topic is evicted, or QUOTA_EXCEEDED if all are (10000)",
+    )
     parser.add_argument(
         "--auth",
         metavar="FILE",
@@ -326,6 +383,12 @@ DEFAULTS: dict[str, Any] = {a.dest: a.default for a in _config_options().values(
 def _file_value(action: argparse.Action, value: Any, base: Path) -> Any:
     """A TOML value for ``action``, checked like the command line would check it;
     ValueError saying what was expected."""
+    if action.type is byte_size:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("expected a size: an integer or a string like '512M'")
+        return byte_size(value)
     if action.type is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("expected an integer")
@@ -434,6 +497,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "--max-lag": (0, U32_MAX),  # WELCOME.max_lag, §5.2
     "--history-count": (0, math.inf),  # 0: only the newest message is kept
     "--history-bytes": (0, math.inf),
+    "--memory-limit": (1 << 20, math.inf),  # room for a few frames and the bookkeeping
+    "--publish-bytes-rate": (0, math.inf),
+    "--max-topics": (1, math.inf),
+    "--max-subscriptions-per-identity": (1, math.inf),
+    "--max-topics-per-identity": (1, math.inf),
     "--outbound-queue-bytes": (16384, math.inf),  # room for at least one frame, §13
     "--heartbeat-ms": (1, 600_000),  # §8.5, PW-HS-8
     "--heartbeat-min-ms": (1, 600_000),
@@ -510,6 +578,8 @@ def config_from(args: argparse.Namespace) -> Any:
             port=args.port,
             history_count=args.history_count,
             history_bytes=args.history_bytes,
+            memory_limit=args.memory_limit,
+            max_topics=args.max_topics,
             max_connections=args.max_connections,
             max_frame_size=args.max_frame_size,
             max_subscriptions=args.max_subscriptions,
@@ -533,6 +603,9 @@ def config_from(args: argparse.Namespace) -> Any:
             churn_burst=args.churn_rate * 10,
             request_rate=args.request_rate,
             request_burst=args.request_rate * 2 or 100_000.0,
+            publish_bytes_rate=float(args.publish_bytes_rate),
+            max_subscriptions_per_identity=args.max_subscriptions_per_identity,
+            max_topics_per_identity=args.max_topics_per_identity,
             auth=auth,
             token_secret=token_secret,
             metrics_address=args.metrics,

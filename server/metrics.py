@@ -104,7 +104,7 @@ class Counters:
 
 
 def snapshot(server: MetricsSource) -> dict[str, Any]:
-    """Every figure as plain JSON-able data: {server, connections, topics, totals}."""
+    """Every figure as plain JSON-able data: {server, connections, topics, memory, totals}."""
     sessions = list(server.sessions.values())
     states = Counter(s.conn.state.value for s in sessions)
     subscriptions = sum(s.subscription_count for s in sessions)
@@ -131,6 +131,14 @@ def snapshot(server: MetricsSource) -> dict[str, Any]:
             "history_messages": sum(t.entries for t in topics.values()),
             "history_bytes": sum(t.bytes for t in topics.values()),
             "history_bytes_per_topic_limit": server.config.history_bytes,
+        },
+        # the MemoryBroker's budget (None for a broker without one)
+        "memory": {
+            "bytes": getattr(server.broker, "memory", None),
+            "limit": getattr(server.broker, "memory_limit", None),
+            "reclaimed_bytes": getattr(server.broker, "reclaimed", None),
+            "refused_publishes": getattr(server.broker, "refused", None),
+            "evicted_topics": getattr(server.broker, "evicted", None),
         },
         "totals": {
             "accepted": counters.accepted,
@@ -176,6 +184,16 @@ class _Collector(Collector):
             "History bound: bytes per topic times the topic limit",
             value=topics["history_bytes_per_topic_limit"] * topics["limit"],
         )
+        memory = snap["memory"]
+        if memory["bytes"] is not None:
+            yield GaugeMetricFamily(
+                "pushwire_memory_bytes",
+                "Bytes held under the memory budget: history, topics, connection queues",
+                value=memory["bytes"],
+            )
+            yield GaugeMetricFamily(
+                "pushwire_memory_limit_bytes", "The memory budget", value=memory["limit"]
+            )
         simple = {
             "accepted": ("pushwire_connections_accepted", "TCP connections accepted"),
             "messages_in": ("pushwire_messages_in", "Records published"),

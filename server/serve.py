@@ -65,6 +65,7 @@ __all__ = [
     "ServerConfig",
     "ServerStats",
     "SessionFactory",
+    "default_memory_limit",
     "open_server",
     "server_tls_context",
 ]
@@ -98,6 +99,16 @@ def server_tls_context(
         context.minimum_version = MIN_TLS_VERSION
     context.load_cert_chain(certfile, keyfile)
     return context
+
+
+def default_memory_limit() -> int:
+    """A quarter of the machine's physical memory (1 GiB where the OS does not say): room
+    for the interpreter, other processes and the allocator's slack beside the budget."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        total = 0
+    return max(1 << 20, total // 4) if total > 0 else 1 << 30
 
 
 def _policy(value: SlowConsumerPolicy | str | int) -> SlowConsumerPolicy:
@@ -136,6 +147,15 @@ class ServerConfig:
     #: All requests per identity, publishes and records of batches included.
     request_burst: float = 100_000.0
     request_rate: float = 0.0  # 0: no limit
+    #: Bytes of publish bodies per identity per second (RATE_LIMITED beyond), bursts of
+    #: twice that (and at least two of the largest frames). 0: no limit.
+    publish_bytes_rate: float = 0.0
+    #: Subscriptions one identity holds across its connections (QUOTA_EXCEEDED beyond).
+    max_subscriptions_per_identity: int = 100_000
+    #: Topics one identity may have created (made retain messages by its first publish)
+    #: that still exist; at the quota its own least recently used unheld topic is evicted,
+    #: and when all of them are held the publish gets QUOTA_EXCEEDED. None: no quota.
+    max_topics_per_identity: int | None = 10_000
     max_frame_size: int = 1 << 20  # what we receive (WELCOME); 16384..2^24
     max_subscriptions: int = 1024  # per connection
     handshake_timeout: float = 10.0
@@ -145,7 +165,10 @@ class ServerConfig:
     heartbeat_max_ms: int = 60_000
     history_count: int = 10_000  # messages per topic
     history_bytes: int = 16 << 20  # encoded frames per topic (the newest is always kept)
-    max_topics: int = 100_000  # beyond: the least recently used unsubscribed topic is evicted
+    max_topics: int = 100_000  # beyond: an unsubscribed topic is evicted (empty ones first)
+    #: The whole server's memory budget in bytes: history, topics, connection queues
+    #: (MemoryBroker). None: a quarter of physical memory (default_memory_limit()).
+    memory_limit: int | None = None
     max_lag: int = 10_000
     slow_consumer_policy: SlowConsumerPolicy = SlowConsumerPolicy.DROP
     #: Per connection: queued replies plus one round of pulled pushes. A client that reads
@@ -245,6 +268,9 @@ class ServerConfig:
             churn_rate=self.churn_rate,
             request_burst=self.request_burst,
             request_rate=self.request_rate,
+            publish_bytes_burst=max(self.publish_bytes_rate * 2, 2.0 * self.max_frame_size),
+            publish_bytes_rate=self.publish_bytes_rate,
+            subscriptions_per_identity=self.max_subscriptions_per_identity,
         )
 
     def limits(self) -> ServerLimits:
@@ -346,6 +372,8 @@ class Server:
             history_count=self.config.history_count,
             history_bytes=self.config.history_bytes,
             max_topics=self.config.max_topics,
+            memory_limit=self.config.memory_limit or default_memory_limit(),
+            max_topics_per_owner=self.config.max_topics_per_identity,
         )
         self.host = self.config.host
         self.port = self.config.port

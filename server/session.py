@@ -53,7 +53,7 @@ from pushwire.protocol.events import Event, Sentinel
 from pushwire.protocol.layouts import FrameType, Outcome, SlowConsumerPolicy
 from pushwire.server.admission import Admission
 from pushwire.server.auth import Identity, Permissions
-from pushwire.server.broker import Broker, InvalidPosition, Topic
+from pushwire.server.broker import Broker, InvalidPosition, NoRoom, Topic
 from pushwire.server.metrics import Counters
 from pushwire.server.timers import Timers
 
@@ -122,6 +122,11 @@ class SessionHost(Protocol):
 #: A round whose pieces add up to at most this many bytes is joined into one ``send_all``
 #: (one syscall); larger rounds send each shared slice as it is, without a copy.
 JOIN_LIMIT = 16 * 1024
+#: What one connection holds whatever it does, charged to the broker's memory budget while it
+#: runs (its queued replies are charged as they come and go): the session, its connection
+#: state machine and decoder, and the socket's user-space buffers: an estimate with room to
+#: spare, not a measurement.
+CONNECTION_OVERHEAD = 32 * 1024
 #: Topics whose publish permission a connection remembers (cleared when full: a client that
 #: publishes on ever new topics pays the check each time, nothing more).
 _MAY_CACHE = 1024
@@ -281,16 +286,23 @@ class Session:
         self._queue(self.conn.request_error(code, request_type, request_id, reason))
 
     def _within_rate(
-        self, request_type: FrameType, request_id: int, topic: str, *, cost: int = 1
+        self,
+        request_type: FrameType,
+        request_id: int,
+        topic: str,
+        *,
+        cost: int = 1,
+        nbytes: int = 0,
     ) -> bool:
-        """Charge a request to the identity's rate buckets; False when it was refused
-        (RATE_LIMITED has been queued)."""
+        """Charge a request (and ``nbytes`` of publish bodies) to the identity's rate
+        buckets; False when it was refused (RATE_LIMITED has been queued)."""
         now = trio.current_time()
         self._last_request = now
         churn = request_type in (FrameType.SUBSCRIBE, FrameType.UNSUBSCRIBE)
-        if self.server.admission.request(self._rate_key, now, churn=churn, cost=cost):
+        admission = self.server.admission
+        if admission.request(self._rate_key, now, churn=churn, cost=cost, nbytes=nbytes):
             return True
-        what = "subscription churn" if churn else "request rate"
+        what = "subscription churn" if churn else "request rate or publish bytes"
         self._refuse_request(
             ErrorCode.RATE_LIMITED, request_type, request_id, topic, f"{what} limit reached"
         )
@@ -300,6 +312,7 @@ class Session:
 
     async def run(self) -> None:
         """Serve the connection until it ends; never raises for protocol problems."""
+        self._broker.charge(CONNECTION_OVERHEAD)
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
@@ -313,6 +326,8 @@ class Session:
             for cursor in self._cursors.values():
                 self._release(cursor)
             self._cursors.clear()
+            self._broker.charge(-CONNECTION_OVERHEAD - self._control_bytes)
+            self._control_bytes = 0
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
 
@@ -365,6 +380,7 @@ class Session:
             return
         self._control.append(data)
         self._control_bytes += len(data)
+        self._broker.charge(len(data))
         self.max_queued_bytes = max(self.max_queued_bytes, self.queued_bytes)
         if self._control_bytes >= self.config.outbound_queue_bytes:
             self._room = trio.Event()
@@ -384,6 +400,7 @@ class Session:
                 self._writer_idle = False
                 self._wake = trio.Event()
                 control, self._control = self._control, []
+                self._broker.charge(-self._control_bytes)
                 self._control_bytes = 0
                 self._room.set()
                 # what a direct send left unsent goes first (it was sent as a whole before
@@ -656,6 +673,7 @@ class Session:
             cur.handle.unwait(cur)
             self._broker.detach(cur.handle)
             cur.handle = None
+            self.server.admission.unsubscribe(self._rate_key)
 
     # -- reading and events ------------------------------------------------------------------
 
@@ -820,11 +838,21 @@ class Session:
             case sc.CreditGranted():
                 self._wake.set()
             case sc.PublishRequested():
-                if not self._within_rate(FrameType.PUBLISH, event.request_id, event.topic):
+                if not self._within_rate(
+                    FrameType.PUBLISH, event.request_id, event.topic, nbytes=len(event.body)
+                ):
                     return
                 if not self._may_publish(FrameType.PUBLISH, event.request_id, event.topic):
                     return
-                epoch, seq = self._broker.append(event.topic, event.flags, event.body)
+                if not self._claim(FrameType.PUBLISH, event.request_id, event.topic):
+                    return
+                try:
+                    epoch, seq = self._broker.append(event.topic, event.flags, event.body)
+                except NoRoom as exc:
+                    self._refuse_request(
+                        exc.code, FrameType.PUBLISH, event.request_id, event.topic, str(exc)
+                    )
+                    return
                 self.messages_in += 1
                 self._counters.messages_in += 1
                 await self._published(event.topic)
@@ -832,18 +860,30 @@ class Session:
                     self._queue(conn.puback(event.request_id, epoch, seq, 1))
             case sc.PublishBatchRequested():
                 if not self._within_rate(
-                    FrameType.PUBLISH_BATCH, event.request_id, event.topic, cost=event.count
+                    FrameType.PUBLISH_BATCH,
+                    event.request_id,
+                    event.topic,
+                    cost=event.count,
+                    nbytes=len(event.body),
                 ):
                     return
                 if not self._may_publish(FrameType.PUBLISH_BATCH, event.request_id, event.topic):
                     return
-                epoch, seq = self._broker.append_batch(
-                    event.topic,
-                    event.flags,
-                    event.body,
-                    event.records_start,
-                    list(event.record_ends),
-                )
+                if not self._claim(FrameType.PUBLISH_BATCH, event.request_id, event.topic):
+                    return
+                try:
+                    epoch, seq = self._broker.append_batch(
+                        event.topic,
+                        event.flags,
+                        event.body,
+                        event.records_start,
+                        list(event.record_ends),
+                    )
+                except NoRoom as exc:
+                    self._refuse_request(
+                        exc.code, FrameType.PUBLISH_BATCH, event.request_id, event.topic, str(exc)
+                    )
+                    return
                 self.messages_in += event.count
                 self._counters.messages_in += event.count
                 await self._published(event.topic)
@@ -892,7 +932,8 @@ class Session:
             i = j
             kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
             records = sum(count or 1 for *_, count in run)
-            if not self._within_rate(kind, run[0][0], topic, cost=records):
+            nbytes = sum(end - start for _, _, start, end, _ in run)
+            if not self._within_rate(kind, run[0][0], topic, cost=records, nbytes=nbytes):
                 for request_id, _, _, _, count in run[1:]:
                     kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
                     self._refuse_request(
@@ -904,7 +945,18 @@ class Session:
                     kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
                     self._may_publish(kind, request_id, topic)
                 continue
-            epoch, seq = broker.append_many(topic, data, [(s, e, c) for _, _, s, e, c in run])
+            if not self._claim(kind, run[0][0], topic):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._claim(kind, request_id, topic)
+                continue
+            try:
+                epoch, seq = broker.append_many(topic, data, [(s, e, c) for _, _, s, e, c in run])
+            except NoRoom as exc:  # nothing of the run was appended
+                for request_id, _, _, _, count in run:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._refuse_request(exc.code, kind, request_id, topic, str(exc))
+                continue
             self.messages_in += records
             self._counters.messages_in += records
             if topic.startswith("$"):
@@ -970,6 +1022,20 @@ class Session:
         )
         return False
 
+    def _claim(self, request_type: FrameType, request_id: int, topic: str) -> bool:
+        """The identity's topic quota (Broker.claim); False when refused (QUOTA_EXCEEDED
+        has been queued)."""
+        if self._broker.claim(topic, self._rate_key):
+            return True
+        self._refuse_request(
+            ErrorCode.QUOTA_EXCEEDED,
+            request_type,
+            request_id,
+            topic,
+            "topic quota reached: every topic this identity created is subscribed",
+        )
+        return False
+
     async def _subscribe(self, event: sc.SubscribeRequested) -> None:
         conn = self.conn
         t, sid = FrameType.SUBSCRIBE, event.sub_id
@@ -978,14 +1044,26 @@ class Session:
                 ErrorCode.FORBIDDEN, t, sid, event.topic, f"may not subscribe to {event.topic!r}"
             )
             return
+        admission = self.server.admission
+        if not admission.subscribe(self._rate_key):
+            self._refuse_request(
+                ErrorCode.QUOTA_EXCEEDED,
+                t,
+                sid,
+                event.topic,
+                "subscription quota of this identity reached (all its connections together)",
+            )
+            return
         try:
             res = await self._broker.resolve(
                 event.topic, event.since_kind, event.since_epoch, event.since_seq, event.since_count
             )
         except InvalidPosition as exc:
+            admission.unsubscribe(self._rate_key)
             self._queue(conn.request_error(ErrorCode.INVALID_POSITION, t, sid, str(exc)))
             return
         if not self._answering():
+            admission.unsubscribe(self._rate_key)
             return
         self._queue(
             conn.subscribed(

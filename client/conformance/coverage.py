@@ -49,6 +49,8 @@ UNCOVERED_REASONS: dict[str, str] = {
     "PING whose PONG must not wait behind pushes: TCP buffering hides the order on loopback",
     "PW-SLOW-7": "needs the DROP policy with a history short enough to lose messages twice "
     "before the subscription can push again; FC-06/FC-09 check one loss only",
+    "PW-LIMIT-7": "needs the server's memory budget low enough for one client to fill; it is "
+    "the operator's configuration (a quarter of physical memory in the reference server)",
 }
 
 

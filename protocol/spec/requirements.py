@@ -587,6 +587,15 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "Bound the number of topics; a topic that is evicted and recreated gets a new epoch."),
     R("PW-LIMIT-6", "MUST", "13", "server", True,
       "A connection closed for idleness (no subscription, no request) gets ERROR(IDLE_TIMEOUT)."),
+    R("PW-LIMIT-7", "MUST", "13", "server", True,
+      "Bound the server's memory as a whole; when a publish does not fit, trim the oldest "
+      "history first, and refuse what still does not fit with RESOURCE_EXHAUSTED."),
+    R("PW-LIMIT-8", "SHOULD", "13", "server", True,
+      "SUBSCRIBE alone makes at most a placeholder that retains nothing; eviction takes "
+      "placeholders before topics that retain history."),
+    R("PW-LIMIT-9", "SHOULD", "13", "server", True,
+      "Per-identity quotas (topics created, subscriptions) are answered QUOTA_EXCEEDED, and "
+      "an identity's topic quota evicts its own topics, never another identity's."),
     # §12 security ---------------------------------------------------------------------------
     R("PW-SEC-1", "SHOULD", "12", "both", False,
       "Use TLS whenever auth tokens are used or the data is not public."),

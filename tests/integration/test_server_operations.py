@@ -94,7 +94,7 @@ async def test_the_server_publishes_its_figures_on_sys_stats() -> None:
             ):
                 msg = await sub.__anext__()
             stats = json.loads(msg.payload)
-            assert set(stats) == {"server", "connections", "topics", "totals"}
+            assert set(stats) == {"server", "connections", "topics", "memory", "totals"}
             assert stats["connections"]["open"] >= 1
             assert stats["topics"]["count"] >= 1
 
