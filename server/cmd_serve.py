@@ -106,6 +106,13 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PORT,
         help=f"0 = any free port ({DEFAULT_PORT})",
     )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=False,
+        help="listen with SO_REUSEPORT, so that several server processes on this machine "
+        "share the port (the kernel spreads connections)",
+    )
     # the limits of SPEC.md §13, in the order of its table
     limits = parser.add_argument_group("limits (SPEC.md §13)")
     limits.add_argument(
@@ -383,6 +390,10 @@ DEFAULTS: dict[str, Any] = {a.dest: a.default for a in _config_options().values(
 def _file_value(action: argparse.Action, value: Any, base: Path) -> Any:
     """A TOML value for ``action``, checked like the command line would check it;
     ValueError saying what was expected."""
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
     if action.type is byte_size:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -576,6 +587,7 @@ def config_from(args: argparse.Namespace) -> Any:
         return ServerConfig(
             host=args.host,
             port=args.port,
+            reuse_port=args.reuse_port,
             history_count=args.history_count,
             history_bytes=args.history_bytes,
             memory_limit=args.memory_limit,
