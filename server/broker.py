@@ -52,6 +52,7 @@ from pushwire.protocol.log import MAX_SEGMENT, TopicLog
 
 __all__ = [
     "Broker",
+    "BrokerUnavailable",
     "Entry",
     "InvalidPosition",
     "MemoryBroker",
@@ -165,6 +166,13 @@ class NoRoom(Exception):
     topic's oldest history and evicting unheld topics; nothing was appended (§13)."""
 
     code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class BrokerUnavailable(Exception):
+    """A remote broker cannot be reached: nothing was stored; the request may be retried
+    (SPEC.md §15)."""
+
+    code = ErrorCode.BROKER_UNAVAILABLE
 
 
 def resolve_since(
@@ -334,7 +342,13 @@ class Broker(abc.ABC):
     them: XADD assigns the sequence, XRANGE reads, the epoch is a key set with NX at topic
     creation). Sessions use the synchronous fast path, :meth:`append`,
     :meth:`append_batch` and :meth:`attach`, whose :class:`Topic` carries a local
-    :class:`~pushwire.protocol.log.TopicLog`; a remote backend would mirror into it."""
+    :class:`~pushwire.protocol.log.TopicLog`; a remote backend would mirror into it.
+
+    A *remote* backend (``remote = True``) stores asynchronously: sessions publish through
+    :meth:`publish` and :meth:`publish_batch` and send the PUBACK after they return."""
+
+    #: True: publishes go through the async methods (the synchronous ones may not work).
+    remote = False
 
     @abc.abstractmethod
     def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""``pushwire serve``: run a server with the embedded in-memory broker.
+"""``pushwire serve``: run a server with the embedded in-memory broker, or on Redis
+(``--broker redis://...``) shared with other servers.
 
 Prints exactly one line on stdout once it listens (``pushwire listening on HOST:PORT``, or
 ``pushwire listening on tls://HOST:PORT`` with ``--tls-cert``/``--tls-key``), logs to
@@ -54,6 +55,9 @@ examples:
   pushwire serve --tls-cert server.pem --tls-key server.key
       (clients connect with 'pushwire sub --tls ...', adding '--tls-ca ca.pem' when the
        certificate is not signed by a CA the system trusts)
+  pushwire serve --broker redis://127.0.0.1:6379/0 --reuse-port --port 7447
+      (run it N times: N processes share the port and the topics; start more on other
+       machines against the same Redis)
   pushwire serve --config pushwire.toml --port 7448
       pushwire.toml:  host = "0.0.0.0"
                       max-lag = 1000
@@ -111,7 +115,13 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=False,
         help="listen with SO_REUSEPORT, so that several server processes on this machine "
-        "share the port (the kernel spreads connections)",
+        "share the port (the kernel spreads connections); useful with --broker",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="keep topics in Redis Streams, shared by every server on the same Redis: "
+        "redis://HOST:PORT/DB (rediss:// for TLS); default: in this process's memory",
     )
     # the limits of SPEC.md §13, in the order of its table
     limits = parser.add_argument_group("limits (SPEC.md §13)")
@@ -628,13 +638,26 @@ def config_from(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
-async def serve_until_signalled(config: Any) -> None:
-    """Serve; the first SIGINT/SIGTERM shuts down gracefully, a second one at once."""
+async def serve_until_signalled(config: Any, broker_url: str | None = None) -> None:
+    """Serve; the first SIGINT/SIGTERM shuts down gracefully, a second one at once. With
+    ``broker_url``, topics live in Redis (:mod:`pushwire.server.redis_broker`)."""
+    if broker_url is None:
+        await _serve_until_signalled(config, None)
+        return
+    from pushwire.server.redis_broker import open_redis_broker
+
+    async with open_redis_broker(
+        broker_url, history_count=config.history_count, history_bytes=config.history_bytes
+    ) as broker:
+        await _serve_until_signalled(config, broker)
+
+
+async def _serve_until_signalled(config: Any, broker: Any) -> None:
     import trio
 
     from pushwire.server import Server
 
-    server = Server(config)
+    server = Server(config, broker=broker)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -689,7 +712,7 @@ def run(args: argparse.Namespace) -> int:
         extra={"config": effective},
     )
     try:
-        trio.run(serve_until_signalled, config)
+        trio.run(serve_until_signalled, config, options.broker)
     except OSError as exc:
         return _cannot_listen(config, exc)
     except BaseExceptionGroup as group:

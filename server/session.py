@@ -53,7 +53,7 @@ from pushwire.protocol.events import Event, Sentinel
 from pushwire.protocol.layouts import FrameType, Outcome, SlowConsumerPolicy
 from pushwire.server.admission import Admission
 from pushwire.server.auth import Identity, Permissions
-from pushwire.server.broker import Broker, InvalidPosition, NoRoom, Topic
+from pushwire.server.broker import Broker, BrokerUnavailable, InvalidPosition, NoRoom, Topic
 from pushwire.server.metrics import Counters
 from pushwire.server.timers import Timers
 
@@ -707,7 +707,7 @@ class Session:
                 if self._control_bytes >= self.config.outbound_queue_bytes:
                     await self._room.wait()
                     continue
-                run = conn.take_publishes()
+                run = None if self._broker.remote else conn.take_publishes()
                 if run is not None:
                     self._publishing = True
                     try:
@@ -847,7 +847,13 @@ class Session:
                 if not self._claim(FrameType.PUBLISH, event.request_id, event.topic):
                     return
                 try:
-                    epoch, seq = self._broker.append(event.topic, event.flags, event.body)
+                    if self._broker.remote:
+                        stored = await self._store(event)
+                        if stored is None:
+                            return
+                        epoch, seq = stored
+                    else:
+                        epoch, seq = self._broker.append(event.topic, event.flags, event.body)
                 except NoRoom as exc:
                     self._refuse_request(
                         exc.code, FrameType.PUBLISH, event.request_id, event.topic, str(exc)
@@ -872,13 +878,19 @@ class Session:
                 if not self._claim(FrameType.PUBLISH_BATCH, event.request_id, event.topic):
                     return
                 try:
-                    epoch, seq = self._broker.append_batch(
-                        event.topic,
-                        event.flags,
-                        event.body,
-                        event.records_start,
-                        list(event.record_ends),
-                    )
+                    if self._broker.remote:
+                        stored = await self._store(event)
+                        if stored is None:
+                            return
+                        epoch, seq = stored
+                    else:
+                        epoch, seq = self._broker.append_batch(
+                            event.topic,
+                            event.flags,
+                            event.body,
+                            event.records_start,
+                            list(event.record_ends),
+                        )
                 except NoRoom as exc:
                     self._refuse_request(
                         exc.code, FrameType.PUBLISH_BATCH, event.request_id, event.topic, str(exc)
@@ -910,6 +922,31 @@ class Session:
                 )
             case _:
                 pass  # PING (PONG is queued already), PONG, ACK: nothing to do here
+
+    async def _store(
+        self, event: sc.PublishRequested | sc.PublishBatchRequested
+    ) -> tuple[int, int] | None:
+        """A publish on a remote broker: (epoch, seq) once the broker has it, or None when
+        it cannot be reached (refused with its temporary code; nothing was stored)."""
+        broker = self._broker
+        try:
+            if isinstance(event, sc.PublishBatchRequested):
+                return await broker.publish_batch(
+                    event.topic,
+                    event.flags,
+                    event.body,
+                    event.records_start,
+                    list(event.record_ends),
+                )
+            return await broker.publish(event.topic, event.flags, event.body)
+        except BrokerUnavailable as exc:
+            kind = (
+                FrameType.PUBLISH_BATCH
+                if isinstance(event, sc.PublishBatchRequested)
+                else FrameType.PUBLISH
+            )
+            self._refuse_request(exc.code, kind, event.request_id, event.topic, str(exc))
+            return None
 
     def _publish_run(self, data: bytes, spans: list[tuple[int, str, int, int, int]]) -> list[str]:
         """Whole PUBLISH / PUBLISH_BATCH frames of one read
