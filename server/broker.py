@@ -398,6 +398,13 @@ class Broker(abc.ABC):
         offsets = codec.body_record_offsets(0, body)
         return self.append_batch(topic, 0, body, offsets[0], offsets[1:])
 
+    async def publish_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
+    ) -> tuple[int, int]:
+        """:meth:`append_many`, for callers on the portable interface: one store for a run
+        of publishes (a remote backend makes it one round trip)."""
+        return self.append_many(topic, data, spans)
+
     async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
         """:meth:`append`, for callers on the portable interface."""
         return self.append(topic, flags, body)

@@ -320,6 +320,14 @@ class RedisBroker(Broker):
     ) -> tuple[int, int]:
         return await self._run(self._topic(topic), [(flags, len(record_ends), bytes(body))])
 
+    async def publish_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
+    ) -> tuple[int, int]:
+        """A run of publishes in one script call: one round trip, one atomic append."""
+        with memoryview(data) as view:
+            frames = [(0, count, bytes(view[start:end])) for start, end, count in spans]
+        return await self._run(self._topic(topic), frames)
+
     def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
         raise RuntimeError("RedisBroker stores asynchronously: use publish()")
 

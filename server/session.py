@@ -707,11 +707,14 @@ class Session:
                 if self._control_bytes >= self.config.outbound_queue_bytes:
                     await self._room.wait()
                     continue
-                run = None if self._broker.remote else conn.take_publishes()
+                run = conn.take_publishes()
                 if run is not None:
                     self._publishing = True
                     try:
-                        reserved = self._publish_run(*run)
+                        if self._broker.remote:
+                            reserved = await self._publish_run_remote(*run)
+                        else:
+                            reserved = self._publish_run(*run)
                     finally:
                         self._publishing = False
                     for topic in reserved:
@@ -1005,6 +1008,58 @@ class Session:
                 acks.append((request_id, seq, count or 1))
                 seq += count or 1
             self._queue(conn.pubacks(epoch, acks))
+        return reserved
+
+    async def _publish_run_remote(
+        self, data: bytes, spans: list[tuple[int, str, int, int, int]]
+    ) -> list[str]:
+        """:meth:`_publish_run` on a remote broker: each run on one topic is stored in one
+        round trip (:meth:`Broker.publish_many`) and acknowledged once stored; a run the
+        broker cannot take is refused request by request, with its temporary code."""
+        conn = self.conn
+        reserved: list[str] = []
+        n = len(spans)
+        i = 0
+        while i < n:
+            topic = spans[i][1]
+            j = i + 1
+            while j < n and spans[j][1] == topic:
+                j += 1
+            run = spans[i:j]
+            i = j
+            kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
+            records = sum(count or 1 for *_, count in run)
+            if not self._within_rate(kind, run[0][0], topic, cost=records):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._refuse_request(
+                        ErrorCode.RATE_LIMITED, kind, request_id, topic, "request rate limit"
+                    )
+                continue
+            if not self._may_publish(kind, run[0][0], topic):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._may_publish(kind, request_id, topic)
+                continue
+            try:
+                epoch, seq = await self._broker.publish_many(
+                    topic, data, [(s, e, c) for _, _, s, e, c in run]
+                )
+            except BrokerUnavailable as exc:
+                for request_id, _, _, _, count in run:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._refuse_request(exc.code, kind, request_id, topic, str(exc))
+                continue
+            self.messages_in += records
+            self._counters.messages_in += records
+            if topic.startswith("$"):
+                reserved.append(topic)
+            acks = []
+            for request_id, _, _, _, count in run:
+                acks.append((request_id, seq, count or 1))
+                seq += count or 1
+            if self._answering():
+                self._queue(conn.pubacks(epoch, acks))
         return reserved
 
     def _answering(self) -> bool:

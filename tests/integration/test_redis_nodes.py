@@ -151,6 +151,27 @@ async def test_sequences_stay_contiguous_when_two_nodes_publish_at_once(
     assert seqs(got) == list(range(1, 104))
 
 
+async def test_a_publish_with_headers_reaches_another_node_byte_for_byte(
+    redis: RedisProcess,
+) -> None:
+    with trio.fail_after(20):
+        async with (
+            node(redis.url) as a,
+            node(redis.url) as b,
+            pw.connect(address(b)) as reader,
+            pw.connect(address(a)) as writer,
+        ):
+            sub = reader.subscribe("h", since="oldest")
+            assert await writer.publish("h", b"body", headers=[("k", b"v"), ("k", b"w")]) == 1
+            assert await writer.publish_batch("h", [b"r1", (b"r2", {"x": "y"})]) == 2
+            got = await items(sub, 3)
+    first, _, third = got
+    assert isinstance(first, pw.Message) and isinstance(third, pw.Message)
+    assert (first.payload, first.headers) == (b"body", (("k", b"v"), ("k", b"w")))
+    assert seqs(got) == [1, 2, 3]
+    assert third.payload == b"r2" and dict(third.headers) == {"x": b"y"}
+
+
 @pytest.mark.spec("PW-NODE-1", "PW-NODE-2")
 async def test_a_resume_on_another_node_after_sigkill_misses_nothing(
     redis: RedisProcess, tmp_path: Path
