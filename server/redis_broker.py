@@ -81,6 +81,9 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 5.0
 #: XREAD BLOCK timeout: how often an idle topic's reader checks its epoch.
 BLOCK_MS = 500
+#: Connections of the readers' pool: one per topic this node follows (a blocking XREAD
+#: holds its connection), so this bounds the topics a node can follow at once.
+READER_CONNECTIONS = 10_000
 #: Entries per XREAD / XRANGE round trip.
 READ_COUNT = 1024
 #: How long a SUBSCRIBE waits for the local cache to reach the head Redis reported.
@@ -150,11 +153,16 @@ class RedisBroker(Broker):
         client: coredis.Redis[bytes],
         nursery: trio.Nursery,
         *,
+        readers: coredis.Redis[bytes] | None = None,
         history_count: int = 10_000,
         history_bytes: int = 16 << 20,
         prefix: str = "pw:",
     ) -> None:
         self.client = client
+        #: The client of the topics' blocking readers: each XREAD BLOCK holds a connection
+        #: of its pool for its duration, so they get a pool of their own and can never take
+        #: every connection from the publishes.
+        self.readers = readers or client
         self.history_count = max(1, history_count)
         self.history_bytes = max(1, history_bytes)
         self.prefix = prefix
@@ -274,7 +282,7 @@ class RedisBroker(Broker):
                 try:
                     if not t.loaded:
                         await self._load(t)
-                    reply = await self.client.xread(
+                    reply = await self.readers.xread(
                         {stream: f"{t.log.head}-0"}, count=READ_COUNT, block=BLOCK_MS
                     )
                     entries = reply.get(stream.encode(), ()) if reply else ()
@@ -464,9 +472,16 @@ async def open_redis_broker(
     client: coredis.Redis[bytes] = coredis.Redis.from_url(
         url, decode_responses=False, connect_timeout=2.0
     )
-    async with client, trio.open_nursery() as nursery:
+    readers: coredis.Redis[bytes] = coredis.Redis.from_url(
+        url, decode_responses=False, connect_timeout=2.0, max_connections=READER_CONNECTIONS
+    )
+    async with client, readers, trio.open_nursery() as nursery:
         broker = RedisBroker(
-            client, nursery, history_count=history_count, history_bytes=history_bytes
+            client,
+            nursery,
+            readers=readers,
+            history_count=history_count,
+            history_bytes=history_bytes,
         )
         try:
             yield broker

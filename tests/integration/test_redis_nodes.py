@@ -306,3 +306,23 @@ async def test_with_redis_down_publishes_are_refused_and_subscribers_stay(
     assert seq == 1
     assert isinstance(got[0], pw.EpochChange)
     assert isinstance(got[1], pw.Message) and got[1].payload == b"again"
+
+
+async def test_a_node_follows_more_topics_than_a_connection_pool_holds(
+    redis: RedisProcess,
+) -> None:
+    """Each followed topic holds a blocking read; publishes never wait behind them."""
+    topics = [f"many/{i}" for i in range(80)]  # coredis pools hold 64 by default
+    with trio.fail_after(30):
+        async with (
+            node(redis.url) as a,
+            node(redis.url) as b,
+            pw.connect(address(b)) as reader,
+            pw.connect(address(a)) as writer,
+        ):
+            subs = [reader.subscribe(topic, since="oldest") for topic in topics]
+            for topic in topics:
+                assert await writer.publish(topic, topic.encode()) == 1
+            for topic, sub in zip(topics, subs, strict=True):
+                (got,) = await items(sub, 1)
+                assert isinstance(got, pw.Message) and got.payload == topic.encode()
