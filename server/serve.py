@@ -52,7 +52,14 @@ from pushwire.protocol.server_conn import ServerConnection, ServerLimits
 from pushwire.protocol.topics import topic_problem
 from pushwire.server.admission import Admission, AdmissionLimits, LogSampler, source_of
 from pushwire.server.auth import OPEN, Identity, Permissions
-from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
+from pushwire.server.broker import (
+    Broker,
+    BrokerUnavailable,
+    MemoryBroker,
+    TopicStats,
+    batch_body,
+    message_body,
+)
 from pushwire.server.metrics import STATS_TOPIC, Counters, serve_metrics, stats_payload
 from pushwire.server.session import ConnectionFactory, Session, SessionHost, SessionStats
 from pushwire.server.timers import Timers
@@ -551,7 +558,10 @@ class Server:
                 self.admission.forget_idle(now)
             interval = self.config.stats_interval
             if interval and ticks % max(1, round(interval)) == 0:
-                await self.publish(STATS_TOPIC, stats_payload(self))
+                try:
+                    await self.publish(STATS_TOPIC, stats_payload(self))
+                except BrokerUnavailable:  # a remote broker is down: these stats are skipped
+                    log.debug("stats not published: the broker is unavailable")
 
     def log_refusal(
         self, session: Session, code: ErrorCode, what: str, topic: str = "", reason: str = ""

@@ -283,7 +283,8 @@ async def test_with_redis_down_publishes_are_refused_and_subscribers_stay(
     redis: RedisProcess,
 ) -> None:
     with trio.fail_after(30):
-        async with node(redis.url) as a, pw.connect(address(a)) as on_a:
+        # stats every second: their publish fails too, and must not take the node down
+        async with node(redis.url, stats_interval=1.0) as a, pw.connect(address(a)) as on_a:
             assert await on_a.publish("t", b"1") == 1
             sub = on_a.subscribe("t", since="oldest")
             assert seqs(await items(sub, 1)) == [1]
@@ -293,6 +294,7 @@ async def test_with_redis_down_publishes_are_refused_and_subscribers_stay(
             with pytest.raises(pw.RequestError) as refused:
                 await on_a.publish("t", b"lost?")
             assert refused.value.code == ErrorCode.BROKER_UNAVAILABLE
+            await trio.sleep(1.5)  # a round of stats while Redis is down
             redis.start()  # no persistence: the topic's history is gone
             while True:
                 try:
