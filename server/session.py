@@ -1029,7 +1029,8 @@ class Session:
             i = j
             kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
             records = sum(count or 1 for *_, count in run)
-            if not self._within_rate(kind, run[0][0], topic, cost=records):
+            nbytes = sum(end - start for _, _, start, end, _ in run)
+            if not self._within_rate(kind, run[0][0], topic, cost=records, nbytes=nbytes):
                 for request_id, _, _, _, count in run[1:]:
                     kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
                     self._refuse_request(
@@ -1040,6 +1041,11 @@ class Session:
                 for request_id, _, _, _, count in run[1:]:
                     kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
                     self._may_publish(kind, request_id, topic)
+                continue
+            if not self._claim(kind, run[0][0], topic):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._claim(kind, request_id, topic)
                 continue
             try:
                 epoch, seq = await self._broker.publish_many(
