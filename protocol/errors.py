@@ -61,6 +61,7 @@ class ErrorCode(enum.IntEnum):
     RATE_LIMITED = 0x0109
     RESOURCE_EXHAUSTED = 0x010A
     QUOTA_EXCEEDED = 0x010B
+    BROKER_UNAVAILABLE = 0x010C
     HISTORY_EXPIRED = 0x0200
 
 
@@ -257,6 +258,12 @@ REGISTRY: dict[ErrorCode, CodeInfo] = {
             _R,
             True,
             "The identity reached its quota of topics, subscriptions or publish bytes.",
+        ),
+        CodeInfo(
+            ErrorCode.BROKER_UNAVAILABLE,
+            _R,
+            True,
+            "The shared history store (§15) cannot be reached; nothing was stored. Retry.",
         ),
         CodeInfo(
             ErrorCode.HISTORY_EXPIRED,

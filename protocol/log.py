@@ -108,22 +108,30 @@ class TopicLog:
     )
 
     def __init__(
-        self, epoch: int, *, max_count: int, max_bytes: int, segment_size: int | None = None
+        self,
+        epoch: int,
+        *,
+        max_count: int,
+        max_bytes: int,
+        segment_size: int | None = None,
+        first_seq: int = 1,
     ) -> None:
-        if max_count < 1 or max_bytes < 1:
-            raise ValueError("max_count and max_bytes must be at least 1")
+        """``first_seq``: the sequence the first append gets (a log that mirrors a history
+        kept elsewhere may begin in the middle of an epoch)."""
+        if max_count < 1 or max_bytes < 1 or first_seq < 1:
+            raise ValueError("max_count, max_bytes and first_seq must be at least 1")
         self.epoch = epoch
         self.max_count = max_count
         self.max_bytes = max_bytes
-        self.head = 0  # last sequence appended (0: none yet)
-        self.oldest = 1  # oldest retained sequence (head + 1 when empty)
+        self.head = first_seq - 1  # last sequence appended (first_seq - 1: none yet)
+        self.oldest = first_seq  # oldest retained sequence (head + 1 when empty)
         self.frame_bytes = 0  # bytes of retained frames: what max_bytes limits
         self.segment_bytes = 0  # bytes of live segments: what the log really holds
         self.frames_appended = 0
         self.max_payload = 0  # largest frame length field in this epoch (never decreases)
         self._seg = segment_size or segment_size_for(max_bytes)
         self._starts = array("Q")
-        self._seq0 = 1  # sequence of _starts[0]
+        self._seq0 = first_seq  # sequence of _starts[0]
         self._frames = array("Q")  # first sequence of each frame
         self._cum = array("Q")  # bytes of every frame appended before each frame
         self._total = 0  # bytes of every frame appended in this epoch

@@ -52,6 +52,7 @@ from pushwire.protocol.log import MAX_SEGMENT, TopicLog
 
 __all__ = [
     "Broker",
+    "BrokerUnavailable",
     "Entry",
     "InvalidPosition",
     "MemoryBroker",
@@ -165,6 +166,13 @@ class NoRoom(Exception):
     topic's oldest history and evicting unheld topics; nothing was appended (§13)."""
 
     code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class BrokerUnavailable(Exception):
+    """A remote broker cannot be reached: nothing was stored; the request may be retried
+    (SPEC.md §15)."""
+
+    code = ErrorCode.BROKER_UNAVAILABLE
 
 
 def resolve_since(
@@ -334,7 +342,13 @@ class Broker(abc.ABC):
     them: XADD assigns the sequence, XRANGE reads, the epoch is a key set with NX at topic
     creation). Sessions use the synchronous fast path, :meth:`append`,
     :meth:`append_batch` and :meth:`attach`, whose :class:`Topic` carries a local
-    :class:`~pushwire.protocol.log.TopicLog`; a remote backend would mirror into it."""
+    :class:`~pushwire.protocol.log.TopicLog`; a remote backend would mirror into it.
+
+    A *remote* backend (``remote = True``) stores asynchronously: sessions publish through
+    :meth:`publish` and :meth:`publish_batch` and send the PUBACK after they return."""
+
+    #: True: publishes go through the async methods (the synchronous ones may not work).
+    remote = False
 
     @abc.abstractmethod
     def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
@@ -383,6 +397,13 @@ class Broker(abc.ABC):
         body = view[start:end]
         offsets = codec.body_record_offsets(0, body)
         return self.append_batch(topic, 0, body, offsets[0], offsets[1:])
+
+    async def publish_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
+    ) -> tuple[int, int]:
+        """:meth:`append_many`, for callers on the portable interface: one store for a run
+        of publishes (a remote backend makes it one round trip)."""
+        return self.append_many(topic, data, spans)
 
     async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
         """:meth:`append`, for callers on the portable interface."""

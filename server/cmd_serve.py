@@ -1,4 +1,5 @@
-"""``pushwire serve``: run a server with the embedded in-memory broker.
+"""``pushwire serve``: run a server with the embedded in-memory broker, or on Redis
+(``--broker redis://...``) shared with other servers.
 
 Prints exactly one line on stdout once it listens (``pushwire listening on HOST:PORT``, or
 ``pushwire listening on tls://HOST:PORT`` with ``--tls-cert``/``--tls-key``), logs to
@@ -54,6 +55,9 @@ examples:
   pushwire serve --tls-cert server.pem --tls-key server.key
       (clients connect with 'pushwire sub --tls ...', adding '--tls-ca ca.pem' when the
        certificate is not signed by a CA the system trusts)
+  pushwire serve --broker redis://127.0.0.1:6379/0 --reuse-port --port 7447
+      (run it N times: N processes share the port and the topics; start more on other
+       machines against the same Redis)
   pushwire serve --config pushwire.toml --port 7448
       pushwire.toml:  host = "0.0.0.0"
                       max-lag = 1000
@@ -105,6 +109,19 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_PORT,
         help=f"0 = any free port ({DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=False,
+        help="listen with SO_REUSEPORT, so that several server processes on this machine "
+        "share the port (the kernel spreads connections); useful with --broker",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="keep topics in Redis Streams, shared by every server on the same Redis: "
+        "redis://HOST:PORT/DB (rediss:// for TLS); default: in this process's memory",
     )
     # the limits of SPEC.md §13, in the order of its table
     limits = parser.add_argument_group("limits (SPEC.md §13)")
@@ -383,6 +400,10 @@ DEFAULTS: dict[str, Any] = {a.dest: a.default for a in _config_options().values(
 def _file_value(action: argparse.Action, value: Any, base: Path) -> Any:
     """A TOML value for ``action``, checked like the command line would check it;
     ValueError saying what was expected."""
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
     if action.type is byte_size:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -576,6 +597,7 @@ def config_from(args: argparse.Namespace) -> Any:
         return ServerConfig(
             host=args.host,
             port=args.port,
+            reuse_port=args.reuse_port,
             history_count=args.history_count,
             history_bytes=args.history_bytes,
             memory_limit=args.memory_limit,
@@ -616,13 +638,26 @@ def config_from(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
-async def serve_until_signalled(config: Any) -> None:
-    """Serve; the first SIGINT/SIGTERM shuts down gracefully, a second one at once."""
+async def serve_until_signalled(config: Any, broker_url: str | None = None) -> None:
+    """Serve; the first SIGINT/SIGTERM shuts down gracefully, a second one at once. With
+    ``broker_url``, topics live in Redis (:mod:`pushwire.server.redis_broker`)."""
+    if broker_url is None:
+        await _serve_until_signalled(config, None)
+        return
+    from pushwire.server.redis_broker import open_redis_broker
+
+    async with open_redis_broker(
+        broker_url, history_count=config.history_count, history_bytes=config.history_bytes
+    ) as broker:
+        await _serve_until_signalled(config, broker)
+
+
+async def _serve_until_signalled(config: Any, broker: Any) -> None:
     import trio
 
     from pushwire.server import Server
 
-    server = Server(config)
+    server = Server(config, broker=broker)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -677,7 +712,7 @@ def run(args: argparse.Namespace) -> int:
         extra={"config": effective},
     )
     try:
-        trio.run(serve_until_signalled, config)
+        trio.run(serve_until_signalled, config, options.broker)
     except OSError as exc:
         return _cannot_listen(config, exc)
     except BaseExceptionGroup as group:

@@ -24,6 +24,7 @@ GOING_AWAY, and close each connection when its client does or after ``drain_time
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
@@ -51,7 +52,14 @@ from pushwire.protocol.server_conn import ServerConnection, ServerLimits
 from pushwire.protocol.topics import topic_problem
 from pushwire.server.admission import Admission, AdmissionLimits, LogSampler, source_of
 from pushwire.server.auth import OPEN, Identity, Permissions
-from pushwire.server.broker import Broker, MemoryBroker, TopicStats, batch_body, message_body
+from pushwire.server.broker import (
+    Broker,
+    BrokerUnavailable,
+    MemoryBroker,
+    TopicStats,
+    batch_body,
+    message_body,
+)
 from pushwire.server.metrics import STATS_TOPIC, Counters, serve_metrics, stats_payload
 from pushwire.server.session import ConnectionFactory, Session, SessionHost, SessionStats
 from pushwire.server.timers import Timers
@@ -123,6 +131,8 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT  # 0: an ephemeral port (see Server.port)
+    #: SO_REUSEPORT: several processes on this machine listen on one port (Linux, BSD).
+    reuse_port: bool = False
     max_connections: int = 1024  # admitted (WELCOMEd) connections
     #: Connections one source address may hold (handshaking or admitted). None: three
     #: quarters of max_connections, so one source can never take every slot.
@@ -410,7 +420,10 @@ class Server:
             raise RuntimeError("this server is already serving")
         self._serving = True
         config = self.config
-        self._listeners = await trio.open_tcp_listeners(config.port, host=config.host or None)
+        if config.reuse_port:
+            self._listeners = await open_reuse_port_listeners(config.port, config.host)
+        else:
+            self._listeners = await trio.open_tcp_listeners(config.port, host=config.host or None)
         sockname = self._listeners[0].socket.getsockname()
         self.host, self.port = sockname[0], sockname[1]
         if config.auth is None:
@@ -545,7 +558,10 @@ class Server:
                 self.admission.forget_idle(now)
             interval = self.config.stats_interval
             if interval and ticks % max(1, round(interval)) == 0:
-                await self.publish(STATS_TOPIC, stats_payload(self))
+                try:
+                    await self.publish(STATS_TOPIC, stats_payload(self))
+                except BrokerUnavailable:  # a remote broker is down: these stats are skipped
+                    log.debug("stats not published: the broker is unavailable")
 
     def log_refusal(
         self, session: Session, code: ErrorCode, what: str, topic: str = "", reason: str = ""
@@ -755,6 +771,37 @@ class Server:
     def sessions(self) -> dict[int, Session]:
         """Live sessions by connection id (read-only use)."""
         return dict(self._sessions)
+
+
+async def open_reuse_port_listeners(port: int, host: str) -> list[trio.SocketListener]:
+    """Listeners on every address of ``host`` with SO_REUSEPORT set before bind, so that
+    other processes doing the same share ``port`` (the kernel spreads new connections
+    among them). Raises OSError where SO_REUSEPORT does not exist."""
+    if not hasattr(trio.socket, "SO_REUSEPORT"):
+        raise OSError(errno.EOPNOTSUPP, "SO_REUSEPORT is not available on this system")
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    listeners = []
+    try:
+        for family, type_, proto, _, sockaddr in infos:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+                if family == trio.socket.AF_INET6:
+                    sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+                await sock.bind(sockaddr)
+                sock.listen(4096)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
 
 
 @asynccontextmanager

@@ -53,7 +53,7 @@ from pushwire.protocol.events import Event, Sentinel
 from pushwire.protocol.layouts import FrameType, Outcome, SlowConsumerPolicy
 from pushwire.server.admission import Admission
 from pushwire.server.auth import Identity, Permissions
-from pushwire.server.broker import Broker, InvalidPosition, NoRoom, Topic
+from pushwire.server.broker import Broker, BrokerUnavailable, InvalidPosition, NoRoom, Topic
 from pushwire.server.metrics import Counters
 from pushwire.server.timers import Timers
 
@@ -711,7 +711,10 @@ class Session:
                 if run is not None:
                     self._publishing = True
                     try:
-                        reserved = self._publish_run(*run)
+                        if self._broker.remote:
+                            reserved = await self._publish_run_remote(*run)
+                        else:
+                            reserved = self._publish_run(*run)
                     finally:
                         self._publishing = False
                     for topic in reserved:
@@ -847,7 +850,13 @@ class Session:
                 if not self._claim(FrameType.PUBLISH, event.request_id, event.topic):
                     return
                 try:
-                    epoch, seq = self._broker.append(event.topic, event.flags, event.body)
+                    if self._broker.remote:
+                        stored = await self._store(event)
+                        if stored is None:
+                            return
+                        epoch, seq = stored
+                    else:
+                        epoch, seq = self._broker.append(event.topic, event.flags, event.body)
                 except NoRoom as exc:
                     self._refuse_request(
                         exc.code, FrameType.PUBLISH, event.request_id, event.topic, str(exc)
@@ -872,13 +881,19 @@ class Session:
                 if not self._claim(FrameType.PUBLISH_BATCH, event.request_id, event.topic):
                     return
                 try:
-                    epoch, seq = self._broker.append_batch(
-                        event.topic,
-                        event.flags,
-                        event.body,
-                        event.records_start,
-                        list(event.record_ends),
-                    )
+                    if self._broker.remote:
+                        stored = await self._store(event)
+                        if stored is None:
+                            return
+                        epoch, seq = stored
+                    else:
+                        epoch, seq = self._broker.append_batch(
+                            event.topic,
+                            event.flags,
+                            event.body,
+                            event.records_start,
+                            list(event.record_ends),
+                        )
                 except NoRoom as exc:
                     self._refuse_request(
                         exc.code, FrameType.PUBLISH_BATCH, event.request_id, event.topic, str(exc)
@@ -910,6 +925,31 @@ class Session:
                 )
             case _:
                 pass  # PING (PONG is queued already), PONG, ACK: nothing to do here
+
+    async def _store(
+        self, event: sc.PublishRequested | sc.PublishBatchRequested
+    ) -> tuple[int, int] | None:
+        """A publish on a remote broker: (epoch, seq) once the broker has it, or None when
+        it cannot be reached (refused with its temporary code; nothing was stored)."""
+        broker = self._broker
+        try:
+            if isinstance(event, sc.PublishBatchRequested):
+                return await broker.publish_batch(
+                    event.topic,
+                    event.flags,
+                    event.body,
+                    event.records_start,
+                    list(event.record_ends),
+                )
+            return await broker.publish(event.topic, event.flags, event.body)
+        except BrokerUnavailable as exc:
+            kind = (
+                FrameType.PUBLISH_BATCH
+                if isinstance(event, sc.PublishBatchRequested)
+                else FrameType.PUBLISH
+            )
+            self._refuse_request(exc.code, kind, event.request_id, event.topic, str(exc))
+            return None
 
     def _publish_run(self, data: bytes, spans: list[tuple[int, str, int, int, int]]) -> list[str]:
         """Whole PUBLISH / PUBLISH_BATCH frames of one read
@@ -968,6 +1008,64 @@ class Session:
                 acks.append((request_id, seq, count or 1))
                 seq += count or 1
             self._queue(conn.pubacks(epoch, acks))
+        return reserved
+
+    async def _publish_run_remote(
+        self, data: bytes, spans: list[tuple[int, str, int, int, int]]
+    ) -> list[str]:
+        """:meth:`_publish_run` on a remote broker: each run on one topic is stored in one
+        round trip (:meth:`Broker.publish_many`) and acknowledged once stored; a run the
+        broker cannot take is refused request by request, with its temporary code."""
+        conn = self.conn
+        reserved: list[str] = []
+        n = len(spans)
+        i = 0
+        while i < n:
+            topic = spans[i][1]
+            j = i + 1
+            while j < n and spans[j][1] == topic:
+                j += 1
+            run = spans[i:j]
+            i = j
+            kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
+            records = sum(count or 1 for *_, count in run)
+            nbytes = sum(end - start for _, _, start, end, _ in run)
+            if not self._within_rate(kind, run[0][0], topic, cost=records, nbytes=nbytes):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._refuse_request(
+                        ErrorCode.RATE_LIMITED, kind, request_id, topic, "request rate limit"
+                    )
+                continue
+            if not self._may_publish(kind, run[0][0], topic):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._may_publish(kind, request_id, topic)
+                continue
+            if not self._claim(kind, run[0][0], topic):
+                for request_id, _, _, _, count in run[1:]:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._claim(kind, request_id, topic)
+                continue
+            try:
+                epoch, seq = await self._broker.publish_many(
+                    topic, data, [(s, e, c) for _, _, s, e, c in run]
+                )
+            except BrokerUnavailable as exc:
+                for request_id, _, _, _, count in run:
+                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+                    self._refuse_request(exc.code, kind, request_id, topic, str(exc))
+                continue
+            self.messages_in += records
+            self._counters.messages_in += records
+            if topic.startswith("$"):
+                reserved.append(topic)
+            acks = []
+            for request_id, _, _, _, count in run:
+                acks.append((request_id, seq, count or 1))
+                seq += count or 1
+            if self._answering():
+                self._queue(conn.pubacks(epoch, acks))
         return reserved
 
     def _answering(self) -> bool:

@@ -45,6 +45,7 @@ PREFIXES: tuple[str, ...] = (
     "TOPIC",  # §9 topic names and headers
     "LIMIT",  # §13 resource limits
     "SEC",  # §12 security
+    "NODE",  # §15 several server nodes on one shared history
 )
 
 #: A well-formed requirement ID. Numbers start at 1 and have no leading zero.
@@ -629,6 +630,20 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-SEC-14", "MUST", "12", "server", True,
       "A connection closed because one frame took too long to arrive gets "
       "ERROR(HEARTBEAT_TIMEOUT, 0, 0)."),
+    # §15 several nodes ----------------------------------------------------------------------
+    R("PW-NODE-1", "MUST", "15.1", "server", True,
+      "Nodes sharing a history assign a topic's sequences from one place, atomically: "
+      "contiguous across nodes, a batch's sequences consecutive."),
+    R("PW-NODE-2", "MUST", "15.2", "server", True,
+      "A PUBACK is sent only once the shared store has the message."),
+    R("PW-NODE-3", "MUST", "15.2", "server", True,
+      "History lost from the shared store (flush, eviction, restart without persistence, "
+      "writes lost in a restart) gives the topic a new epoch, never a silent gap."),
+    R("PW-NODE-4", "MUST", "15.3", "server", True,
+      "While the shared store cannot be reached, publishes are refused with "
+      "BROKER_UNAVAILABLE and nothing is acknowledged; subscriptions stay open."),
+    R("PW-NODE-5", "SHOULD", "15.3", "server", False,
+      "A node reconnects to an unreachable store with exponential backoff."),
 )  # fmt: skip
 
 #: IDs that were once assigned and then dropped; their numbers are never given out again.

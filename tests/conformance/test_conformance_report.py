@@ -28,10 +28,11 @@ def test_every_observable_server_must_is_covered_or_explained() -> None:
     for rid in coverage.UNCOVERED_REASONS:
         req = BY_ID[rid]
         assert req.is_must and req.observable and req.applies_to in ("server", "both")
-    # a ratchet: ERR-11, FLOW-8, FRAME-17, SLOW-6, SLOW-7, SUB-21, HB-8, and five that need
+    # a ratchet: ERR-11, FLOW-8, FRAME-17, SLOW-6, SLOW-7, SUB-21, HB-8, five that need
     # the operator's configuration (expiring tokens, idle closing, throttling limits, the
-    # per-frame bound, the memory budget)
-    assert len(cov.covered) >= cov.total_observable - 12
+    # per-frame bound, the memory budget), and the four of several nodes sharing a store
+    # (SPEC §15)
+    assert len(cov.covered) >= cov.total_observable - 16
     # observable on the wire, and checked: SO-06 (header order), SO-15 (subscriptions end
     # with the connection), PH-16 (nothing behind the preface read before the version)
     assert {"PW-TOPIC-4", "PW-SUB-19", "PW-PREFACE-9", "PW-SEC-4"} <= {r.id for r in cov.covered}

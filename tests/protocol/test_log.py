@@ -127,3 +127,14 @@ def test_trimming_frees_segments_at_once() -> None:
         log.append(message(seq, 1000))
     assert log.count == 1
     assert log.segment_bytes == MIN_SEGMENT  # only the segment holding the newest frame
+
+
+def test_a_log_may_begin_in_the_middle_of_an_epoch() -> None:
+    """A node's cache of a history kept elsewhere starts at the first frame it holds."""
+    log = TopicLog(EPOCH, max_count=100, max_bytes=1 << 20, first_seq=41)
+    assert (log.oldest, log.head, log.count) == (41, 40, 0)
+    assert log.append(message(41, 10)) == 41
+    assert log.append(batch(42, [1, 2, 3]), 3) == 42
+    assert (log.oldest, log.head) == (41, 44)
+    assert log.frame(43)[:2] == (42, 3)
+    assert b"".join(log.slices(41, 44)) == message(41, 10) + batch(42, [1, 2, 3])

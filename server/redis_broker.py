@@ -1,0 +1,489 @@
+"""A broker whose history lives in Redis Streams, shared by any number of server nodes.
+
+Theory of operation
+-------------------
+Redis is the single source of truth for every topic; each node keeps the in-memory
+:class:`~pushwire.protocol.log.TopicLog` of :mod:`pushwire.server.broker` as a *local
+cache*, so that sessions fan out exactly as they do over the in-memory broker (they read
+``topic.log``, park on ``topic.wait``, register watches): per-node fan-out cost does not
+change, only where a sequence number comes from.
+
+Per topic ``T`` (``{T}`` is a hash tag, so both keys live in one Cluster slot)::
+
+    pw:{T}:m   hash    epoch (decimal u63, never 0), seq (last assigned sequence)
+    pw:{T}:s   stream  one entry per push frame, ID "<first seq>-0",
+                       fields e (epoch), f (flags), n (records; 0: a MESSAGE), b (body)
+
+``b`` is the PUBLISH body after request_id; the push frame is a pure function of
+(flags, body, epoch, seq) (SPEC.md §7.8), so every node builds byte-identical frames from
+an entry and no node re-encodes anything per subscriber.
+
+*Publishing* is one Lua script (:data:`PUBLISH_SCRIPT`): it reads the topic's epoch and
+sequence, checks that the history is still there (see below), then XADDs one entry per
+frame with the explicit ID ``first-0`` and ``MAXLEN`` (the history bound), and stores the
+new sequence. Scripts run atomically, so sequences are contiguous across nodes and a batch
+stays one entry. The PUBACK is sent after the script returned: Redis has the message (how
+durably depends on its persistence, see SPEC.md §15).
+
+*Losing history* shows as a new epoch, never as a silent gap. Both scripts take what the
+calling node last saw (its cached epoch and head) and start a new epoch (random, non-zero,
+stream deleted) when the hash is missing (FLUSHALL, eviction, a restart without
+persistence), when the stream is missing although sequences were assigned, or when the
+hash is at the node's epoch but *behind* its head (a restart that lost the last writes, as
+AOF ``everysec`` may). Subscribers then get what a topic reset gives them: the new epoch
+from sequence 1, and EPOCH_CHANGED when they resume.
+
+*Reading*: one task per topic per node follows the stream with ``XREAD BLOCK`` from the
+local head and appends what it reads to the local log, waking the parked writers once per
+read (not per entry, not per subscriber). On first use of a topic the node loads what
+Redis retains (XRANGE) into a new local log; a frame that does not follow the local head
+(the reader fell behind a trim) starts the local log over at that frame, so subscribers
+behind it get GAP. Between reads the reader asks for the epoch (:data:`ENSURE_SCRIPT`).
+
+*Redis unreachable*: publishes fail fast with :class:`BrokerUnavailable` (the session
+refuses them with the temporary BROKER_UNAVAILABLE); readers retry with exponential
+backoff (:data:`BACKOFF_MIN` .. :data:`BACKOFF_MAX`) and check the epoch when Redis is
+back; subscribers stay connected and resolve against the local cache meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import coredis
+import coredis.exceptions
+import trio
+
+from pushwire.protocol.log import TopicLog
+from pushwire.server.broker import (
+    Broker,
+    BrokerUnavailable,
+    Entry,
+    Listener,
+    ReadResult,
+    Resolution,
+    Topic,
+    TopicPosition,
+    TopicStats,
+    _new_epoch,
+    resolve_since,
+)
+
+__all__ = ["BrokerUnavailable", "RedisBroker", "open_redis_broker"]
+
+log = logging.getLogger("pushwire.server.redis")
+
+#: Reconnect backoff: doubles from 50 ms up to 5 s (a Sentinel failover takes seconds).
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 5.0
+#: XREAD BLOCK timeout: how often an idle topic's reader checks its epoch.
+BLOCK_MS = 500
+#: Connections of the readers' pool: one per topic this node follows (a blocking XREAD
+#: holds its connection), so this bounds the topics a node can follow at once.
+READER_CONNECTIONS = 10_000
+#: Entries per XREAD / XRANGE round trip.
+READ_COUNT = 1024
+#: How long a SUBSCRIBE waits for the local cache to reach the head Redis reported.
+CATCH_UP_TIMEOUT = 2.0
+
+#: KEYS: hash, stream. ARGV: new epoch, known epoch, known head, maxlen.
+_CHECK = """
+local meta, stream = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
+if (not epoch)
+   or (seq > 0 and redis.call('EXISTS', stream) == 0)
+   or (epoch == ARGV[2] and seq < tonumber(ARGV[3])) then
+  epoch = ARGV[1]
+  seq = 0
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', '0')
+end
+"""
+
+#: Returns {epoch, seq}: the topic's epoch (created or replaced as :data:`_CHECK` says) and
+#: its last sequence.
+ENSURE_SCRIPT = _CHECK + "return {epoch, string.format('%d', seq)}\n"
+
+#: ARGV after the four of :data:`_CHECK`: (flags, records, body) per frame. Returns
+#: {epoch, first seq}.
+PUBLISH_SCRIPT = (
+    _CHECK
+    + """
+local first = seq + 1
+for i = 5, #ARGV, 3 do
+  local n = tonumber(ARGV[i + 1])
+  redis.call('XADD', stream, 'MAXLEN', ARGV[4], string.format('%d-0', seq + 1),
+             'e', epoch, 'f', ARGV[i], 'n', ARGV[i + 1], 'b', ARGV[i + 2])
+  seq = seq + math.max(n, 1)
+end
+redis.call('HSET', meta, 'seq', string.format('%d', seq))
+return {epoch, string.format('%d', first)}
+"""
+)
+
+_ERRORS = (
+    coredis.exceptions.ConnectionError,
+    OSError,  # TimeoutError among them
+    trio.TooSlowError,
+)
+
+
+class _RedisTopic(Topic):
+    __slots__ = ("loaded", "moved", "reader")
+
+    def __init__(self, name: str, log: TopicLog) -> None:
+        super().__init__(name, log)
+        self.loaded = False
+        self.reader: trio.CancelScope | None = None
+        self.moved = trio.Event()  # set and replaced at each change of the local log
+
+
+class RedisBroker(Broker):
+    """Topics in Redis Streams (see the module docstring); make it with
+    :func:`open_redis_broker`, which owns the client and the readers' tasks."""
+
+    remote = True
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        nursery: trio.Nursery,
+        *,
+        readers: coredis.Redis[bytes] | None = None,
+        history_count: int = 10_000,
+        history_bytes: int = 16 << 20,
+        prefix: str = "pw:",
+    ) -> None:
+        self.client = client
+        #: The client of the topics' blocking readers: each XREAD BLOCK holds a connection
+        #: of its pool for its duration, so they get a pool of their own and can never take
+        #: every connection from the publishes.
+        self.readers = readers or client
+        self.history_count = max(1, history_count)
+        self.history_bytes = max(1, history_bytes)
+        self.prefix = prefix
+        self._nursery = nursery
+        self._topics: dict[str, _RedisTopic] = {}
+        self._publish = client.register_script(PUBLISH_SCRIPT)
+        self._ensure = client.register_script(ENSURE_SCRIPT)
+        self._listener_ids = 0
+        #: False after a failed round trip, True after a good one (for stats and logs).
+        self.available = True
+
+    # -- keys and local topics ---------------------------------------------------------------
+
+    def _keys(self, topic: str) -> list[str]:
+        base = f"{self.prefix}{{{topic}}}"
+        return [base + ":m", base + ":s"]
+
+    def _new_log(self, epoch: int, first_seq: int = 1) -> TopicLog:
+        return TopicLog(
+            epoch,
+            max_count=self.history_count,
+            max_bytes=self.history_bytes,
+            first_seq=max(1, first_seq),
+        )
+
+    def _topic(self, name: str) -> _RedisTopic:
+        t = self._topics.get(name)
+        if t is None:
+            # a placeholder until the reader has loaded what Redis holds
+            t = self._topics[name] = _RedisTopic(name, self._new_log(_new_epoch()))
+            scope = t.reader = trio.CancelScope()
+            self._nursery.start_soon(self._follow, t, scope)
+        return t
+
+    def _moved(self, t: _RedisTopic) -> None:
+        t.moved.set()
+        t.moved = trio.Event()
+
+    def _replace(self, t: _RedisTopic, new: TopicLog) -> None:
+        """The local log starts over (new epoch, or a jump past a trim)."""
+        epoch_changed = new.epoch != t.log.epoch
+        t.log = new
+        t.plan = None
+        t.fire_all_watches()
+        if epoch_changed:
+            self._notify(t)
+        self._moved(t)
+
+    # -- Redis round trips -------------------------------------------------------------------
+
+    async def _ensure_epoch(self, t: _RedisTopic) -> tuple[int, int]:
+        log_ = t.log
+        known_epoch = str(log_.epoch) if t.loaded else "0"
+        reply: Any = await self._ensure(
+            keys=self._keys(t.name),
+            args=[str(_new_epoch(log_.epoch)), known_epoch, str(log_.head), "1"],
+        )
+        return int(reply[0]), int(reply[1])
+
+    async def _load(self, t: _RedisTopic) -> None:
+        """Replace the local log with what Redis retains of the current epoch."""
+        epoch, head = await self._ensure_epoch(t)
+        stream = self._keys(t.name)[1]
+        entries: list[Any] = []
+        start = "-"
+        while True:
+            chunk = await self.client.xrange(stream, start, "+", count=READ_COUNT)
+            entries.extend(chunk)
+            if len(chunk) < READ_COUNT:
+                break
+            start = "(" + str(_first_seq(chunk[-1])) + "-0"
+        first = _first_seq(entries[0]) if entries else head + 1
+        new = self._new_log(epoch, first)
+        for entry in entries:
+            fields = entry.field_values
+            if int(fields[b"e"]) != epoch or _first_seq(entry) != new.head + 1:
+                break  # written under another epoch after our look: the reader reloads
+            new.append_push(int(fields[b"f"]), fields[b"b"], int(fields[b"n"]))
+        t.loaded = True
+        self._replace(t, new)
+
+    def _apply(self, t: _RedisTopic, entries: tuple[Any, ...]) -> bool:
+        """Append entries read from the stream to the local log; False when the log must be
+        reloaded (another epoch)."""
+        appended = 0
+        count = size = 0
+        for entry in entries:
+            fields = entry.field_values
+            log_ = t.log
+            if int(fields[b"e"]) != log_.epoch:
+                return False
+            first = _first_seq(entry)
+            if first <= log_.head:
+                continue
+            if first > log_.head + 1:  # we fell behind a trim: continue past it (GAP)
+                self._replace(t, self._new_log(log_.epoch, first))
+                log_ = t.log
+            n = int(fields[b"n"])
+            body = fields[b"b"]
+            log_.append_push(int(fields[b"f"]), body, n)
+            appended += 1
+            count += max(n, 1)
+            size += len(body)
+        if appended:
+            t.appended()
+            if t.listeners:
+                self._notify(t, count, size)
+            self._moved(t)
+        return True
+
+    async def _follow(self, t: _RedisTopic, scope: trio.CancelScope) -> None:
+        """The topic's one reader on this node: load, then follow the stream."""
+        backoff = BACKOFF_MIN
+        stream = self._keys(t.name)[1]
+        with scope:
+            while True:
+                try:
+                    if not t.loaded:
+                        await self._load(t)
+                    reply = await self.readers.xread(
+                        {stream: f"{t.log.head}-0"}, count=READ_COUNT, block=BLOCK_MS
+                    )
+                    entries = reply.get(stream.encode(), ()) if reply else ()
+                    if not entries or not self._apply(t, entries):
+                        epoch, head = await self._ensure_epoch(t)
+                        if epoch != t.log.epoch or head < t.log.head:
+                            t.loaded = False
+                    if not self.available:
+                        log.warning("Redis reachable again")
+                    self.available = True
+                    backoff = BACKOFF_MIN
+                except _ERRORS as exc:
+                    if self.available:
+                        log.warning("Redis unreachable (%s); retrying with backoff", str(exc))
+                    self.available = False
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _run(self, t: _RedisTopic, frames: list[tuple[int, int, bytes]]) -> tuple[int, int]:
+        args: list[str | bytes | int] = [
+            str(_new_epoch(t.log.epoch)),
+            str(t.log.epoch) if t.loaded else "0",
+            str(t.log.head),
+            str(self.history_count),
+        ]
+        for flags, count, body in frames:
+            args += [str(flags), str(count), body]
+        try:
+            reply: Any = await self._publish(keys=self._keys(t.name), args=args)
+        except _ERRORS as exc:
+            self.available = False
+            raise BrokerUnavailable(f"Redis unreachable: {exc}") from exc
+        self.available = True
+        return int(reply[0]), int(reply[1])
+
+    # -- the portable interface --------------------------------------------------------------
+
+    async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
+        return await self._run(self._topic(topic), [(flags, 0, bytes(body))])
+
+    async def publish_batch(
+        self, topic: str, flags: int, body: bytes, records_start: int, record_ends: list[int]
+    ) -> tuple[int, int]:
+        return await self._run(self._topic(topic), [(flags, len(record_ends), bytes(body))])
+
+    async def publish_many(
+        self, topic: str, data: bytes | memoryview, spans: list[tuple[int, int, int]]
+    ) -> tuple[int, int]:
+        """A run of publishes in one script call: one round trip, one atomic append."""
+        with memoryview(data) as view:
+            frames = [(0, count, bytes(view[start:end])) for start, end, count in spans]
+        return await self._run(self._topic(topic), frames)
+
+    def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
+        raise RuntimeError("RedisBroker stores asynchronously: use publish()")
+
+    def append_batch(
+        self,
+        topic: str,
+        flags: int,
+        body: bytes | memoryview,
+        records_start: int,
+        record_ends: list[int] | tuple[int, ...],
+    ) -> tuple[int, int]:
+        raise RuntimeError("RedisBroker stores asynchronously: use publish_batch()")
+
+    def attach(self, topic: str) -> Topic:
+        t = self._topic(topic)
+        t.attached += 1
+        return t
+
+    def detach(self, topic: Topic) -> None:
+        topic.attached -= 1
+
+    async def _synced(self, topic: str) -> _RedisTopic:
+        """The topic with its local log at least as far as Redis was when asked; the local
+        cache as it is when Redis cannot be reached (or does not answer in time)."""
+        t = self._topic(topic)
+        with trio.move_on_after(CATCH_UP_TIMEOUT):
+            try:
+                epoch, head = await self._ensure_epoch(t)
+            except _ERRORS:
+                return t
+            while not t.loaded or t.log.epoch != epoch or t.log.head < head:
+                await t.moved.wait()
+        return t
+
+    async def position(self, topic: str) -> TopicPosition:
+        return (await self._synced(topic)).position
+
+    async def resolve(
+        self,
+        topic: str,
+        since_kind: int,
+        since_epoch: int = 0,
+        since_seq: int = 0,
+        since_count: int = 0,
+    ) -> Resolution:
+        t = await self._synced(topic)
+        return resolve_since(t.position, since_kind, since_epoch, since_seq, since_count)
+
+    async def read(
+        self, topic: str, from_seq: int, *, max_count: int, max_bytes: int
+    ) -> ReadResult:
+        t = await self._synced(topic)
+        log_ = t.log
+        out: list[Entry] = []
+        if from_seq <= log_.head and max_count > 0:
+            seq = max(from_seq, log_.oldest)
+            size = count = 0
+            while seq <= log_.head:
+                first, n, view = log_.frame(seq)
+                if out and (size + len(view) > max_bytes or count >= max_count):
+                    break
+                frame = bytes(view)
+                offsets = _batch_offsets(frame)
+                out.append(Entry(log_.epoch, first, n, frame, offsets))
+                size += len(frame)
+                count += first + n - max(from_seq, first)
+                seq = first + n
+        return ReadResult(t.position, out)
+
+    def listen(self, topic: str, callback: Listener) -> Callable[[], None]:
+        t = self._topic(topic)
+        self._listener_ids += 1
+        key = self._listener_ids
+        t.listeners[key] = callback
+
+        def stop() -> None:
+            t.listeners.pop(key, None)
+
+        return stop
+
+    def _notify(self, t: Topic, count: int = 0, size: int = 0) -> None:
+        for callback in list(t.listeners.values()):
+            try:
+                callback(t.log.epoch, t.log.head, count, size)
+            except Exception:  # a listener must never break the reader
+                log.exception("topic listener failed")
+
+    async def reset_topic(self, topic: str) -> int:
+        """A new epoch in Redis (every node's reader follows)."""
+        t = self._topic(topic)
+        meta, stream = self._keys(topic)
+        epoch = _new_epoch(t.log.epoch)
+        try:
+            await self.client.delete([stream])
+            await self.client.hset(meta, {"epoch": str(epoch), "seq": "0"})
+        except _ERRORS as exc:
+            raise BrokerUnavailable(f"Redis unreachable: {exc}") from exc
+        return epoch
+
+    def stats(self) -> dict[str, TopicStats]:
+        return {
+            name: TopicStats(
+                t.log.epoch,
+                t.log.head,
+                t.log.oldest,
+                t.log.frames,
+                t.log.frame_bytes,
+                t.log.frames_appended,
+                t.attached + len(t.listeners),
+                t.log.memory,
+            )
+            for name, t in self._topics.items()
+        }
+
+
+def _first_seq(entry: Any) -> int:
+    return int(entry.identifier.split(b"-", 1)[0])
+
+
+def _batch_offsets(frame: bytes) -> tuple[int, ...]:
+    from pushwire.protocol import codec
+    from pushwire.protocol.layouts import FrameType
+
+    return codec.batch_record_offsets(frame) if frame[4] == FrameType.MESSAGE_BATCH else ()
+
+
+@asynccontextmanager
+async def open_redis_broker(
+    url: str, *, history_count: int = 10_000, history_bytes: int = 16 << 20
+) -> AsyncIterator[RedisBroker]:
+    """A :class:`RedisBroker` on ``url`` (``redis://HOST:PORT/DB``, ``rediss://`` for TLS,
+    ``unix://PATH``) for the duration of the block. Does not wait for Redis: a node starts
+    and serves subscribers while Redis is down, and publishes are refused until it is up."""
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(
+        url, decode_responses=False, connect_timeout=2.0
+    )
+    readers: coredis.Redis[bytes] = coredis.Redis.from_url(
+        url, decode_responses=False, connect_timeout=2.0, max_connections=READER_CONNECTIONS
+    )
+    async with client, readers, trio.open_nursery() as nursery:
+        broker = RedisBroker(
+            client,
+            nursery,
+            readers=readers,
+            history_count=history_count,
+            history_bytes=history_bytes,
+        )
+        try:
+            yield broker
+        finally:
+            nursery.cancel_scope.cancel()
