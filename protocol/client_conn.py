@@ -1084,12 +1084,13 @@ class ClientConnection:
             self._patterns.pop(sub.topic, None)
 
     def _pattern_for(self, topic: str) -> _Sub | None:
-        """The subscription whose pattern matches ``topic``: the live one if there is one
-        (the server lets no two subscriptions of a connection share a topic, PW-SUB-22)."""
+        """The subscription whose pattern matches ``topic``, a live one if there is one
+        (the server lets no two live subscriptions of a connection share a topic, PW-SUB-23)."""
         found = None
         for pattern in self._patterns:
             if pattern_matches(pattern, topic):
-                found = self._topics[pattern][-1]
+                # the oldest: pushes belong to it until its UNSUBSCRIBED, as for a name
+                found = self._topics[pattern][0]
                 if not found.closing:
                     return found
         return found
@@ -1186,12 +1187,12 @@ class ClientConnection:
         if sub is None or not sub.pattern or not sub.answered or sub.seen is None:
             raise _violation(
                 f"TOPIC_STATUS for sub_id {frame.sub_id}, which is no answered pattern",
-                requirement="PW-SUB-32",
+                requirement="PW-SUB-33",
             )
         if not pattern_matches(sub.topic, topic):
             raise _violation(
                 f"TOPIC_STATUS for {topic!r}, which {sub.topic!r} does not match",
-                requirement="PW-SUB-32",
+                requirement="PW-SUB-33",
             )
         outcome = Outcome(frame.outcome)
         if outcome is Outcome.NEW or not 1 <= frame.start_seq <= frame.head_seq + 1:
@@ -1264,7 +1265,7 @@ class ClientConnection:
         if sub.pattern:
             raise _violation(
                 f"GAP for pattern subscription {sub.sub_id} (TOPIC_STATUS says a topic's loss)",
-                requirement="PW-SUB-29",
+                requirement="PW-SUB-30",
             )
         self._check_next(sub, frame.epoch, frame.first, f"GAP {frame.first}..{frame.last}")
         sub.next_seq = frame.last + 1
@@ -1318,7 +1319,7 @@ class ClientConnection:
         first_seq: int,
         records: tuple[tuple[bytes, F.Headers | None], ...],
     ) -> None:
-        """Pushes of one topic of a pattern subscription: one credit pool (PW-FLOW-8), and
+        """Pushes of one topic of a pattern subscription: one credit pool (PW-FLOW-9), and
         per topic contiguity (PW-ORDER-15) from the first push or TOPIC_STATUS on."""
         count = len(records)
         if not sub.ledger.charge(count, self._frame_offset):

@@ -285,7 +285,7 @@ class PatternSubscribeRequested(Event):
     initial_credit: int
 
     def position_problem(self) -> str | None:
-        """Why the positions are INVALID_POSITION regardless of the topics' heads [PW-SUB-25]."""
+        """Why the positions are INVALID_POSITION regardless of the topics' heads [PW-SUB-26]."""
         if self.since_kind == SinceKind.AFTER:
             return "a pattern has no single position: list positions per topic instead"
         seen: set[str] = set()
@@ -724,7 +724,7 @@ class ServerConnection:
 
     def end_pattern(self, sub_id: int, message: str = "") -> bytes:
         """ERROR(TOO_MANY_TOPICS, SUBSCRIBE, sub_id) ending a live pattern subscription
-        whose new topic would exceed ``max_pattern_topics`` [PW-SUB-30]; the sub_id is free."""
+        whose new topic would exceed ``max_pattern_topics`` [PW-SUB-31]; the sub_id is free."""
         self._transition(FrameType.ERROR)
         sub = self._active(sub_id)
         self._forget(sub)
@@ -751,7 +751,7 @@ class ServerConnection:
         self._transition(FrameType.UNSUBSCRIBED)
         sub = self._active(sub_id)
         self._forget(sub)
-        if sub.pattern:  # positions are per topic and live with the client [PW-SUB-31]
+        if sub.pattern:  # positions are per topic and live with the client [PW-SUB-32]
             return codec.encode_frame(F.Unsubscribed(sub_id, 0, 0))
         return codec.encode_frame(F.Unsubscribed(sub_id, sub.epoch, sub.delivered))
 
@@ -784,7 +784,7 @@ class ServerConnection:
         positions = tuple(
             F.Position(s.sub_id, s.epoch, s.position)
             for s in self._subs.values()
-            if s.active and not s.pattern  # [PW-SUB-31]
+            if s.active and not s.pattern  # [PW-SUB-32]
         )[: max(0, min(room, 0xFFFF))]
         return codec.encode_frame(
             F.Goaway(int(code), reconnect_after_ms, reconnect_jitter_ms, positions, reason)
@@ -823,7 +823,7 @@ class ServerConnection:
     ) -> None:
         """Record that ``count`` messages ending at ``last_seq`` of ``epoch`` go to
         ``sub_id`` (of ``topic``, for a pattern subscription: one credit pool for all its
-        topics [PW-FLOW-8]). LocalProtocolError(FLOW_CONTROL_ERROR) beyond the credit: the
+        topics [PW-FLOW-9]). LocalProtocolError(FLOW_CONTROL_ERROR) beyond the credit: the
         caller must ask :meth:`can_send` first and split batches (§8.1)."""
         self._transition(FrameType.MESSAGE)
         sub = self._active(sub_id)
@@ -846,7 +846,7 @@ class ServerConnection:
         """GAP (§7.4): ``first..last`` of ``epoch`` will never come; uses no credit."""
         self._transition(FrameType.GAP)
         sub = self._active(sub_id)
-        if sub.pattern:  # GAP has no topic: topic_status() says it [PW-SUB-29]
+        if sub.pattern:  # GAP has no topic: topic_status() says it [PW-SUB-30]
             raise LocalProtocolError(
                 f"sub {sub_id} is a pattern: use topic_status()", code=ErrorCode.PROTOCOL_ERROR
             )
@@ -1093,7 +1093,7 @@ class ServerConnection:
         if sid in self._subs:
             return self._refuse(ErrorCode.ALREADY_SUBSCRIBED, t, sid, f"sub_id {sid} is in use")
         overlap = self._overlapping(frame.topic)
-        if overlap is not None:  # [PW-SUB-22]
+        if overlap is not None:  # [PW-SUB-23]
             return self._refuse(
                 ErrorCode.ALREADY_SUBSCRIBED,
                 t,
@@ -1144,7 +1144,7 @@ class ServerConnection:
         problem = pattern_problem(pattern)
         if problem is not None:
             return self._refuse(ErrorCode.INVALID_TOPIC, t, sid, problem)
-        for pos in positions:  # [PW-SUB-21]
+        for pos in positions:  # [PW-SUB-22]
             problem = topic_problem(pos.topic)
             if problem is None and not pattern_matches(pattern, pos.topic):
                 problem = f"position topic {pos.topic!r} does not match {pattern!r}"
@@ -1155,7 +1155,7 @@ class ServerConnection:
         clash = self._overlapping(pattern)
         if clash is None:
             clash = next((n for n in self._topics if pattern_matches(pattern, n)), None)
-        if clash is not None:  # [PW-SUB-22]
+        if clash is not None:  # [PW-SUB-23]
             return self._refuse(
                 ErrorCode.ALREADY_SUBSCRIBED, t, sid, f"pattern shares topics with {clash!r}"
             )
@@ -1166,7 +1166,7 @@ class ServerConnection:
                 sid,
                 f"limit is {self.limits.max_subscriptions} subscriptions per connection",
             )
-        if len(self._patterns) >= self.limits.max_patterns:  # [PW-SUB-23]
+        if len(self._patterns) >= self.limits.max_patterns:  # [PW-SUB-24]
             return self._refuse(
                 ErrorCode.TOO_MANY_PATTERNS,
                 t,

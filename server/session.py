@@ -502,7 +502,7 @@ class Session:
             cur.next_seq = 1
             cur.watch_key = -1
             cur.baseline = 0
-            if cur.pattern:  # told per topic [PW-SUB-29]
+            if cur.pattern:  # told per topic [PW-SUB-30]
                 cur.next_seq = max(1, min(log.oldest, log.head + 1))
                 status = conn.topic_status(
                     cur.sub_id, cur.topic, Outcome.EPOCH_CHANGED, log.epoch, cur.next_seq, log.head
@@ -586,7 +586,7 @@ class Session:
 
     def _gap(self, cur: Cursor, first: int, last: int, reason: ErrorCode, head: int) -> bytes:
         """GAP for one subscription, or for one topic of a pattern subscription its
-        SUBSCRIBED(TOPIC_STATUS) with outcome GAP [PW-SUB-29]."""
+        SUBSCRIBED(TOPIC_STATUS) with outcome GAP [PW-SUB-30]."""
         if not cur.pattern:
             return self.conn.gap(cur.sub_id, cur.epoch, first, last, reason)
         return self.conn.topic_status(
@@ -1242,7 +1242,7 @@ class Session:
         t, sid, pattern = FrameType.SUBSCRIBE, event.sub_id, event.pattern
         permissions = self.permissions
         if permissions is None or not permissions.allows_pattern("subscribe", pattern):
-            self._refuse_request(  # [PW-SUB-24]
+            self._refuse_request(  # [PW-SUB-25]
                 ErrorCode.FORBIDDEN,
                 t,
                 sid,
@@ -1271,7 +1271,7 @@ class Session:
         limit = self.server.limits.max_pattern_topics
         named = {pos.topic for pos in event.positions}
         existing = [name for name in broker.topics_matching(pattern) if name not in named]
-        if len(existing) + len(named) > limit:  # [PW-SUB-26]
+        if len(existing) + len(named) > limit:  # [PW-SUB-27]
             self._end_pattern(sid)
             self._queue(
                 conn.request_error(
@@ -1327,8 +1327,8 @@ class Session:
 
     def _topic_created(self, sub_id: int, name: str) -> None:
         """A topic the pattern of ``sub_id`` matches came into existence (run by the task
-        that named it, before anything is appended): follow it from sequence 1 [PW-SUB-28],
-        or end the subscription at its topic limit [PW-SUB-30]."""
+        that named it, before anything is appended): follow it from sequence 1 [PW-SUB-29],
+        or end the subscription at its topic limit [PW-SUB-31]."""
         pending = self._pattern_pending.get(sub_id)
         if pending is not None:
             pending.append(name)

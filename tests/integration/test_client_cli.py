@@ -63,7 +63,7 @@ async def test_pub_then_sub_round_trip() -> None:
         ]
 
 
-@pytest.mark.spec("PW-SUB-28", "PW-TOPIC-7")
+@pytest.mark.spec("PW-SUB-29", "PW-TOPIC-7")
 async def test_sub_to_a_pattern_prints_each_message_with_its_topic() -> None:
     async with serve() as address:
         for topic in ("orders/eu", "orders/us", "other/x", "orders/eu", "orders/us"):

@@ -23,7 +23,7 @@ def by_topic(items: list[object]) -> dict[str, list[int]]:
     return out
 
 
-@pytest.mark.spec("PW-SUB-28", "PW-ORDER-15")
+@pytest.mark.spec("PW-SUB-29", "PW-ORDER-15")
 async def test_a_pattern_yields_messages_of_every_matching_topic(server_loop: ServerLoop) -> None:
     with anyio.fail_after(10):
         async with server_loop.server(ServerConfig(port=0)) as server:

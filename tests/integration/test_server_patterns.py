@@ -78,7 +78,7 @@ async def nothing_more(peer: RawPeer, wait: float = 0.2) -> None:
         raise AssertionError(f"unexpected {frame!r}")
 
 
-@pytest.mark.spec("PW-SUB-28", "PW-ORDER-15", "PW-TOPIC-9")
+@pytest.mark.spec("PW-SUB-29", "PW-ORDER-15", "PW-TOPIC-9")
 async def test_a_pattern_gets_each_matching_topic_with_its_own_sequences() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_server(config()) as server:
@@ -150,7 +150,7 @@ async def test_resuming_gives_each_seen_topic_exactly_one_outcome() -> None:
             await nothing_more(sub)
 
 
-@pytest.mark.spec("PW-FLOW-8")
+@pytest.mark.spec("PW-FLOW-9")
 async def test_one_credit_pool_covers_every_topic_of_a_pattern() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_server(config()) as server:
@@ -179,7 +179,7 @@ async def test_publishing_to_a_pattern_is_an_invalid_topic() -> None:
                 )
 
 
-@pytest.mark.spec("PW-SUB-21", "PW-SUB-22", "PW-SUB-23", "PW-SUB-25", "PW-SUB-26")
+@pytest.mark.spec("PW-SUB-22", "PW-SUB-23", "PW-SUB-24", "PW-SUB-26", "PW-SUB-27")
 async def test_pattern_subscribes_are_checked_in_order() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_server(config(max_patterns=2, max_pattern_topics=2)) as server:
@@ -208,7 +208,7 @@ async def test_pattern_subscribes_are_checked_in_order() -> None:
             assert (await pattern(peer, 9, "sport/+")).code == ErrorCode.TOO_MANY_PATTERNS  # type: ignore[union-attr]
 
 
-@pytest.mark.spec("PW-SUB-24")
+@pytest.mark.spec("PW-SUB-25")
 async def test_a_pattern_needs_permission_for_everything_it_can_match() -> None:
     auth = {b"t": Permissions(subscribe=("orders/#",), publish=("orders/#",))}
     with trio.fail_after(TIMEOUT):
@@ -218,7 +218,7 @@ async def test_a_pattern_needs_permission_for_everything_it_can_match() -> None:
             assert isinstance(await pattern(peer, 2, "orders/+"), F.Subscribed)
 
 
-@pytest.mark.spec("PW-SUB-31")
+@pytest.mark.spec("PW-SUB-32")
 async def test_unsubscribing_a_pattern_ends_every_topic_and_reports_zeros() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_server(config()) as server:
@@ -233,7 +233,7 @@ async def test_unsubscribing_a_pattern_ends_every_topic_and_reports_zeros() -> N
             await nothing_more(sub)
 
 
-@pytest.mark.spec("PW-SUB-30")
+@pytest.mark.spec("PW-SUB-31")
 async def test_a_new_topic_beyond_the_limit_ends_the_subscription() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_server(config(max_pattern_topics=2)) as server:

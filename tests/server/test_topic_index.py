@@ -12,7 +12,7 @@ from pushwire.protocol.testing import strategies as ps
 from pushwire.protocol.topics import pattern_matches
 from pushwire.server.topic_index import PatternIndex, TopicIndex
 
-pytestmark = pytest.mark.spec("PW-TOPIC-9", "PW-SUB-28")
+pytestmark = pytest.mark.spec("PW-TOPIC-9", "PW-SUB-29")
 
 ALPHABET = ("a", "b", "$s")
 NAMES = ["/".join(p) for n in (1, 2, 3) for p in itertools.product(ALPHABET, repeat=n)]
