@@ -813,7 +813,10 @@ class Connection:
         parent) is a pattern (SPEC.md §9.4): one subscription, one window, every matching
         topic, each :class:`Message` carrying its own topic and that topic's sequence.
         ``since`` ("new", "oldest" or ("last", n)) applies to each topic not yet received;
-        after a reconnect each topic received resumes from its own position.
+        after a reconnect each topic received resumes from its own position, and the
+        others start by ``since`` again: with "new", messages published while disconnected
+        to a topic this subscription never received from are not delivered (use "oldest"
+        to get whatever the history still holds).
         """
         _check_topic(topic)
         start = parse_since(since)
