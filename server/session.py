@@ -271,20 +271,20 @@ class Session:
 
     @property
     def subscription_count(self) -> int:
-        return len(self._cursors)
+        return len(self._cursors) + len(self._pattern_stops)
 
     def totals(self) -> str:
         """This connection's traffic in a few words, for the close log line."""
         return (
             f"in {self.messages_in} msg {self.bytes_in} B, "
             f"out {self.messages_out} msg {self.bytes_out} B, "
-            f"{len(self._cursors)} subscription(s)"
+            f"{self.subscription_count} subscription(s)"
         )
 
     def idle_since(self, now: float) -> float:
         """Seconds since the last request, or 0 while the connection holds a subscription
         or is still in the handshake (the handshake timeout covers that)."""
-        if self._cursors or not self.admitted:
+        if self._cursors or self._pattern_stops or not self.admitted:
             return 0.0
         return now - self._last_request
 
