@@ -82,15 +82,17 @@ from pushwire.protocol import client_conn as cc
 from pushwire.protocol.client_conn import ClientConnection, ClientState, Since, SubStatus
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.frames import Headers
+from pushwire.protocol.frames import TopicPosition as WirePosition
 from pushwire.protocol.layouts import (
     DEFAULT_PORT,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
     FrameType,
     Outcome,
+    SinceKind,
 )
 from pushwire.protocol.reconnect import Ending, GoawayHint, ReconnectPlanner
-from pushwire.protocol.topics import topic_problem
+from pushwire.protocol.topics import is_pattern, pattern_problem, topic_problem
 
 __all__ = [
     "Connection",
@@ -227,7 +229,7 @@ def _headers(headers: HeadersIn) -> Headers | None:
 
 
 def _check_topic(topic: str) -> None:
-    problem = topic_problem(topic)
+    problem = pattern_problem(topic) if is_pattern(topic) else topic_problem(topic)
     if problem is not None:
         raise RequestError(ErrorCode.INVALID_TOPIC, f"{topic!r}: {problem}")
 
@@ -484,6 +486,12 @@ class Subscription:
         self._returned: Message | None = None  # handed out, not yet processed
         self._session: _Session | None = None
         self._sub_id = 0
+        #: A pattern subscription (SPEC.md §6.7): ``topic`` is the pattern, messages carry
+        #: their own topics, and each topic received has its own position here.
+        self.pattern = is_pattern(topic)
+        self._topic_received: dict[str, TopicPosition] = {}
+        #: The server has accepted the subscription (SUBSCRIBED) at least once.
+        self.accepted = False
 
     # -- application side ----------------------------------------------------------------------
 
@@ -634,6 +642,9 @@ class Subscription:
 
     def _resume_point(self) -> tuple[Since, int]:
         """Where a new session's SUBSCRIBE starts, and its initial credit."""
+        if self.pattern:  # per topic positions go with the SUBSCRIBE instead
+            self._pending_grant = 0
+            return self._since, self.window - self._buffered_messages
         if self.at_least_once:
             # Redeliver everything not processed (SPEC.md §8.3): drop what is buffered.
             self._buffer.clear()
@@ -645,15 +656,32 @@ class Subscription:
         since = self._since if position is None else Since.after(position.epoch, position.seq)
         return since, self.window - self._buffered_messages
 
+    def topic_positions(self) -> dict[str, TopicPosition]:
+        """A pattern subscription's position in each topic it has received from (including
+        gaps and epoch changes): what a reconnect resumes from [PW-RESUME-6]."""
+        return dict(self._topic_received)
+
     def _bind(self, session: _Session) -> None:
         since, credit = self._resume_point()
-        self._sub_id, data = session.core.subscribe(
-            self.topic,
-            since,
-            at_least_once=self.at_least_once,
-            initial_credit=credit,
-            now=anyio.current_time(),
-        )
+        if self.pattern:
+            positions = [
+                WirePosition(topic, p.epoch, p.seq) for topic, p in self._topic_received.items()
+            ]
+            self._sub_id, data = session.core.subscribe_pattern(
+                self.topic,
+                since,
+                positions=positions,
+                initial_credit=credit,
+                now=anyio.current_time(),
+            )
+        else:
+            self._sub_id, data = session.core.subscribe(
+                self.topic,
+                since,
+                at_least_once=self.at_least_once,
+                initial_credit=credit,
+                now=anyio.current_time(),
+            )
         self._session = session
         self._requested = since
         session.subs[self._sub_id] = self
@@ -674,6 +702,9 @@ class Subscription:
     # -- events from the session ---------------------------------------------------------------
 
     def _on_subscribed(self, ev: cc.SubscriptionConfirmed) -> None:
+        self.accepted = True
+        if self.pattern:
+            return  # the topics' own outcomes follow (TopicStatusReceived)
         requested = self._requested
         if ev.outcome is Outcome.GAP:
             before = TopicPosition(ev.epoch, ev.gap_first - 1)
@@ -694,7 +725,20 @@ class Subscription:
         self._buffer.append(Message(ev.topic, ev.epoch, ev.seq, ev.headers or (), ev.payload))
         self._buffered_messages += 1
         self._received = TopicPosition(ev.epoch, ev.seq)
+        if self.pattern:
+            self._topic_received[ev.topic] = self._received
         self._wake()
+
+    def _on_topic_status(self, ev: cc.TopicStatusReceived) -> None:
+        """One topic of a pattern resumed, skipped or restarted: as a single topic's
+        SUBSCRIBED outcome would (SPEC.md §6.6), but for ``ev.topic``."""
+        old = self._topic_received.get(ev.topic)
+        if ev.outcome is Outcome.GAP:
+            self._push(Gap(ev.topic, ev.epoch, ev.gap_first, ev.gap_last, ev.gap_reason))
+        elif ev.outcome is Outcome.EPOCH_CHANGED:
+            old_epoch = old.epoch if old is not None else 0
+            self._push(EpochChange(ev.topic, old_epoch, ev.epoch, ev.start_seq))
+        self._topic_received[ev.topic] = TopicPosition(ev.epoch, ev.start_seq - 1)
 
     def _on_gap(self, ev: cc.GapReceived) -> None:
         self._push(Gap(self.topic, ev.epoch, ev.first, ev.last, ev.reason))
@@ -764,9 +808,22 @@ class Connection:
 
         ``credit`` is the window: at most that many messages are in flight or buffered for
         this subscription. One subscription per topic per Connection.
+
+        A ``topic`` with ``+`` (one segment) or a last ``#`` (the rest, including the
+        parent) is a pattern (SPEC.md §9.4): one subscription, one window, every matching
+        topic, each :class:`Message` carrying its own topic and that topic's sequence.
+        ``since`` ("new", "oldest" or ("last", n)) applies to each topic not yet received;
+        after a reconnect each topic received resumes from its own position, and the
+        others start by ``since`` again: with "new", messages published while disconnected
+        to a topic this subscription never received from are not delivered (use "oldest"
+        to get whatever the history still holds).
         """
         _check_topic(topic)
         start = parse_since(since)
+        if is_pattern(topic) and (at_least_once or start.kind is SinceKind.AFTER):
+            raise ValueError(
+                "a pattern subscription is at-most-once and has no single position to resume"
+            )
         if not 1 <= credit <= 0xFFFF_FFFF:
             raise ValueError(f"credit must be 1..2**32-1, not {credit}")
         if self._fatal is not None:
@@ -1229,6 +1286,10 @@ class Connection:
                 if sub is not None:
                     sub._on_subscribed(ev)
                 session.pulse()
+            case cc.TopicStatusReceived():
+                sub = session.subs.get(ev.sub_id)
+                if sub is not None:
+                    sub._on_topic_status(ev)
             case cc.GapReceived():
                 sub = session.subs.get(ev.sub_id)
                 if sub is not None:

@@ -88,7 +88,7 @@ from pushwire.protocol.layouts import (
     SinceKind,
     SlowConsumerPolicy,
 )
-from pushwire.protocol.topics import check_topic
+from pushwire.protocol.topics import check_pattern, check_topic, pattern_matches
 
 __all__ = [
     "RECEIVE_TRANSITIONS",
@@ -108,6 +108,7 @@ __all__ = [
     "SubStatus",
     "SubscriptionConfirmed",
     "SubscriptionView",
+    "TopicStatusReceived",
     "UnsubscribeConfirmed",
     "Welcomed",
 ]
@@ -253,6 +254,24 @@ class SubscriptionConfirmed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class TopicStatusReceived(Event):
+    """SUBSCRIBED(TOPIC_STATUS) (§6.7): one topic of the pattern subscription ``sub_id``
+    resumed (RECOVERED), lost ``gap_first..gap_last`` (GAP) or restarted in a new epoch
+    (EPOCH_CHANGED); its pushes continue at ``start_seq`` of ``epoch``."""
+
+    sub_id: int
+    pattern: str
+    topic: str
+    outcome: Outcome
+    epoch: int
+    start_seq: int
+    head_seq: int
+    gap_first: int = 0
+    gap_last: int = 0
+    gap_reason: ErrorCode | int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class MessageReceived(Event):
     """One message; a MESSAGE_BATCH yields one per record, sequence base_seq + i (§7.2)."""
 
@@ -342,6 +361,10 @@ class _Sub:
     next_seq: int = 0  # the only sequence the server may send next
     last_delivered: int = 0  # the subscription's position (§8.4): sent in a push or a GAP
     last_acked: int = 0
+    #: A pattern subscription (§6.7): ``topic`` is the pattern; each topic pushed or given
+    #: a TOPIC_STATUS has its own [epoch, next_seq, last_delivered] here.
+    pattern: bool = False
+    seen: dict[str, list[int]] | None = None
 
     @property
     def credit(self) -> int:
@@ -412,6 +435,8 @@ class ClientConnection:
         self._subs: dict[int, _Sub] = {}
         #: topic -> subscriptions on it, oldest first; only the last may be non-CLOSING.
         self._topics: dict[str, list[_Sub]] = {}
+        #: Patterns with a subscription in ``_topics`` (they are keys there too).
+        self._patterns: dict[str, None] = {}
         self._next_sub_id = 1
         self._publishes: dict[int, _PendingPublish] = {}
         self._next_request_id = 1
@@ -597,6 +622,72 @@ class ClientConnection:
         self._subs[sub_id] = sub
         self._topics.setdefault(topic, []).append(sub)
         return sub_id, data
+
+    def subscribe_pattern(
+        self,
+        pattern: str,
+        since: Since | None = None,
+        *,
+        positions: Sequence[F.TopicPosition] = (),
+        initial_credit: int = 64,
+        now: float | None = None,
+    ) -> tuple[int, bytes]:
+        """SUBSCRIBE with PATTERN (§6.7): every topic ``pattern`` matches, one credit pool.
+        ``positions`` are the topics already seen (see :meth:`topic_positions`); ``since``
+        (NEW, LAST or OLDEST) applies to the other topics. Returns the sub_id and the bytes."""
+        self._check_send(_T.SUBSCRIBE, now)
+        check_pattern(pattern)
+        since = since or Since.new()
+        if since.kind is SinceKind.AFTER:
+            raise LocalProtocolError(
+                "a pattern has no single position: pass positions per topic",
+                code=ErrorCode.INVALID_POSITION,
+            )
+        for pos in positions:
+            check_topic(pos.topic)
+            if not pattern_matches(pattern, pos.topic):
+                raise LocalProtocolError(
+                    f"position topic {pos.topic!r} does not match {pattern!r}",
+                    code=ErrorCode.INVALID_TOPIC,
+                )
+        if not 0 <= initial_credit <= U32_MAX:
+            raise LocalProtocolError(
+                f"initial_credit {initial_credit} is not a u32", code=ErrorCode.FIELD_OUT_OF_RANGE
+            )
+        queue = self._topics.get(pattern, [])
+        if queue and queue[-1].status is not SubStatus.CLOSING:
+            raise LocalProtocolError(
+                f"pattern {pattern!r} already has subscription {queue[-1].sub_id}",
+                code=ErrorCode.ALREADY_SUBSCRIBED,
+            )
+        sub_id = self._allocate_sub_id()
+        frame = F.Subscribe(
+            sub_id=sub_id,
+            topic=pattern,
+            since_kind=since.kind,
+            since_count=since.count,
+            initial_credit=initial_credit,
+            positions=tuple(positions),
+        )
+        data = self._send(frame)
+        sub = _Sub(
+            sub_id, pattern, since, False, CreditLedger(initial_credit), pattern=True, seen={}
+        )
+        for pos in positions:  # until its TOPIC_STATUS, a topic continues where it was
+            sub.seen[pos.topic] = [pos.epoch, pos.seq + 1, pos.seq]  # type: ignore[index]
+        self._subs[sub_id] = sub
+        self._topics.setdefault(pattern, []).append(sub)
+        self._patterns[pattern] = None
+        return sub_id, data
+
+    def topic_positions(self, sub_id: int) -> tuple[F.TopicPosition, ...]:
+        """Per topic of the pattern subscription ``sub_id``: the last sequence received (or
+        skipped) in its epoch, what a later :meth:`subscribe_pattern` resumes from
+        [PW-RESUME-6]. Empty for a subscription to one topic."""
+        sub = self._require_sub(sub_id)
+        if not sub.seen:
+            return ()
+        return tuple(F.TopicPosition(t, e, last) for t, (e, _, last) in sub.seen.items())
 
     def unsubscribe(self, sub_id: int, *, now: float | None = None) -> bytes:
         """UNSUBSCRIBE (§6.3). Messages still in flight for the topic are dropped."""
@@ -990,9 +1081,34 @@ class ClientConnection:
         queue.remove(sub)
         if not queue:
             del self._topics[sub.topic]
+            self._patterns.pop(sub.topic, None)
+
+    def _pattern_for(self, topic: str) -> _Sub | None:
+        """The subscription whose pattern matches ``topic``, a live one if there is one
+        (the server lets no two live subscriptions of a connection share a topic, PW-SUB-23)."""
+        found = None
+        for pattern in self._patterns:
+            if pattern_matches(pattern, topic):
+                # the oldest: pushes belong to it until its UNSUBSCRIBED, as for a name
+                found = self._topics[pattern][0]
+                if not found.closing:
+                    return found
+        return found
 
     def _on_subscribed(self, frame: F.Subscribed) -> None:
+        if frame.topic is not None:
+            self._on_topic_status(frame, frame.topic)
+            return
         sub = self._subs.get(frame.sub_id)
+        if sub is not None and sub.pattern and not sub.answered:
+            if (frame.outcome, frame.epoch, frame.start_seq, frame.head_seq) != (0, 0, 0, 0):
+                raise _violation(
+                    f"SUBSCRIBED {frame.sub_id} of a pattern is not NEW with zeros",
+                    requirement="PW-RESUME-5",
+                )
+            sub.answered = True
+            self._events.append(SubscriptionConfirmed(sub.sub_id, sub.topic, Outcome.NEW, 0, 0, 0))
+            return
         if sub is None or sub.answered:
             raise _violation(
                 f"SUBSCRIBED for sub_id {frame.sub_id}, which is not pending",
@@ -1064,6 +1180,42 @@ class ClientConnection:
             if outcome is Outcome.GAP and frame.gap_first != wanted:
                 raise bad(f"gap starts at {frame.gap_first}, not the requested {wanted}")
 
+    def _on_topic_status(self, frame: F.Subscribed, topic: str) -> None:
+        sub = self._subs.get(frame.sub_id)
+        if sub is not None and sub.closing:
+            return  # PW-SUB-17
+        if sub is None or not sub.pattern or not sub.answered or sub.seen is None:
+            raise _violation(
+                f"TOPIC_STATUS for sub_id {frame.sub_id}, which is no answered pattern",
+                requirement="PW-SUB-33",
+            )
+        if not pattern_matches(sub.topic, topic):
+            raise _violation(
+                f"TOPIC_STATUS for {topic!r}, which {sub.topic!r} does not match",
+                requirement="PW-SUB-33",
+            )
+        outcome = Outcome(frame.outcome)
+        if outcome is Outcome.NEW or not 1 <= frame.start_seq <= frame.head_seq + 1:
+            raise _violation(
+                f"TOPIC_STATUS {outcome.name} for {topic!r} starting at {frame.start_seq}",
+                requirement="PW-SUB-7",
+            )
+        sub.seen[topic] = [frame.epoch, frame.start_seq, frame.start_seq - 1]
+        self._events.append(
+            TopicStatusReceived(
+                sub.sub_id,
+                sub.topic,
+                topic,
+                outcome,
+                frame.epoch,
+                frame.start_seq,
+                frame.head_seq,
+                frame.gap_first,
+                frame.gap_last,
+                code_of(frame.gap_reason) if outcome is Outcome.GAP else 0,
+            )
+        )
+
     def _on_unsubscribed(self, frame: F.Unsubscribed) -> None:
         sub = self._subs.get(frame.sub_id)
         if sub is None or not sub.closing:
@@ -1110,6 +1262,11 @@ class ClientConnection:
         sub = self._receiving_sub(self._subs.get(frame.sub_id), f"GAP for sub_id {frame.sub_id}")
         if sub is None:
             return
+        if sub.pattern:
+            raise _violation(
+                f"GAP for pattern subscription {sub.sub_id} (TOPIC_STATUS says a topic's loss)",
+                requirement="PW-SUB-30",
+            )
         self._check_next(sub, frame.epoch, frame.first, f"GAP {frame.first}..{frame.last}")
         sub.next_seq = frame.last + 1
         sub.last_delivered = frame.last
@@ -1128,6 +1285,11 @@ class ClientConnection:
     ) -> None:
         queue = self._topics.get(topic)
         sub = queue[0] if queue else None
+        if sub is None and self._patterns:
+            sub = self._pattern_for(topic)
+            if sub is not None and sub.answered and not sub.closing:
+                self._on_pattern_messages(sub, topic, epoch, first_seq, records)
+                return
         if sub is None or sub.closing or not sub.answered:  # rare: decide slowly
             sub = self._receiving_sub(sub, f"message on topic {topic!r}")
             if sub is None:
@@ -1145,6 +1307,43 @@ class ClientConnection:
             self._check_next(sub, epoch, first_seq, f"message seq {first_seq}")
         sub.next_seq = first_seq + count
         sub.last_delivered = first_seq + count - 1
+        sub_id, append = sub.sub_id, self._events.append
+        for i, (payload, headers) in enumerate(records):
+            append(MessageReceived(sub_id, topic, epoch, first_seq + i, headers, payload))
+
+    def _on_pattern_messages(
+        self,
+        sub: _Sub,
+        topic: str,
+        epoch: int,
+        first_seq: int,
+        records: tuple[tuple[bytes, F.Headers | None], ...],
+    ) -> None:
+        """Pushes of one topic of a pattern subscription: one credit pool (PW-FLOW-9), and
+        per topic contiguity (PW-ORDER-15) from the first push or TOPIC_STATUS on."""
+        count = len(records)
+        if not sub.ledger.charge(count, self._frame_offset):
+            granted = sub.ledger.usable_at(self._frame_offset)
+            raise _violation(
+                f"{count} message(s) on {topic!r} with only {granted} credit granted before "
+                "the first byte arrived",
+                ErrorCode.FLOW_CONTROL_ERROR,
+                requirement="PW-FLOW-5",
+            )
+        assert sub.seen is not None
+        state = sub.seen.get(topic)
+        if state is not None and epoch == state[0] and first_seq != state[1]:
+            raise _violation(
+                f"message seq {first_seq} on {topic!r} of pattern {sub.topic!r}; expected "
+                f"{state[1]} (out of order, duplicate, or a hole without TOPIC_STATUS)",
+                requirement="PW-ORDER-15",
+            )
+        if state is not None and epoch != state[0] and first_seq != 1:
+            raise _violation(
+                f"message starts epoch {epoch} of {topic!r} at {first_seq}, not 1",
+                requirement="PW-ORDER-13",
+            )
+        sub.seen[topic] = [epoch, first_seq + count, first_seq + count - 1]
         sub_id, append = sub.sub_id, self._events.append
         for i, (payload, headers) in enumerate(records):
             append(MessageReceived(sub_id, topic, epoch, first_seq + i, headers, payload))

@@ -48,7 +48,9 @@ from pushwire.protocol.layouts import (
     HAS_HEADERS,
     HEADER_SIZE,
     MESSAGE_PREFIX_SIZE,
+    PATTERN,
     PUBLISH_PREFIX_SIZE,
+    TOPIC_STATUS,
     FrameType,
     Header,
     Outcome,
@@ -404,8 +406,24 @@ def _dec_subscribe(flags: int, p: Buffer) -> F.Frame:
         count = _U32.unpack_from(p, off)[0]
         off += _U32.size
     topic, off = _str8(p, off, ft)
+    positions: tuple[F.TopicPosition, ...] | None = None
+    if flags & PATTERN:
+        if off + _U16.size > len(p):
+            raise _short(ft)
+        n = _U16.unpack_from(p, off)[0]
+        off += _U16.size
+        entries = []
+        for _ in range(n):
+            name, off = _str8(p, off, ft)
+            if off + _U64U64.size > len(p):
+                raise _short(ft)
+            entries.append(F.TopicPosition(name, *_U64U64.unpack_from(p, off)))
+            off += _U64U64.size
+        positions = tuple(entries)
     _end(p, off, ft)
-    frame = F.Subscribe(sub_id, topic, kind, epoch, seq, count, credit, bool(flags & AT_LEAST_ONCE))
+    frame = F.Subscribe(
+        sub_id, topic, kind, epoch, seq, count, credit, bool(flags & AT_LEAST_ONCE), positions
+    )
     check_ranges(frame)
     return frame
 
@@ -416,13 +434,18 @@ def _dec_subscribed(flags: int, p: Buffer) -> F.Frame:
         raise _short(ft)
     fixed = _SUBSCRIBED.unpack_from(p)
     size = _SUBSCRIBED.size
+    gap: tuple[int, int, int] = (0, 0, 0)
     if fixed[1] == Outcome.GAP:
+        if size + _GAPRANGE.size > len(p):
+            raise _short(ft)
+        gap = _GAPRANGE.unpack_from(p, size)
         size += _GAPRANGE.size
-        _exact(p, size, ft)
-        frame = F.Subscribed(*fixed, *_GAPRANGE.unpack_from(p, _SUBSCRIBED.size))
-    else:
-        _exact(p, size, ft)
-        frame = F.Subscribed(*fixed)
+    topic: str | None = None
+    if flags & TOPIC_STATUS:
+        topic, size = _str8(p, size, ft)
+    _exact(p, size, ft)
+    sub_id, outcome, epoch, start, head = fixed
+    frame = F.Subscribed(sub_id, outcome, epoch, start, head, *gap, topic=topic)
     check_ranges(frame)
     return frame
 
@@ -660,14 +683,23 @@ def _enc_subscribe(f: Any) -> bytes:
     elif kind == SinceKind.LAST:
         body += _U32.pack(f.since_count)
     flags = AT_LEAST_ONCE if f.at_least_once else 0
-    return _frame(FrameType.SUBSCRIBE, flags, body + _str8_bytes(f.topic))
+    body += _str8_bytes(f.topic)
+    if f.positions is not None:
+        flags |= PATTERN
+        parts = [body, _U16.pack(len(f.positions))]
+        for pos in f.positions:
+            parts += (_str8_bytes(pos.topic), _U64U64.pack(pos.epoch, pos.seq))
+        body = b"".join(parts)
+    return _frame(FrameType.SUBSCRIBE, flags, body)
 
 
 def _enc_subscribed(f: Any) -> bytes:
     body = _SUBSCRIBED.pack(f.sub_id, f.outcome, f.epoch, f.start_seq, f.head_seq)
     if f.outcome == Outcome.GAP:
         body += _GAPRANGE.pack(f.gap_first, f.gap_last, f.gap_reason)
-    return _frame(FrameType.SUBSCRIBED, 0, body)
+    if f.topic is None:
+        return _frame(FrameType.SUBSCRIBED, 0, body)
+    return _frame(FrameType.SUBSCRIBED, TOPIC_STATUS, body + _str8_bytes(f.topic))
 
 
 def _enc_unsubscribe(f: Any) -> bytes:

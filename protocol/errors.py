@@ -62,6 +62,8 @@ class ErrorCode(enum.IntEnum):
     RESOURCE_EXHAUSTED = 0x010A
     QUOTA_EXCEEDED = 0x010B
     BROKER_UNAVAILABLE = 0x010C
+    TOO_MANY_PATTERNS = 0x010D
+    TOO_MANY_TOPICS = 0x010E
     HISTORY_EXPIRED = 0x0200
 
 
@@ -264,6 +266,18 @@ REGISTRY: dict[ErrorCode, CodeInfo] = {
             _R,
             True,
             "The shared history store (§15) cannot be reached; nothing was stored. Retry.",
+        ),
+        CodeInfo(
+            ErrorCode.TOO_MANY_PATTERNS,
+            _R,
+            True,
+            "The connection is at the server's limit of pattern subscriptions (§6.7).",
+        ),
+        CodeInfo(
+            ErrorCode.TOO_MANY_TOPICS,
+            _R,
+            True,
+            "A pattern matches more topics than the server delivers to one subscription (§6.7).",
         ),
         CodeInfo(
             ErrorCode.HISTORY_EXPIRED,

@@ -60,6 +60,15 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class TopicPosition:
+    """The last message a client has of one topic a pattern matches (§6.7)."""
+
+    topic: str
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Goaway:
     TYPE: ClassVar[FrameType] = FrameType.GOAWAY
     code: int
@@ -92,6 +101,13 @@ class Subscribe:
     since_count: int = 0
     initial_credit: int = 0
     at_least_once: bool = False
+    #: ``None``: ``topic`` is a name. A tuple (flag PATTERN): ``topic`` is a pattern and
+    #: these are the positions of the topics the client has seen (§6.7).
+    positions: tuple[TopicPosition, ...] | None = None
+
+    @property
+    def is_pattern(self) -> bool:
+        return self.positions is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +123,9 @@ class Subscribed:
     gap_first: int = 0
     gap_last: int = 0
     gap_reason: int = 0
+    #: ``None``: the reply to a SUBSCRIBE. A name (flag TOPIC_STATUS): the outcome for one
+    #: topic of a pattern subscription (§6.7).
+    topic: str | None = None
 
     @property
     def is_gap(self) -> bool:

@@ -108,6 +108,11 @@ class FrameType(enum.IntEnum):
 HAS_HEADERS = 0x01
 #: SUBSCRIBE: at-least-once delivery with cumulative acks and redelivery (§8.3).
 AT_LEAST_ONCE = 0x01
+#: SUBSCRIBE: the topic field is a pattern (§6.7, §9.4) and a positions list follows it.
+PATTERN = 0x02
+#: SUBSCRIBED: the reply is about one topic of a pattern subscription; a topic field
+#: follows (§6.7).
+TOPIC_STATUS = 0x01
 
 
 #: Flag bits each type defines; any other bit set is RESERVED_BITS_SET (§3.2).
@@ -116,7 +121,16 @@ DEFINED_FLAGS: dict[FrameType, int] = {t: 0 for t in FrameType} | {
     FrameType.MESSAGE_BATCH: HAS_HEADERS,
     FrameType.PUBLISH: HAS_HEADERS,
     FrameType.PUBLISH_BATCH: HAS_HEADERS,
-    FrameType.SUBSCRIBE: AT_LEAST_ONCE,
+    FrameType.SUBSCRIBE: AT_LEAST_ONCE | PATTERN,
+    FrameType.SUBSCRIBED: TOPIC_STATUS,
+}
+
+
+#: Flag combinations each of whose bits is defined but that v1 does not allow together; a
+#: frame carrying one is FIELD_OUT_OF_RANGE (§3.5 step 3). Pattern subscriptions have no
+#: acknowledgements (§6.7).
+EXCLUDED_FLAGS: dict[FrameType, frozenset[int]] = {
+    FrameType.SUBSCRIBE: frozenset({AT_LEAST_ONCE | PATTERN}),
 }
 
 
@@ -204,6 +218,9 @@ Error = Struct(
 )
 
 # §6 subscriptions --------------------------------------------------------------------------
+#: §6.7 one entry of a pattern SUBSCRIBE's positions: the last message the client has of
+#: one topic the pattern matches.
+TopicPosition = Struct("topic" / Topic, "epoch" / Int64ub, "seq" / Int64ub)
 Subscribe = Struct(
     "sub_id" / Int32ub,
     "initial_credit" / Int32ub,
@@ -218,6 +235,7 @@ Subscribe = Struct(
         default=Pass,
     ),
     "topic" / Topic,
+    "positions" / If(this._params.flags & PATTERN, PrefixedArray(Int16ub, TopicPosition)),
     Terminated,
 )
 GapRange = Struct("first" / Int64ub, "last" / Int64ub, "reason" / Int16ub)
@@ -228,6 +246,7 @@ Subscribed = Struct(
     "start_seq" / Int64ub,
     "head_seq" / Int64ub,
     "gap" / If(this.outcome == Outcome.GAP, GapRange),
+    "topic" / If(this._params.flags & TOPIC_STATUS, Topic),
     Terminated,
 )
 Unsubscribe = Struct("sub_id" / Int32ub, Terminated)

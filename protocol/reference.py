@@ -29,6 +29,8 @@ from pushwire.protocol.layouts import (
     DEFINED_FLAGS,
     HAS_HEADERS,
     IGNORABLE_BIT,
+    PATTERN,
+    TOPIC_STATUS,
     FrameType,
     Header,
     Outcome,
@@ -69,6 +71,8 @@ def check_ranges(frame: F.Frame) -> None:
     match frame:
         case F.Subscribe(since_kind=kind) if kind not in SinceKind._value2member_map_:
             raise _out_of_range(f"SUBSCRIBE: since_kind {kind} is not defined")
+        case F.Subscribe(at_least_once=True, positions=tuple()):
+            raise _out_of_range("SUBSCRIBE: AT_LEAST_ONCE and PATTERN are not combined in v1")
         case F.Subscribed(outcome=outcome) if outcome not in Outcome._value2member_map_:
             raise _out_of_range(f"SUBSCRIBED: outcome {outcome} is not defined")
         case F.Welcome(slow_consumer_policy=p) if p not in SlowConsumerPolicy._value2member_map_:
@@ -126,25 +130,33 @@ def to_container(frame: F.Frame) -> tuple[int, dict[str, Any]]:
                 since = {"epoch": frame.since_epoch, "seq": frame.since_seq}
             elif frame.since_kind == SinceKind.LAST:
                 since = {"count": frame.since_count}
-            fields = {
+            fields: dict[str, Any] = {
                 "sub_id": frame.sub_id,
                 "initial_credit": frame.initial_credit,
                 "since_kind": frame.since_kind,
                 "since": since,
                 "topic": frame.topic,
+                "positions": None,
             }
-            return (AT_LEAST_ONCE if frame.at_least_once else 0), fields
+            flags = AT_LEAST_ONCE if frame.at_least_once else 0
+            if frame.positions is not None:
+                flags |= PATTERN
+                fields["positions"] = [
+                    {"topic": p.topic, "epoch": p.epoch, "seq": p.seq} for p in frame.positions
+                ]
+            return flags, fields
         case F.Subscribed():
             gap = None
             if frame.outcome == Outcome.GAP:
                 gap = {"first": frame.gap_first, "last": frame.gap_last, "reason": frame.gap_reason}
-            return 0, {
+            return (TOPIC_STATUS if frame.topic is not None else 0), {
                 "sub_id": frame.sub_id,
                 "outcome": frame.outcome,
                 "epoch": frame.epoch,
                 "start_seq": frame.start_seq,
                 "head_seq": frame.head_seq,
                 "gap": gap,
+                "topic": frame.topic,
             }
         case F.Goaway():
             return 0, {
@@ -207,6 +219,11 @@ def from_container(type_: FrameType, flags: int, c: Any) -> F.Frame:
                 since_count=since.count if kind == SinceKind.LAST else 0,
                 initial_credit=c.initial_credit,
                 at_least_once=bool(flags & AT_LEAST_ONCE),
+                positions=(
+                    tuple(F.TopicPosition(p.topic, p.epoch, p.seq) for p in c.positions)
+                    if flags & PATTERN
+                    else None
+                ),
             )
         case FrameType.SUBSCRIBED:
             gap = c.gap
@@ -219,6 +236,7 @@ def from_container(type_: FrameType, flags: int, c: Any) -> F.Frame:
                 gap_first=gap.first if gap is not None else 0,
                 gap_last=gap.last if gap is not None else 0,
                 gap_reason=gap.reason if gap is not None else 0,
+                topic=c.topic if flags & TOPIC_STATUS else None,
             )
         case FrameType.GOAWAY:
             return F.Goaway(

@@ -72,9 +72,15 @@ from pushwire.protocol.layouts import (
     SUPPORTED_VERSIONS,
     FrameType,
     Outcome,
+    SinceKind,
     SlowConsumerPolicy,
 )
-from pushwire.protocol.topics import topic_problem
+from pushwire.protocol.topics import (
+    pattern_matches,
+    pattern_problem,
+    patterns_overlap,
+    topic_problem,
+)
 
 __all__ = [
     "RECEIVE_TRANSITIONS",
@@ -85,6 +91,7 @@ __all__ = [
     "Event",
     "GoawayReceived",
     "HelloReceived",
+    "PatternSubscribeRequested",
     "PeerError",
     "PingReceived",
     "PongReceived",
@@ -198,6 +205,13 @@ class ServerLimits:
     #: (PW-SEC-7): heartbeats alone would let a peer trickle one byte per interval forever.
     #: 60 s lets a 16 MiB frame through a 2 Mbit/s link.
     frame_timeout: float = 60.0
+    #: Pattern subscriptions per connection (§6.7, TOO_MANY_PATTERNS beyond it). Each one
+    #: is matched against every new topic (a walk over a trie of patterns), so the bound
+    #: keeps that walk short.
+    max_patterns: int = 64
+    #: Topics one pattern subscription follows (§6.7, TOO_MANY_TOPICS beyond it): each is
+    #: one cursor of the connection, as one exact subscription is.
+    max_pattern_topics: int = 10_000
 
     def __post_init__(self) -> None:
         if not MIN_MAX_FRAME_SIZE <= self.max_frame_size <= MAX_MAX_FRAME_SIZE:
@@ -254,6 +268,32 @@ class SubscribeRequested(Event):
     since_count: int
     at_least_once: bool
     initial_credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PatternSubscribeRequested(Event):
+    """A SUBSCRIBE with PATTERN (§6.7) that passed every check this module can make.
+    The caller checks FORBIDDEN, then :meth:`position_problem` (INVALID_POSITION), then the
+    broker's positions and TOO_MANY_TOPICS, and answers with ``pattern_subscribed()`` and
+    one ``topic_status()`` per position, or with ``request_error()``."""
+
+    sub_id: int
+    pattern: str
+    since_kind: int
+    since_count: int
+    positions: tuple[F.TopicPosition, ...]
+    initial_credit: int
+
+    def position_problem(self) -> str | None:
+        """Why the positions are INVALID_POSITION regardless of the topics' heads [PW-SUB-26]."""
+        if self.since_kind == SinceKind.AFTER:
+            return "a pattern has no single position: list positions per topic instead"
+        seen: set[str] = set()
+        for pos in self.positions:
+            if pos.topic in seen:
+                return f"topic {pos.topic!r} is listed twice"
+            seen.add(pos.topic)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +395,10 @@ class ServerSubscription:
     epoch: int = 0
     delivered: int = 0
     acked: int = 0
+    #: A pattern subscription (§6.7): ``topic`` is the pattern, and the position of each
+    #: topic pushed so far is in ``topics`` (name -> (epoch, last sequence)).
+    pattern: bool = False
+    topics: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def position(self) -> int:
@@ -419,6 +463,7 @@ class ServerConnection:
         self._events: deque[Event] = deque()
         self._subs: dict[int, ServerSubscription] = {}
         self._topics: dict[str, int] = {}
+        self._patterns: dict[str, int] = {}  # pattern -> sub_id of its subscription
         self._eof_reported = False
         self._last_received = now
         self._partial_since: float | None = None  # when the frame now arriving began
@@ -629,6 +674,62 @@ class ServerConnection:
             )
         )
 
+    def pattern_subscribed(self, sub_id: int) -> bytes:
+        """The SUBSCRIBED that opens a pattern subscription (§6.7): outcome NEW, zeros;
+        each position then gets its ``topic_status()`` before any push of its topic."""
+        self._transition(FrameType.SUBSCRIBED)
+        sub = self._pending(sub_id)
+        if not sub.pattern:
+            raise LocalProtocolError(
+                f"sub {sub_id} is not a pattern", code=ErrorCode.PROTOCOL_ERROR
+            )
+        sub.active = True
+        return codec.encode_frame(F.Subscribed(sub_id, int(Outcome.NEW), 0, 0, 0))
+
+    def topic_status(
+        self,
+        sub_id: int,
+        topic: str,
+        outcome: Outcome,
+        epoch: int,
+        start_seq: int,
+        head_seq: int,
+        gap_first: int = 0,
+        gap_last: int = 0,
+        gap_reason: int = 0,
+    ) -> bytes:
+        """SUBSCRIBED(TOPIC_STATUS) (§6.7): one topic of a pattern subscription resumes,
+        skips or restarts at ``start_seq`` of ``epoch``. Uses no credit."""
+        self._transition(FrameType.SUBSCRIBED)
+        sub = self._active(sub_id)
+        if not sub.pattern or not pattern_matches(sub.topic, topic):
+            raise LocalProtocolError(
+                f"sub {sub_id} is not a pattern matching {topic!r}", code=ErrorCode.PROTOCOL_ERROR
+            )
+        sub.topics[topic] = (epoch, start_seq - 1)
+        gap = outcome == Outcome.GAP
+        return codec.encode_frame(
+            F.Subscribed(
+                sub_id,
+                int(outcome),
+                epoch,
+                start_seq,
+                head_seq,
+                gap_first if gap else 0,
+                gap_last if gap else 0,
+                gap_reason if gap else 0,
+                topic,
+            )
+        )
+
+    def end_pattern(self, sub_id: int, message: str = "") -> bytes:
+        """ERROR(TOO_MANY_TOPICS, SUBSCRIBE, sub_id) ending a live pattern subscription
+        whose new topic would exceed ``max_pattern_topics`` [PW-SUB-31]; the sub_id is free."""
+        self._transition(FrameType.ERROR)
+        sub = self._active(sub_id)
+        self._forget(sub)
+        return self._error_frame(ErrorCode.TOO_MANY_TOPICS, FrameType.SUBSCRIBE, sub_id, message)
+
     def request_error(
         self, code: ErrorCode, request_type: int, request_id: int, message: str = ""
     ) -> bytes:
@@ -650,6 +751,8 @@ class ServerConnection:
         self._transition(FrameType.UNSUBSCRIBED)
         sub = self._active(sub_id)
         self._forget(sub)
+        if sub.pattern:  # positions are per topic and live with the client [PW-SUB-32]
+            return codec.encode_frame(F.Unsubscribed(sub_id, 0, 0))
         return codec.encode_frame(F.Unsubscribed(sub_id, sub.epoch, sub.delivered))
 
     def puback(self, request_id: int, epoch: int, first_seq: int, count: int) -> bytes:
@@ -679,7 +782,9 @@ class ServerConnection:
         bare = codec.encode_frame(F.Goaway(int(code), 0, 0, (), reason))
         room = (peer_max - (len(bare) - HEADER_SIZE)) // POSITION_SIZE
         positions = tuple(
-            F.Position(s.sub_id, s.epoch, s.position) for s in self._subs.values() if s.active
+            F.Position(s.sub_id, s.epoch, s.position)
+            for s in self._subs.values()
+            if s.active and not s.pattern  # [PW-SUB-32]
         )[: max(0, min(room, 0xFFFF))]
         return codec.encode_frame(
             F.Goaway(int(code), reconnect_after_ms, reconnect_jitter_ms, positions, reason)
@@ -713,10 +818,13 @@ class ServerConnection:
     def can_send(self, sub_id: int, count: int = 1) -> bool:
         return self.credit(sub_id) >= count
 
-    def consume_credit(self, sub_id: int, count: int, *, epoch: int, last_seq: int) -> None:
+    def consume_credit(
+        self, sub_id: int, count: int, *, epoch: int, last_seq: int, topic: str | None = None
+    ) -> None:
         """Record that ``count`` messages ending at ``last_seq`` of ``epoch`` go to
-        ``sub_id``. LocalProtocolError(FLOW_CONTROL_ERROR) beyond the credit: the caller
-        must ask :meth:`can_send` first and split batches (§8.1)."""
+        ``sub_id`` (of ``topic``, for a pattern subscription: one credit pool for all its
+        topics [PW-FLOW-9]). LocalProtocolError(FLOW_CONTROL_ERROR) beyond the credit: the
+        caller must ask :meth:`can_send` first and split batches (§8.1)."""
         self._transition(FrameType.MESSAGE)
         sub = self._active(sub_id)
         if count > sub.credit:
@@ -725,12 +833,23 @@ class ServerConnection:
                 code=ErrorCode.FLOW_CONTROL_ERROR,
             )
         sub.credit = max(0, sub.credit - count)
+        if sub.pattern:
+            if topic is None:
+                raise LocalProtocolError(
+                    f"sub {sub_id} is a pattern: name the topic", code=ErrorCode.PROTOCOL_ERROR
+                )
+            sub.topics[topic] = (epoch, last_seq)
+            return
         self._advance(sub, epoch, last_seq)
 
     def gap(self, sub_id: int, epoch: int, first: int, last: int, reason: ErrorCode) -> bytes:
         """GAP (§7.4): ``first..last`` of ``epoch`` will never come; uses no credit."""
         self._transition(FrameType.GAP)
         sub = self._active(sub_id)
+        if sub.pattern:  # GAP has no topic: topic_status() says it [PW-SUB-30]
+            raise LocalProtocolError(
+                f"sub {sub_id} is a pattern: use topic_status()", code=ErrorCode.PROTOCOL_ERROR
+            )
         if not 1 <= first <= last:
             raise LocalProtocolError(
                 f"GAP range {first}..{last} is empty", code=ErrorCode.FIELD_OUT_OF_RANGE
@@ -853,7 +972,7 @@ class ServerConnection:
 
     def _forget(self, sub: ServerSubscription) -> None:
         del self._subs[sub.sub_id]
-        del self._topics[sub.topic]
+        del (self._patterns if sub.pattern else self._topics)[sub.topic]
 
     @staticmethod
     def _advance(sub: ServerSubscription, epoch: int, last_seq: int) -> None:
@@ -966,11 +1085,21 @@ class ServerConnection:
         t, sid = FrameType.SUBSCRIBE, frame.sub_id
         if self.state is ServerState.DRAINING:
             return self._refuse(ErrorCode.GOING_AWAY, t, sid, "server is going away")
+        if frame.positions is not None:
+            return self._on_pattern_subscribe(frame, frame.positions)
         problem = topic_problem(frame.topic)
         if problem is not None:
             return self._refuse(ErrorCode.INVALID_TOPIC, t, sid, problem)
         if sid in self._subs:
             return self._refuse(ErrorCode.ALREADY_SUBSCRIBED, t, sid, f"sub_id {sid} is in use")
+        overlap = self._overlapping(frame.topic)
+        if overlap is not None:  # [PW-SUB-23]
+            return self._refuse(
+                ErrorCode.ALREADY_SUBSCRIBED,
+                t,
+                sid,
+                f"topic is matched by pattern {overlap!r} (sub_id {self._patterns[overlap]})",
+            )
         if frame.topic in self._topics:
             return self._refuse(
                 ErrorCode.ALREADY_SUBSCRIBED,
@@ -998,6 +1127,58 @@ class ServerConnection:
             frame.since_count,
             frame.at_least_once,
             frame.initial_credit,
+        )
+
+    def _overlapping(self, topic_or_pattern: str) -> str | None:
+        """An existing pattern sharing a topic with ``topic_or_pattern``, if any."""
+        for pattern in self._patterns:
+            if patterns_overlap(pattern, topic_or_pattern):
+                return pattern
+        return None
+
+    def _on_pattern_subscribe(
+        self, frame: F.Subscribe, positions: tuple[F.TopicPosition, ...]
+    ) -> Event:
+        """The checks of §6.7 this module can make, in the order of §6.1."""
+        t, sid, pattern = FrameType.SUBSCRIBE, frame.sub_id, frame.topic
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            return self._refuse(ErrorCode.INVALID_TOPIC, t, sid, problem)
+        for pos in positions:  # [PW-SUB-22]
+            problem = topic_problem(pos.topic)
+            if problem is None and not pattern_matches(pattern, pos.topic):
+                problem = f"position topic {pos.topic!r} does not match {pattern!r}"
+            if problem is not None:
+                return self._refuse(ErrorCode.INVALID_TOPIC, t, sid, problem)
+        if sid in self._subs:
+            return self._refuse(ErrorCode.ALREADY_SUBSCRIBED, t, sid, f"sub_id {sid} is in use")
+        clash = self._overlapping(pattern)
+        if clash is None:
+            clash = next((n for n in self._topics if pattern_matches(pattern, n)), None)
+        if clash is not None:  # [PW-SUB-23]
+            return self._refuse(
+                ErrorCode.ALREADY_SUBSCRIBED, t, sid, f"pattern shares topics with {clash!r}"
+            )
+        if len(self._subs) >= self.limits.max_subscriptions:
+            return self._refuse(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                t,
+                sid,
+                f"limit is {self.limits.max_subscriptions} subscriptions per connection",
+            )
+        if len(self._patterns) >= self.limits.max_patterns:  # [PW-SUB-24]
+            return self._refuse(
+                ErrorCode.TOO_MANY_PATTERNS,
+                t,
+                sid,
+                f"limit is {self.limits.max_patterns} pattern subscriptions per connection",
+            )
+        self._subs[sid] = ServerSubscription(
+            sid, pattern, False, frame.initial_credit, pattern=True
+        )
+        self._patterns[pattern] = sid
+        return PatternSubscribeRequested(
+            sid, pattern, frame.since_kind, frame.since_count, positions, frame.initial_credit
         )
 
     def _on_unsubscribe(self, frame: F.Unsubscribe, raw: bytes | None) -> Event:

@@ -6,21 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pushwire.protocol.topics import pattern_covered, pattern_matches
+
 __all__ = ["OPEN", "Identity", "Permissions", "topic_matches"]
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
-    """``#`` matches every topic, ``a/b/#`` matches ``a/b`` and everything below it, any
-    other pattern only the topic it names. A reserved topic (first segment starting with
+    """``#`` matches every topic, ``a/b/#`` matches ``a/b`` and everything below it, ``+``
+    one segment (SPEC.md §9.4, the same syntax as pattern subscriptions); a pattern without
+    a wildcard only the topic it names. A reserved topic (first segment starting with
     ``$``) is matched only by a pattern that starts with ``$`` too, as in MQTT."""
     if topic.startswith("$") and not pattern.startswith("$"):
         return False  # reserved topics (SPEC.md §9.3) are only matched by name
-    if pattern == "#":
-        return True
-    if pattern.endswith("/#"):
-        prefix = pattern[:-2]
-        return topic == prefix or topic.startswith(prefix + "/")
-    return pattern == topic
+    return pattern_matches(pattern, topic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +31,12 @@ class Permissions:
     def allows(self, action: str, topic: str) -> bool:
         patterns = self.subscribe if action == "subscribe" else self.publish
         return any(topic_matches(p, topic) for p in patterns)
+
+    def allows_pattern(self, action: str, pattern: str) -> bool:
+        """Whether one of the identity's patterns matches every topic ``pattern`` can match
+        (SPEC.md §6.7: a pattern subscription needs permission for all it may deliver)."""
+        patterns = self.subscribe if action == "subscribe" else self.publish
+        return any(pattern_covered(pattern, p) for p in patterns)
 
     @classmethod
     def from_json(cls, value: Any) -> Permissions:

@@ -49,6 +49,7 @@ from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, Outcome, SinceKind
 from pushwire.protocol.log import MAX_SEGMENT, TopicLog
+from pushwire.server.topic_index import PatternIndex, TopicIndex
 
 __all__ = [
     "Broker",
@@ -468,6 +469,17 @@ class Broker(abc.ABC):
         one."""
         return  # a backend without a budget has nothing to count
 
+    def topics_matching(self, pattern: str) -> list[str]:
+        """The existing topics ``pattern`` matches (SPEC.md §9.4). A backend without a
+        topic index does not offer pattern subscriptions."""
+        raise NotImplementedError("this broker has no topic index")
+
+    def listen_pattern(self, pattern: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(name)`` when a topic ``pattern`` matches comes into existence,
+        before anything is appended to it. The callback must be quick and must not raise.
+        Returns the function that stops listening."""
+        raise NotImplementedError("this broker has no topic index")
+
 
 # -- the in-memory broker ---------------------------------------------------------------------
 
@@ -523,6 +535,11 @@ class MemoryBroker(Broker):
         self.evicted = 0
         self.reclaimed = 0  # bytes the memory budget freed by trimming and evicting
         self.refused = 0  # appends refused for want of memory (NoRoom)
+        #: Topic names in a trie, and the patterns waiting for new topics in another: a new
+        #: topic or a new pattern subscription walks segments, not every topic.
+        self._index = TopicIndex()
+        self._pattern_index = PatternIndex()
+        self._pattern_callbacks: dict[int, Callable[[str], None]] = {}
 
     def _log(self, previous_epoch: int = 0) -> TopicLog:
         return TopicLog(
@@ -538,6 +555,9 @@ class MemoryBroker(Broker):
             topic.charged = topic.log.held
             self.memory += topic.charged
             self._idle_empty[name] = None
+            self._index.add(name)
+            if len(self._pattern_index):
+                self._created(name)
         elif not topic.attached and not topic.listeners:
             if name in self._idle:
                 self._idle.move_to_end(name)
@@ -568,6 +588,7 @@ class MemoryBroker(Broker):
     def _forget(self, name: str) -> None:
         """Drop an unheld topic (already out of the idle tables) and what it counts for."""
         topic = self._topics.pop(name)
+        self._index.remove(name)
         self.memory -= topic.charged
         self.evicted += 1
         if topic.owner:
@@ -599,6 +620,31 @@ class MemoryBroker(Broker):
         t.owner = owner
         self._owned.setdefault(owner, OrderedDict())[topic] = None
         return True
+
+    def _created(self, name: str) -> None:
+        for key in self._pattern_index.match(name):
+            callback = self._pattern_callbacks.get(key) if isinstance(key, int) else None
+            if callback is None:
+                continue
+            try:
+                callback(name)
+            except Exception:  # a listener must never break the publisher
+                log_.exception("pattern listener failed")
+
+    def topics_matching(self, pattern: str) -> list[str]:
+        return list(self._index.match(pattern))
+
+    def listen_pattern(self, pattern: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        self._listener_ids += 1
+        key = self._listener_ids
+        self._pattern_callbacks[key] = callback
+        self._pattern_index.add(pattern, key)
+
+        def stop() -> None:
+            if self._pattern_callbacks.pop(key, None) is not None:
+                self._pattern_index.remove(pattern, key)
+
+        return stop
 
     def _hold(self, topic: Topic) -> None:
         self._idle.pop(topic.name, None)

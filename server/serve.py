@@ -168,6 +168,8 @@ class ServerConfig:
     max_topics_per_identity: int | None = 10_000
     max_frame_size: int = 1 << 20  # what we receive (WELCOME); 16384..2^24
     max_subscriptions: int = 1024  # per connection
+    max_patterns: int = 64  # pattern subscriptions per connection (SPEC.md §6.7)
+    max_pattern_topics: int = 10_000  # topics one pattern subscription follows (§6.7)
     handshake_timeout: float = 10.0
     frame_timeout: float = 60.0  # a frame whose header is in must complete within this
     heartbeat_ms: int = 5000  # when the client leaves the choice to us
@@ -294,6 +296,8 @@ class ServerConfig:
             heartbeat_max_ms=self.heartbeat_max_ms,
             handshake_timeout=self.handshake_timeout,
             frame_timeout=self.frame_timeout,
+            max_patterns=self.max_patterns,
+            max_pattern_topics=self.max_pattern_topics,
         )
 
 

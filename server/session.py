@@ -50,7 +50,7 @@ from pushwire.protocol import delivery
 from pushwire.protocol import server_conn as sc
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.events import Event, Sentinel
-from pushwire.protocol.layouts import FrameType, Outcome, SlowConsumerPolicy
+from pushwire.protocol.layouts import FrameType, Outcome, SinceKind, SlowConsumerPolicy
 from pushwire.server.admission import Admission
 from pushwire.server.auth import Identity, Permissions
 from pushwire.server.broker import Broker, BrokerUnavailable, InvalidPosition, NoRoom, Topic
@@ -142,6 +142,9 @@ class Cursor:
     epoch: int
     next_seq: int
     handle: Topic | None = None
+    #: One topic of a pattern subscription (§6.7): pushes name the topic for its credit,
+    #: and skips and restarts go out as SUBSCRIBED(TOPIC_STATUS), not GAP.
+    pattern: bool = False
     active: bool = True
     parked: bool = False  # a wake-up waits on the topic (caught up, with credit)
     watch_key: int = -1  # head sequence whose passing makes us judge the lag (DISCONNECT)
@@ -226,6 +229,12 @@ class Session:
         self._inflight = 0
         self.max_queued_bytes = 0
         self._cursors: dict[int, Cursor] = {}
+        #: Pattern subscriptions: sub_id -> topic -> cursor, and what stops each one's
+        #: listening for new topics. Topics named before a subscription is answered wait in
+        #: ``_pattern_pending``.
+        self._pattern_cursors: dict[int, dict[str, Cursor]] = {}
+        self._pattern_stops: dict[int, Callable[[], None]] = {}
+        self._pattern_pending: dict[int, list[str]] = {}
         self._wake = trio.Event()  # the writer has something to do
         self._room = trio.Event()  # the control queue dropped below its bound
         #: when the server's timers will call on_timer (inf: not scheduled; see _arm)
@@ -262,20 +271,20 @@ class Session:
 
     @property
     def subscription_count(self) -> int:
-        return len(self._cursors)
+        return len(self._cursors) + len(self._pattern_stops)
 
     def totals(self) -> str:
         """This connection's traffic in a few words, for the close log line."""
         return (
             f"in {self.messages_in} msg {self.bytes_in} B, "
             f"out {self.messages_out} msg {self.bytes_out} B, "
-            f"{len(self._cursors)} subscription(s)"
+            f"{self.subscription_count} subscription(s)"
         )
 
     def idle_since(self, now: float) -> float:
         """Seconds since the last request, or 0 while the connection holds a subscription
         or is still in the handshake (the handshake timeout covers that)."""
-        if self._cursors or not self.admitted:
+        if self._cursors or self._pattern_stops or not self.admitted:
             return 0.0
         return now - self._last_request
 
@@ -328,6 +337,8 @@ class Session:
             self._cursors.clear()
             self._broker.charge(-CONNECTION_OVERHEAD - self._control_bytes)
             self._control_bytes = 0
+            for sub_id in list(self._pattern_stops):
+                self._end_pattern(sub_id)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
 
@@ -412,7 +423,7 @@ class Session:
                 if self._pulling and conn.state in (sc.ServerState.OPEN, sc.ServerState.DRAINING):
                     # snapshot now: a cursor created after this point has its SUBSCRIBED in
                     # the next round, so its pushes must wait for that round too
-                    self._pull(list(self._cursors.values()), pieces)
+                    self._pull(self._all_cursors(), pieces)
                 if pieces:
                     total = sum(map(len, pieces))
                     self._inflight = total
@@ -440,6 +451,12 @@ class Session:
             pass
 
     # -- pulling pushes from the topic logs --------------------------------------------------
+
+    def _all_cursors(self) -> list[Cursor]:
+        cursors = list(self._cursors.values())
+        for topics in self._pattern_cursors.values():
+            cursors.extend(topics.values())
+        return cursors
 
     def _pull(self, cursors: list[Cursor], pieces: list[bytes | memoryview]) -> None:
         """Append pushes for ``cursors`` to ``pieces``, fairly, within the outbound budget;
@@ -477,6 +494,7 @@ class Session:
         if not cur.active or sub is None or not sub.active or handle is None:
             return 0, False
         log = handle.log
+        used = 0
         if log.epoch != cur.epoch:
             # the topic was reset under us: carry on at sequence 1 of the new epoch; if 1 is
             # gone already, the slow-consumer rules below say what happens [PW-ORDER-12]
@@ -484,9 +502,15 @@ class Session:
             cur.next_seq = 1
             cur.watch_key = -1
             cur.baseline = 0
+            if cur.pattern:  # told per topic [PW-SUB-30]
+                cur.next_seq = max(1, min(log.oldest, log.head + 1))
+                status = conn.topic_status(
+                    cur.sub_id, cur.topic, Outcome.EPOCH_CHANGED, log.epoch, cur.next_seq, log.head
+                )
+                pieces.append(status)
+                used += len(status)
         credit = conn.credit(cur.sub_id)
         policy = self.config.slow_consumer_policy
-        used = 0
         late = delivery.behind(policy, cur.next_seq, log.oldest, credit)
         if late is not None:
             lost = late.lost
@@ -495,7 +519,7 @@ class Session:
                 return 0, False
             if late.gap is None:
                 return 0, False  # the GAP goes out when there is credit to continue
-            gap = conn.gap(cur.sub_id, cur.epoch, lost[0], lost[1], ErrorCode.SLOW_CONSUMER)
+            gap = self._gap(cur, lost[0], lost[1], ErrorCode.SLOW_CONSUMER, log.head)
             pieces.append(gap)
             used += len(gap)
             self._counters.gaps += 1
@@ -532,12 +556,17 @@ class Session:
         pushed = 0
         for step in steps:
             if isinstance(step, delivery.Push):
-                conn.consume_credit(cur.sub_id, step.count, epoch=cur.epoch, last_seq=step.last)
+                if cur.pattern:
+                    conn.consume_credit(
+                        cur.sub_id, step.count, epoch=cur.epoch, last_seq=step.last, topic=cur.topic
+                    )
+                else:
+                    conn.consume_credit(cur.sub_id, step.count, epoch=cur.epoch, last_seq=step.last)
                 credit -= step.count
                 pushed += step.count
                 pieces.extend(step.data)
             else:
-                pieces.append(conn.gap(cur.sub_id, cur.epoch, step.first, step.last, step.reason))
+                pieces.append(self._gap(cur, step.first, step.last, step.reason, log.head))
                 self._counters.gaps += 1
         cur.next_seq = next_seq
         if pushed:
@@ -554,6 +583,15 @@ class Session:
         if policy == SlowConsumerPolicy.DISCONNECT:
             self._watch(cur, handle, credit)
         return used, more
+
+    def _gap(self, cur: Cursor, first: int, last: int, reason: ErrorCode, head: int) -> bytes:
+        """GAP for one subscription, or for one topic of a pattern subscription its
+        SUBSCRIBED(TOPIC_STATUS) with outcome GAP [PW-SUB-30]."""
+        if not cur.pattern:
+            return self.conn.gap(cur.sub_id, cur.epoch, first, last, reason)
+        return self.conn.topic_status(
+            cur.sub_id, cur.topic, Outcome.GAP, cur.epoch, last + 1, head, first, last, reason
+        )
 
     def _wakeup(self, cur: Cursor) -> None:
         """Parked cursor's topic moved (run by the appending task).
@@ -825,9 +863,13 @@ class Session:
             case sc.SubscribeRequested():
                 if self._within_rate(FrameType.SUBSCRIBE, event.sub_id, event.topic):
                     await self._subscribe(event)
+            case sc.PatternSubscribeRequested():
+                if self._within_rate(FrameType.SUBSCRIBE, event.sub_id, event.pattern):
+                    await self._subscribe_pattern(event)
             case sc.UnsubscribeRequested():
                 if not self._within_rate(FrameType.UNSUBSCRIBE, event.sub_id, ""):
                     return
+                self._end_pattern(event.sub_id)
                 cursor = self._cursors.pop(event.sub_id, None)
                 if cursor is not None:
                     self._release(cursor)
@@ -1190,6 +1232,132 @@ class Session:
             res.epoch,
             res.start_seq,
         )
+
+    async def _subscribe_pattern(self, event: sc.PatternSubscribeRequested) -> None:
+        """The rest of §6.7's checks, then SUBSCRIBED, one TOPIC_STATUS per position, and
+        a cursor per matching topic; topics created from now on join through the broker's
+        pattern listener."""
+        conn = self.conn
+        broker = self._broker
+        t, sid, pattern = FrameType.SUBSCRIBE, event.sub_id, event.pattern
+        permissions = self.permissions
+        if permissions is None or not permissions.allows_pattern("subscribe", pattern):
+            self._refuse_request(  # [PW-SUB-25]
+                ErrorCode.FORBIDDEN,
+                t,
+                sid,
+                pattern,
+                f"may not subscribe to every topic {pattern!r} can match",
+            )
+            return
+        problem = event.position_problem()
+        if problem is not None:
+            self._queue(conn.request_error(ErrorCode.INVALID_POSITION, t, sid, problem))
+            return
+        # listen first: a topic created while the positions resolve is not missed
+        pending = self._pattern_pending[sid] = []
+        self._pattern_stops[sid] = broker.listen_pattern(
+            pattern, functools.partial(self._topic_created, sid)
+        )
+        try:
+            resumed = [
+                (pos.topic, await broker.resolve(pos.topic, SinceKind.AFTER, pos.epoch, pos.seq))
+                for pos in event.positions
+            ]
+        except InvalidPosition as exc:
+            self._end_pattern(sid)
+            self._queue(conn.request_error(ErrorCode.INVALID_POSITION, t, sid, str(exc)))
+            return
+        limit = self.server.limits.max_pattern_topics
+        named = {pos.topic for pos in event.positions}
+        existing = [name for name in broker.topics_matching(pattern) if name not in named]
+        if len(existing) + len(named) > limit:  # [PW-SUB-27]
+            self._end_pattern(sid)
+            self._queue(
+                conn.request_error(
+                    ErrorCode.TOO_MANY_TOPICS, t, sid, f"{pattern!r} matches over {limit} topics"
+                )
+            )
+            return
+        fresh = [
+            (name, await broker.resolve(name, event.since_kind, 0, 0, event.since_count))
+            for name in existing
+        ]
+        if not self._answering():
+            self._end_pattern(sid)
+            return
+        self._queue(conn.pattern_subscribed(sid))
+        cursors = self._pattern_cursors[sid] = {}
+        for name, res in resumed:  # [PW-RESUME-5]
+            self._queue(
+                conn.topic_status(
+                    sid,
+                    name,
+                    Outcome(res.outcome),
+                    res.epoch,
+                    res.start_seq,
+                    res.head_seq,
+                    res.gap_first,
+                    res.gap_last,
+                    res.gap_reason,
+                )
+            )
+            cursors[name] = self._pattern_cursor(sid, name, res.epoch, res.start_seq)
+        for name, res in fresh:
+            cursors[name] = self._pattern_cursor(sid, name, res.epoch, res.start_seq)
+        self._pattern_pending.pop(sid, None)
+        for name in pending:
+            self._topic_created(sid, name)
+        self._wake.set()
+        log.debug(
+            "connection %d: pattern subscription %d to %r: %d topic(s), %d resumed",
+            self.connection_id,
+            sid,
+            pattern,
+            len(cursors),
+            len(resumed),
+        )
+
+    def _pattern_cursor(self, sub_id: int, topic: str, epoch: int, next_seq: int) -> Cursor:
+        cursor = Cursor(sub_id, topic, epoch, next_seq, pattern=True)
+        cursor.handle = self._broker.attach(topic)
+        cursor.wakeup = functools.partial(self._wakeup, cursor)
+        cursor.watched = functools.partial(self._watched, cursor)
+        return cursor
+
+    def _topic_created(self, sub_id: int, name: str) -> None:
+        """A topic the pattern of ``sub_id`` matches came into existence (run by the task
+        that named it, before anything is appended): follow it from sequence 1 [PW-SUB-29],
+        or end the subscription at its topic limit [PW-SUB-31]."""
+        pending = self._pattern_pending.get(sub_id)
+        if pending is not None:
+            pending.append(name)
+            return
+        cursors = self._pattern_cursors.get(sub_id)
+        if cursors is None or name in cursors or self._finishing:
+            return
+        limit = self.server.limits.max_pattern_topics
+        if len(cursors) >= limit:
+            self._end_pattern(sub_id)
+            if self._answering():
+                self._queue(self.conn.end_pattern(sub_id, f"over {limit} topics"))
+            return
+        handle = self._broker.attach(name)
+        cursor = Cursor(sub_id, name, handle.log.epoch, 1, pattern=True, handle=handle)
+        cursor.wakeup = functools.partial(self._wakeup, cursor)
+        cursor.watched = functools.partial(self._watched, cursor)
+        cursors[name] = cursor
+        self._wake.set()
+
+    def _end_pattern(self, sub_id: int) -> None:
+        """Stop following new topics for ``sub_id`` and release its cursors (if it is a
+        pattern subscription at all)."""
+        stop = self._pattern_stops.pop(sub_id, None)
+        if stop is not None:
+            stop()
+        self._pattern_pending.pop(sub_id, None)
+        for cursor in self._pattern_cursors.pop(sub_id, {}).values():
+            self._release(cursor)
 
     # -- time --------------------------------------------------------------------------------
 

@@ -159,11 +159,13 @@ class IgnoreCredit(ServerConnection):
         super().credit(sub_id)  # still refuses an unknown subscription
         return MAX_CREDIT
 
-    def consume_credit(self, sub_id: int, count: int, *, epoch: int, last_seq: int) -> None:
+    def consume_credit(
+        self, sub_id: int, count: int, *, epoch: int, last_seq: int, topic: str | None = None
+    ) -> None:
         sub = self.subscription(sub_id)
         if sub is not None and count > sub.credit:
             sub.credit = count
-        super().consume_credit(sub_id, count, epoch=epoch, last_seq=last_seq)
+        super().consume_credit(sub_id, count, epoch=epoch, last_seq=last_seq, topic=topic)
 
 
 def _heartbeat_after(factor: float) -> type[ServerConnection]:

@@ -40,7 +40,7 @@ from pushwire.client.errors import (
     RequestError,
 )
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.topics import topic_problem
+from pushwire.protocol.topics import is_pattern, pattern_problem, topic_problem
 
 DEFAULT_SERVER = "127.0.0.1:7447"
 SERVER_ENV = "PUSHWIRE_SERVER"
@@ -115,6 +115,17 @@ def check_topic(topic: str) -> str:
     problem = topic_problem(topic)
     if problem is not None:
         raise UsageError(f"invalid topic {topic!r}: {problem}")
+    return topic
+
+
+def check_subscription(topic: str) -> str:
+    """A topic name or a pattern (``+``, a last ``#``: SPEC.md §9.4), checked as
+    :func:`check_topic` checks a name."""
+    if not is_pattern(topic):
+        return check_topic(topic)
+    problem = pattern_problem(topic)
+    if problem is not None:
+        raise UsageError(f"invalid pattern {topic!r}: {problem}")
     return topic
 
 

@@ -45,7 +45,7 @@ import trio
 from pushwire.client.commands.cmdline import (
     UsageError,
     add_connection_arguments,
-    check_topic,
+    check_subscription,
     connect_options,
     run_command,
 )
@@ -53,6 +53,7 @@ from pushwire.client.commands.exits import EXIT_FAILURE, EXIT_OK
 from pushwire.client.connection import Message, SinceSpec, Subscription, TopicPosition, connect
 from pushwire.client.errors import DeliveryInterrupted, EpochChanged, GapDetected
 from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.topics import is_pattern
 
 U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
@@ -69,6 +70,7 @@ DESCRIPTION = (
 EPILOG = """\
 examples:
   pushwire sub orders/eu --since oldest --count 10
+  pushwire sub 'orders/+' 'audit/#'           # patterns: each line names its topic
   pushwire sub prices/a prices/b --format json --since last:5
   pushwire sub jobs --at-least-once --credit 16 --server 10.0.0.5:7447
   pushwire sub alerts --tls-ca ca.pem --server tls://push.example.org:7447
@@ -76,13 +78,19 @@ examples:
   pushwire sub orders/eu --format json | jq -r .position     # for a later --since
 
 --since: new (default), oldest, last:N, or EPOCH:SEQ (continue after that position; both
-         decimal, as in the "position" field of --format json).
+         decimal, as in the "position" field of --format json). For a pattern ('+' one
+         segment, a last '#' the rest) it applies to each topic; EPOCH:SEQ does not.
 --count: exit 0 after N messages; --count 0 exits as soon as every subscription is
          active (a check that the server accepts them)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("topics", nargs="+", metavar="TOPIC", help="topic(s) to subscribe to")
+    parser.add_argument(
+        "topics",
+        nargs="+",
+        metavar="TOPIC",
+        help="topic(s) or patterns ('orders/+', 'orders/#') to subscribe to",
+    )
     parser.add_argument(
         "--since", default="new", help="where to start: new, oldest, last:N, EPOCH:SEQ"
     )
@@ -261,14 +269,20 @@ def describe_interruption(exc: DeliveryInterrupted) -> tuple[str, dict[str, Any]
 @dataclass(frozen=True, slots=True)
 class Active:
     """The server accepted the subscription to ``topic``; delivery continues after
-    ``start``."""
+    ``start`` (None for a pattern: each topic has its own place)."""
 
     topic: str
-    start: TopicPosition
+    start: TopicPosition | None
 
 
 def describe_active(item: Active) -> tuple[str, dict[str, Any]]:
     """(stderr line, json object) for a subscription the server has accepted."""
+    if item.start is None:
+        return f"subscribed to pattern {item.topic}", {
+            "event": "subscribed",
+            "topic": item.topic,
+            "pattern": True,
+        }
     where = position_text(item.start.epoch, item.start.seq)
     return f"subscribed to {item.topic} after {where}", {
         "event": "subscribed",
@@ -288,22 +302,31 @@ def run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> SinceSpec:
     """Every argument checked before connecting: UsageError for the first bad one."""
     for topic in args.topics:
-        check_topic(topic)
+        check_subscription(topic)
     if args.count is not None and args.count < 0:
         raise UsageError("--count must be >= 0")
     if not 1 <= args.credit <= U32_MAX:
         raise UsageError(f"--credit must be 1..{U32_MAX}")
     if args.timeout is not None and not 0 < args.timeout < math.inf:
         raise UsageError(f"--timeout must be a number of seconds above 0, not {args.timeout}")
-    return parse_since_option(args.since)
+    since = parse_since_option(args.since)
+    if any(is_pattern(t) for t in args.topics):
+        if args.at_least_once:
+            raise UsageError("--at-least-once: a pattern subscription is at-most-once")
+        if isinstance(since, tuple) and since[0] == "after":
+            raise UsageError(
+                "--since EPOCH:SEQ names one topic's position; a pattern spans many topics"
+            )
+    return since
 
 
-async def _active(sub: Subscription) -> TopicPosition:
-    """The position the subscription starts after, once the server has accepted it.
-    Raises what the subscription raises when it is refused or the connection is lost."""
+async def _active(sub: Subscription) -> TopicPosition | None:
+    """The position the subscription starts after, once the server has accepted it (None
+    for a pattern). Raises what the subscription raises when it is refused or the
+    connection is lost."""
     while True:
         start = sub.position()
-        if start is not None:
+        if start is not None or (sub.pattern and sub.accepted):
             return start
         try:
             sub.receive_nowait()  # raises the refusal; nothing else is buffered yet

@@ -57,6 +57,16 @@ UNCOVERED_REASONS: dict[str, str] = {
         "restart it, stop it); a run against one address has neither (the reference "
         "server's multi-node tests check these against Redis)",
     ),
+    "PW-SUB-24": "max_patterns is the operator's configuration and not announced in WELCOME, "
+    "so a run cannot know how many pattern subscriptions reach it",
+    "PW-SUB-27": "max_pattern_topics is the operator's configuration and not announced; "
+    "reaching it may need more topics than a conformance run should create",
+    "PW-SUB-31": "as PW-SUB-27: the per-pattern topic limit is the operator's configuration",
+    "PW-SUB-25": "needs a token whose permissions cover only part of a pattern's reach; "
+    "--forbidden-topic names one topic, not a permission shape",
+    "PW-SUB-30": "needs the server to skip within one topic of a pattern (the DROP policy "
+    "overtaking a slow consumer) or to reset a topic mid-stream, with timing a run cannot "
+    "force portably",
 }
 
 

@@ -25,6 +25,7 @@ CATEGORIES: tuple[str, ...] = (
     "framing-limits",
     "errors",
     "subscribe-ordering",
+    "patterns",
     "resume-history",
     "acks-redelivery",
     "flow-control",

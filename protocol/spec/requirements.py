@@ -262,6 +262,38 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-SUB-21", "MUST", "6.4", "server", True,
       "After a topic reset, UNSUBSCRIBED and GOAWAY report the epoch and sequence of the "
       "subscription's last push (the old epoch until a push in the new one)."),
+    R("PW-SUB-22", "MUST", "6.7", "server", True,
+      "Pattern SUBSCRIBE: INVALID_TOPIC for a bad pattern or a position naming an invalid or "
+      "unmatched topic."),
+    R("PW-SUB-23", "MUST", "6.7", "server", True,
+      "ALREADY_SUBSCRIBED when a new subscription can match a topic an existing one of the "
+      "connection can match."),
+    R("PW-SUB-24", "MUST", "6.7", "server", True,
+      "TOO_MANY_PATTERNS when the connection already holds max_patterns pattern "
+      "subscriptions."),
+    R("PW-SUB-25", "MUST", "6.7", "server", True,
+      "FORBIDDEN unless one subscribe permission matches every topic the pattern can match."),
+    R("PW-SUB-26", "MUST", "6.7", "server", True,
+      "Pattern SUBSCRIBE: INVALID_POSITION for since AFTER, a topic named twice, or a "
+      "position beyond the head of the current epoch."),
+    R("PW-SUB-27", "MUST", "6.7", "server", True,
+      "TOO_MANY_TOPICS when more existing topics match than max_pattern_topics."),
+    R("PW-SUB-28", "MUST", "6.7", "both", True,
+      "A SUBSCRIBE with both AT_LEAST_ONCE and PATTERN is FIELD_OUT_OF_RANGE."),
+    R("PW-SUB-29", "MUST", "6.7", "server", True,
+      "A pattern subscription delivers every matching topic, including topics created later."),
+    R("PW-SUB-30", "MUST", "6.7", "server", True,
+      "Per-topic skips and epoch changes of a pattern subscription are SUBSCRIBED(TOPIC_STATUS), "
+      "never GAP."),
+    R("PW-SUB-31", "MUST", "6.7", "server", True,
+      "A new topic beyond max_pattern_topics ends the subscription with "
+      "ERROR(TOO_MANY_TOPICS, 0x10, sub_id)."),
+    R("PW-SUB-32", "MUST", "6.7", "server", True,
+      "UNSUBSCRIBED of a pattern carries epoch 0 and last_seq 0; GOAWAY lists no pattern "
+      "subscription."),
+    R("PW-SUB-33", "MUST", "6.7", "client", True,
+      "SUBSCRIBED(TOPIC_STATUS) for a non-pattern sub_id or an unmatched topic is "
+      "PROTOCOL_ERROR."),
     R("PW-SUB-16", "MUST NOT", "6.4", "server", True,
       "After UNSUBSCRIBED, no MESSAGE, MESSAGE_BATCH or GAP of that subscription is sent."),
     R("PW-SUB-17", "MUST", "6.3", "client", True,
@@ -311,6 +343,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "PROTOCOL_ERROR); the position moves to (new epoch, 0) and the application is told."),
     R("PW-ORDER-14", "MUST NOT", "6.5", "server", True,
       "Never send epoch 0."),
+    R("PW-ORDER-15", "MUST", "6.7", "server", True,
+      "Per topic, the pushes of a pattern subscription are contiguous as for one topic."),
     # §6.6 resume ----------------------------------------------------------------------------
     R("PW-RESUME-1", "MUST", "6.6", "client", True,
       "A client that resumes subscribes with AFTER(E, S), its own recorded position (§8.4)."),
@@ -321,6 +355,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "tells the application that continuity was lost."),
     R("PW-RESUME-4", "MUST NOT", "6.5", "both", False,
       "Sequence numbers of different epochs are never compared."),
+    R("PW-RESUME-5", "MUST", "6.7", "server", True,
+      "A pattern SUBSCRIBED is followed by exactly one SUBSCRIBED(TOPIC_STATUS) per position, "
+      "in order, each before any push of its topic."),
+    R("PW-RESUME-6", "MUST", "6.7", "client", False,
+      "A client keeps a position per topic seen by a pattern subscription and lists them all "
+      "when it resubscribes."),
     # §7 messages ----------------------------------------------------------------------------
     R("PW-PUB-1", "MUST NOT", "7.5", "client", True,
       "A non-zero publish request_id is not reused while its request is outstanding."),
@@ -400,6 +440,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-FLOW-8", "MUST NOT", "8.1", "both", True,
       "Credit never carries over to a new connection: a resumed subscription starts with its "
       "new initial_credit."),
+    R("PW-FLOW-9", "MUST", "6.7", "server", True,
+      "Every message of any topic of a pattern subscription consumes one unit of its credit."),
     # §8.2 slow consumers --------------------------------------------------------------------
     R("PW-SLOW-1", "MUST", "8.2", "server", False,
       "A slow subscriber costs O(1) memory beyond the shared history and never stalls the "
@@ -564,8 +606,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "A SUBSCRIBE or publish with an invalid topic name gets ERROR(INVALID_TOPIC); the "
       "connection stays."),
     R("PW-TOPIC-3", "MUST", "9.1", "both", True,
-      "Topic names are compared byte for byte: no normalisation, case-sensitive, no "
-      "wildcards."),
+      "Topic names are compared byte for byte: no normalisation, case-sensitive."),
     R("PW-TOPIC-4", "MUST", "9.2", "both", True,
       "Header order and repeated keys are preserved end to end."),
     R("PW-TOPIC-5", "SHOULD NOT", "9.2", "both", False,
@@ -573,6 +614,15 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     R("PW-TOPIC-6", "MUST", "9.3", "server", True,
       "A publish on a reserved topic ($ first segment) is FORBIDDEN unless the server documents "
       "it as writable and the identity may write it."),
+    R("PW-TOPIC-7", "MUST", "9.1", "both", True,
+      "'+' and '#' are reserved: a name containing one is INVALID_TOPIC (SUBSCRIBE without "
+      "PATTERN, PUBLISH, PUBLISH_BATCH)."),
+    R("PW-TOPIC-8", "MUST", "9.4", "both", True,
+      "A pattern has topic-name segments, each a literal, '+', or a last '#', and at least "
+      "one wildcard."),
+    R("PW-TOPIC-9", "MUST", "9.4", "both", True,
+      "'+' matches one segment, a last '#' the rest (zero or more); a wildcard first segment "
+      "never matches a '$' topic."),
     # §13 limits -----------------------------------------------------------------------------
     R("PW-LIMIT-1", "MUST", "13", "server", True,
       "Bound the number of connections (TOO_MANY_CONNECTIONS beyond it)."),

@@ -61,7 +61,11 @@ GAP_REASONS: frozenset[ErrorCode] = errors.GAP_REASONS
 #: names are not data in layouts.py because HAS_HEADERS and AT_LEAST_ONCE share bit 0x01.
 FLAG_NAMES: dict[L.FrameType, dict[int, tuple[str, str]]] = {
     L.FrameType.SUBSCRIBE: {
-        L.AT_LEAST_ONCE: ("AT_LEAST_ONCE", "at-least-once delivery: cumulative ACK (§8.3)")
+        L.AT_LEAST_ONCE: ("AT_LEAST_ONCE", "at-least-once delivery: cumulative ACK (§8.3)"),
+        L.PATTERN: ("PATTERN", "the topic field is a pattern; positions follow it (§6.7)"),
+    },
+    L.FrameType.SUBSCRIBED: {
+        L.TOPIC_STATUS: ("TOPIC_STATUS", "about one topic of a pattern subscription (§6.7)")
     },
     **{
         t: {L.HAS_HEADERS: ("HAS_HEADERS", "a header block precedes each payload (§9.2)")}
@@ -79,6 +83,7 @@ _HEADER_PAIR = L.HeaderBlock.subcons[1].subcon.subcon
 NAMED_STRUCTS: dict[int, str] = {
     id(L.Record): "Record",
     id(L.Position): "Position",
+    id(L.TopicPosition): "TopicPosition",
     id(_HEADER_PAIR): "HeaderPair",
 }
 #: Top-level layouts with their own table besides the frame bodies.
@@ -89,6 +94,7 @@ LAYOUTS: dict[str, Any] = {
     "Record": L.Record,
     "HeaderPair": _HEADER_PAIR,
     "Position": L.Position,
+    "TopicPosition": L.TopicPosition,
 }
 
 #: Per-field notes, keyed by (table name, field path). Automatic notes (conditions, prefixes)
@@ -136,7 +142,11 @@ FIELD_NOTES: dict[tuple[str, str], str] = {
     ("SUBSCRIBE", "since.epoch"): "epoch of the position",
     ("SUBSCRIBE", "since.seq"): "last sequence the client already has",
     ("SUBSCRIBE", "since.count"): "N: the last N messages",
-    ("SUBSCRIBE", "topic"): "§9.1",
+    ("SUBSCRIBE", "topic"): "a name (§9.1), or a pattern (§9.4) when PATTERN is set",
+    ("SUBSCRIBE", "positions"): "pattern resume: one entry per topic seen (§6.7)",
+    ("TopicPosition", "topic"): "a topic the pattern matches (§9.1)",
+    ("TopicPosition", "epoch"): "that topic's epoch",
+    ("TopicPosition", "seq"): "the last sequence of that topic the client has",
     ("SUBSCRIBED", "sub_id"): "from the SUBSCRIBE",
     ("SUBSCRIBED", "outcome"): "0 NEW, 1 RECOVERED, 2 GAP, 3 EPOCH_CHANGED",
     ("SUBSCRIBED", "epoch"): "the topic's current epoch",
@@ -145,6 +155,7 @@ FIELD_NOTES: dict[tuple[str, str], str] = {
     ("SUBSCRIBED", "gap.first"): "first lost sequence",
     ("SUBSCRIBED", "gap.last"): "last lost sequence (start_seq - 1)",
     ("SUBSCRIBED", "gap.reason"): "HISTORY_EXPIRED",
+    ("SUBSCRIBED", "topic"): "the topic this outcome is about (§6.7)",
     ("UNSUBSCRIBE", "sub_id"): "an active subscription",
     ("UNSUBSCRIBED", "sub_id"): "from the UNSUBSCRIBE",
     ("UNSUBSCRIBED", "epoch"): "the topic's epoch",

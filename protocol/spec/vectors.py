@@ -65,6 +65,7 @@ from pushwire.protocol import reference
 from pushwire.protocol.decoder import encode_preface
 from pushwire.protocol.errors import DECODE_ERRORS, ErrorCode
 from pushwire.protocol.layouts import (
+    AT_LEAST_ONCE,
     BODIES,
     CLIENT_SENDS,
     DEFINED_FLAGS,
@@ -73,8 +74,10 @@ from pushwire.protocol.layouts import (
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
+    PATTERN,
     PROTOCOL_VERSION,
     SERVER_SENDS,
+    TOPIC_STATUS,
     FrameType,
     Header,
     Outcome,
@@ -442,6 +445,25 @@ def _valid_vectors() -> Iterable[_Vector]:
             ),
         ),
         (
+            "subscribe-pattern-new",
+            "SUBSCRIBE with PATTERN: a one-segment wildcard, since NEW, no positions",
+            F.Subscribe(5, "orders/+", SinceKind.NEW, initial_credit=100, positions=()),
+        ),
+        (
+            "subscribe-pattern-resume",
+            "SUBSCRIBE with PATTERN: a trailing wildcard, since OLDEST, two topic positions",
+            F.Subscribe(
+                6,
+                "orders/#",
+                SinceKind.OLDEST,
+                initial_credit=50,
+                positions=(
+                    F.TopicPosition("orders/eu", _E, 41),
+                    F.TopicPosition("orders/us/east", _E + 1, 7),
+                ),
+            ),
+        ),
+        (
             "subscribed-new",
             "SUBSCRIBED outcome NEW (no gap fields)",
             F.Subscribed(1, Outcome.NEW, _E, 101, 100),
@@ -460,6 +482,18 @@ def _valid_vectors() -> Iterable[_Vector]:
             "subscribed-epoch-changed",
             "SUBSCRIBED outcome EPOCH_CHANGED",
             F.Subscribed(2, Outcome.EPOCH_CHANGED, _E + 1, 1, 3),
+        ),
+        (
+            "subscribed-topic-recovered",
+            "SUBSCRIBED with TOPIC_STATUS: outcome RECOVERED for one topic of a pattern",
+            F.Subscribed(6, Outcome.RECOVERED, _E, 42, 100, topic="orders/eu"),
+        ),
+        (
+            "subscribed-topic-gap",
+            "SUBSCRIBED with TOPIC_STATUS: outcome GAP, the gap fields, then the topic",
+            F.Subscribed(
+                6, Outcome.GAP, _E, 60, 100, 42, 59, ErrorCode.HISTORY_EXPIRED, "orders/eu"
+            ),
         ),
         ("unsubscribe", "UNSUBSCRIBE", F.Unsubscribe(3)),
         ("unsubscribed", "UNSUBSCRIBED with the last position", F.Unsubscribed(3, _E, 99)),
@@ -639,6 +673,38 @@ def _invalid_vectors() -> Iterable[_Vector]:
             None,
         ),
         (
+            "subscribe-pattern-without-positions",
+            "SUBSCRIBE with PATTERN whose payload ends after the topic (no positions count)",
+            (_F4,),
+            _flags(F.Subscribe(5, "orders/+", initial_credit=1), PATTERN),
+            M,
+            None,
+        ),
+        (
+            "subscribe-pattern-position-truncated",
+            "SUBSCRIBE with PATTERN whose last topic position ends inside its seq",
+            (_F4,),
+            _cut(F.Subscribe(5, "a/#", positions=(F.TopicPosition("a/b", _E, 1),)), 1),
+            M,
+            None,
+        ),
+        (
+            "subscribe-positions-without-pattern",
+            "SUBSCRIBE without PATTERN followed by a positions list (trailing bytes)",
+            (_F4,),
+            _flags(F.Subscribe(5, "orders/+", initial_credit=1, positions=()), 0),
+            M,
+            None,
+        ),
+        (
+            "subscribed-topic-status-without-topic",
+            "SUBSCRIBED with TOPIC_STATUS whose payload ends before the topic",
+            (_F4,),
+            _flags(F.Subscribed(6, Outcome.RECOVERED, _E, 42, 100), TOPIC_STATUS),
+            M,
+            None,
+        ),
+        (
             "subscribe-after-missing-seq",
             "SUBSCRIBE since AFTER that ends inside the position fields",
             (_F4,),
@@ -804,10 +870,10 @@ def _invalid_vectors() -> Iterable[_Vector]:
         ),
         ("credit-flag-0x80", "CREDIT with flag bit 7 set", (_F3,), _flags(credit, 0x80), RB, None),
         (
-            "subscribe-flag-0x02",
-            "SUBSCRIBE with flag bit 1 set (only AT_LEAST_ONCE = 0x01 is defined)",
+            "subscribe-flag-0x04",
+            "SUBSCRIBE with flag bit 2 set (AT_LEAST_ONCE 0x01 and PATTERN 0x02 are defined)",
             (_F3,),
-            _flags(subscribe, 0x03),
+            _flags(subscribe, 0x05),
             RB,
             None,
         ),
@@ -943,6 +1009,22 @@ def _invalid_vectors() -> Iterable[_Vector]:
             (_F7,),
             reference.encode_frame(F.Subscribe(1, "news/eu", 255)),
             R,
+            None,
+        ),
+        (
+            "subscribe-pattern-at-least-once",
+            "SUBSCRIBE with both PATTERN and AT_LEAST_ONCE (pattern subscriptions have no ACK)",
+            ("PW-SUB-28", _F7),
+            _flags(F.Subscribe(5, "orders/+", positions=()), PATTERN | AT_LEAST_ONCE),
+            R,
+            None,
+        ),
+        (
+            "subscribed-flag-0x02",
+            "SUBSCRIBED with flag bit 1 set (only TOPIC_STATUS = 0x01 is defined)",
+            (_F3,),
+            _flags(F.Subscribed(1, Outcome.NEW, _E, 101, 100), 0x02),
+            RB,
             None,
         ),
         (

@@ -99,6 +99,7 @@ __all__ = [
     "malformed_frames",
     "text_fields",
     "topic_names",
+    "topic_patterns",
     "unknown_frames",
     "utf8_text",
 ]
@@ -181,7 +182,7 @@ def _bytes_up_to(draw: st.DrawFn, max_size: int, *, typical: int = 32) -> bytes:
 
 
 _SEGMENT = st.text(
-    st.characters(codec="utf-8", min_codepoint=0x20, exclude_characters="/\x7f"),
+    st.characters(codec="utf-8", min_codepoint=0x20, exclude_characters="/\x7f+#"),
     min_size=1,
     max_size=8,
 )
@@ -194,6 +195,17 @@ def topic_names(draw: st.DrawFn) -> str:
     if draw(st.integers(0, 15)) == 15:
         return _fill(draw(st.sampled_from(_WIDE_CHARS)), STR8_MAX)
     return "/".join(draw(st.lists(_SEGMENT, min_size=1, max_size=4)))
+
+
+@st.composite
+def topic_patterns(draw: st.DrawFn, segments: st.SearchStrategy[str] = _SEGMENT) -> str:
+    """Patterns that satisfy SPEC.md §9.4: literal segments from ``segments`` and '+'
+    segments, optionally ending in '#', with at least one wildcard. Pass a small alphabet
+    of segments (as the stateful tests do) to make patterns that match the names drawn."""
+    parts = draw(st.lists(st.one_of(segments, st.just("+")), min_size=0, max_size=3))
+    if not parts or "+" not in parts or draw(st.booleans()):
+        parts.append("#")
+    return "/".join(parts)
 
 
 @st.composite
@@ -225,7 +237,15 @@ def _records(
 
 @st.composite
 def _subscribe(draw: st.DrawFn, topics: st.SearchStrategy[str]) -> F.Subscribe:
+    """A SUBSCRIBE, a third of them with PATTERN and up to three topic positions (§6.7);
+    PATTERN never comes with AT_LEAST_ONCE (the pair is out of range)."""
     kind = draw(st.sampled_from(SinceKind))
+    positions: tuple[F.TopicPosition, ...] | None = None
+    at_least_once = draw(st.booleans())
+    if draw(st.integers(0, 2)) == 0:
+        at_least_once = False
+        entry = st.builds(F.TopicPosition, topics, _uint(64), _uint(64))
+        positions = tuple(draw(st.lists(entry, max_size=3)))
     return F.Subscribe(
         sub_id=draw(_uint(32)),
         topic=draw(topics),
@@ -234,7 +254,8 @@ def _subscribe(draw: st.DrawFn, topics: st.SearchStrategy[str]) -> F.Subscribe:
         since_seq=draw(_uint(64)) if kind == SinceKind.AFTER else 0,
         since_count=draw(_uint(32)) if kind == SinceKind.LAST else 0,
         initial_credit=draw(_uint(32)),
-        at_least_once=draw(st.booleans()),
+        at_least_once=at_least_once,
+        positions=positions,
     )
 
 
@@ -253,8 +274,9 @@ def _subscribed(draw: st.DrawFn) -> F.Subscribed:
         first, last = draw(_range())
         reason = draw(_uint(16))
     u64 = _uint(64)
+    topic = draw(st.none() | utf8_text(STR8_MAX))  # TOPIC_STATUS when a name is drawn
     return F.Subscribed(
-        draw(_uint(32)), outcome, draw(u64), draw(u64), draw(u64), first, last, reason
+        draw(_uint(32)), outcome, draw(u64), draw(u64), draw(u64), first, last, reason, topic
     )
 
 
@@ -530,6 +552,14 @@ def _out_of_range_frames(direction: Direction | None) -> st.SearchStrategy[Any]:
             since_kind=st.integers(len(SinceKind), U8_MAX),
             initial_credit=u32,
             at_least_once=st.booleans(),
+        ),
+        st.builds(
+            F.Subscribe,
+            sub_id=u32,
+            topic=str8,
+            initial_credit=u32,
+            at_least_once=st.just(True),
+            positions=st.just(()),
         ),
         st.builds(F.Credit, u32, st.just(0)),
         st.builds(F.PublishBatch, u32, str8, st.just(())),

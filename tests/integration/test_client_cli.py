@@ -63,6 +63,26 @@ async def test_pub_then_sub_round_trip() -> None:
         ]
 
 
+@pytest.mark.spec("PW-SUB-29", "PW-TOPIC-7")
+async def test_sub_to_a_pattern_prints_each_message_with_its_topic() -> None:
+    async with serve() as address:
+        for topic in ("orders/eu", "orders/us", "other/x", "orders/eu", "orders/us"):
+            done = await pushwire("pub", topic, f"to {topic}", "--server", address)
+            assert done.returncode == 0, done.stderr
+        sub = await pushwire(
+            "sub", "orders/+", "--since", "oldest", "--count", "4", "--server", address
+        )
+        assert sub.returncode == 0, sub.stderr
+        assert sorted(sub.stdout.decode().splitlines()) == [
+            "orders/eu 1 to orders/eu",
+            "orders/eu 2 to orders/eu",
+            "orders/us 1 to orders/us",
+            "orders/us 2 to orders/us",
+        ]
+        refused = await pushwire("pub", "orders/+", "x", "--server", address)
+        assert refused.returncode == 2 and b"reserved for patterns" in refused.stderr
+
+
 def json_lines(result: subprocess.CompletedProcess[bytes]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.decode().splitlines()]
 

@@ -32,11 +32,13 @@ from pushwire.protocol.decoder import FrameDecoder, encode_preface
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.events import NEED_DATA, PAUSED, Event, Sentinel
 from pushwire.protocol.layouts import (
+    AT_LEAST_ONCE,
     CLIENT_SENDS,
     HEADER_SIZE,
     INITIAL_MAX_FRAME_SIZE,
     MAGIC,
     MAX_MAX_FRAME_SIZE,
+    PATTERN,
     PREFACE_SIZE,
     SERVER_SENDS,
     FrameType,
@@ -1232,3 +1234,73 @@ def test_a_new_connection_starts_from_the_new_subscribe_initial_credit() -> None
     view = new.subscription(sid)
     assert view is not None and view.credit == 3
     assert_fails_with(new, msg(1) + msg(2) + msg(3) + msg(4), ErrorCode.FLOW_CONTROL_ERROR)
+
+
+# -- pattern subscriptions (§6.7) ---------------------------------------------------------------
+
+
+def pattern_subscribed(conn: ClientConnection, pattern: str = "a/+", credit: int = 10) -> int:
+    sub_id, data = conn.subscribe_pattern(pattern, initial_credit=credit)
+    (frame,) = decode_all(data)
+    assert isinstance(frame, F.Subscribe) and frame.positions == ()
+    conn.receive_data(enc(F.Subscribed(sub_id, Outcome.NEW, 0, 0, 0)), 0)
+    assert [type(e) for e in drain(conn)] == [SubscriptionConfirmed]
+    return sub_id
+
+
+@pytest.mark.spec("PW-FLOW-9", "PW-ORDER-15")
+def test_a_pattern_takes_each_topics_pushes_from_one_credit_pool() -> None:
+    conn = opened()
+    sub_id = pattern_subscribed(conn, credit=3)
+    conn.receive_data(msg(4, "a/b") + msg(1, "a/c") + msg(5, "a/b"), 0)
+    got = [(e.topic, e.seq) for e in drain(conn) if isinstance(e, MessageReceived)]
+    assert got == [("a/b", 4), ("a/c", 1), ("a/b", 5)]
+    assert conn.topic_positions(sub_id) == (
+        F.TopicPosition("a/b", EPOCH, 5),
+        F.TopicPosition("a/c", EPOCH, 1),
+    )
+    assert_fails_with(conn, msg(2, "a/c"), ErrorCode.FLOW_CONTROL_ERROR)
+
+
+@pytest.mark.spec("PW-ORDER-15")
+def test_a_hole_in_one_topic_of_a_pattern_is_a_protocol_error() -> None:
+    conn = opened()
+    pattern_subscribed(conn)
+    conn.receive_data(msg(1, "a/b"), 0)
+    drain(conn)
+    assert_fails_with(conn, msg(3, "a/b"), ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.spec("PW-SUB-33")
+def test_topic_status_for_a_subscription_to_a_name_is_a_protocol_error() -> None:
+    conn = opened()
+    sub_id = subscribed(conn)
+    status = F.Subscribed(sub_id, Outcome.RECOVERED, EPOCH, 1, 0, topic="a/b")
+    assert_fails_with(conn, enc(status), ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.spec("PW-SUB-33")
+def test_topic_status_for_a_topic_the_pattern_does_not_match_is_a_protocol_error() -> None:
+    conn = opened()
+    sub_id = pattern_subscribed(conn)
+    status = F.Subscribed(sub_id, Outcome.RECOVERED, EPOCH, 1, 0, topic="x/b")
+    assert_fails_with(conn, enc(status), ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.spec("PW-SUB-30")
+def test_a_gap_frame_for_a_pattern_is_a_protocol_error() -> None:
+    conn = opened()
+    sub_id = pattern_subscribed(conn)
+    gap = F.Gap(sub_id, EPOCH, 1, 2, ErrorCode.SLOW_CONSUMER)
+    assert_fails_with(conn, enc(gap), ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.spec("PW-SUB-28")
+def test_pattern_with_at_least_once_is_out_of_range_when_decoded() -> None:
+    body = codec.encode_payload(F.Subscribe(1, "a/+", positions=()))
+    data = codec.encode_raw_frame(FrameType.SUBSCRIBE, PATTERN | AT_LEAST_ONCE, body)
+    decoder = FrameDecoder()
+    decoder.feed(data)
+    with pytest.raises(RemoteProtocolError) as info:
+        decoder.next_frame()
+    assert info.value.code == ErrorCode.FIELD_OUT_OF_RANGE

@@ -45,6 +45,7 @@ from pushwire.protocol.layouts import Outcome, SinceKind
 from pushwire.protocol.server_conn import ServerConnection, ServerLimits
 
 TOPICS = ("t/one", "t/two")
+PATTERN = "t/+"  # matches both: a pattern subscription follows every topic at once
 HEARTBEAT = 1.0  # seconds (HELLO asks for 1000 ms; the server's clamp allows it)
 TIMEOUT = TIMEOUT_FACTOR * HEARTBEAT  # nothing received this long: HEARTBEAT_TIMEOUT
 Side = Literal["client", "server"]
@@ -88,6 +89,10 @@ class ClientSub:
     last_seq: int = 0  # last sequence received
     acked: int = 0
     closing: bool = False
+    #: a pattern subscription: topic -> [epoch, next sequence due], from the positions it
+    #: resumed and each TOPIC_STATUS and push since (the first push of a topic not yet
+    #: seen may start anywhere: since applies to it)
+    topics: dict[str, list[int]] | None = None
 
 
 @dataclass
@@ -96,6 +101,8 @@ class ServerSub:
     next_seq: int
     epoch: int
     acks: list[int] = field(default_factory=list)
+    #: a pattern subscription: topic -> [epoch, next sequence to push]
+    topics: dict[str, list[int]] | None = None
 
 
 class StatePair(RuleBasedStateMachine):
@@ -141,6 +148,8 @@ class StatePair(RuleBasedStateMachine):
                     self.server_sends(server.accept(1, "pair", self.now))
                 case sc.SubscribeRequested():
                     self.on_subscribe(ev)
+                case sc.PatternSubscribeRequested():
+                    self.on_pattern_subscribe(ev)
                 case sc.UnsubscribeRequested():
                     self.server_sends(server.unsubscribed(ev.sub_id))
                     del self.server_subs[ev.sub_id]
@@ -179,6 +188,36 @@ class StatePair(RuleBasedStateMachine):
         self.server_sends(self.server.subscribed(ev.sub_id, outcome, epoch, start, head))
         self.server_subs[ev.sub_id] = ServerSub(topic, start, epoch)
 
+    def on_pattern_subscribe(self, ev: sc.PatternSubscribeRequested) -> None:
+        """SUBSCRIBED, then one TOPIC_STATUS per position, in order (PW-RESUME-5); the
+        other topics start by ``since``."""
+        assert ev.position_problem() is None
+        self.server_sends(self.server.pattern_subscribed(ev.sub_id))
+        topics: dict[str, list[int]] = {}
+        for pos in ev.positions:
+            epoch = self.epoch[pos.topic]
+            head = len(self.history[pos.topic, epoch])
+            if pos.epoch == epoch:
+                outcome, start = Outcome.RECOVERED, pos.seq + 1
+            else:
+                outcome, start = Outcome.EPOCH_CHANGED, 1
+            self.server_sends(
+                self.server.topic_status(ev.sub_id, pos.topic, outcome, epoch, start, head)
+            )
+            topics[pos.topic] = [epoch, start]
+        for topic in TOPICS:
+            if topic in topics:
+                continue
+            epoch = self.epoch[topic]
+            head = len(self.history[topic, epoch])
+            start = {
+                SinceKind.NEW: head + 1,
+                SinceKind.LAST: max(0, head - ev.since_count) + 1,
+                SinceKind.OLDEST: 1,
+            }[SinceKind(ev.since_kind)]
+            topics[topic] = [epoch, start]
+        self.server_subs[ev.sub_id] = ServerSub(ev.pattern, 0, 0, topics=topics)
+
     def on_publish(self, request_id: int, topic: str, payloads: list[bytes]) -> None:
         epoch = self.epoch[topic]
         log = self.history[topic, epoch]
@@ -193,6 +232,36 @@ class StatePair(RuleBasedStateMachine):
             match ev:
                 case cc.Welcomed():
                     assert ev.heartbeat_ms == 1000
+                case cc.SubscriptionConfirmed() if self.client_subs[ev.sub_id].topics is not None:
+                    sub = self.client_subs[ev.sub_id]
+                    assert (ev.outcome, ev.epoch, ev.start_seq) == (Outcome.NEW, 0, 0)
+                    sub.next_seq = 1  # answered (its topics have their own)
+                case cc.TopicStatusReceived():
+                    sub = self.client_subs[ev.sub_id]
+                    assert sub.topics is not None and not sub.closing
+                    known = sub.topics.get(ev.topic)
+                    if known is None:  # not seen yet: only a skip or a reset is news
+                        assert ev.outcome in (Outcome.GAP, Outcome.EPOCH_CHANGED), ev
+                    elif ev.outcome is Outcome.RECOVERED:
+                        assert [ev.epoch, ev.start_seq] == known, "resumes where it was"
+                    elif ev.outcome is Outcome.EPOCH_CHANGED:
+                        assert known[0] != ev.epoch <= self.epoch[ev.topic]
+                    else:  # the model's server skips only with GAP outcomes mid-stream
+                        assert ev.outcome is Outcome.GAP and ev.epoch == known[0]
+                        assert ev.gap_first == known[1], "gap order"
+                    sub.topics[ev.topic] = [ev.epoch, ev.start_seq]
+                case cc.MessageReceived() if self.client_subs[ev.sub_id].topics is not None:
+                    sub = self.client_subs[ev.sub_id]
+                    assert sub.topics is not None and not sub.closing
+                    known = sub.topics.get(ev.topic)
+                    if known is not None and known[0] == ev.epoch:
+                        assert ev.seq == known[1], "per topic order"
+                    elif known is not None:
+                        assert ev.seq == 1, "a new epoch starts at 1"
+                    assert self.history[ev.topic, ev.epoch][ev.seq - 1] == ev.payload
+                    sub.topics[ev.topic] = [ev.epoch, ev.seq + 1]
+                    sub.received += 1
+                    assert sub.received <= sub.granted, "beyond credit (one pool)"
                 case cc.SubscriptionConfirmed():
                     sub = self.client_subs[ev.sub_id]
                     sub.epoch, sub.next_seq = ev.epoch, ev.start_seq
@@ -338,7 +407,7 @@ class StatePair(RuleBasedStateMachine):
         at_least_once=st.booleans(),
     )
     def subscribe(self, topic: str, kind: str, back: int, credit: int, at_least_once: bool) -> None:
-        if any(s.topic == topic and not s.closing for s in self.client_subs.values()):
+        if any(s.topic in (topic, PATTERN) and not s.closing for s in self.client_subs.values()):
             return
         head = len(self.history[topic, self.epoch[topic]])  # the server has at least this
         since = {
@@ -353,6 +422,38 @@ class StatePair(RuleBasedStateMachine):
         )
         self.c2s.send(data)
         self.client_subs[sub_id] = ClientSub(sub_id, topic, at_least_once, credit)
+
+    @precondition(is_open)
+    @rule(
+        kind=st.sampled_from(["new", "oldest", "last"]),
+        back=st.integers(0, 5),
+        credit=st.integers(0, 5),
+        resume=st.booleans(),
+    )
+    def subscribe_pattern(self, kind: str, back: int, credit: int, resume: bool) -> None:
+        """A pattern over every topic: fresh, or (``resume``) replacing the live one with a
+        new subscription that carries its positions, as a reconnecting client does."""
+        live = [s for s in self.client_subs.values() if not s.closing]
+        old = next((s for s in live if s.topics is not None), None)
+        if (old is None) == resume or any(s.topics is None for s in live):
+            return
+        positions: tuple[F.TopicPosition, ...] = ()
+        topics: dict[str, list[int]] = {}
+        if old is not None:
+            positions = self.client.topic_positions(old.sub_id)
+            assert old.topics is not None
+            assert {(p.topic, p.epoch, p.seq + 1) for p in positions} == {
+                (t, e, n) for t, (e, n) in old.topics.items()
+            }, "topic_positions is what was received"
+            topics = {p.topic: [p.epoch, p.seq + 1] for p in positions}
+            self.c2s.send(self.client.unsubscribe(old.sub_id))
+            old.closing = True
+        since = {"new": Since.new(), "oldest": Since.oldest(), "last": Since.last(back)}[kind]
+        sub_id, data = self.client.subscribe_pattern(
+            PATTERN, since, positions=positions, initial_credit=credit
+        )
+        self.c2s.send(data)
+        self.client_subs[sub_id] = ClientSub(sub_id, PATTERN, False, credit, topics=topics)
 
     @precondition(is_open)
     @rule(pick=st.integers(0, 10), count=st.integers(1, 5))
@@ -408,11 +509,18 @@ class StatePair(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 10), most=st.integers(1, 6))
     def push(self, pick: int, most: int) -> None:
         """Send what credit allows, as a MESSAGE or a MESSAGE_BATCH."""
-        ready = [i for i, s in self.server_subs.items() if s.epoch == self.epoch[s.topic]]
+        ready = [
+            i
+            for i, s in self.server_subs.items()
+            if s.topics is not None or s.epoch == self.epoch[s.topic]
+        ]
         if not ready:
             return
         sub_id = ready[pick % len(ready)]
         sub = self.server_subs[sub_id]
+        if sub.topics is not None:
+            self.push_pattern(sub_id, sub.topics, pick, most)
+            return
         log = self.history[sub.topic, sub.epoch]
         n = min(most, self.server.credit(sub_id), len(log) - sub.next_seq + 1)
         if n <= 0:
@@ -427,6 +535,32 @@ class StatePair(RuleBasedStateMachine):
         self.server.consume_credit(sub_id, n, epoch=sub.epoch, last_seq=first + n - 1)
         self.server_sends(codec.encode_frame(frame))
         sub.next_seq += n
+
+    def push_pattern(self, sub_id: int, topics: dict[str, list[int]], pick: int, most: int) -> None:
+        """One topic of a pattern subscription: its EPOCH_CHANGED first when it was reset,
+        then what the subscription's one credit pool allows (PW-FLOW-9)."""
+        topic = TOPICS[pick % len(TOPICS)]
+        state = topics[topic]
+        epoch = self.epoch[topic]
+        log = self.history[topic, epoch]
+        if state[0] != epoch:
+            self.server_sends(
+                self.server.topic_status(sub_id, topic, Outcome.EPOCH_CHANGED, epoch, 1, len(log))
+            )
+            topics[topic] = state = [epoch, 1]
+        n = min(most, self.server.credit(sub_id), len(log) - state[1] + 1)
+        if n <= 0:
+            return
+        first = state[1]
+        records = tuple(F.Record(p) for p in log[first - 1 : first - 1 + n])
+        frame: F.Frame = (
+            F.Message(epoch, first, topic, records[0].payload)
+            if n == 1
+            else F.MessageBatch(epoch, first, topic, records)
+        )
+        self.server.consume_credit(sub_id, n, epoch=epoch, last_seq=first + n - 1, topic=topic)
+        self.server_sends(codec.encode_frame(frame))
+        state[1] += n
 
     @rule(topic=st.sampled_from(TOPICS))
     def reset_topic(self, topic: str) -> None:
@@ -446,6 +580,26 @@ class StatePair(RuleBasedStateMachine):
         if not subs:
             return
         sub_id, sub = subs[pick % len(subs)]
+        if sub.topics is not None:
+            topic = TOPICS[pick % len(TOPICS)]
+            epoch, next_seq = sub.topics[topic]
+            head = len(self.history[topic, epoch])
+            if epoch != self.epoch[topic] or next_seq > head:
+                return
+            data = self.server.topic_status(
+                sub_id,
+                topic,
+                Outcome.GAP,
+                epoch,
+                head + 1,
+                head,
+                next_seq,
+                head,
+                ErrorCode.SLOW_CONSUMER,
+            )
+            self.server_sends(data)  # costs no credit, names its topic (PW-SUB-30)
+            sub.topics[topic][1] = head + 1
+            return
         head = len(self.history[sub.topic, sub.epoch])
         if sub.epoch != self.epoch[sub.topic] or sub.next_seq > head:
             return
@@ -508,6 +662,13 @@ TestStatePair = pytest.mark.spec(
     "PW-HB-3",
     "PW-HB-4",
     "PW-ERR-2",
+    # pattern subscriptions: one credit pool, per topic order, exactly one TOPIC_STATUS per
+    # position on resume, skips and resets told per topic
+    "PW-FLOW-9",
+    "PW-ORDER-15",
+    "PW-RESUME-5",
+    "PW-RESUME-6",
+    "PW-SUB-30",
 )(StatePair.TestCase)
 
 

@@ -12,6 +12,7 @@ from pushwire.client.conformance.cases import (  # noqa: F401  (imported to regi
     framing,
     handshake,
     heartbeats,
+    patterns,
     resume,
     shutdown,
     subscribe,

@@ -53,15 +53,15 @@ async def reserved_bits_ping(ctx: CaseContext) -> None:
 
 @case(
     "ER-02",
-    "An undefined flag bit next to a defined one (SUBSCRIBE 0x02) is RESERVED_BITS_SET",
+    "An undefined flag bit next to defined ones (SUBSCRIBE 0x04) is RESERVED_BITS_SET",
     category=CAT,
     requirements=("PW-FRAME-3",),
 )
 async def reserved_bits_subscribe(ctx: CaseContext) -> None:
-    """SUBSCRIBE defines only AT_LEAST_ONCE (0x01)."""
+    """SUBSCRIBE defines AT_LEAST_ONCE (0x01) and PATTERN (0x02) only."""
     frame = F.Subscribe(sub_id=1, topic=ctx.topic(), initial_credit=1)
     await _fatal(
-        ctx, raw_frame(FrameType.SUBSCRIBE, 0x03, body(frame)), ErrorCode.RESERVED_BITS_SET
+        ctx, raw_frame(FrameType.SUBSCRIBE, 0x05, body(frame)), ErrorCode.RESERVED_BITS_SET
     )
 
 

@@ -313,18 +313,18 @@ async def pipelined_replies(ctx: CaseContext) -> None:
 
 @case(
     "SO-14",
-    "Topic names match byte for byte: no case folding, normalisation or wildcards",
+    "Topic names match byte for byte: no case folding or normalisation",
     category=CAT,
     requirements=("PW-TOPIC-3",),
 )
 async def exact_topic_match(ctx: CaseContext) -> None:
-    """A subscriber of '<base>/café' (NFC) receives nothing published to '<base>/Café',
-    '<base>/cafe\u0301' (NFD), '<base>/+' or '<base>/#', then exactly its own message."""
+    """A subscriber of '<base>/café' (NFC) receives nothing published to '<base>/Café' or
+    '<base>/cafe\u0301' (NFD), then exactly its own message."""
     base = ctx.topic("exact")
     mine = f"{base}/caf\u00e9"
     sub = await ctx.connect()
     await ctx.subscribe(sub, mine)
-    for other in (f"{base}/Caf\u00e9", f"{base}/cafe\u0301", f"{base}/+", f"{base}/#"):
+    for other in (f"{base}/Caf\u00e9", f"{base}/cafe\u0301"):
         await ctx.publish(other, [b"not for you"])
     await ctx.publish(mine, [b"yours"])
     msgs = await ctx.receive(sub, mine, 1)
