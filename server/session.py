@@ -40,7 +40,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -130,6 +130,23 @@ CONNECTION_OVERHEAD = 32 * 1024
 #: Topics whose publish permission a connection remembers (cleared when full: a client that
 #: publishes on ever new topics pays the check each time, nothing more).
 _MAY_CACHE = 1024
+
+
+#: One publish of a read, as ``ServerConnection.take_publishes`` gives it: (request_id,
+#: topic, body start, body end, record count or 0).
+Span = tuple[int, str, int, int, int]
+
+
+def _topic_runs(spans: list[Span]) -> Iterator[tuple[str, list[Span]]]:
+    """The spans grouped into runs of consecutive publishes on one topic, in order."""
+    i, n = 0, len(spans)
+    while i < n:
+        topic = spans[i][1]
+        j = i + 1
+        while j < n and spans[j][1] == topic:
+            j += 1
+        yield topic, spans[i:j]
+        i = j
 
 
 @dataclass(slots=True, eq=False)
@@ -993,121 +1010,88 @@ class Session:
             self._refuse_request(exc.code, kind, event.request_id, event.topic, str(exc))
             return None
 
-    def _publish_run(self, data: bytes, spans: list[tuple[int, str, int, int, int]]) -> list[str]:
+    def _admit_run(self, topic: str, run: list[Span]) -> int | None:
+        """The checks of a run of publishes on one topic, in the order of the event path:
+        the identity's request rate (charged for the run's records and bytes as a whole),
+        permission, the topic quota. Returns the run's record count, or None when it was
+        refused (every request of the run answered)."""
+        kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
+        records = sum(count or 1 for *_, count in run)
+        nbytes = sum(end - start for _, _, start, end, _ in run)
+        if not self._within_rate(kind, run[0][0], topic, cost=records, nbytes=nbytes):
+            self._refuse_run(run[1:], topic, ErrorCode.RATE_LIMITED, "request rate limit")
+            return None
+        for check in (self._may_publish, self._claim):
+            if not check(kind, run[0][0], topic):
+                for request_id, _, _, _, count in run[1:]:
+                    check(
+                        FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH, request_id, topic
+                    )
+                return None
+        return records
+
+    def _refuse_run(self, run: list[Span], topic: str, code: ErrorCode, reason: str) -> None:
+        for request_id, _, _, _, count in run:
+            kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
+            self._refuse_request(code, kind, request_id, topic, reason)
+
+    def _acknowledge_run(
+        self, topic: str, run: list[Span], records: int, epoch: int, seq: int
+    ) -> None:
+        """A run was stored from ``seq`` on: count it and queue its PUBACKs in order."""
+        self.messages_in += records
+        self._counters.messages_in += records
+        if log.isEnabledFor(logging.DEBUG) and not topic.startswith("$"):
+            log.debug("connection %d: published %d on %r", self.connection_id, records, topic)
+        acks = []
+        for request_id, _, _, _, count in run:
+            acks.append((request_id, seq, count or 1))
+            seq += count or 1
+        if self._answering():
+            self._queue(self.conn.pubacks(epoch, acks))
+
+    def _publish_run(self, data: bytes, spans: list[Span]) -> list[str]:
         """Whole PUBLISH / PUBLISH_BATCH frames of one read
         (:meth:`ServerConnection.take_publishes`): each run on one topic is appended in one
         go and wakes its subscribers once; the PUBACKs follow in request order
-        [PW-ORDER-10]. A run is charged to the identity's request rate as a whole (its
-        records), and refused as a whole when over it. Returns the reserved topics
-        published on, whose side effects (:meth:`_published`) the caller awaits."""
-        conn = self.conn
-        broker = self._broker
+        [PW-ORDER-10]. Returns the reserved topics published on, whose side effects
+        (:meth:`_published`) the caller awaits."""
         reserved: list[str] = []
-        n = len(spans)
-        i = 0
-        while i < n:
-            topic = spans[i][1]
-            j = i + 1
-            while j < n and spans[j][1] == topic:
-                j += 1
-            run = spans[i:j]
-            i = j
-            kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
-            records = sum(count or 1 for *_, count in run)
-            nbytes = sum(end - start for _, _, start, end, _ in run)
-            if not self._within_rate(kind, run[0][0], topic, cost=records, nbytes=nbytes):
-                for request_id, _, _, _, count in run[1:]:
-                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
-                    self._refuse_request(
-                        ErrorCode.RATE_LIMITED, kind, request_id, topic, "request rate limit"
-                    )
-                continue
-            if not self._may_publish(kind, run[0][0], topic):
-                for request_id, _, _, _, count in run[1:]:
-                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
-                    self._may_publish(kind, request_id, topic)
-                continue
-            if not self._claim(kind, run[0][0], topic):
-                for request_id, _, _, _, count in run[1:]:
-                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
-                    self._claim(kind, request_id, topic)
+        for topic, run in _topic_runs(spans):
+            records = self._admit_run(topic, run)
+            if records is None:
                 continue
             try:
-                epoch, seq = broker.append_many(topic, data, [(s, e, c) for _, _, s, e, c in run])
+                epoch, seq = self._broker.append_many(
+                    topic, data, [(s, e, c) for _, _, s, e, c in run]
+                )
             except NoRoom as exc:  # nothing of the run was appended
-                for request_id, _, _, _, count in run:
-                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
-                    self._refuse_request(exc.code, kind, request_id, topic, str(exc))
+                self._refuse_run(run, topic, exc.code, str(exc))
                 continue
-            self.messages_in += records
-            self._counters.messages_in += records
             if topic.startswith("$"):
                 reserved.append(topic)
-            elif log.isEnabledFor(logging.DEBUG):
-                log.debug("connection %d: published %d on %r", self.connection_id, records, topic)
-            acks = []
-            for request_id, _, _, _, count in run:
-                acks.append((request_id, seq, count or 1))
-                seq += count or 1
-            self._queue(conn.pubacks(epoch, acks))
+            self._acknowledge_run(topic, run, records, epoch, seq)
         return reserved
 
-    async def _publish_run_remote(
-        self, data: bytes, spans: list[tuple[int, str, int, int, int]]
-    ) -> list[str]:
+    async def _publish_run_remote(self, data: bytes, spans: list[Span]) -> list[str]:
         """:meth:`_publish_run` on a remote broker: each run on one topic is stored in one
         round trip (:meth:`Broker.publish_many`) and acknowledged once stored; a run the
         broker cannot take is refused request by request, with its temporary code."""
-        conn = self.conn
         reserved: list[str] = []
-        n = len(spans)
-        i = 0
-        while i < n:
-            topic = spans[i][1]
-            j = i + 1
-            while j < n and spans[j][1] == topic:
-                j += 1
-            run = spans[i:j]
-            i = j
-            kind = FrameType.PUBLISH_BATCH if run[0][4] else FrameType.PUBLISH
-            records = sum(count or 1 for *_, count in run)
-            nbytes = sum(end - start for _, _, start, end, _ in run)
-            if not self._within_rate(kind, run[0][0], topic, cost=records, nbytes=nbytes):
-                for request_id, _, _, _, count in run[1:]:
-                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
-                    self._refuse_request(
-                        ErrorCode.RATE_LIMITED, kind, request_id, topic, "request rate limit"
-                    )
-                continue
-            if not self._may_publish(kind, run[0][0], topic):
-                for request_id, _, _, _, count in run[1:]:
-                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
-                    self._may_publish(kind, request_id, topic)
-                continue
-            if not self._claim(kind, run[0][0], topic):
-                for request_id, _, _, _, count in run[1:]:
-                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
-                    self._claim(kind, request_id, topic)
+        for topic, run in _topic_runs(spans):
+            records = self._admit_run(topic, run)
+            if records is None:
                 continue
             try:
                 epoch, seq = await self._broker.publish_many(
                     topic, data, [(s, e, c) for _, _, s, e, c in run]
                 )
             except BrokerUnavailable as exc:
-                for request_id, _, _, _, count in run:
-                    kind = FrameType.PUBLISH_BATCH if count else FrameType.PUBLISH
-                    self._refuse_request(exc.code, kind, request_id, topic, str(exc))
+                self._refuse_run(run, topic, exc.code, str(exc))
                 continue
-            self.messages_in += records
-            self._counters.messages_in += records
             if topic.startswith("$"):
                 reserved.append(topic)
-            acks = []
-            for request_id, _, _, _, count in run:
-                acks.append((request_id, seq, count or 1))
-                seq += count or 1
-            if self._answering():
-                self._queue(conn.pubacks(epoch, acks))
+            self._acknowledge_run(topic, run, records, epoch, seq)
         return reserved
 
     def _answering(self) -> bool:
