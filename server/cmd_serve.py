@@ -11,7 +11,7 @@ traceback. The limits of SPEC.md §13 are options, each mapped to its ServerConf
 ``--config FILE`` reads the same options from a TOML file (stdlib ``tomllib``): a key is an
 option's name without its dashes (``max-lag = 1000``), and an option given on the command
 line wins over the file. So that "given" can be told from "left at its default", every
-option defaults to None in the parser and :data:`DEFAULTS` (taken from the declarations)
+option defaults to None in the parser and :data:`OPTION_DEFAULT_VALUES` (from the declarations)
 fills in what neither the command line nor the file set. The effective configuration is
 logged once at start.
 """
@@ -95,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read options from this TOML file (keys: the option names without '--'); "
         "the command line overrides it",
     )
-    # None = not given, so that a value from --config can be told apart (see DEFAULTS).
-    parser.set_defaults(**dict.fromkeys(DEFAULTS))
+    # None = not given, so that a value from --config can be told apart (see OPTION_DEFAULT_VALUES).
+    parser.set_defaults(**dict.fromkeys(OPTION_DEFAULT_VALUES))
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
@@ -394,7 +394,7 @@ def _config_options() -> dict[str, argparse.Action]:
 #: The keys of a config file: the options' names without their dashes.
 CONFIG_KEYS: tuple[str, ...] = tuple(_config_options())
 #: dest -> default of every option a config file may set, as declared.
-DEFAULTS: dict[str, Any] = {a.dest: a.default for a in _config_options().values()}
+OPTION_DEFAULT_VALUES: dict[str, Any] = {a.dest: a.default for a in _config_options().values()}
 
 
 def _file_value(action: argparse.Action, value: Any, base: Path) -> Any:
@@ -458,7 +458,7 @@ def effective_options(args: argparse.Namespace) -> argparse.Namespace:
     defaults."""
     from_file = load_config_file(args.config) if args.config is not None else {}
     merged = vars(args).copy()
-    for dest, default in DEFAULTS.items():
+    for dest, default in OPTION_DEFAULT_VALUES.items():
         if merged.get(dest) is None:
             merged[dest] = from_file.get(dest, default)
     return argparse.Namespace(**merged)
