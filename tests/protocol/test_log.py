@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.layouts import HEADER_SIZE, FrameType
-from pushwire.protocol.log import MIN_SEGMENT, TopicLog
+from pushwire.protocol.log import MIN_SEGMENT, TOPIC_OVERHEAD, TopicLog
 
 MESSAGE = int(FrameType.MESSAGE)
 
@@ -107,6 +109,35 @@ def test_memory_counts_segments_and_frees_them_when_trimmed(items: list[int | li
     # the history's frames, at most one partly used segment, a few segment tails, arrays
     assert log.memory >= log.frame_bytes
     assert log.segment_bytes <= log.frame_bytes * 4 // 3 + 2 * MIN_SEGMENT
+
+
+def storage_bytes(log: TopicLog) -> int:
+    """What the log really holds, by ``sys.getsizeof``: itself, and unless it is a
+    placeholder (whose storage every placeholder shares) its arrays, its segment tables,
+    every segment and the int objects those tables keep (each object once)."""
+    held = sys.getsizeof(log)
+    if log.placeholder:
+        return held
+    arrays = (log._starts, log._frames, log._cum)
+    tables = (log._segs, log._ends)
+    held += sum(sys.getsizeof(a) for a in arrays) + sum(sys.getsizeof(t) for t in tables)
+    held += sum(sys.getsizeof(b) for b in log._segs.values())
+    ints = {id(i): i for t in tables for i in t} | {id(i): i for i in log._ends.values()}
+    return held + sum(sys.getsizeof(i) for i in ints.values())
+
+
+def test_a_new_log_is_a_placeholder_until_its_first_frame() -> None:
+    log = TopicLog(EPOCH, max_count=10, max_bytes=1 << 20)
+    assert log.placeholder and log.frames == 0 and log.count == 0
+    assert log.memory == log.held == TOPIC_OVERHEAD >= storage_bytes(log)
+    assert log.shed(1000) == 0 and log.placeholder  # nothing to shed, nothing allocated
+    log.append_push(0, message(1, 10)[HEADER_SIZE + 16 :])
+    assert not log.placeholder and log.memory > TOPIC_OVERHEAD
+    # the storage placeholders share was replaced, not written: a new log is still empty
+    other = TopicLog(EPOCH, max_count=10, max_bytes=1 << 20)
+    assert other.placeholder and other.frames == 0 and storage_bytes(other) < 512
+    assert other.memory == TOPIC_OVERHEAD
+    assert [bytes(v) for v in log.slices(1, 1)] == [message(1, 10)]
 
 
 def test_a_frame_larger_than_a_quarter_segment_gets_its_own_exact_segment() -> None:
