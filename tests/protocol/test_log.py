@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -124,6 +125,34 @@ def storage_bytes(log: TopicLog) -> int:
     held += sum(sys.getsizeof(b) for b in log._segs.values())
     ints = {id(i): i for t in tables for i in t} | {id(i): i for i in log._ends.values()}
     return held + sum(sys.getsizeof(i) for i in ints.values())
+
+
+@given(appends, st.integers(1, 200), st.integers(1, 40_000), st.booleans())
+def test_the_accounted_memory_covers_what_the_log_really_holds(
+    items: list[int | list[int]], max_count: int, max_bytes: int, shed: bool
+) -> None:
+    log, _ = build(items, max_count, max_bytes)
+    if shed:
+        log.shed(log.frame_bytes // 2)
+    real = storage_bytes(log)
+    # memory is what the budget is told at most (held); it covers what the log holds, and
+    # overstates it by no more than the per-topic and per-segment overheads
+    assert real <= log.memory <= log.held
+    assert log.memory - real <= TOPIC_OVERHEAD + len(log._segs) * 224
+
+
+@pytest.mark.parametrize("segments", [171, 342, 683, 1366])
+def test_the_accounted_memory_covers_hundreds_of_segments(segments: int) -> None:
+    """Per segment costs (headers, table entries, int keys) add up beyond the fixed
+    overhead: the per-segment allowance must cover them on its own, also just after the
+    segment tables grew (the counts are one past a dict's resize)."""
+    log = TopicLog(EPOCH, max_count=100_000, max_bytes=64 << 20, segment_size=MIN_SEGMENT)
+    seq = 1
+    while len(log._segs) < segments:
+        # mostly small frames, some that take a segment of their own
+        log.append(message(seq, 3 * MIN_SEGMENT if seq % 10 == 0 else 700))
+        seq += 1
+    assert storage_bytes(log) <= log.memory <= log.held
 
 
 def test_a_new_log_is_a_placeholder_until_its_first_frame() -> None:
