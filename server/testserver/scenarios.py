@@ -196,6 +196,23 @@ async def _first_then_drop(c: Ctx, last: int, *, goaway_ms: int | None = None) -
     c.server.expect_reconnect(c.run, c.timeout + c.server.reconnect_wait + (goaway_ms or 0) / 1000)
 
 
+async def _recover(c: Ctx, at: int, head: int) -> None:
+    """Answer a resume after ``at`` with RECOVERED and deliver the rest up to ``head``: the
+    common end of a scenario that goes on on the client's next connection."""
+    await c.subscribed(Outcome.RECOVERED, at + 1, head)
+    c.peer.delivered[c.sub.sub_id] = at
+    if await c.deliver(range(at + 1, head + 1)):
+        await c.finish_ok(head)
+
+
+async def _resume_recovered(c: Ctx, head: int, reqs: tuple[str, ...] = ("PW-RESUME-1",)) -> None:
+    """A later connection: the client must resume from the position connection 1 recorded
+    (checked against ``reqs``); then :func:`_recover` up to ``head``."""
+    at = c.resume_at()
+    c.check_resume(c.epoch(), at, reqs)
+    await _recover(c, at, head)
+
+
 async def _resume_gap(c: Ctx) -> None:
     if c.attempt == 1:
         return await _first_then_drop(c, 5)
@@ -231,12 +248,7 @@ async def _goaway(c: Ctx) -> None:
         waited >= need - 0.02,
         f"reconnected after {waited * 1000:.0f} ms",
     )
-    at = c.resume_at()
-    c.check_resume(c.epoch(), at)
-    await c.subscribed(Outcome.RECOVERED, at + 1, 15)
-    c.peer.delivered[c.sub.sub_id] = at
-    if await c.deliver(range(at + 1, 16)):
-        await c.finish_ok(15)
+    await _resume_recovered(c, 15)
 
 
 async def _redelivery(c: Ctx) -> None:
@@ -246,12 +258,7 @@ async def _redelivery(c: Ctx) -> None:
         return
     if c.attempt == 1:
         return await _first_then_drop(c, 10)
-    at = c.resume_at()
-    c.check_resume(c.epoch(), at, ("PW-RESUME-1", "PW-ACK-6"))
-    await c.subscribed(Outcome.RECOVERED, at + 1, 12)
-    c.peer.delivered[c.sub.sub_id] = at
-    if await c.deliver(range(at + 1, 13)):
-        await c.finish_ok(12)
+    await _resume_recovered(c, 12, ("PW-RESUME-1", "PW-ACK-6"))
 
 
 async def _heartbeat(c: Ctx) -> None:
@@ -280,13 +287,7 @@ async def _heartbeat(c: Ctx) -> None:
 
 async def _heartbeat_silence(c: Ctx) -> None:
     if c.attempt > 1:
-        at = c.resume_at()
-        c.check_resume(c.epoch(), at)
-        await c.subscribed(Outcome.RECOVERED, at + 1, 4)
-        c.peer.delivered[c.sub.sub_id] = at
-        if await c.deliver(range(at + 1, 5)):
-            await c.finish_ok(4)
-        return
+        return await _resume_recovered(c, 4)
     await c.subscribed()
     if not await c.deliver(range(1, 3)):
         return
@@ -497,12 +498,7 @@ async def _unknown_code(c: Ctx) -> None:
         await c.subscribed()
         code = 0x00F7  # a connection code no version defines yet
         return await _cut_then_resume(c, 2, F.Error(code, 0, 0, "scenario: a newer code"))
-    at = c.resume_at()
-    c.check_resume(c.epoch(), at, ("PW-CLIENT-2", "PW-RESUME-1"))
-    await c.subscribed(Outcome.RECOVERED, at + 1, 4)
-    c.peer.delivered[c.sub.sub_id] = at
-    if await c.deliver(range(at + 1, 5)):
-        await c.finish_ok(4)
+    await _resume_recovered(c, 4, ("PW-CLIENT-2", "PW-RESUME-1"))
 
 
 async def _error_behind_messages(c: Ctx) -> None:
@@ -537,11 +533,7 @@ async def _error_behind_messages(c: Ctx) -> None:
         and (s.since_seq >= want if s.at_least_once else s.since_seq == want),
         f"since_kind {SinceKind(s.since_kind).name} epoch {s.since_epoch} seq {s.since_seq}",
     )
-    at = s.since_seq if s.since_kind == SinceKind.AFTER else 0
-    await c.subscribed(Outcome.RECOVERED, at + 1, 5)
-    c.peer.delivered[sid] = at
-    if await c.deliver(range(at + 1, 6)):
-        await c.finish_ok(5)
+    await _recover(c, s.since_seq if s.since_kind == SinceKind.AFTER else 0, 5)
 
 
 #: How many times admit-and-cut admits the client and cuts it at once.
