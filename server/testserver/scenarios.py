@@ -17,6 +17,7 @@ from pushwire.protocol.layouts import (
     FrameType,
     Outcome,
     SinceKind,
+    SlowConsumerPolicy,
 )
 from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.script import Ctx, Scenario, Script
@@ -611,6 +612,14 @@ async def _resume_disconnect(c: Ctx) -> None:
     start does (PW-SLOW-6): the client must come back each time from further on."""
     sid = c.sub.sub_id
     head = PER_CUT * (SLOW_CUTS + 1)
+    welcome = c.peer.welcome
+    if welcome is None or welcome.slow_consumer_policy != SlowConsumerPolicy.DISCONNECT:
+        c.run.not_applicable = (
+            "its connection was welcomed with another slow-consumer policy than DISCONNECT "
+            "(several scenarios at once without --client-command): run it alone"
+        )
+        c.run.finish()
+        return
     if c.attempt == 1:
         await c.subscribed()  # then the backlog builds up while the client is away
     else:
@@ -949,6 +958,7 @@ SCENARIOS: dict[str, Scenario] = {
             f"messages 1..{PER_CUT * (SLOW_CUTS + 1)}",
             _resume_disconnect,
             app=lambda r: _msgs(range(1, PER_CUT * (SLOW_CUTS + 1) + 1)),
+            slow_consumer=SlowConsumerPolicy.DISCONNECT,
         ),
         Scenario(
             "bad-version",

@@ -23,6 +23,7 @@ from pushwire.client.conformance.wire import CaseFailed, Closed, WireConnection
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
+from pushwire.protocol.layouts import SlowConsumerPolicy
 from pushwire.protocol.testing.model import Status
 from pushwire.server.testserver import SCENARIOS, open_testserver
 
@@ -35,6 +36,7 @@ async def test_reference_client_passes_every_scenario() -> None:
     async with open_testserver(**FAST) as ts:
         for name in SCENARIOS:
             run = ts.runs[name]
+            ts.current = run
             seen = await drive_reference_client(f"127.0.0.1:{ts.port}", run, limit=15)
             failed = [c for c in run.checks if not c.passed]
             assert run.status is Status.PASS, (name, failed, run.notes)
@@ -127,6 +129,29 @@ async def test_testserver_catches_a_broken_client(
     assert run.status in (Status.FAIL, Status.WARN)
     if requirement != "PW-FLOW-7":
         assert run.status is Status.FAIL
+
+
+@pytest.mark.parametrize(
+    ("scenario", "policy"),
+    [("resume-disconnect", SlowConsumerPolicy.DISCONNECT), ("gap", SlowConsumerPolicy.DROP)],
+)
+async def test_welcome_announces_the_slow_consumer_policy_of_the_scenario_that_runs(
+    scenario: str, policy: SlowConsumerPolicy
+) -> None:
+    """resume-disconnect ends connections with ERROR(SLOW_CONSUMER), which only a
+    DISCONNECT server sends; gap sends GAP(SLOW_CONSUMER), a DROP server's answer."""
+    async with open_testserver(["gap", "resume-disconnect"], **FAST) as ts:
+        ts.current = ts.runs[scenario]
+        conn = await WireConnection.open("127.0.0.1", ts.port, timeout=3)
+        try:
+            hello = F.Hello(1 << 20, 0, "welcome-check", b"")
+            await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
+            await conn.read_preface()
+            welcome = await conn.next_frame()
+        finally:
+            await trio.aclose_forcefully(conn.stream)
+    assert isinstance(welcome, F.Welcome), welcome
+    assert welcome.slow_consumer_policy == policy
 
 
 async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
