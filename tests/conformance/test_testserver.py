@@ -325,6 +325,7 @@ async def _misbehaving_connection(
         await trio.aclose_forcefully(conn.stream)
 
 
+@pytest.mark.spec("PW-CLIENT-2", "PW-CLIENT-3", "PW-CLIENT-4", "PW-CLIENT-8", "PW-CLIENT-16")
 @pytest.mark.parametrize(
     ("scenario", "mistake", "requirement"),
     [
@@ -333,7 +334,7 @@ async def _misbehaving_connection(
         ("goaway-linger", "linger", "PW-CLIENT-4"),  # two connections at once
         ("rate-limited", "resubscribe", "PW-CLIENT-8"),  # repeats at once
         ("too-many-subscriptions", "resubscribe", "PW-CLIENT-8"),  # repeats on that connection
-        ("trickle-frame", "frame-timeout", "PW-HB-4"),  # counts whole frames only
+        ("trickle-frame", "frame-timeout", "PW-CLIENT-14"),  # counts whole frames only
         ("subscribed-twice", "ignore", "PW-CLIENT-16"),  # a second SUBSCRIBED goes unnoticed
         ("subscribed-unknown-id", "ignore", "PW-CLIENT-16"),  # so does an unknown sub_id
         ("subscribed-start-zero", "ignore", "PW-CLIENT-16"),  # and start_seq 0
