@@ -35,9 +35,11 @@ Where memory is bounded
 Acknowledgements (at-least-once)
 --------------------------------
 A message counts as *processed* when the application asks for the next item (calls
-``__anext__`` again). Processed messages are acknowledged cumulatively: whenever credit is
-granted back (every half window), when the iterator has nothing buffered and is about to
-wait, on GOAWAY, and when the subscription is closed. A message the application was given
+``__anext__`` again). Processed messages are acknowledged cumulatively, at the moments of
+``protocol.acks``: whenever credit is granted back (every half window), when the iterator
+has nothing buffered and is about to wait, at every wake of the heartbeat timer (at least
+once per interval, so an application slow with one message still acknowledges the ones
+before it), on GOAWAY, and when the subscription is closed. A message the application was given
 but did not finish (it did not ask for the next one) is never acknowledged, so after a
 reconnect it is delivered again.
 """
@@ -79,6 +81,7 @@ from pushwire.client.errors import (
     RequestError,
 )
 from pushwire.protocol import client_conn as cc
+from pushwire.protocol.acks import AckMoment, AckView, plan_ack
 from pushwire.protocol.client_conn import ClientConnection, ClientState, Since, SubStatus
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.frames import Headers
@@ -526,7 +529,7 @@ class Subscription:
                 if self._error is not None:
                     raise self._error
                 raise StopAsyncIteration
-            self._flush_ack()  # idle: everything processed so far is acknowledged
+            self._flush_ack(AckMoment.IDLE)  # everything processed so far is acknowledged
             if self._wakeup.is_set():
                 self._wakeup = anyio.Event()
             await self._wakeup.wait()
@@ -542,7 +545,7 @@ class Subscription:
             if self._error is not None:
                 raise self._error
             raise anyio.EndOfStream
-        self._flush_ack()
+        self._flush_ack(AckMoment.IDLE)
         raise anyio.WouldBlock
 
     def _take(self) -> Item | None:
@@ -575,7 +578,7 @@ class Subscription:
         if self._closed and self._session is None:
             return
         self._closed = True
-        self._flush_ack()
+        self._flush_ack(AckMoment.UNSUBSCRIBE)
         session = self._session
         if session is not None and session.end is None:
             try:
@@ -620,23 +623,25 @@ class Subscription:
                 return
             session.send(data)
             self._pending_grant = 0
-            self._flush_ack()  # at least one ACK per credit grant (PW-ACK-7)
+            self._flush_ack(AckMoment.GRANT)
 
-    def _flush_ack(self) -> None:
-        if not self.at_least_once or self._processed is None:
+    def _flush_ack(self, moment: AckMoment) -> None:
+        """Send the ACK that ``protocol.acks`` plans for this moment, if any."""
+        if not self.at_least_once:
             return
         session = self._session
         if session is None or session.end is not None:
             return
         view = session.core.subscription(self._sub_id)
-        if view is None or view.status is not SubStatus.ACTIVE:
-            return
-        target = self._processed
-        # Sequences of two epochs are never compared (PW-RESUME-4).
-        if target.epoch != view.epoch or not view.last_acked < target.seq <= view.last_delivered:
+        active = None
+        if view is not None and view.status is SubStatus.ACTIVE:
+            active = AckView(view.epoch, view.last_acked, view.last_delivered)
+        done = self._processed
+        seq = plan_ack(moment, None if done is None else (done.epoch, done.seq), active)
+        if seq is None:
             return
         try:
-            session.send(session.core.ack(self._sub_id, target.seq, now=anyio.current_time()))
+            session.send(session.core.ack(self._sub_id, seq, now=anyio.current_time()))
         except LocalProtocolError:  # the session is closing
             pass
 
@@ -1256,6 +1261,8 @@ class Connection:
                 await anyio.sleep(0)  # the reader first hands over what arrived (PW-CLIENT-14)
                 if session.end is not None:
                     return
+            for sub in list(session.subs.values()):
+                sub._flush_ack(AckMoment.TICK)  # wakes at least once per interval
             session.send(core.tick(anyio.current_time()))
             if core.state is ClientState.CLOSED and core.close_code is not None:
                 message = "nothing received from the server for three heartbeat intervals"
@@ -1360,7 +1367,7 @@ class Connection:
             ev.jitter_ms,
         )
         for sub in list(session.subs.values()):
-            sub._flush_ack()
+            sub._flush_ack(AckMoment.GOAWAY)
         self._pulse()  # publishers now wait for the next session
         if session.nursery is not None:  # else _serve starts it once the nursery exists
             session.nursery.start_soon(self._drain, session)
@@ -1382,7 +1389,7 @@ class Connection:
         session = self._session
         if session is not None and session.end is None:
             for sub in list(session.subs.values()):
-                sub._flush_ack()
+                sub._flush_ack(AckMoment.CLOSE)
             try:
                 session.send(session.core.goaway(now=anyio.current_time()))
             except LocalProtocolError:

@@ -522,6 +522,22 @@ async def test_publish_while_disconnected_waits_for_the_next_connection(
         assert box == [1]
 
 
+@pytest.mark.spec("PW-CLIENT-11")
+async def test_an_application_slow_with_one_message_still_acknowledges_the_earlier_ones(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Messages wait in the buffer, so the iterator is never idle and the window is far
+    from half used: the heartbeat timer's wake acknowledges what was processed."""
+    async with listener.connected(welcome_frame=welcome(heartbeat_ms=1000)) as (conn, server):
+        sub = conn.subscribe("t", at_least_once=True, credit=100)
+        request = await server.accept_subscribe()
+        await server.send(message(1), message(2), message(3))
+        await take(sub, 2)  # 1 is done; the application now holds 2 for a long time
+        started = trio.current_time()
+        assert await server.expect(F.Ack) == F.Ack(request.sub_id, 1)
+        assert trio.current_time() - started <= 1.0
+
+
 # -- heartbeats, failures, terminal errors ------------------------------------------------------
 
 
