@@ -39,9 +39,12 @@ A message counts as *processed* when the application asks for the next item (cal
 ``protocol.acks``: whenever credit is granted back (every half window), when the iterator
 has nothing buffered and is about to wait, at every wake of the heartbeat timer (at least
 once per interval, so an application slow with one message still acknowledges the ones
-before it), on GOAWAY, and when the subscription is closed. A message the application was given
-but did not finish (it did not ask for the next one) is never acknowledged, so after a
-reconnect it is delivered again.
+before it), on GOAWAY, and when the subscription is closed. After GOAWAY the old connection
+stays open while the application works through the messages that preceded it, so they are
+acknowledged before it closes; an application that takes none for APP_PROGRESS_WAIT does
+not hold it open, and what it did not process comes again after the reconnect. A message
+the application was given but did not finish (it did not ask for the next one) is never
+acknowledged, so after a reconnect it is delivered again.
 """
 
 from __future__ import annotations
@@ -123,6 +126,11 @@ FLUSH_TIMEOUT = 1.0
 #: After GOAWAY: how long to wait for replies to requests already sent (their answers are
 #: PUBACK or GOING_AWAY, so they are quick) before closing the old connection.
 DRAIN_WAIT = 2.0
+#: After GOAWAY: how long to wait for the application to take its next at-least-once message
+#: before closing without acknowledging the rest (they come again after the reconnect): an
+#: application working through a burst takes far less per message, and a stalled one must
+#: not hold the old connection open (PW-CLIENT-4).
+APP_PROGRESS_WAIT = 0.1
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -446,6 +454,12 @@ class _Session:
                 return True
         return False
 
+    def owes_acks(self) -> bool:
+        """At-least-once pushes the application has not yet processed, so not yet
+        acknowledged: after GOAWAY the session waits for them while the application makes
+        progress (PW-GOAWAY-12)."""
+        return any(sub._owes_ack() for sub in self.subs.values())
+
 
 class Subscription:
     """An application's subscription to one topic: an async iterator of :class:`Message`.
@@ -530,6 +544,8 @@ class Subscription:
                     raise self._error
                 raise StopAsyncIteration
             self._flush_ack(AckMoment.IDLE)  # everything processed so far is acknowledged
+            if self._session is not None:
+                self._session.pulse()  # a draining session may be waiting for this
             if self._wakeup.is_set():
                 self._wakeup = anyio.Event()
             await self._wakeup.wait()
@@ -614,6 +630,8 @@ class Subscription:
         session = self._session
         if session is None or session.end is not None:
             return
+        if session.goaway is not None:
+            session.pulse()  # the drain waits while the application makes progress
         if self._pending_grant >= max(1, self.window // 2):
             try:
                 data = session.core.grant_credit(
@@ -624,6 +642,11 @@ class Subscription:
             session.send(data)
             self._pending_grant = 0
             self._flush_ack(AckMoment.GRANT)
+
+    def _owes_ack(self) -> bool:
+        """At-least-once messages are buffered or in the application's hands: not yet
+        processed, so not yet acknowledged."""
+        return self.at_least_once and (self._buffered_messages > 0 or self._returned is not None)
 
     def _flush_ack(self, moment: AckMoment) -> None:
         """Send the ACK that ``protocol.acks`` plans for this moment, if any."""
@@ -1373,9 +1396,20 @@ class Connection:
             session.nursery.start_soon(self._drain, session)
 
     async def _drain(self, session: _Session) -> None:
+        """After GOAWAY: close once the replies owed have come and the application has
+        processed (and so acknowledged) the at-least-once pushes that preceded the GOAWAY,
+        or stopped taking them; never later than DRAIN_WAIT (PW-CLIENT-4)."""
         with anyio.move_on_after(DRAIN_WAIT):
-            while session.end is None and session.has_outstanding():
-                await session.progress.wait()
+            while session.end is None:
+                if session.has_outstanding():
+                    await session.progress.wait()
+                elif session.owes_acks():
+                    with anyio.move_on_after(APP_PROGRESS_WAIT) as stalled:
+                        await session.progress.wait()
+                    if stalled.cancelled_caught:
+                        break
+                else:
+                    break
         if session.end is None:
             try:
                 session.send(session.core.goaway(now=anyio.current_time()))

@@ -421,6 +421,34 @@ async def test_goaway_reconnects_after_the_hint_and_resumes(
             await server.send(message(3))
 
 
+@pytest.mark.spec("PW-GOAWAY-12", "PW-CLIENT-4")
+async def test_after_goaway_the_client_acknowledges_what_came_before_it_then_closes(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Messages and GOAWAY in one write: the application processes the messages after the
+    GOAWAY was read; the connection stays while it makes progress, until they are
+    acknowledged, then closes (a stalled application does not hold it: see
+    tests/integration/test_client_goaway.py)."""
+    async with listener.connected(rng=random.Random(1)) as (conn, server):
+        sub = conn.subscribe("t", at_least_once=True)
+        request = await server.accept_subscribe()
+        goaway = F.Goaway(ErrorCode.SHUTTING_DOWN, 3000, 0, (), "")
+        await server.send(message(1), message(2), goaway)
+
+        async def slow_application() -> None:
+            for _ in range(3):
+                await sub.__anext__()
+                await trio.sleep(0.05)  # working through a burst
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_application)
+            frames = await server.recv_until_eof()
+            nursery.cancel_scope.cancel()
+        acks = [f for f in frames if isinstance(f, F.Ack)]
+        assert acks and acks[-1] == F.Ack(request.sub_id, 2), frames
+        assert frames[-1] == F.Goaway(ErrorCode.NO_ERROR, 0, 0, (), "")
+
+
 async def test_publish_waits_for_the_puback(
     listener: Listener, autojump_clock: trio.testing.MockClock
 ) -> None:
