@@ -932,6 +932,43 @@ async def _subscribed_start_zero(c: Ctx) -> None:
     await c.expect_error_close(ErrorCode.PROTOCOL_ERROR, ("PW-CLIENT-16",))
 
 
+async def _invalid_position(c: Ctx) -> None:
+    """Connection 1: messages 1..5, then cut. The resume on connection 2 is refused with
+    INVALID_POSITION, a terminal request code: the client must not subscribe from that
+    position again, on that connection or a later one. Reporting the refusal, or a new
+    start the application chose, is what it may do instead."""
+    reqs = ("PW-CLIENT-9",)
+    if c.attempt == 1:
+        return await _first_then_drop(c, 5)
+    at = c.resume_at()
+    refused = (SinceKind.AFTER, c.epoch(), at)
+    if c.attempt == 2:
+        c.check_resume(c.epoch(), at)
+        sub_id = c.sub.sub_id
+        await c.peer.send(F.Error(ErrorCode.INVALID_POSITION, FrameType.SUBSCRIBE, sub_id, "no"))
+        repeat = await _next_subscribe(c, min(c.timeout, 4 * c.h))
+        if repeat is None:
+            if c.peer.closed_at is not None and await _reconnects(c, c.timeout):
+                return  # the next connection's SUBSCRIBE is judged there
+            c.run.check(
+                "the client does not subscribe again from a position refused with INVALID_POSITION",
+                reqs,
+                True,
+            )
+            c.run.finish()
+            return
+    else:
+        repeat = c.sub
+    same = (repeat.since_kind, repeat.since_epoch, repeat.since_seq) == refused
+    c.run.check(
+        "the client does not subscribe again from a position refused with INVALID_POSITION",
+        reqs,
+        not same,
+        f"SUBSCRIBE AFTER(epoch {c.epoch()}, seq {at}) again" if same else "",
+    )
+    c.run.finish()
+
+
 def _refused_app(r: ScenarioRun) -> list[tuple[Any, ...]]:
     return _msgs(range(1, 3)) if r.delivered else [("error",)]
 
@@ -1349,6 +1386,16 @@ SCENARIOS: dict[str, Scenario] = {
             "a connection error, no message",
             _subscribed_start_zero,
             app=lambda r: [("error",)],
+        ),
+        Scenario(
+            "invalid-position",
+            "Messages 1..5, the connection cut; the resume is refused with INVALID_POSITION",
+            ("PW-CLIENT-9",),
+            "report the refusal (or let the application choose a new start); never "
+            "subscribe from the refused position again",
+            "messages 1..5, then the refusal",
+            _invalid_position,
+            app=lambda r: [*_msgs(range(1, _or(r.delivered, 5) + 1)), ("error",)],
         ),
     )
 }

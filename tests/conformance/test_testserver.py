@@ -12,6 +12,7 @@ import math
 import random
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import FrameType, SlowConsumerPolicy
+from pushwire.protocol.layouts import FrameType, SinceKind, SlowConsumerPolicy
 from pushwire.protocol.testing.model import Status
 from pushwire.server.testserver import SCENARIOS, open_testserver
 from pushwire.server.testserver.scenarios import REFUSALS
@@ -323,6 +324,49 @@ async def _misbehaving_connection(
                 await conn.send(sub)
     finally:
         await trio.aclose_forcefully(conn.stream)
+
+
+async def stubborn_resumer(port: int, topic: str) -> None:
+    """A raw client that resumes every reconnect from the last message it received and
+    repeats a refused SUBSCRIBE unchanged at once, whatever the code."""
+    position: tuple[int, int] | None = None
+    while True:
+        conn = await WireConnection.open("127.0.0.1", port, timeout=10, auto_pong=True)
+        conn.decoder = FrameDecoder(1 << 20)
+        sub = F.Subscribe(sub_id=1, topic=topic, initial_credit=64)
+        if position is not None:
+            sub = replace(sub, since_kind=SinceKind.AFTER, since_epoch=position[0])
+            sub = replace(sub, since_seq=position[1])
+        hello = F.Hello(1 << 20, 0, "stubborn-client", b"")
+        try:
+            await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
+            await conn.read_preface()
+            await conn.send(sub)
+            while True:
+                obs = await conn.next_frame(math.inf)
+                if isinstance(obs, Closed):
+                    break
+                if isinstance(obs, F.Message):
+                    position = (obs.epoch, obs.seq)
+                elif isinstance(obs, F.Error) and obs.request_type == FrameType.SUBSCRIBE:
+                    await conn.send(sub)
+        finally:
+            await trio.aclose_forcefully(conn.stream)
+
+
+@pytest.mark.spec("PW-CLIENT-9")
+async def test_testserver_catches_a_client_that_resumes_again_from_a_refused_position() -> None:
+    async with open_testserver(["invalid-position"], **(FAST | BROKEN)) as ts:
+        run = ts.runs["invalid-position"]
+        with trio.move_on_after(12):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stubborn_resumer, ts.port, run.scenario.topic)
+                with trio.move_on_after(10):
+                    await run.done.wait()
+                nursery.cancel_scope.cancel()
+    failed = [c for c in run.checks if not c.passed and c.level == "MUST"]
+    assert any("PW-CLIENT-9" in c.requirements for c in failed), run.checks
+    assert run.status is Status.FAIL
 
 
 @pytest.mark.spec("PW-CLIENT-2", "PW-CLIENT-3", "PW-CLIENT-4", "PW-CLIENT-8", "PW-CLIENT-16")
