@@ -111,3 +111,40 @@ async def test_under_disconnect_the_backlog_a_client_asked_for_does_not_count_as
                 await server.publish("t", b"new %d" % i)
             await peer.expect_error_and_close(ErrorCode.SLOW_CONSUMER)
             await peer.aclose()
+
+
+@pytest.mark.spec("PW-SLOW-7")
+async def test_losses_before_the_next_push_are_one_gap_that_costs_no_credit() -> None:
+    """DROP, history of 5, a subscriber holding 2 credits that it does not renew: 1 and 2
+    arrive; the losses of three rounds of publishing (3..7, then more, then more) come as
+    one GAP before the next push, never two adjacent GAPs; the GAP takes no credit, so a
+    grant of 1 brings exactly one message after it."""
+    with trio.fail_after(TIMEOUT):
+        async with open_server(ServerConfig(port=0, history_count=5)) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            await peer.subscribe(1, "t", credit=2)
+            for round_ in range(3):
+                for i in range(10):
+                    await server.publish("t", b"r%d-%d" % (round_, i))
+                await trio.sleep(0.05)
+            frames: list[F.Frame] = []
+            with trio.move_on_after(0.3):
+                while True:
+                    frames.append(await peer.recv_data())
+            await peer.send(F.Credit(1, 1))
+            with trio.move_on_after(0.5):
+                while not any(isinstance(f, F.Message) and f.seq > 2 for f in frames):
+                    frames.append(await peer.recv_data())
+            kinds = [
+                ("gap", f.first, f.last) if isinstance(f, F.Gap) else ("msg", f.seq)
+                for f in frames
+                if isinstance(f, F.Gap | F.Message)
+            ]
+            gaps = [k for k in kinds if k[0] == "gap"]
+            assert kinds[:2] == [("msg", 1), ("msg", 2)], kinds
+            assert len(gaps) == 1, kinds  # one GAP for everything lost before the next push
+            assert gaps[0][1] == 3, kinds
+            after = kinds[kinds.index(gaps[0]) + 1 :]
+            assert after == [("msg", gaps[0][2] + 1)], kinds  # one credit: one message
+            await peer.aclose()
