@@ -196,6 +196,30 @@ async def test_a_batch_is_delivered_as_single_messages(
         ]
 
 
+@pytest.mark.spec("PW-PUB-16")
+async def test_records_of_one_batch_may_arrive_as_batches_and_single_messages(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A server may send a batch record that only fits alone as a MESSAGE: the client takes
+    MESSAGE_BATCH 10..11, MESSAGE 12 and MESSAGE_BATCH 13 as one contiguous run."""
+    async with listener.connected() as (conn, server):
+        sub = conn.subscribe("t")
+        await server.accept_subscribe(head=9)
+        two = (F.Record(b"a", ()), F.Record(b"b", ()))
+        await server.send(
+            F.MessageBatch(EPOCH, 10, "t", two),
+            F.Message(EPOCH, 12, "t", b"c" * 1000),
+            F.MessageBatch(EPOCH, 13, "t", (F.Record(b"d", ()),)),
+        )
+        got = await take(sub, 4)
+        assert [(m.seq, m.payload[:1]) for m in got] == [
+            (10, b"a"),
+            (11, b"b"),
+            (12, b"c"),
+            (13, b"d"),
+        ]
+
+
 @pytest.mark.spec("PW-PUB-13")
 async def test_gap_is_raised_and_iteration_continues_after_it(
     listener: Listener, autojump_clock: trio.testing.MockClock
