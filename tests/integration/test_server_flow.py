@@ -350,3 +350,32 @@ async def test_after_a_reset_unsubscribed_reports_the_last_push_until_the_new_ep
             frame, _ = await peer.recv_until(F.Unsubscribed)
             assert (frame.epoch, frame.last_seq) == (epoch, 1)
             await peer.aclose()
+
+
+@pytest.mark.spec("PW-HB-8")
+async def test_a_pong_goes_ahead_of_a_backlog_the_server_has_not_written_yet() -> None:
+    """A subscriber that does not read while a 38 MiB backlog is pushed to it sends PING,
+    then reads: the PONG arrives after what the kernel and one outbound round held, long
+    before the end of the backlog."""
+    payload = b"x" * (64 << 10)
+    count = 600
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config(history_bytes=64 << 20)) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            await peer.subscribe(1, "t", credit=count)
+            for _ in range(count):
+                await server.publish("t", payload)
+            await trio.sleep(0.2)  # the server fills the socket buffers and blocks
+            await peer.send(F.Ping(0xAB))
+            pushed = 0
+            while True:
+                frame = await peer.recv()
+                if isinstance(frame, F.Pong):
+                    break
+                if isinstance(frame, F.Message):
+                    pushed += 1
+            assert frame.opaque == 0xAB
+            assert pushed < count // 2, f"PONG after {pushed} of {count} messages"
+            assert [s for s, _ in await peer.messages(count - pushed)][-1] == count
+            await peer.aclose()
