@@ -328,3 +328,45 @@ async def test_a_node_follows_more_topics_than_a_connection_pool_holds(
             for topic, sub in zip(topics, subs, strict=True):
                 (got,) = await items(sub, 1)
                 assert isinstance(got, pw.Message) and got.payload == topic.encode()
+
+
+def by_topic(got: list[pw.Item]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for item in got:
+        assert isinstance(item, pw.Message), item
+        out.setdefault(item.topic, []).append(item.seq)
+    return out
+
+
+@pytest.mark.spec("PW-SUB-29", "PW-ORDER-15")
+async def test_a_pattern_on_one_node_follows_topics_created_on_another(
+    redis: RedisProcess,
+) -> None:
+    """orders/eu exists before the subscription, orders/us is created on node A after it;
+    node B has never been asked for either by name."""
+    with trio.fail_after(20):
+        async with (
+            node(redis.url) as a,
+            node(redis.url) as b,
+            pw.connect(address(b)) as reader,
+            pw.connect(address(a)) as writer,
+        ):
+            assert await writer.publish("orders/eu", b"eu-1") == 1
+            sub = reader.subscribe("orders/+", since="oldest")
+            while not sub.accepted:
+                await trio.sleep(0.01)
+            assert await writer.publish("other/x", b"x-1") == 1
+            assert await writer.publish("orders/us", b"us-1") == 1
+            assert await writer.publish("orders/eu", b"eu-2") == 2
+            assert await writer.publish_batch("orders/us", [b"us-2", b"us-3"]) == 2
+            got = await items(sub, 5)
+            assert by_topic(got) == {"orders/eu": [1, 2], "orders/us": [1, 2, 3]}
+            # a node started now learns the existing names from Redis
+            async with node(redis.url) as c, pw.connect(address(c)) as late:
+                again = late.subscribe("orders/#", since="oldest")
+                assert by_topic(await items(again, 5)) == {
+                    "orders/eu": [1, 2],
+                    "orders/us": [1, 2, 3],
+                }
+    payloads = {(m.topic, m.seq): m.payload for m in got if isinstance(m, pw.Message)}
+    assert payloads[("orders/us", 3)] == b"us-3" and payloads[("orders/eu", 2)] == b"eu-2"
