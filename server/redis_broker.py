@@ -50,6 +50,11 @@ the same :class:`~pushwire.server.topic_index.TopicIndex` as the in-memory broke
 a live pattern matches is loaded here, and the patterns hear of it once its local log is
 loaded, so a pattern subscriber starts at sequence 1 of the topic's real epoch.
 
+*The local cache* holds less than the stream when its byte bound is the tighter one, or
+after a jump past a trim; a SUBSCRIBE or resume whose position is older than the cache
+holds, but still in the stream, extends the cache back to it from Redis (XRANGE) before it
+is answered. The extended log keeps its larger bounds only until as many bytes have been
+appended as it gained.
 
 *Redis unreachable*: publishes fail fast with :class:`BrokerUnavailable` (the session
 refuses them with the temporary BROKER_UNAVAILABLE); readers retry with exponential
@@ -68,15 +73,18 @@ import coredis
 import coredis.exceptions
 import trio
 
-from pushwire.protocol.log import TopicLog
+from pushwire.protocol.layouts import Outcome, SinceKind
+from pushwire.protocol.log import TopicLog, segment_size_for
 from pushwire.server.broker import (
     BrokerUnavailable,
     Entry,
     LocalTopics,
     ReadResult,
+    Resolution,
     Topic,
     TopicPosition,
     _new_epoch,
+    resolve_since,
 )
 
 __all__ = ["BrokerUnavailable", "RedisBroker", "open_redis_broker"]
@@ -259,19 +267,20 @@ class RedisBroker(LocalTopics):
         t.moved.set()
         t.moved = trio.Event()
 
-    def _replace(self, t: _RedisTopic, new: TopicLog) -> None:
-        """The local log starts over (new epoch, or a jump past a trim)."""
+    def _replace(self, t: _RedisTopic, new: TopicLog, *, spare: bool = False) -> None:
+        """The local log starts over (new epoch, a jump past a trim, or extended back)."""
         epoch_changed = new.epoch != t.log.epoch
         t.log = new
         t.plan = None
         t.fire_all_watches()
         if epoch_changed:
             self._notify(t)
-        self._cached(t)
+        self._cached(t, spare=spare)
         self._moved(t)
 
-    def _cached(self, t: _RedisTopic) -> None:
-        """After the local log of ``t`` changed: count it."""
+    def _cached(self, t: _RedisTopic, *, spare: bool = False) -> None:
+        """After the local log of ``t`` changed: count it (``spare``: for the memory budget,
+        which does not apply to this cache yet)."""
         if self._topics.get(t.name) is t:
             self._settle(t)
 
@@ -342,6 +351,11 @@ class RedisBroker(LocalTopics):
             count += max(n, 1)
             size += len(body)
         if appended:
+            log_ = t.log
+            if log_.max_bytes > self.history_bytes or log_.max_count > self.history_count:
+                # an extended log (see _backfill) shrinks back as new messages come
+                log_.max_bytes = max(self.history_bytes, log_.max_bytes - size)
+                log_.max_count = max(self.history_count, log_.max_count - count)
             t.appended()
             if t.listeners:
                 self._notify(t, count, size)
@@ -435,6 +449,72 @@ class RedisBroker(LocalTopics):
         self.available = True
         return int(reply[0]), int(reply[1])
 
+    def _may_have_older(self, t: _RedisTopic) -> bool:
+        """Whether Redis may retain messages older than the local cache: the stream keeps
+        up to history_count entries (MAXLEN), the cache may keep fewer (its byte bound, the
+        memory budget, a jump past a trim)."""
+        log_ = t.log
+        return t.loaded and log_.oldest > 1 and log_.frames < self.history_count
+
+    async def _backfill(self, t: _RedisTopic, want: int) -> None:
+        """Extend the local log back towards the entry holding ``want`` (``want`` <= 1: the
+        oldest Redis retains), from the stream, newest first. Leaves the log as
+        it is when the entries read do not join it (another epoch meanwhile, or the stream
+        trimmed past them)."""
+        stream = self._keys(t.name)[1]
+        cap = None
+        for _ in range(3):  # again if the cache moved while we read
+            log_ = t.log
+            end = log_.oldest
+            if want >= end or end <= 1:
+                return
+            entries: list[Any] = []  # newest first
+            size = 0
+            top = str(end - 1)
+            full = False
+            while not full:
+                chunk = await self.client.xrevrange(stream, top, "-", count=READ_COUNT)
+                for entry in chunk:
+                    size += len(entry.field_values[b"b"])
+                    if cap is not None and size > cap:
+                        full = True
+                        break
+                    entries.append(entry)
+                    if _first_seq(entry) <= want:
+                        full = True
+                        break
+                if len(chunk) < READ_COUNT:
+                    break
+                top = "(" + _text(chunk[-1].identifier)
+            if t.log is not log_ or log_.oldest != end:
+                continue
+            if not entries:
+                return
+            entries.reverse()
+            new = TopicLog(
+                log_.epoch,
+                max_count=1 << 62,
+                max_bytes=1 << 62,
+                segment_size=segment_size_for(self.history_bytes),
+                first_seq=_first_seq(entries[0]),
+            )
+            for entry in entries:
+                fields = entry.field_values
+                if int(fields[b"e"]) != log_.epoch or _first_seq(entry) != new.head + 1:
+                    return
+                new.append_push(int(fields[b"f"]), fields[b"b"], int(fields[b"n"]))
+            if new.head + 1 != end:
+                return
+            seq = end
+            while seq <= log_.head:
+                _, n, view = log_.frame(seq)
+                new.append(bytes(view), n)
+                seq += n
+            new.max_count = max(self.history_count, new.head - new.oldest + 1)
+            new.max_bytes = max(self.history_bytes, new.frame_bytes)
+            self._replace(t, new, spare=True)
+            return
+
     # -- the portable interface --------------------------------------------------------------
 
     async def publish(self, topic: str, flags: int, body: bytes) -> tuple[int, int]:
@@ -486,6 +566,34 @@ class RedisBroker(LocalTopics):
 
     async def position(self, topic: str) -> TopicPosition:
         return (await self._synced(topic)).position
+
+    async def resolve(
+        self,
+        topic: str,
+        since_kind: int,
+        since_epoch: int = 0,
+        since_seq: int = 0,
+        since_count: int = 0,
+    ) -> Resolution:
+        """As :func:`resolve_since` on the topic as Redis holds it: a start before the local
+        cache (a GAP, EPOCH_CHANGED or OLDEST answered from the cache alone) first extends
+        the cache from Redis, so only what Redis no longer has is reported missing."""
+        t = await self._synced(topic)
+        res = resolve_since(t.position, since_kind, since_epoch, since_seq, since_count)
+        if res.outcome == Outcome.GAP:
+            want = res.gap_first
+        elif res.outcome == Outcome.EPOCH_CHANGED or since_kind == SinceKind.OLDEST:
+            want = 1
+        else:
+            return res
+        if self._may_have_older(t):
+            with trio.move_on_after(CATCH_UP_TIMEOUT):
+                try:
+                    await self._backfill(t, want)
+                except _ERRORS:
+                    pass  # answered from the cache
+            res = resolve_since(t.position, since_kind, since_epoch, since_seq, since_count)
+        return res
 
     async def read(
         self, topic: str, from_seq: int, *, max_count: int, max_bytes: int

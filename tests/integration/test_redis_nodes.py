@@ -370,3 +370,34 @@ async def test_a_pattern_on_one_node_follows_topics_created_on_another(
                 }
     payloads = {(m.topic, m.seq): m.payload for m in got if isinstance(m, pw.Message)}
     assert payloads[("orders/us", 3)] == b"us-3" and payloads[("orders/eu", 2)] == b"eu-2"
+
+
+async def test_a_resume_older_than_the_local_cache_is_served_from_redis(
+    redis: RedisProcess,
+) -> None:
+    """Node B caches about 4 KiB of the topic; Redis keeps all 20 messages (1 KiB each)."""
+    payload = b"x" * 1024
+    with trio.fail_after(20):
+        async with (
+            node(redis.url) as a,
+            node(redis.url, history_bytes=4096) as b,
+            pw.connect(address(a)) as writer,
+            pw.connect(address(b)) as reader,
+        ):
+            for i in range(1, 21):
+                assert await writer.publish("t", payload + b"%d" % i) == i
+            first = reader.subscribe("t", since="new")
+            while not first.accepted:
+                await trio.sleep(0.01)
+            cached = b.broker.stats()["t"]
+            assert cached.head_seq == 20 and cached.oldest_seq > 4  # the cache lacks 4..
+            async with pw.connect(address(b)) as resumer:
+                resumed = resumer.subscribe("t", since=pw.TopicPosition(cached.epoch, 3))
+                got = await items(resumed, 17)
+                assert await writer.publish("t", b"21") == 21
+                (after,) = await items(resumed, 1)
+    assert seqs(got) == list(range(4, 21))
+    assert [m.payload for m in got if isinstance(m, pw.Message)] == [
+        payload + b"%d" % i for i in range(4, 21)
+    ]
+    assert seqs([after]) == [21]
