@@ -641,16 +641,20 @@ class LocalTopics(Broker):
     def charge(self, nbytes: int) -> None:
         self.memory += nbytes
 
-    def _reclaim(self, keep: Topic, amount: int) -> None:
+    def _reclaim(self, keep: Topic, amount: int, *, spare: bool = False) -> None:
         """Free at least ``amount`` bytes if possible, cheapest first, never evicting
-        ``keep``."""
+        ``keep`` (and with ``spare``, not trimming it either)."""
         goal = self.memory - amount
         before = self.memory
         idle = self._idle_empty
         while self.memory > goal and idle and self._evict_from(idle, keep):
             pass
         # trim the largest histories first, each down towards the next largest
-        heap = [(-t.charged, i, t) for i, t in enumerate(self._topics.values()) if t.log.frames > 1]
+        heap = [
+            (-t.charged, i, t)
+            for i, t in enumerate(self._topics.values())
+            if t.log.frames > 1 and not (spare and t is keep)
+        ]
         heapq.heapify(heap)
         while self.memory > goal and heap:
             _, i, topic = heapq.heappop(heap)

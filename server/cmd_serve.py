@@ -645,9 +645,14 @@ async def serve_until_signalled(config: Any, broker_url: str | None = None) -> N
         await _serve_until_signalled(config, None)
         return
     from pushwire.server.redis_broker import open_redis_broker
+    from pushwire.server.serve import default_memory_limit
 
     async with open_redis_broker(
-        broker_url, history_count=config.history_count, history_bytes=config.history_bytes
+        broker_url,
+        history_count=config.history_count,
+        history_bytes=config.history_bytes,
+        max_topics=config.max_topics,
+        memory_limit=config.memory_limit or default_memory_limit(),
     ) as broker:
         await _serve_until_signalled(config, broker)
 

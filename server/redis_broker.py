@@ -50,8 +50,9 @@ the same :class:`~pushwire.server.topic_index.TopicIndex` as the in-memory broke
 a live pattern matches is loaded here, and the patterns hear of it once its local log is
 loaded, so a pattern subscriber starts at sequence 1 of the topic's real epoch.
 
-*The local cache* holds less than the stream when its byte bound is the tighter one, or
-after a jump past a trim; a SUBSCRIBE or resume whose position is older than the cache
+*The local cache* is bounded like the in-memory broker's history (per topic, ``max_topics``
+and the memory budget: :class:`~pushwire.server.broker.LocalTopics`), but trimming or
+evicting it loses nothing: a SUBSCRIBE or resume whose position is older than the cache
 holds, but still in the stream, extends the cache back to it from Redis (XRANGE) before it
 is answered. The extended log keeps its larger bounds only until as many bytes have been
 appended as it gained.
@@ -279,10 +280,20 @@ class RedisBroker(LocalTopics):
         self._moved(t)
 
     def _cached(self, t: _RedisTopic, *, spare: bool = False) -> None:
-        """After the local log of ``t`` changed: count it (``spare``: for the memory budget,
-        which does not apply to this cache yet)."""
-        if self._topics.get(t.name) is t:
-            self._settle(t)
+        """After the local log of ``t`` changed: count it in the memory budget, and bring
+        the cache back within the budget if it went over, trimming or evicting cache only
+        (Redis keeps the messages, see :meth:`_backfill`); with ``spare``, the other
+        topics' caches first."""
+        if self._topics.get(t.name) is not t:
+            return
+        self._settle(t)
+        limit = self.memory_limit
+        if limit is not None and self.memory > limit:
+            goal = limit - (limit >> 4)
+            if spare:
+                self._reclaim(t, self.memory - goal, spare=True)
+            if self.memory > limit:
+                self._reclaim(t, self.memory - goal)
 
     # -- Redis round trips -------------------------------------------------------------------
 
@@ -458,11 +469,12 @@ class RedisBroker(LocalTopics):
 
     async def _backfill(self, t: _RedisTopic, want: int) -> None:
         """Extend the local log back towards the entry holding ``want`` (``want`` <= 1: the
-        oldest Redis retains), from the stream, newest first. Leaves the log as
+        oldest Redis retains), from the stream, newest first and, under a memory budget, by
+        at most a quarter of it (the other topics' caches give way first). Leaves the log as
         it is when the entries read do not join it (another epoch meanwhile, or the stream
         trimmed past them)."""
         stream = self._keys(t.name)[1]
-        cap = None
+        cap = None if self.memory_limit is None else self.memory_limit >> 2
         for _ in range(3):  # again if the cache moved while we read
             log_ = t.log
             end = log_.oldest
@@ -650,6 +662,8 @@ async def open_redis_broker(
     *,
     history_count: int = 10_000,
     history_bytes: int = 16 << 20,
+    max_topics: int = 100_000,
+    memory_limit: int | None = None,
 ) -> AsyncIterator[RedisBroker]:
     """A :class:`RedisBroker` on ``url`` (``redis://HOST:PORT/DB``, ``rediss://`` for TLS,
     ``unix://PATH``) for the duration of the block. Waits at most CATCH_UP_TIMEOUT for Redis
@@ -669,6 +683,8 @@ async def open_redis_broker(
             readers=readers,
             history_count=history_count,
             history_bytes=history_bytes,
+            max_topics=max_topics,
+            memory_limit=memory_limit,
         )
         with trio.move_on_after(CATCH_UP_TIMEOUT):
             await broker.names_read.wait()

@@ -71,7 +71,11 @@ async def node(url: str, **overrides: object) -> AsyncIterator[Server]:
     config = ServerConfig(port=0, **overrides)  # type: ignore[arg-type]
     async with (
         open_redis_broker(
-            url, history_count=config.history_count, history_bytes=config.history_bytes
+            url,
+            history_count=config.history_count,
+            history_bytes=config.history_bytes,
+            max_topics=config.max_topics,
+            memory_limit=config.memory_limit,
         ) as broker,
         open_server(config, broker=broker) as server,
     ):
@@ -401,3 +405,81 @@ async def test_a_resume_older_than_the_local_cache_is_served_from_redis(
         payload + b"%d" % i for i in range(4, 21)
     ]
     assert seqs([after]) == [21]
+
+
+@pytest.mark.spec("PW-LIMIT-7")
+async def test_the_local_cache_keeps_to_the_memory_budget_and_redis_fills_in(
+    redis: RedisProcess,
+) -> None:
+    """8 topics of 10 messages of 70 KiB (5.6 MB) through a node with a 1 MiB budget: the
+    node's cache is trimmed to the budget, and a resume behind the trimmed cache still gets
+    every message from Redis."""
+    payload = b"p" * (70 << 10)
+    topics = [f"big/{i}" for i in range(8)]
+    limit = 1 << 20
+    with trio.fail_after(30):
+        async with (
+            node(redis.url) as a,
+            node(redis.url, memory_limit=limit) as b,
+            pw.connect(address(a)) as writer,
+            pw.connect(address(b)) as reader,
+        ):
+            for topic in topics:
+                for i in range(1, 11):
+                    assert await writer.publish(topic, payload + b"%d" % i) == i
+            subs = [reader.subscribe(topic, since="new") for topic in topics]
+            while not all(sub.accepted for sub in subs):
+                await trio.sleep(0.01)
+            broker = b.broker
+            assert isinstance(broker, RedisBroker)
+            assert broker.memory <= limit
+            stats = broker.stats()
+            assert all(stats[topic].head_seq == 10 for topic in topics)
+            assert sum(stats[topic].entries for topic in topics) < 80  # trimmed
+            assert stats[topics[0]].oldest_seq > 8
+            async with pw.connect(address(b)) as resumer:
+                resumed = resumer.subscribe(
+                    topics[0], since=pw.TopicPosition(stats[topics[0]].epoch, 7)
+                )
+                got = await items(resumed, 3)
+            assert broker.memory <= limit
+    assert seqs(got) == [8, 9, 10]
+    assert [m.payload for m in got if isinstance(m, pw.Message)] == [
+        payload + b"%d" % i for i in range(8, 11)
+    ]
+
+
+@pytest.mark.spec("PW-LIMIT-5")
+async def test_a_node_caches_at_most_max_topics_and_an_evicted_topic_loses_nothing(
+    redis: RedisProcess,
+) -> None:
+    """Unlike a topic evicted from memory (a new epoch), one evicted from a node's cache
+    keeps its epoch and history: Redis has them."""
+    topics = [f"t/{i}" for i in range(6)]
+    with trio.fail_after(30):
+        async with (
+            node(redis.url) as a,
+            node(redis.url, max_topics=3) as b,
+            pw.connect(address(a)) as writer,
+        ):
+            for topic in topics:
+                for i in range(1, 6):
+                    assert await writer.publish(topic, b"%d" % i) == i
+            broker = b.broker
+            assert isinstance(broker, RedisBroker)
+            epoch = 0
+            for topic in topics:
+                async with pw.connect(address(b)) as reader:
+                    (first,) = await items(reader.subscribe(topic, since="oldest"), 1)
+                    assert isinstance(first, pw.Message) and first.seq == 1
+                    if topic == topics[0]:
+                        epoch = first.epoch
+                while broker.stats()[topic].listeners:  # the server saw the close
+                    await trio.sleep(0.01)
+            assert len(broker.stats()) <= 3
+            assert topics[0] not in broker.stats()
+            async with pw.connect(address(b)) as resumer:
+                got = await items(resumer.subscribe(topics[0], since=pw.TopicPosition(epoch, 2)), 3)
+            assert broker.evicted >= 3
+    assert seqs(got) == [3, 4, 5]
+    assert all(isinstance(m, pw.Message) and m.epoch == epoch for m in got)
