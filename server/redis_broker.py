@@ -73,6 +73,7 @@ from typing import Any
 import coredis
 import coredis.exceptions
 import trio
+from coredis.connection import TCPLocation
 
 from pushwire.protocol.layouts import Outcome, SinceKind
 from pushwire.protocol.log import TopicLog, segment_size_for
@@ -88,7 +89,13 @@ from pushwire.server.broker import (
     resolve_since,
 )
 
-__all__ = ["BrokerUnavailable", "RedisBroker", "open_redis_broker"]
+__all__ = [
+    "BrokerUnavailable",
+    "RedisBroker",
+    "open_redis_broker",
+    "open_redis_clients",
+    "redis_url_problem",
+]
 
 log = logging.getLogger("pushwire.server.redis")
 
@@ -100,6 +107,8 @@ BLOCK_MS = 500
 #: Connections of the readers' pool: one per topic this node follows (a blocking XREAD
 #: holds its connection), so this bounds the topics a node can follow at once.
 READER_CONNECTIONS = 10_000
+#: Seconds to open a connection to Redis (or a Sentinel) before it counts as unreachable.
+CONNECT_TIMEOUT = 2.0
 #: Entries per XREAD / XRANGE round trip.
 READ_COUNT = 1024
 #: How long a SUBSCRIBE waits for the local cache to reach the head Redis reported.
@@ -665,18 +674,11 @@ async def open_redis_broker(
     max_topics: int = 100_000,
     memory_limit: int | None = None,
 ) -> AsyncIterator[RedisBroker]:
-    """A :class:`RedisBroker` on ``url`` (``redis://HOST:PORT/DB``, ``rediss://`` for TLS,
-    ``unix://PATH``) for the duration of the block. Waits at most CATCH_UP_TIMEOUT for Redis
-    (to learn the existing topic names, so that a pattern subscription on a node just started
-    finds them): a node starts and serves subscribers while Redis is down, and publishes are
-    refused until it is up."""
-    client: coredis.Redis[bytes] = coredis.Redis.from_url(
-        url, decode_responses=False, connect_timeout=2.0
-    )
-    readers: coredis.Redis[bytes] = coredis.Redis.from_url(
-        url, decode_responses=False, connect_timeout=2.0, max_connections=READER_CONNECTIONS
-    )
-    async with client, readers, trio.open_nursery() as nursery:
+    """A :class:`RedisBroker` on ``url`` (see :func:`open_redis_clients`) for the duration
+    of the block. Waits at most CATCH_UP_TIMEOUT for Redis (to learn the existing topic
+    names, so that a pattern subscription on a node just started finds them): a node starts
+    and serves subscribers while Redis is down, and publishes are refused until it is up."""
+    async with open_redis_clients(url) as (client, readers), trio.open_nursery() as nursery:
         broker = RedisBroker(
             client,
             nursery,
@@ -692,3 +694,92 @@ async def open_redis_broker(
             yield broker
         finally:
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_redis_clients(
+    url: str,
+) -> AsyncIterator[tuple[coredis.Redis[bytes], coredis.Redis[bytes]]]:
+    """The broker's two clients (publishes and round trips; blocking reads) for ``url``:
+
+    - ``redis://HOST:PORT/DB``, ``rediss://`` for TLS, ``unix://PATH``: one Redis;
+    - ``redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``: the primary that these
+      Sentinels name for SERVICE, found again after a failover;
+    - ``redis+cluster://HOST:PORT[,HOST:PORT...]``: a Redis Cluster, from these startup
+      nodes (every script touches one topic's keys, which share a slot).
+
+    Raises ValueError for a URL of another form."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "redis+sentinel":
+        hosts, service, db = _sentinel_parts(rest)
+        sentinels = [TCPLocation(host, port) for host, port in hosts]
+        async with coredis.Sentinel(sentinels, decode_responses=False) as sentinel:
+            client = sentinel.primary_for(service, db=db, connect_timeout=CONNECT_TIMEOUT)
+            readers = sentinel.primary_for(
+                service, db=db, connect_timeout=CONNECT_TIMEOUT, max_connections=READER_CONNECTIONS
+            )
+            async with client, readers:
+                yield client, readers
+    elif scheme == "redis+cluster":
+        nodes = [TCPLocation(host, port) for host, port in _hosts(rest.rstrip("/"))]
+        cluster: Any = coredis.RedisCluster(
+            startup_nodes=nodes, decode_responses=False, connect_timeout=CONNECT_TIMEOUT
+        )
+        cluster_readers: Any = coredis.RedisCluster(
+            startup_nodes=nodes,
+            decode_responses=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            max_connections=READER_CONNECTIONS,
+        )
+        async with cluster, cluster_readers:
+            yield cluster, cluster_readers
+    else:
+        single: coredis.Redis[bytes] = coredis.Redis.from_url(
+            url, decode_responses=False, connect_timeout=CONNECT_TIMEOUT
+        )
+        single_readers: coredis.Redis[bytes] = coredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            max_connections=READER_CONNECTIONS,
+        )
+        async with single, single_readers:
+            yield single, single_readers
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why :func:`open_redis_clients` would refuse ``url``, or None."""
+    scheme, sep, rest = url.partition("://")
+    try:
+        if scheme == "redis+sentinel":
+            _sentinel_parts(rest)
+        elif scheme == "redis+cluster":
+            _hosts(rest.rstrip("/"))
+        elif not sep or scheme not in ("redis", "rediss", "unix"):
+            return (
+                f"{url!r} is not redis://, rediss://, unix://, redis+sentinel:// "
+                "or redis+cluster://"
+            )
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _hosts(text: str) -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]`` (a port is required: Sentinels and Cluster nodes have
+    no common default)."""
+    out = []
+    for item in text.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{item!r} is not HOST:PORT")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def _sentinel_parts(rest: str) -> tuple[list[tuple[str, int]], str, int]:
+    hosts, _, path = rest.partition("/")
+    parts = [part for part in path.split("/") if part]
+    if not 1 <= len(parts) <= 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError("redis+sentinel:// needs HOST:PORT[,HOST:PORT...]/SERVICE[/DB]")
+    return _hosts(hosts), parts[0], int(parts[1]) if len(parts) == 2 else 0

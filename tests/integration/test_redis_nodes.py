@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from redis_support import REDIS_SERVER, RedisProcess
+from redis_support import REDIS_SERVER, RedisProcess, SentinelProcess
 
 import pushwire.client as pw
 from pushwire.protocol.errors import ErrorCode
 from pushwire.server import Server, ServerConfig, open_server
-from pushwire.server.redis_broker import RedisBroker, open_redis_broker
+from pushwire.server.redis_broker import RedisBroker, open_redis_broker, redis_url_problem
 
 pytestmark = [
     pytest.mark.skipif(
@@ -483,3 +483,64 @@ async def test_a_node_caches_at_most_max_topics_and_an_evicted_topic_loses_nothi
             assert broker.evicted >= 3
     assert seqs(got) == [3, 4, 5]
     assert all(isinstance(m, pw.Message) and m.epoch == epoch for m in got)
+
+
+async def follow_and_match(url: str) -> None:
+    """Two nodes on ``url``: a message published on one is read on the other, by name and
+    by pattern."""
+    with trio.fail_after(30):
+        async with (
+            node(url) as a,
+            node(url) as b,
+            pw.connect(address(b)) as reader,
+            pw.connect(address(a)) as writer,
+        ):
+            by_name = reader.subscribe("orders/eu", since="oldest")
+            by_pattern = reader.subscribe("news/+", since="oldest")
+            while not by_pattern.accepted:
+                await trio.sleep(0.01)
+            assert await writer.publish("orders/eu", b"1") == 1
+            assert await writer.publish_batch("orders/eu", [b"2", b"3"]) == 2
+            assert await writer.publish("news/today", b"n1") == 1
+            assert seqs(await items(by_name, 3)) == [1, 2, 3]
+            assert by_topic(await items(by_pattern, 1)) == {"news/today": [1]}
+
+
+# coredis 6.9's cluster client leaves anyio memory streams of its connections to the garbage
+# collector, as its other clients do for failed connections (see collect_failed_connections)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_nodes_on_a_redis_cluster_share_topics(tmp_path: Path) -> None:
+    cluster = RedisProcess(tmp_path, cluster=True)
+    cluster.start()
+    try:
+        await follow_and_match(f"redis+cluster://127.0.0.1:{cluster.port}")
+    finally:
+        cluster.stop()
+        collect_failed_connections()
+
+
+async def test_nodes_find_the_primary_through_sentinel(redis: RedisProcess, tmp_path: Path) -> None:
+    sentinel = SentinelProcess(tmp_path, redis.port)
+    sentinel.start()
+    try:
+        await follow_and_match(f"redis+sentinel://127.0.0.1:{sentinel.port}/{sentinel.service}/0")
+    finally:
+        sentinel.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://127.0.0.1:6379/0", None),
+        ("redis+cluster://10.0.0.1:7000,10.0.0.2:7000", None),
+        ("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/pw", None),
+        ("redis+sentinel://10.0.0.1:26379/pw/3", None),
+        ("http://127.0.0.1:6379", "is not redis://"),
+        ("redis+sentinel://10.0.0.1:26379", "needs HOST:PORT"),
+        ("redis+sentinel://10.0.0.1:26379/pw/x", "needs HOST:PORT"),
+        ("redis+cluster://10.0.0.1", "is not HOST:PORT"),
+    ],
+)
+def test_broker_urls_are_checked_before_starting(url: str, problem: str | None) -> None:
+    found = redis_url_problem(url)
+    assert found is None if problem is None else (found is not None and problem in found)
