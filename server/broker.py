@@ -66,6 +66,7 @@ __all__ = [
     "TopicStats",
     "batch_body",
     "message_body",
+    "read_log",
     "resolve_since",
 ]
 
@@ -212,6 +213,27 @@ def resolve_since(
         gap_last=oldest - 1,
         gap_reason=ErrorCode.HISTORY_EXPIRED,
     )
+
+
+def read_log(log: TopicLog, from_seq: int, max_count: int, max_bytes: int) -> list[Entry]:
+    """What :meth:`Broker.read` returns from a topic's local log (every backend that keeps
+    one: the in-memory broker, a remote backend's cache)."""
+    out: list[Entry] = []
+    if from_seq <= log.head and max_count > 0:
+        seq = max(from_seq, log.oldest)
+        size = count = 0
+        while seq <= log.head:
+            first, n, view = log.frame(seq)
+            if out and (size + len(view) > max_bytes or count >= max_count):
+                break
+            frame = bytes(view)
+            batch = codec.decode_header(frame).type == _BATCH
+            offsets = codec.batch_record_offsets(frame) if batch else ()
+            out.append(Entry(log.epoch, first, n, frame, offsets))
+            size += len(frame)
+            count += first + n - max(from_seq, first)
+            seq = first + n
+    return out
 
 
 def message_body(topic: str, payload: bytes, headers: F.Headers | None = None) -> tuple[int, bytes]:
@@ -866,23 +888,7 @@ class MemoryBroker(LocalTopics):
         self, topic: str, from_seq: int, *, max_count: int, max_bytes: int
     ) -> ReadResult:
         t = self._topic(topic)
-        log = t.log
-        out: list[Entry] = []
-        if from_seq <= log.head and max_count > 0:
-            seq = max(from_seq, log.oldest)
-            size = count = 0
-            while seq <= log.head:
-                first, n, view = log.frame(seq)
-                if out and (size + len(view) > max_bytes or count >= max_count):
-                    break
-                frame = bytes(view)
-                batch = codec.decode_header(frame).type == _BATCH
-                offsets = codec.batch_record_offsets(frame) if batch else ()
-                out.append(Entry(log.epoch, first, n, frame, offsets))
-                size += len(frame)
-                count += first + n - max(from_seq, first)
-                seq = first + n
-        return ReadResult(t.position, out)
+        return ReadResult(t.position, read_log(t.log, from_seq, max_count, max_bytes))
 
     async def reset_topic(self, topic: str) -> int:
         t = self._topic(topic)

@@ -79,13 +79,13 @@ from pushwire.protocol.layouts import Outcome, SinceKind
 from pushwire.protocol.log import TopicLog, segment_size_for
 from pushwire.server.broker import (
     BrokerUnavailable,
-    Entry,
     LocalTopics,
     ReadResult,
     Resolution,
     Topic,
     TopicPosition,
     _new_epoch,
+    read_log,
     resolve_since,
 )
 
@@ -620,22 +620,7 @@ class RedisBroker(LocalTopics):
         self, topic: str, from_seq: int, *, max_count: int, max_bytes: int
     ) -> ReadResult:
         t = await self._synced(topic)
-        log_ = t.log
-        out: list[Entry] = []
-        if from_seq <= log_.head and max_count > 0:
-            seq = max(from_seq, log_.oldest)
-            size = count = 0
-            while seq <= log_.head:
-                first, n, view = log_.frame(seq)
-                if out and (size + len(view) > max_bytes or count >= max_count):
-                    break
-                frame = bytes(view)
-                offsets = _batch_offsets(frame)
-                out.append(Entry(log_.epoch, first, n, frame, offsets))
-                size += len(frame)
-                count += first + n - max(from_seq, first)
-                seq = first + n
-        return ReadResult(t.position, out)
+        return ReadResult(t.position, read_log(t.log, from_seq, max_count, max_bytes))
 
     async def reset_topic(self, topic: str) -> int:
         """A new epoch in Redis (every node's reader follows)."""
@@ -656,13 +641,6 @@ def _text(value: str | bytes) -> str:
 
 def _first_seq(entry: Any) -> int:
     return int(entry.identifier.split(b"-", 1)[0])
-
-
-def _batch_offsets(frame: bytes) -> tuple[int, ...]:
-    from pushwire.protocol import codec
-    from pushwire.protocol.layouts import FrameType
-
-    return codec.batch_record_offsets(frame) if frame[4] == FrameType.MESSAGE_BATCH else ()
 
 
 @asynccontextmanager
