@@ -51,16 +51,22 @@ a live pattern matches is loaded here, and the patterns hear of it once its loca
 loaded, so a pattern subscriber starts at sequence 1 of the topic's real epoch.
 
 *The local cache* is bounded like the in-memory broker's history (per topic, ``max_topics``
-and the memory budget: :class:`~pushwire.server.broker.LocalTopics`), but trimming or
-evicting it loses nothing: a SUBSCRIBE or resume whose position is older than the cache
-holds, but still in the stream, extends the cache back to it from Redis (XRANGE) before it
-is answered. The extended log keeps its larger bounds only until as many bytes have been
-appended as it gained.
+and the memory budget: :class:`~pushwire.server.broker.LocalTopics`), but what it trims or
+evicts stays in Redis: a topic evicted here keeps its epoch, and a SUBSCRIBE or resume whose
+position is older than the cache holds, but still in the stream, first extends the cache
+back to it from Redis (XRANGE; under a memory budget by at most a quarter of the budget,
+the rest being a GAP). The extended log keeps its larger bounds only until as many bytes
+have been appended as it gained. A live subscriber that falls behind the cache is a slow
+consumer, as on one server: the session reads only the local log.
 
 *Redis unreachable*: publishes fail fast with :class:`BrokerUnavailable` (the session
 refuses them with the temporary BROKER_UNAVAILABLE); readers retry with exponential
 backoff (:data:`BACKOFF_MIN` .. :data:`BACKOFF_MAX`) and check the epoch when Redis is
 back; subscribers stay connected and resolve against the local cache meanwhile.
+
+*Connecting* (:func:`open_redis_clients`): one Redis, the primary that Sentinels name
+(coredis finds the new one after a failover), or a Redis Cluster; every script touches the
+keys of one hash tag, so each runs on one shard.
 """
 
 from __future__ import annotations
