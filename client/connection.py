@@ -35,11 +35,16 @@ Where memory is bounded
 Acknowledgements (at-least-once)
 --------------------------------
 A message counts as *processed* when the application asks for the next item (calls
-``__anext__`` again). Processed messages are acknowledged cumulatively: whenever credit is
-granted back (every half window), when the iterator has nothing buffered and is about to
-wait, on GOAWAY, and when the subscription is closed. A message the application was given
-but did not finish (it did not ask for the next one) is never acknowledged, so after a
-reconnect it is delivered again.
+``__anext__`` again). Processed messages are acknowledged cumulatively, at the moments of
+``protocol.acks``: whenever credit is granted back (every half window), when the iterator
+has nothing buffered and is about to wait, at every wake of the heartbeat timer (at least
+once per interval, so an application slow with one message still acknowledges the ones
+before it), on GOAWAY, and when the subscription is closed. After GOAWAY the old connection
+stays open while the application works through the messages that preceded it, so they are
+acknowledged before it closes; an application that takes none for APP_PROGRESS_WAIT does
+not hold it open, and what it did not process comes again after the reconnect. A message
+the application was given but did not finish (it did not ask for the next one) is never
+acknowledged, so after a reconnect it is delivered again.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ from pushwire.client.errors import (
     RequestError,
 )
 from pushwire.protocol import client_conn as cc
+from pushwire.protocol.acks import AckMoment, AckView, plan_ack
 from pushwire.protocol.client_conn import ClientConnection, ClientState, Since, SubStatus
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from pushwire.protocol.frames import Headers
@@ -120,6 +126,11 @@ FLUSH_TIMEOUT = 1.0
 #: After GOAWAY: how long to wait for replies to requests already sent (their answers are
 #: PUBACK or GOING_AWAY, so they are quick) before closing the old connection.
 DRAIN_WAIT = 2.0
+#: After GOAWAY: how long to wait for the application to take its next at-least-once message
+#: before closing without acknowledging the rest (they come again after the reconnect): an
+#: application working through a burst takes far less per message, and a stalled one must
+#: not hold the old connection open (PW-CLIENT-4).
+APP_PROGRESS_WAIT = 0.1
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -443,6 +454,12 @@ class _Session:
                 return True
         return False
 
+    def owes_acks(self) -> bool:
+        """At-least-once pushes the application has not yet processed, so not yet
+        acknowledged: after GOAWAY the session waits for them while the application makes
+        progress (PW-GOAWAY-12)."""
+        return any(sub._owes_ack() for sub in self.subs.values())
+
 
 class Subscription:
     """An application's subscription to one topic: an async iterator of :class:`Message`.
@@ -526,7 +543,9 @@ class Subscription:
                 if self._error is not None:
                     raise self._error
                 raise StopAsyncIteration
-            self._flush_ack()  # idle: everything processed so far is acknowledged
+            self._flush_ack(AckMoment.IDLE)  # everything processed so far is acknowledged
+            if self._session is not None:
+                self._session.pulse()  # a draining session may be waiting for this
             if self._wakeup.is_set():
                 self._wakeup = anyio.Event()
             await self._wakeup.wait()
@@ -542,7 +561,7 @@ class Subscription:
             if self._error is not None:
                 raise self._error
             raise anyio.EndOfStream
-        self._flush_ack()
+        self._flush_ack(AckMoment.IDLE)
         raise anyio.WouldBlock
 
     def _take(self) -> Item | None:
@@ -575,7 +594,7 @@ class Subscription:
         if self._closed and self._session is None:
             return
         self._closed = True
-        self._flush_ack()
+        self._flush_ack(AckMoment.UNSUBSCRIBE)
         session = self._session
         if session is not None and session.end is None:
             try:
@@ -611,6 +630,8 @@ class Subscription:
         session = self._session
         if session is None or session.end is not None:
             return
+        if session.goaway is not None:
+            session.pulse()  # the drain waits while the application makes progress
         if self._pending_grant >= max(1, self.window // 2):
             try:
                 data = session.core.grant_credit(
@@ -620,23 +641,30 @@ class Subscription:
                 return
             session.send(data)
             self._pending_grant = 0
-            self._flush_ack()  # at least one ACK per credit grant (PW-ACK-7)
+            self._flush_ack(AckMoment.GRANT)
 
-    def _flush_ack(self) -> None:
-        if not self.at_least_once or self._processed is None:
+    def _owes_ack(self) -> bool:
+        """At-least-once messages are buffered or in the application's hands: not yet
+        processed, so not yet acknowledged."""
+        return self.at_least_once and (self._buffered_messages > 0 or self._returned is not None)
+
+    def _flush_ack(self, moment: AckMoment) -> None:
+        """Send the ACK that ``protocol.acks`` plans for this moment, if any."""
+        if not self.at_least_once:
             return
         session = self._session
         if session is None or session.end is not None:
             return
         view = session.core.subscription(self._sub_id)
-        if view is None or view.status is not SubStatus.ACTIVE:
-            return
-        target = self._processed
-        # Sequences of two epochs are never compared (PW-RESUME-4).
-        if target.epoch != view.epoch or not view.last_acked < target.seq <= view.last_delivered:
+        active = None
+        if view is not None and view.status is SubStatus.ACTIVE:
+            active = AckView(view.epoch, view.last_acked, view.last_delivered)
+        done = self._processed
+        seq = plan_ack(moment, None if done is None else (done.epoch, done.seq), active)
+        if seq is None:
             return
         try:
-            session.send(session.core.ack(self._sub_id, target.seq, now=anyio.current_time()))
+            session.send(session.core.ack(self._sub_id, seq, now=anyio.current_time()))
         except LocalProtocolError:  # the session is closing
             pass
 
@@ -1256,6 +1284,8 @@ class Connection:
                 await anyio.sleep(0)  # the reader first hands over what arrived (PW-CLIENT-14)
                 if session.end is not None:
                     return
+            for sub in list(session.subs.values()):
+                sub._flush_ack(AckMoment.TICK)  # wakes at least once per interval
             session.send(core.tick(anyio.current_time()))
             if core.state is ClientState.CLOSED and core.close_code is not None:
                 message = "nothing received from the server for three heartbeat intervals"
@@ -1360,15 +1390,26 @@ class Connection:
             ev.jitter_ms,
         )
         for sub in list(session.subs.values()):
-            sub._flush_ack()
+            sub._flush_ack(AckMoment.GOAWAY)
         self._pulse()  # publishers now wait for the next session
         if session.nursery is not None:  # else _serve starts it once the nursery exists
             session.nursery.start_soon(self._drain, session)
 
     async def _drain(self, session: _Session) -> None:
+        """After GOAWAY: close once the replies owed have come and the application has
+        processed (and so acknowledged) the at-least-once pushes that preceded the GOAWAY,
+        or stopped taking them; never later than DRAIN_WAIT (PW-CLIENT-4)."""
         with anyio.move_on_after(DRAIN_WAIT):
-            while session.end is None and session.has_outstanding():
-                await session.progress.wait()
+            while session.end is None:
+                if session.has_outstanding():
+                    await session.progress.wait()
+                elif session.owes_acks():
+                    with anyio.move_on_after(APP_PROGRESS_WAIT) as stalled:
+                        await session.progress.wait()
+                    if stalled.cancelled_caught:
+                        break
+                else:
+                    break
         if session.end is None:
             try:
                 session.send(session.core.goaway(now=anyio.current_time()))
@@ -1382,7 +1423,7 @@ class Connection:
         session = self._session
         if session is not None and session.end is None:
             for sub in list(session.subs.values()):
-                sub._flush_ack()
+                sub._flush_ack(AckMoment.CLOSE)
             try:
                 session.send(session.core.goaway(now=anyio.current_time()))
             except LocalProtocolError:

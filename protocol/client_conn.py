@@ -579,6 +579,21 @@ class ClientConnection:
 
     # -- requests ----------------------------------------------------------------------------
 
+    def _check_new_subscription(self, kind: str, name: str, initial_credit: int) -> None:
+        """What SUBSCRIBE and a pattern SUBSCRIBE refuse alike before a sub_id is spent: a
+        credit that is no u32, and a second subscription to one topic or pattern while the
+        first is not being unsubscribed (the server would refuse it, §6.1)."""
+        if not 0 <= initial_credit <= U32_MAX:
+            raise LocalProtocolError(
+                f"initial_credit {initial_credit} is not a u32", code=ErrorCode.FIELD_OUT_OF_RANGE
+            )
+        queue = self._topics.get(name, [])
+        if queue and queue[-1].status is not SubStatus.CLOSING:
+            raise LocalProtocolError(
+                f"{kind} {name!r} already has subscription {queue[-1].sub_id}",
+                code=ErrorCode.ALREADY_SUBSCRIBED,
+            )
+
     def subscribe(
         self,
         topic: str,
@@ -596,16 +611,7 @@ class ClientConnection:
         self._check_send(_T.SUBSCRIBE, now)
         check_topic(topic)
         since = since or Since.new()
-        if not 0 <= initial_credit <= U32_MAX:
-            raise LocalProtocolError(
-                f"initial_credit {initial_credit} is not a u32", code=ErrorCode.FIELD_OUT_OF_RANGE
-            )
-        queue = self._topics.get(topic, [])
-        if queue and queue[-1].status is not SubStatus.CLOSING:
-            raise LocalProtocolError(
-                f"topic {topic!r} already has subscription {queue[-1].sub_id}",
-                code=ErrorCode.ALREADY_SUBSCRIBED,
-            )
+        self._check_new_subscription("topic", topic, initial_credit)
         sub_id = self._allocate_sub_id()
         frame = F.Subscribe(
             sub_id=sub_id,
@@ -650,16 +656,7 @@ class ClientConnection:
                     f"position topic {pos.topic!r} does not match {pattern!r}",
                     code=ErrorCode.INVALID_TOPIC,
                 )
-        if not 0 <= initial_credit <= U32_MAX:
-            raise LocalProtocolError(
-                f"initial_credit {initial_credit} is not a u32", code=ErrorCode.FIELD_OUT_OF_RANGE
-            )
-        queue = self._topics.get(pattern, [])
-        if queue and queue[-1].status is not SubStatus.CLOSING:
-            raise LocalProtocolError(
-                f"pattern {pattern!r} already has subscription {queue[-1].sub_id}",
-                code=ErrorCode.ALREADY_SUBSCRIBED,
-            )
+        self._check_new_subscription("pattern", pattern, initial_credit)
         sub_id = self._allocate_sub_id()
         frame = F.Subscribe(
             sub_id=sub_id,

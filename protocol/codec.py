@@ -14,7 +14,9 @@ connection state machines and the decoder use. It must never disagree with the d
   "CREDIT.increment >= 1" are *receive* rules (SPEC.md §3.5), enforced by the state machines
   for what they send, and left out here so that tests and fuzzers can build hostile frames
   with the same codec. Anything the layout cannot hold is LocalProtocolError
-  (FIELD_OUT_OF_RANGE).
+  (FIELD_OUT_OF_RANGE). :func:`validate` adds the ranges and stated flags, for a caller
+  that wants the whole PW-FRAME-16 refusal (the ``encoder_refusals`` vectors); it is kept
+  off the fan-out path.
 * decoding: the same frame, or the same error code, as ``reference.decode_body`` for every
   byte string, in the same precedence: header (``reference.check_header``) → fields in wire
   order (a short read or leftover bytes is MALFORMED_FRAME, text that is not UTF-8 is
@@ -56,7 +58,7 @@ from pushwire.protocol.layouts import (
     Outcome,
     SinceKind,
 )
-from pushwire.protocol.reference import check_header, check_ranges
+from pushwire.protocol.reference import check_header, check_ranges, refuse_unsendable
 
 Buffer = bytes | bytearray | memoryview
 
@@ -796,6 +798,21 @@ class FrameHeader(NamedTuple):
     length: int  # payload bytes after the header
     type: int
     flags: int
+
+
+def validate(frame: F.Frame, flags: int | None = None) -> bytes:
+    """The bytes of ``frame`` once it passes every rule an encoder must enforce before
+    sending (PW-FRAME-16): what :func:`encode_frame` checks, the decode-time ranges of
+    SPEC.md §3.5, and, when ``flags`` is given, that they are the flags the fields imply.
+    LocalProtocolError otherwise, with the same code as ``reference.validate``.
+
+    Not for the fan-out path: :func:`encode_frame` leaves the ranges out so that tests and
+    fuzzers build hostile frames with it, and the state machines check the values they
+    send themselves; this is the whole rule at once, which the encoder-refusal vectors
+    exercise."""
+    data = encode_frame(frame)
+    refuse_unsendable(frame, data, flags)
+    return data
 
 
 def encode_header(length: int, type_: int, flags: int) -> bytes:

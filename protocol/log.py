@@ -33,6 +33,13 @@ is dead), so trimming costs O(log n) per trim and O(1) amortised per append.
 :attr:`TopicLog.memory` counts everything the log holds: segments, the arrays and a fixed
 per-topic overhead.
 
+A topic that is subscribed to but never published on is common (a client subscribes ahead
+of its publishers, or to a topic that stays quiet) and must stay cheap: a new log is a
+*placeholder* whose arrays and segment tables are shared, empty sentinels; the first frame
+appended gives it storage of its own. Nothing but :meth:`TopicLog.append` writes to them
+while the log is empty, so that is the one place that checks, once per segment or large
+frame, never per message.
+
 Nothing here knows about sockets, tasks or subscribers: the planner
 (:mod:`pushwire.protocol.delivery`) decides what a subscriber gets, the server's session
 sends it.
@@ -54,13 +61,23 @@ __all__ = ["MAX_SEGMENT", "MIN_SEGMENT", "TOPIC_OVERHEAD", "TopicLog", "segment_
 MAX_SEGMENT = 256 * 1024
 #: Smallest segment: one page; a topic with a tiny byte limit still packs small frames.
 MIN_SEGMENT = 4096
-#: Fixed bytes of one topic's bookkeeping (objects, dicts, arrays' headers), measured with
-#: ``sys.getsizeof`` on CPython 3.11 and rounded up; part of :attr:`TopicLog.memory`.
+#: Fixed bytes of one topic's bookkeeping besides its storage: the log and topic objects,
+#: their small tables, the topic's entries in the broker's tables and topic index (about 700
+#: bytes measured with ``tracemalloc`` on CPython 3.11, rounded up). A placeholder (an empty
+#: topic) costs this alone; part of :attr:`TopicLog.memory`.
 TOPIC_OVERHEAD = 1024
-#: Bytes of one segment's entry in the segment and end tables (dict slots, int objects).
-_SEGMENT_OVERHEAD = 160
+#: Bytes one segment costs besides its contents: its header (57 for a ``bytearray``, 33 for
+#: ``bytes``), its slot and its end as int objects (28 each), and its entries in the segment
+#: and end tables, up to about 50 each just after a table grew (``sys.getsizeof``, CPython
+#: 3.11; ``test_the_accounted_memory_covers_hundreds_of_segments`` checks the sum).
+_SEGMENT_OVERHEAD = 224
 #: Bytes of an empty ``array("Q")`` (``sys.getsizeof``, CPython 3.11).
 _ARRAY_HEADER = 80
+#: The storage of a log nothing was appended to yet, shared by every such log and never
+#: written: :meth:`TopicLog.append` replaces it before the first write.
+_NO_ITEMS = array("Q")
+_NO_SEGMENTS: dict[int, bytearray | bytes] = {}
+_NO_ENDS: dict[int, int] = {}
 #: Dead array entries tolerated before compaction (below this, never compact).
 _COMPACT_MIN = 1024
 _MESSAGE = int(FrameType.MESSAGE)
@@ -130,14 +147,15 @@ class TopicLog:
         self.frames_appended = 0
         self.max_payload = 0  # largest frame length field in this epoch (never decreases)
         self._seg = segment_size or segment_size_for(max_bytes)
-        self._starts = array("Q")
+        # the arrays and tables are the shared placeholders until the first append
+        self._starts = _NO_ITEMS
         self._seq0 = first_seq  # sequence of _starts[0]
-        self._frames = array("Q")  # first sequence of each frame
-        self._cum = array("Q")  # bytes of every frame appended before each frame
+        self._frames = _NO_ITEMS  # first sequence of each frame
+        self._cum = _NO_ITEMS  # bytes of every frame appended before each frame
         self._total = 0  # bytes of every frame appended in this epoch
         self._f0 = 0  # index in _frames of the oldest retained frame
-        self._segs: dict[int, bytearray | bytes] = {}
-        self._ends: dict[int, int] = {}  # slot -> end position, for sealed and own segments
+        self._segs = _NO_SEGMENTS
+        self._ends = _NO_ENDS  # slot -> end position, for sealed and own segments
         self._first_slot = 0  # every slot below this one is freed
         self._tail = 0  # position of the next byte
         self._cur: bytearray | None = None  # the shared segment being filled
@@ -185,6 +203,8 @@ class TopicLog:
     def append(self, frame: bytes, count: int = 1) -> int:
         """Store ``frame`` (a MESSAGE, or a MESSAGE_BATCH of ``count`` records) as the next
         ``count`` sequences; returns the first. Trims what the limits no longer allow."""
+        if self._segs is _NO_SEGMENTS:
+            self._own_storage()
         size = len(frame)
         seg = self._seg
         pos = self._tail
@@ -227,6 +247,14 @@ class TopicLog:
         if self.head - self.oldest + 1 > self.max_count or self.frame_bytes > self.max_bytes:
             self._trim()
         return first
+
+    def _own_storage(self) -> None:
+        """Replace the shared placeholders before the first frame is written."""
+        self._starts = array("Q")
+        self._frames = array("Q")
+        self._cum = array("Q")
+        self._segs = {}
+        self._ends = {}
 
     def _seal(self, end: int) -> None:
         """The current segment takes no more frames; its bytes end at ``end``. A segment
@@ -382,11 +410,18 @@ class TopicLog:
         return len(self._frames) - self._f0
 
     @property
+    def placeholder(self) -> bool:
+        """Nothing was ever appended: the log owns no storage yet."""
+        return self._segs is _NO_SEGMENTS
+
+    @property
     def held(self) -> int:
         """An upper bound of :attr:`memory` for running totals, a few ``len`` calls instead
         of ``sys.getsizeof``: the arrays at twice their length, which their allocation never
         exceeds (CPython grows an array by about a sixteenth and reallocates it when it
         shrinks below half, as compaction makes it)."""
+        if self._segs is _NO_SEGMENTS:
+            return TOPIC_OVERHEAD
         return (
             self.segment_bytes
             + ((len(self._starts) + len(self._frames) + len(self._cum)) << 4)
@@ -397,7 +432,10 @@ class TopicLog:
 
     @property
     def memory(self) -> int:
-        """Bytes this log holds: segments, arrays (allocated size) and fixed overhead."""
+        """Bytes this log holds: segments, arrays (allocated size) and fixed overhead; a
+        placeholder holds the overhead alone (its storage is shared)."""
+        if self._segs is _NO_SEGMENTS:
+            return TOPIC_OVERHEAD
         return (
             self.segment_bytes
             + sys.getsizeof(self._starts)  # includes the allocated, not just used, items

@@ -91,6 +91,34 @@ def check_ranges(frame: F.Frame) -> None:
             pass
 
 
+def refuse_unsendable(frame: F.Frame, encoded: bytes, flags: int | None = None) -> None:
+    """The rules an encoder enforces beyond what the layout can hold (SPEC.md §3.5,
+    PW-FRAME-16), given the frame and its ``encoded`` bytes: the decode-time ranges of
+    :func:`check_ranges`, and, for a caller that states the flags itself, that they are
+    the ones the fields imply, with no reserved bit. LocalProtocolError with the code a
+    receiver would report."""
+    type_, derived = encoded[4], encoded[5]
+    if flags is not None and flags != derived:
+        try:
+            check_header(type_, flags)
+        except RemoteProtocolError as exc:
+            raise _refusal(exc) from exc
+        raise LocalProtocolError(
+            f"{FrameType(type_).name}: flags 0x{flags:02x} disagree with the fields "
+            f"(0x{derived:02x})",
+            code=ErrorCode.FIELD_OUT_OF_RANGE,
+        )
+    try:
+        check_ranges(frame)
+    except RemoteProtocolError as exc:
+        raise _refusal(exc) from exc
+
+
+def _refusal(exc: RemoteProtocolError) -> LocalProtocolError:
+    """A receive rule turned around: what a receiver would reject, we do not send."""
+    return LocalProtocolError(exc.args[0], code=exc.code, requirement="PW-FRAME-16")
+
+
 # -- frame <-> construct containers ---------------------------------------------------------
 
 
@@ -297,6 +325,14 @@ def build_frame(type_: int, flags: int, payload: bytes) -> bytes:
 def encode_frame(frame: F.Frame) -> bytes:
     """Header and payload of ``frame``, built entirely by the construct declarations."""
     return build_frame(*encode_body(frame))
+
+
+def validate(frame: F.Frame, flags: int | None = None) -> bytes:
+    """``frame`` built by the declarations, once it passes every rule an encoder must
+    enforce (:func:`refuse_unsendable`); :func:`encode_frame` checks only the layout."""
+    data = encode_frame(frame)
+    refuse_unsendable(frame, data, flags)
+    return data
 
 
 def decode_body(type_: int, flags: int, payload: bytes | memoryview) -> F.Frame | None:

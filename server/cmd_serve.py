@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gc
 import json
 import logging
 import math
@@ -673,6 +674,7 @@ async def _serve_until_signalled(config: Any, broker: Any) -> None:
                 nursery.cancel_scope.cancel()
 
             await nursery.start(server.serve)
+            _freeze_startup_objects()
             scheme = "tls://" if config.tls is not None else ""
             print(f"pushwire listening on {scheme}{server.address}", flush=True)
             async for signum in signals:
@@ -683,6 +685,17 @@ async def _serve_until_signalled(config: Any, broker: Any) -> None:
                 else:
                     log.warning("%s again: closing now", name)
                     nursery.cancel_scope.cancel()
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything alive once the server listens (modules, the construct
+    declarations, configuration: tens of thousands of objects that live as long as the
+    process) out of the cyclic garbage collector's reach. A full collection then looks only
+    at what serving created, instead of stopping every connection for tens of milliseconds
+    to traverse the start-up objects again, which was the largest single delay in the
+    latency benchmark's tail."""
+    gc.collect()
+    gc.freeze()
 
 
 def describe_configuration(options: argparse.Namespace, config: Any) -> dict[str, Any]:

@@ -88,6 +88,12 @@ def _version() -> str:
         return "0"
 
 
+#: How long a connection refused at admission (handshake pool, source cap, reserved
+#: slots) may take to send its preface and be told TOO_MANY_CONNECTIONS, and how many such
+#: connections one source may have waiting; beyond that they are closed at once.
+REFUSED_GRACE = 2.0
+REFUSED_WAITING_PER_SOURCE = 8
+
 #: Below this no TLS version may be negotiated (PW-TRANSPORT-5).
 MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 
@@ -407,6 +413,8 @@ class Server:
         self._listeners: list[trio.SocketListener] = []
         #: Connections in their TLS handshake, each by the cancel scope that bounds it.
         self._tls_handshakes: set[trio.CancelScope] = set()
+        #: Refused connections still waiting to be told so, per source (see _run_session).
+        self._refused_waiting: dict[str, int] = {}
         #: TLS connections whose admission count a session took over (by id of the stream).
         self._handed_over: dict[int, bool] = {}
         self._stopped = trio.Event()
@@ -634,6 +642,20 @@ class Server:
             refused = self.admission.connect(source)
         else:
             source, refused = admission
+        waiting = self._refused_waiting
+        if refused is not None:
+            # A refused connection is told why once it sends its preface (§5.3). One that
+            # stays silent must not hold its slot for the whole handshake timeout, and one
+            # source's refused connections must not pile up to the hard cap and lock every
+            # other source out: beyond a few waiting per source, close at once (PW-HS-19).
+            if waiting.get(source, 0) >= REFUSED_WAITING_PER_SOURCE:
+                self.counters.accepted += 1
+                self.counters.closed[refused.name] += 1
+                self.counters.handshake_failures += 1
+                log.debug("connection %d: %s refused at once (%s)", cid, peer, refused.name)
+                await trio.aclose_forcefully(stream)
+                return
+            waiting[source] = waiting.get(source, 0) + 1
         self.counters.accepted += 1
         session = self.session_factory(self, stream, cid, peer, accepted_at=accepted_at)
         session.source = source
@@ -643,7 +665,14 @@ class Server:
             self._idle = trio.Event()
         log.debug("connection %d: %s connected", cid, peer, extra={"conn": cid, "peer": peer})
         try:
-            await session.run()
+            if refused is None:
+                await session.run()
+            else:
+                with trio.move_on_after(REFUSED_GRACE):
+                    await session.run()
+                if session.close_code is None:
+                    session.close_code = refused
+                    session.close_reason = f"refused; no preface within {REFUSED_GRACE:g} s"
         except* Exception as group:
             session.close_code = ErrorCode.INTERNAL_ERROR
             session.close_reason = "internal error"
@@ -657,6 +686,10 @@ class Server:
             del self._sessions[cid]
             if refused is None:
                 self.admission.disconnect(source, admitted=session.admitted)
+            elif waiting[source] > 1:
+                waiting[source] -= 1
+            else:
+                del waiting[source]
             if not self._sessions:
                 self._idle.set()
             code = session.close_code or ErrorCode.NO_ERROR
@@ -664,7 +697,11 @@ class Server:
             counters.closed[code.name] += 1
             if not session.admitted:
                 counters.handshake_failures += 1
-            log.info(
+            # Connections that never got in are counted (metrics) and their refusals
+            # logged, sampled, where they were refused; a line each at INFO would make the
+            # log a second target for a flood of them.
+            log.log(
+                logging.INFO if session.admitted else logging.DEBUG,
                 "connection %d: %s closed: %s %s [%s]",
                 cid,
                 peer,

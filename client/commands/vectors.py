@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{args.file.name} is up to date: {len(frames)} frame vectors "
             f"({kinds['valid']} valid, {kinds['invalid']} invalid, {kinds['ignored']} ignored), "
-            f"{len(document['prefaces'])} preface vectors; {args.schema_file.name} too"
+            f"{len(document['prefaces'])} preface vectors, "
+            f"{len(document['encoder_refusals'])} encoder refusals; {args.schema_file.name} too"
         )
         return 0
     sys.stdout.write(schema_text if args.schema else text)

@@ -236,7 +236,8 @@ class WireConnection:
         data = bytes(self._raw[:PREFACE_SIZE])
         rest = bytes(self._raw[PREFACE_SIZE:])
         self._raw.clear()
-        self.decoder.feed(rest)
+        if rest:  # feeding b"" would tell the decoder the stream ended
+            self.decoder.feed(rest)
         return data
 
     async def next_frame(

@@ -35,6 +35,7 @@ strings, and a field the layout leaves out (a flag clear, a ``since_kind`` or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -92,8 +93,9 @@ from pushwire.protocol.spec import sessions
 VECTORS_FILE = Path(__file__).parent.parent / "vectors.json"
 SCHEMA_FILE = Path(__file__).parent.parent / "vectors.schema.json"
 #: Version of the file format (not of the protocol): bumped when a reader must change.
-#: 2: frame vectors of kind ``incomplete``. 3: u64 values as decimal strings.
-FORMAT = 3
+#: 2: frame vectors of kind ``incomplete``. 3: u64 values as decimal strings. 4: the list
+#: ``encoder_refusals``.
+FORMAT = 4
 
 #: Fields whose values are bytes, rendered as lowercase hex in ``fields``.
 BYTES_FIELDS = frozenset({"auth_token", "payload", "value"})
@@ -149,6 +151,16 @@ CONVENTIONS = {
         "offered min_version=1, max_version=1."
     ),
     "order": "Vectors are sorted by name; names are unique.",
+    "encoder_refusals": (
+        "Frames an encoder MUST refuse to send (PW-FRAME-16), as frame objects: they have no "
+        "bytes. rule says which kind of rule each breaks: width (an integer wider than its "
+        "field), prefix (text or a list longer than its length prefix or count holds), utf8 "
+        "(text that no UTF-8 encodes: a lone surrogate, written as a \\u escape), range (a "
+        "decode-time range of SPEC.md 3.5, step 5), flags (flags that are not the ones the "
+        "fields imply, or that set a reserved bit). error/code is what the reference encoder "
+        "reports and what a receiver would report for the bytes; the refusal is the rule, "
+        "the code is informative."
+    ),
     "client_sessions": sessions.CONVENTION,
 }
 
@@ -1401,6 +1413,213 @@ def _preface_vectors() -> Iterable[_Preface]:
     )
 
 
+# -- frames an encoder refuses ---------------------------------------------------------------
+
+RefusalRule = Literal["width", "prefix", "utf8", "range", "flags"]
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A frame an encoder must not send (PW-FRAME-16). ``flags``: the flags the vector
+    states, when they are the point (otherwise those the fields imply)."""
+
+    name: str
+    description: str
+    rule: RefusalRule
+    frame: F.Frame
+    code: ErrorCode = ErrorCode.FIELD_OUT_OF_RANGE
+    requirements: tuple[str, ...] = ()
+    flags: int | None = None
+
+    def render(self) -> dict[str, Any]:
+        frame = _refused_frame_json(self.frame, self.flags)
+        return {
+            "name": self.name,
+            "description": self.description,
+            "requirements": sorted({"PW-FRAME-16", *self.requirements}),
+            "rule": self.rule,
+            "frame": frame,
+            "direction": _direction(FrameType[frame["type"]]),
+            "error": self.code.name,
+            "code": int(self.code),
+        }
+
+
+def _refused_frame_json(frame: F.Frame, flags: int | None) -> dict[str, Any]:
+    """:func:`frame_json` of a frame that cannot be encoded; a batch whose records disagree
+    on having headers has no flags the declarations could derive, so its records are
+    written out here."""
+    if isinstance(frame, F.MessageBatch | F.PublishBatch):
+        uniform = tuple(F.Record(r.payload, r.headers or ()) for r in frame.records)
+        data = frame_json(dataclasses.replace(frame, records=uniform), u64_text=True)
+        data["fields"]["records"] = [
+            {
+                "headers": None
+                if r.headers is None
+                else [{"key": k, "value": v.hex()} for k, v in r.headers],
+                "payload": r.payload.hex(),
+            }
+            for r in frame.records
+        ]
+        data["flags"] = HAS_HEADERS if frame.records and frame.records[0].headers else 0
+    else:
+        data = frame_json(frame, u64_text=True)
+    if flags is not None:
+        data["flags"] = flags
+    return data
+
+
+def refused_frame(vector: dict[str, Any]) -> tuple[F.Frame, int]:
+    """The frame and the stated flags of an ``encoder_refusals`` vector."""
+    data = vector["frame"]
+    return frame_from_json(data), data["flags"]
+
+
+def _refusal_vectors() -> Iterable[_Refusal]:
+    t, gap = "news/eu", ErrorCode.SLOW_CONSUMER
+    f7 = (_F7,)
+    yield from (
+        _Refusal(
+            "refuse-credit-increment-zero", "CREDIT of 0", "range", F.Credit(1, 0), requirements=f7
+        ),
+        _Refusal(
+            "refuse-gap-first-zero",
+            "GAP 0..5: sequences start at 1",
+            "range",
+            F.Gap(1, _E, 0, 5, gap),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-gap-empty",
+            "GAP 7..6, an empty range",
+            "range",
+            F.Gap(1, _E, 7, 6, gap),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-message-batch-no-records",
+            "MESSAGE_BATCH with count 0",
+            "range",
+            F.MessageBatch(_E, 1, t, ()),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-publish-batch-no-records",
+            "PUBLISH_BATCH with count 0",
+            "range",
+            F.PublishBatch(1, t, ()),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-subscribe-since-kind-4",
+            "SUBSCRIBE with since_kind 4, which no version defines",
+            "range",
+            F.Subscribe(1, t, since_kind=4, initial_credit=10),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-subscribed-outcome-4",
+            "SUBSCRIBED with outcome 4, which no version defines",
+            "range",
+            F.Subscribed(1, 4, _E, 1, 0),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-subscribed-gap-empty",
+            "SUBSCRIBED with outcome GAP and the gap 0..59",
+            "range",
+            F.Subscribed(1, Outcome.GAP, _E, 60, 100, 0, 59, int(ErrorCode.HISTORY_EXPIRED)),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-welcome-policy-2",
+            "WELCOME with slow_consumer_policy 2",
+            "range",
+            F.Welcome(1, 30000, 16384, 64, 1000, 2, "s"),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-subscribe-pattern-at-least-once",
+            "SUBSCRIBE with both PATTERN and AT_LEAST_ONCE",
+            "range",
+            F.Subscribe(1, "news/+", initial_credit=10, at_least_once=True, positions=()),
+            requirements=f7,
+        ),
+        _Refusal(
+            "refuse-credit-sub-id-above-u32",
+            "CREDIT for sub_id 2^32: wider than u32",
+            "width",
+            F.Credit(_U32 + 1, 1),
+        ),
+        _Refusal(
+            "refuse-message-seq-above-u64",
+            "MESSAGE with seq 2^64: wider than u64",
+            "width",
+            F.Message(_E, _U64 + 1, t, b"x"),
+        ),
+        _Refusal(
+            "refuse-error-code-above-u16",
+            "ERROR with code 65536: wider than u16",
+            "width",
+            F.Error(0x1_0000, 0, 0, ""),
+        ),
+        _Refusal(
+            "refuse-message-topic-256-bytes",
+            "MESSAGE whose topic is 256 bytes: more than its u8 length holds",
+            "prefix",
+            F.Message(_E, 1, "t" * 256, b"x"),
+        ),
+        _Refusal(
+            "refuse-message-header-key-256-bytes",
+            "MESSAGE with a 256-byte header key",
+            "prefix",
+            F.Message(_E, 1, t, b"x", (("k" * 256, b"v"),)),
+        ),
+        _Refusal(
+            "refuse-message-256-headers",
+            "MESSAGE with 256 headers: more than its u8 count holds",
+            "prefix",
+            F.Message(_E, 1, t, b"x", tuple(("k", b"") for _ in range(256))),
+        ),
+        _Refusal(
+            "refuse-message-topic-not-utf8",
+            "MESSAGE whose topic holds a lone surrogate, which no UTF-8 encodes",
+            "utf8",
+            F.Message(_E, 1, "news/\ud800", b"x"),
+            requirements=(_F6,),
+        ),
+        _Refusal(
+            "refuse-error-message-not-utf8",
+            "ERROR whose message holds a lone surrogate",
+            "utf8",
+            F.Error(ErrorCode.PROTOCOL_ERROR, 0, 0, "bad \udcff"),
+            requirements=(_F6,),
+        ),
+        _Refusal(
+            "refuse-message-reserved-flag",
+            "MESSAGE with flag bit 0x02, which MESSAGE does not define",
+            "flags",
+            F.Message(_E, 1, t, b"x"),
+            ErrorCode.RESERVED_BITS_SET,
+            (_F3,),
+            flags=0x02,
+        ),
+        _Refusal(
+            "refuse-message-has-headers-without-block",
+            "MESSAGE with HAS_HEADERS but no header block",
+            "flags",
+            F.Message(_E, 1, t, b"x"),
+            flags=HAS_HEADERS,
+        ),
+        _Refusal(
+            "refuse-message-batch-mixed-headers",
+            "MESSAGE_BATCH whose records disagree on having headers (one flag covers all)",
+            "flags",
+            F.MessageBatch(_E, 1, t, (F.Record(b"a", ()), F.Record(b"b"))),
+        ),
+    )
+
+
 # -- the document ---------------------------------------------------------------------------
 
 
@@ -1414,7 +1633,8 @@ def generate() -> dict[str, Any]:
         *_incomplete_vectors(),
     ]
     prefaces = list(_preface_vectors())
-    for group in (frames, prefaces):
+    refusals = list(_refusal_vectors())
+    for group in (frames, prefaces, refusals):
         names = [v.name for v in group]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
@@ -1430,6 +1650,7 @@ def generate() -> dict[str, Any]:
         "frames": sorted((v.render() for v in frames), key=lambda v: v["name"]),
         "prefaces": sorted((v.render() for v in prefaces), key=lambda v: v["name"]),
         "client_sessions": sessions.generate(),
+        "encoder_refusals": sorted((v.render() for v in refusals), key=lambda v: v["name"]),
     }
 
 
@@ -1550,6 +1771,7 @@ def schema() -> dict[str, Any]:
             "frames",
             "prefaces",
             "client_sessions",
+            "encoder_refusals",
         ],
         "additionalProperties": False,
         "properties": {
@@ -1560,8 +1782,42 @@ def schema() -> dict[str, Any]:
             "client_sessions": {"type": "array", "items": {"$ref": "#/$defs/client_session"}},
             "frames": {"type": "array", "items": {"$ref": "#/$defs/frame_vector"}},
             "prefaces": {"type": "array", "items": {"$ref": "#/$defs/preface_vector"}},
+            "encoder_refusals": {"type": "array", "items": {"$ref": "#/$defs/refusal_vector"}},
         },
         "$defs": {
+            "refusal_vector": {
+                "type": "object",
+                "required": [
+                    "name",
+                    "description",
+                    "requirements",
+                    "rule",
+                    "frame",
+                    "direction",
+                    "error",
+                    "code",
+                ],
+                "additionalProperties": False,
+                "properties": {
+                    "name": common["name"],
+                    "description": common["description"],
+                    "requirements": common["requirements"],
+                    "rule": {"enum": ["width", "prefix", "utf8", "range", "flags"]},
+                    "frame": {
+                        "type": "object",
+                        "required": ["type", "flags", "fields"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": {"enum": [t.name for t in FrameType]},
+                            "flags": u8,
+                            "fields": {"type": "object"},
+                        },
+                    },
+                    "direction": {"enum": ["to_server", "to_client", "both"]},
+                    "error": {"enum": sorted(c.name for c in ErrorCode)},
+                    "code": {"type": "integer", "minimum": 0, "maximum": 65535},
+                },
+            },
             "client_session": {
                 "type": "object",
                 "additionalProperties": False,
@@ -1688,7 +1944,7 @@ def diff(committed: dict[str, Any], generated: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for key in sorted(set(committed) | set(generated)):
         old, new = committed.get(key), generated.get(key)
-        if key in ("frames", "prefaces", "client_sessions"):
+        if key in ("frames", "prefaces", "client_sessions", "encoder_refusals"):
             old_by = {v["name"]: v for v in old or []}
             new_by = {v["name"]: v for v in new or []}
             for name in sorted(set(old_by) | set(new_by)):

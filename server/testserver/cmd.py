@@ -352,6 +352,7 @@ def run(args: argparse.Namespace) -> int:
             )
             runs = [server.runs[n] for n in names]
             for r in runs:
+                server.current = r
                 if args.client_command:
                     await _run_command(server, r, args.client_command, args.scenario_timeout)
                 else:

@@ -47,6 +47,7 @@ class Peer:
         self.at_least_once: dict[int, bool] = {}
         self.delivered: dict[int, int] = {}
         self.hello: F.Hello | None = None
+        self.welcome: F.Welcome | None = None
         self.bad: str = ""
         self._changed = trio.Event()
         self._check = run_checks

@@ -42,6 +42,12 @@ class ScenarioRun:
     reconnected: trio.Event = field(default_factory=trio.Event)
     #: When each connection of the scenario opened (trio time), for the backoff checks.
     opened: list[float] = field(default_factory=list)
+    #: When each refusal of the client's SUBSCRIBE was sent, and how long the client waited
+    #: before repeating it (the refused-request scenarios).
+    refused: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+    #: Connection 1 of goaway-linger, which the client must close before it opens the next.
+    goaway_closed: bool | None = None
     #: With --client-command: the client's exit status once it exited, and an event for it.
     client_exit: int | None = None
     client_exited: trio.Event = field(default_factory=trio.Event)

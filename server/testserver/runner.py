@@ -51,6 +51,9 @@ class TestServer:
         #: how long (beyond the timeout) a client may take to reconnect after a drop
         self.reconnect_wait = reconnect_wait
         self.armed: ScenarioRun | None = None
+        #: The scenario whose client is running now, when scenarios run one after another
+        #: (``--client-command``): its WELCOME is the one a new connection gets.
+        self.current: ScenarioRun | None = None
         self.port = 0
         self._nursery: trio.Nursery | None = None
         self._conn_ids = 0
@@ -144,17 +147,16 @@ class TestServer:
         peer.hello = hello
         peer.decoder.max_frame_size = WELCOME_MAX_FRAME
         self._conn_ids += 1
-        await peer.send(
-            F.Welcome(
-                self._conn_ids,
-                self.heartbeat_ms,
-                WELCOME_MAX_FRAME,
-                64,
-                1000,
-                SlowConsumerPolicy.DROP,
-                "pushwire-testserver",
-            )
+        peer.welcome = F.Welcome(
+            self._conn_ids,
+            self.heartbeat_ms,
+            WELCOME_MAX_FRAME,
+            64,
+            1000,
+            self._welcome_policy(),
+            "pushwire-testserver",
         )
+        await peer.send(peer.welcome)
         nursery.start_soon(peer.heartbeats)
         sub = await peer.next(self.timeout * 6)
         if not isinstance(sub, F.Subscribe):
@@ -207,6 +209,18 @@ class TestServer:
             run.finish()
         if peer.closed_at is None and run.done.is_set():
             await self._hold(peer, sub, subscribed=True)
+
+    def _welcome_policy(self) -> SlowConsumerPolicy:
+        """WELCOME comes before the SUBSCRIBE that names the scenario (PW-HS-16), so the
+        policy is that of the scenario known to be next: the one whose client runs now, or
+        the only one not finished; DROP when that cannot be known. A scenario that needs
+        another policy checks what its connection was told (:attr:`Peer.welcome`)."""
+        if self.current is not None:
+            return self.current.scenario.slow_consumer
+        open_runs = [r for r in self.runs.values() if not r.done.is_set()]
+        if len(open_runs) == 1:
+            return open_runs[0].scenario.slow_consumer
+        return SlowConsumerPolicy.DROP
 
     async def _first_frame(self, peer: Peer) -> F.Frame | None:
         frame = await peer.next(self.timeout * 2)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from itertools import pairwise
 from typing import Any
 
@@ -17,6 +18,7 @@ from pushwire.protocol.layouts import (
     FrameType,
     Outcome,
     SinceKind,
+    SlowConsumerPolicy,
 )
 from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.script import Ctx, Scenario, Script
@@ -93,6 +95,8 @@ def _too_large(c: Ctx) -> bytes:
 
 
 _raw = codec.encode_raw_frame
+#: A connection code no version defines yet (unknown-code, goaway-unknown-code).
+UNKNOWN_CODE = 0x00F7
 
 
 async def _unknown_ignorable(c: Ctx) -> None:
@@ -171,7 +175,9 @@ async def _epoch_reset_bad_start(c: Ctx) -> None:
         await c.expect_error_close(ErrorCode.PROTOCOL_ERROR, ("PW-ORDER-13", "PW-RESUME-4"))
 
 
-async def _first_then_drop(c: Ctx, last: int, *, goaway_ms: int | None = None) -> None:
+async def _first_then_drop(
+    c: Ctx, last: int, *, goaway_ms: int | None = None, code: int = ErrorCode.SHUTTING_DOWN
+) -> None:
     """Connection 1 of a resume scenario: messages 1..last, let the client settle, then
     the connection ends (abruptly, or with GOAWAY and a reconnect hint)."""
     await c.subscribed()
@@ -183,7 +189,7 @@ async def _first_then_drop(c: Ctx, last: int, *, goaway_ms: int | None = None) -
     if goaway_ms is not None:
         jitter = c.server.goaway_jitter_ms
         pos = F.Position(c.sub.sub_id, c.epoch(), at)
-        await c.peer.send(F.Goaway(ErrorCode.SHUTTING_DOWN, goaway_ms, jitter, (pos,), "scenario"))
+        await c.peer.send(F.Goaway(code, goaway_ms, jitter, (pos,), "scenario"))
         c.peer.goaway_sent_at = c.run.goaway_at = trio.current_time()
         await c.peer.wait_closed(1.0)  # drain: the client may ACK, GOAWAY and close
         c.run.check(
@@ -194,6 +200,23 @@ async def _first_then_drop(c: Ctx, last: int, *, goaway_ms: int | None = None) -
         )
     await c.peer.close()
     c.server.expect_reconnect(c.run, c.timeout + c.server.reconnect_wait + (goaway_ms or 0) / 1000)
+
+
+async def _recover(c: Ctx, at: int, head: int) -> None:
+    """Answer a resume after ``at`` with RECOVERED and deliver the rest up to ``head``: the
+    common end of a scenario that goes on on the client's next connection."""
+    await c.subscribed(Outcome.RECOVERED, at + 1, head)
+    c.peer.delivered[c.sub.sub_id] = at
+    if await c.deliver(range(at + 1, head + 1)):
+        await c.finish_ok(head)
+
+
+async def _resume_recovered(c: Ctx, head: int, reqs: tuple[str, ...] = ("PW-RESUME-1",)) -> None:
+    """A later connection: the client must resume from the position connection 1 recorded
+    (checked against ``reqs``); then :func:`_recover` up to ``head``."""
+    at = c.resume_at()
+    c.check_resume(c.epoch(), at, reqs)
+    await _recover(c, at, head)
 
 
 async def _resume_gap(c: Ctx) -> None:
@@ -218,25 +241,33 @@ async def _epoch_change(c: Ctx) -> None:
         await c.finish_ok(3)
 
 
-async def _goaway(c: Ctx) -> None:
-    if c.attempt == 1:
-        return await _first_then_drop(c, 10, goaway_ms=c.server.goaway_after_ms)
+def _check_goaway_delay(c: Ctx, after_ms: int, reqs: tuple[str, ...]) -> None:
+    """A connection that follows a GOAWAY: it opened no earlier than the GOAWAY's delay."""
     if c.run.goaway_at is None:
         raise RuntimeError("the client reconnected before the scenario sent GOAWAY")
     waited = c.peer.opened_at - c.run.goaway_at
-    need = c.server.goaway_after_ms / 1000
     c.run.check(
-        f"the client reconnects no earlier than reconnect_after_ms ({need * 1000:.0f} ms)",
-        ("PW-GOAWAY-7",),
-        waited >= need - 0.02,
+        f"the client reconnects no earlier than reconnect_after_ms ({after_ms} ms)",
+        reqs,
+        waited >= after_ms / 1000 - 0.02,
         f"reconnected after {waited * 1000:.0f} ms",
     )
-    at = c.resume_at()
-    c.check_resume(c.epoch(), at)
-    await c.subscribed(Outcome.RECOVERED, at + 1, 15)
-    c.peer.delivered[c.sub.sub_id] = at
-    if await c.deliver(range(at + 1, 16)):
-        await c.finish_ok(15)
+
+
+def _goaway_then_resume(code: int, reqs: tuple[str, ...]) -> Script:
+    """GOAWAY(code) with the reconnect hint after 10 messages; the client must come back no
+    earlier than the hint and resume from its own position."""
+
+    async def script(c: Ctx) -> None:
+        if c.attempt == 1:
+            return await _first_then_drop(c, 10, goaway_ms=c.server.goaway_after_ms, code=code)
+        _check_goaway_delay(c, c.server.goaway_after_ms, reqs)
+        await _resume_recovered(c, 15)
+
+    return script
+
+
+_goaway = _goaway_then_resume(ErrorCode.SHUTTING_DOWN, ("PW-GOAWAY-7",))
 
 
 async def _redelivery(c: Ctx) -> None:
@@ -246,12 +277,7 @@ async def _redelivery(c: Ctx) -> None:
         return
     if c.attempt == 1:
         return await _first_then_drop(c, 10)
-    at = c.resume_at()
-    c.check_resume(c.epoch(), at, ("PW-RESUME-1", "PW-ACK-6"))
-    await c.subscribed(Outcome.RECOVERED, at + 1, 12)
-    c.peer.delivered[c.sub.sub_id] = at
-    if await c.deliver(range(at + 1, 13)):
-        await c.finish_ok(12)
+    await _resume_recovered(c, 12, ("PW-RESUME-1", "PW-ACK-6"))
 
 
 async def _heartbeat(c: Ctx) -> None:
@@ -280,13 +306,7 @@ async def _heartbeat(c: Ctx) -> None:
 
 async def _heartbeat_silence(c: Ctx) -> None:
     if c.attempt > 1:
-        at = c.resume_at()
-        c.check_resume(c.epoch(), at)
-        await c.subscribed(Outcome.RECOVERED, at + 1, 4)
-        c.peer.delivered[c.sub.sub_id] = at
-        if await c.deliver(range(at + 1, 5)):
-            await c.finish_ok(4)
-        return
+        return await _resume_recovered(c, 4)
     await c.subscribed()
     if not await c.deliver(range(1, 3)):
         return
@@ -495,14 +515,9 @@ async def _cut_then_resume(c: Ctx, last: int, error: F.Error) -> None:
 async def _unknown_code(c: Ctx) -> None:
     if c.attempt == 1:
         await c.subscribed()
-        code = 0x00F7  # a connection code no version defines yet
-        return await _cut_then_resume(c, 2, F.Error(code, 0, 0, "scenario: a newer code"))
-    at = c.resume_at()
-    c.check_resume(c.epoch(), at, ("PW-CLIENT-2", "PW-RESUME-1"))
-    await c.subscribed(Outcome.RECOVERED, at + 1, 4)
-    c.peer.delivered[c.sub.sub_id] = at
-    if await c.deliver(range(at + 1, 5)):
-        await c.finish_ok(4)
+        error = F.Error(UNKNOWN_CODE, 0, 0, "scenario: a newer code")
+        return await _cut_then_resume(c, 2, error)
+    await _resume_recovered(c, 4, ("PW-CLIENT-2", "PW-RESUME-1"))
 
 
 async def _error_behind_messages(c: Ctx) -> None:
@@ -537,11 +552,7 @@ async def _error_behind_messages(c: Ctx) -> None:
         and (s.since_seq >= want if s.at_least_once else s.since_seq == want),
         f"since_kind {SinceKind(s.since_kind).name} epoch {s.since_epoch} seq {s.since_seq}",
     )
-    at = s.since_seq if s.since_kind == SinceKind.AFTER else 0
-    await c.subscribed(Outcome.RECOVERED, at + 1, 5)
-    c.peer.delivered[sid] = at
-    if await c.deliver(range(at + 1, 6)):
-        await c.finish_ok(5)
+    await _recover(c, s.since_seq if s.since_kind == SinceKind.AFTER else 0, 5)
 
 
 #: How many times admit-and-cut admits the client and cuts it at once.
@@ -619,6 +630,14 @@ async def _resume_disconnect(c: Ctx) -> None:
     start does (PW-SLOW-6): the client must come back each time from further on."""
     sid = c.sub.sub_id
     head = PER_CUT * (SLOW_CUTS + 1)
+    welcome = c.peer.welcome
+    if welcome is None or welcome.slow_consumer_policy != SlowConsumerPolicy.DISCONNECT:
+        c.run.not_applicable = (
+            "its connection was welcomed with another slow-consumer policy than DISCONNECT "
+            "(several scenarios at once without --client-command): run it alone"
+        )
+        c.run.finish()
+        return
     if c.attempt == 1:
         await c.subscribed()  # then the backlog builds up while the client is away
     else:
@@ -652,6 +671,306 @@ async def _bad_version(c: Ctx) -> None:
     await c.peer.wait_closed(1.0)
     await c.peer.close()
     c.server.expect_reconnect(c.run, c.timeout + c.server.reconnect_wait)
+
+
+# -- client behaviour over time (SPEC.md §8.9) -----------------------------------------------
+
+
+async def _goaway_terminal(c: Ctx) -> None:
+    """GOAWAY(NO_ERROR) after message 1: a terminal code, so no automatic reconnect, even
+    though a GOAWAY normally asks the client to come back."""
+    reqs = ("PW-CLIENT-3",)
+    if _reconnected_after_terminal(c, reqs):
+        return
+    await c.subscribed()
+    if not await c.deliver(range(1, 2)):
+        return
+    await c.peer.settle(c.sub.sub_id, c.timeout)
+    pos = F.Position(c.sub.sub_id, c.epoch(), c.resume_point(c.sub.sub_id))
+    await c.peer.send(F.Goaway(ErrorCode.NO_ERROR, 0, 0, (pos,), "scenario: for good"))
+    c.peer.goaway_sent_at = trio.current_time()
+    await c.peer.wait_closed(1.0)
+    await _no_reconnect(c, "GOAWAY(NO_ERROR)", reqs)
+
+
+#: goaway-linger: the reconnect hint, long enough to tell a client that closes as soon as it
+#: has acknowledged from one that keeps the old connection until it reconnects.
+LINGER_AFTER_MS = 2500
+#: How soon after GOAWAY a client that has nothing left to acknowledge closes (SHOULD).
+LINGER_CLOSE_S = 1.0
+#: Scheduling slack between a client's close of one connection and its next connect.
+CLOSE_SLACK_S = 0.5
+
+
+async def _goaway_linger(c: Ctx) -> None:
+    """Messages 1..5 and GOAWAY in one write; the testserver then never closes. The client
+    must close that connection by the time it opens the next (MUST), and should close it
+    as soon as it has processed and acknowledged 1..5, without waiting for the server."""
+    sid = c.sub.sub_id
+    reqs = ("PW-CLIENT-4",)
+    if c.attempt > 1:
+        with trio.move_on_after(CLOSE_SLACK_S * 2):
+            while c.run.resume_at is None:
+                await trio.sleep(0.02)
+        _check_goaway_delay(c, LINGER_AFTER_MS, ("PW-GOAWAY-7",))
+        if c.run.goaway_closed:
+            await _resume_recovered(c, 8)
+        return
+    if c.sub.initial_credit < 5:
+        c.run.not_applicable = "needs an initial credit of 5 or more"
+        c.run.finish()
+        return
+    frames: list[F.Frame] = [F.Subscribed(sid, Outcome.NEW, c.epoch(), 1, 0)]
+    frames += [F.Message(c.epoch(), s, c.sub.topic, b"msg-%d" % s) for s in range(1, 6)]
+    pos = F.Position(sid, c.epoch(), 0 if c.sub.at_least_once else 5)  # acknowledged: none
+    frames.append(F.Goaway(ErrorCode.SHUTTING_DOWN, LINGER_AFTER_MS, 0, (pos,), "scenario"))
+    c.peer.credit[sid] -= 5
+    c.peer.delivered[sid] = 5
+    c.run.delivered = 5
+    await c.peer.send(*frames)
+    c.peer.goaway_sent_at = c.run.goaway_at = sent = trio.current_time()
+    seen = c.run.connections
+    within = LINGER_AFTER_MS / 1000 + c.timeout + c.server.reconnect_wait
+    await _first_of(within, partial(c.peer.wait_closed, within), c.run.reconnected.wait)
+    if c.run.connections > seen:  # its FIN and its next SYN may be read in either order
+        await c.peer.wait_closed(CLOSE_SLACK_S)
+    closed = c.peer.closed_at
+    c.run.goaway_closed = closed is not None
+    c.run.check(
+        "the client closes the connection that sent GOAWAY no later than it opens the next",
+        reqs,
+        closed is not None,
+        ""
+        if closed is not None
+        else "it opened another connection with this one still open"
+        if c.run.connections > seen
+        else "it never closed it",
+    )
+    c.run.check(
+        f"the client closes it within {LINGER_CLOSE_S:.1f} s of GOAWAY, once it has "
+        "processed what preceded it, without waiting for the server",
+        ("PW-CLIENT-4", "PW-GOAWAY-12"),
+        closed is not None and closed - sent <= LINGER_CLOSE_S,
+        "" if closed is None else f"closed after {(closed - sent) * 1000:.0f} ms",
+        level="SHOULD",
+    )
+    if c.sub.at_least_once:
+        c.run.check(
+            "at-least-once: it acknowledges the messages before the GOAWAY before closing",
+            ("PW-GOAWAY-12",),
+            c.peer.last_ack(sid) >= 5,
+            f"last ACK {c.peer.last_ack(sid)}",
+            level="SHOULD",
+        )
+    c.run.resume_at = c.resume_point(sid)
+    await c.peer.close()
+    if c.run.connections == seen:
+        c.server.expect_reconnect(c.run, c.timeout + c.server.reconnect_wait)
+    elif not c.run.goaway_closed:
+        c.run.finish()
+
+
+async def _next_subscribe(c: Ctx, within: float) -> F.Subscribe | None:
+    """The client's next SUBSCRIBE on this connection, or None (it closed, or none came)."""
+    deadline = trio.current_time() + within
+    while (left := deadline - trio.current_time()) > 0:
+        frame = await c.peer.next(left)
+        if frame is None or isinstance(frame, F.Subscribe):
+            return frame
+    return None
+
+
+async def _first_of(within: float, *waits: Callable[[], Awaitable[object]]) -> None:
+    """Wait until the first of ``waits`` returns, for at most ``within`` seconds."""
+    with trio.move_on_after(within):
+        async with trio.open_nursery() as nursery:
+
+            async def one(wait: Callable[[], Awaitable[object]]) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            for wait in waits:
+                nursery.start_soon(one, wait)
+
+
+async def _reconnects(c: Ctx, within: float) -> bool:
+    """After the client closed: True when it opens another connection within ``within``,
+    False when it does not, or when its command exits first."""
+    seen = c.run.connections
+    await _first_of(within, c.run.client_exited.wait, c.run.reconnected.wait)
+    return c.run.connections > seen
+
+
+async def _accept_retry(c: Ctx, sub: F.Subscribe) -> None:
+    """The repeated SUBSCRIBE succeeds: messages 1..2 on it."""
+    c.sub = sub
+    c.peer.take_subscribe(sub)
+    c.run.delivered = 2
+    await c.subscribed()
+    if await c.deliver(range(1, 3)):
+        await c.finish_ok(2)
+
+
+def _gave_up(c: Ctx, what: str) -> None:
+    c.run.notes.append(
+        f"the client did not repeat the SUBSCRIBE {what}; it may report the refusal to its "
+        "application instead"
+    )
+    c.run.finish()
+
+
+#: rate-limited: how often the SUBSCRIBE is refused before it is accepted (four, so the last
+#: wait, drawn from 4..8 base, is at least twice the first, from 0.5..1 base, with room for
+#: scheduling), and the least wait before a repeat that a backoff delay can be (far below
+#: RECOMMENDED base / 2 = 50 ms; a client that repeats at once takes well under a
+#: millisecond on loopback).
+REFUSALS, AT_ONCE_S = 4, 0.01
+
+
+async def _rate_limited(c: Ctx) -> None:
+    """The SUBSCRIBE is refused with RATE_LIMITED four times, then accepted. A repeat,
+    on this connection or the next, must wait a backoff delay that grows."""
+    reqs = ("PW-CLIENT-8",)
+    sub: F.Subscribe | None = c.sub
+    while sub is not None:
+        if c.run.refused:
+            waited = trio.current_time() - c.run.refused[-1]
+            c.run.waits.append(waited)
+            c.run.check(
+                "the client does not repeat a SUBSCRIBE refused with RATE_LIMITED at once",
+                reqs,
+                waited >= AT_ONCE_S,
+                f"repeated after {waited * 1000:.1f} ms",
+            )
+        if len(c.run.refused) == REFUSALS:
+            waits = c.run.waits
+            c.run.notes.append("waits: " + ", ".join(f"{w * 1000:.0f} ms" for w in waits))
+            c.run.check(
+                "the waits before repeating grow as a backoff delay does",
+                ("PW-CLIENT-8", "PW-CLIENT-6"),
+                waits[-1] >= 2 * waits[0] and waits[-1] >= 0.04,
+                f"first {waits[0] * 1000:.0f} ms, last {waits[-1] * 1000:.0f} ms",
+            )
+            return await _accept_retry(c, sub)
+        c.run.refused.append(trio.current_time())
+        error = F.Error(ErrorCode.RATE_LIMITED, FrameType.SUBSCRIBE, sub.sub_id, "scenario")
+        await c.peer.send(error)
+        sub = await _next_subscribe(c, c.timeout)
+    if c.peer.closed_at is not None and await _reconnects(c, c.timeout):
+        return  # the next connection goes on
+    _gave_up(c, f"within {c.timeout:.1f} s")
+
+
+async def _too_many_subscriptions(c: Ctx) -> None:
+    """The SUBSCRIBE is refused with TOO_MANY_SUBSCRIPTIONS. None of the client's
+    subscriptions on this connection can end (it has no other), so it must not repeat the
+    SUBSCRIBE there; on a new connection it may."""
+    if c.attempt > 1:
+        return await _accept_retry(c, c.sub)
+    error = F.Error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, FrameType.SUBSCRIBE, c.sub.sub_id, "full")
+    await c.peer.send(error)
+    sent = trio.current_time()
+    within = min(c.timeout, 4 * c.h)
+    repeat = await _next_subscribe(c, within)
+    c.run.check(
+        "the client does not repeat, on the same connection, a SUBSCRIBE refused with "
+        "TOO_MANY_SUBSCRIPTIONS while none of its subscriptions there has ended",
+        ("PW-CLIENT-8",),
+        repeat is None,
+        "" if repeat is None else f"repeated after {(trio.current_time() - sent) * 1000:.0f} ms",
+    )
+    if repeat is not None:
+        c.run.finish()
+    elif c.peer.closed_at is None or not await _reconnects(c, c.timeout):
+        _gave_up(c, "on that connection")
+
+
+#: trickle-frame: the pieces of the MESSAGE and the pause between them, in heartbeat
+#: intervals: 5 pauses of 0.8 H, so no whole frame arrives for 4 H, above the 3 H timeout.
+TRICKLE_PIECES, TRICKLE_PAUSE = 6, 0.8
+
+
+async def _trickle_frame(c: Ctx) -> None:
+    """Message 1, then message 2 in six pieces 0.8 heartbeat intervals apart (no PING, no
+    PONG meanwhile): bytes keep arriving, a whole frame does not for 4 intervals."""
+    sid = c.sub.sub_id
+    reqs = ("PW-HB-4", "PW-CLIENT-14")
+    await c.subscribed()
+    if not await c.deliver(range(1, 2)):
+        return
+    await c.peer.settle(sid, c.timeout)
+    if not await c.peer.wait_until(lambda: c.peer.credit.get(sid, 0) > 0, c.timeout):
+        c.run.check("the client grants credit for message 2", ("PW-FLOW-7",), False, "credit 0")
+        c.run.finish()
+        return
+    data = codec.encode_frame(F.Message(c.epoch(), 2, c.sub.topic, b"trickled " * 4))
+    cuts = [len(data) * i // TRICKLE_PIECES for i in range(TRICKLE_PIECES + 1)]
+    c.peer.silent = True  # a PING or PONG must not land inside the frame
+    start = trio.current_time()
+    for i, (a, b) in enumerate(pairwise(cuts)):
+        if i:
+            await trio.sleep(TRICKLE_PAUSE * c.h)
+        if not await c.peer.send_raw(data[a:b]) or c.peer.closed_at is not None:
+            break
+    c.peer.silent = False
+    c.peer.credit[sid] -= 1
+    c.peer.delivered[sid] = 2
+    took = trio.current_time() - start
+    err = c.peer.client_error
+    c.run.check(
+        f"the client does not time out while a frame's bytes keep arriving ({took:.2f} s "
+        f"without a whole frame, timeout {3 * c.h:.2f} s)",
+        reqs,
+        c.peer.closed_at is None and err is None,
+        f"its ERROR: {err}; closed: {c.peer.closed_at is not None}",
+    )
+    await c.finish_ok(2)
+
+
+async def _subscribed_start_zero(c: Ctx) -> None:
+    await c.subscribed(start=0)
+    await c.expect_error_close(ErrorCode.PROTOCOL_ERROR, ("PW-CLIENT-16",))
+
+
+async def _invalid_position(c: Ctx) -> None:
+    """Connection 1: messages 1..5, then cut. The resume on connection 2 is refused with
+    INVALID_POSITION, a terminal request code: the client must not subscribe from that
+    position again, on that connection or a later one. Reporting the refusal, or a new
+    start the application chose, is what it may do instead."""
+    reqs = ("PW-CLIENT-9",)
+    if c.attempt == 1:
+        return await _first_then_drop(c, 5)
+    at = c.resume_at()
+    refused = (SinceKind.AFTER, c.epoch(), at)
+    if c.attempt == 2:
+        c.check_resume(c.epoch(), at)
+        sub_id = c.sub.sub_id
+        await c.peer.send(F.Error(ErrorCode.INVALID_POSITION, FrameType.SUBSCRIBE, sub_id, "no"))
+        repeat = await _next_subscribe(c, min(c.timeout, 4 * c.h))
+        if repeat is None:
+            if c.peer.closed_at is not None and await _reconnects(c, c.timeout):
+                return  # the next connection's SUBSCRIBE is judged there
+            c.run.check(
+                "the client does not subscribe again from a position refused with INVALID_POSITION",
+                reqs,
+                True,
+            )
+            c.run.finish()
+            return
+    else:
+        repeat = c.sub
+    same = (repeat.since_kind, repeat.since_epoch, repeat.since_seq) == refused
+    c.run.check(
+        "the client does not subscribe again from a position refused with INVALID_POSITION",
+        reqs,
+        not same,
+        f"SUBSCRIBE AFTER(epoch {c.epoch()}, seq {at}) again" if same else "",
+    )
+    c.run.finish()
+
+
+def _refused_app(r: ScenarioRun) -> list[tuple[Any, ...]]:
+    return _msgs(range(1, 3)) if r.delivered else [("error",)]
 
 
 def _or(value: int | None, default: int) -> int:
@@ -957,6 +1276,7 @@ SCENARIOS: dict[str, Scenario] = {
             f"messages 1..{PER_CUT * (SLOW_CUTS + 1)}",
             _resume_disconnect,
             app=lambda r: _msgs(range(1, PER_CUT * (SLOW_CUTS + 1) + 1)),
+            slow_consumer=SlowConsumerPolicy.DISCONNECT,
         ),
         Scenario(
             "bad-version",
@@ -966,6 +1286,116 @@ SCENARIOS: dict[str, Scenario] = {
             "message 1, then a terminal error (no further reconnects)",
             _bad_version,
             app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "goaway-terminal",
+            "GOAWAY(NO_ERROR), a terminal code, after message 1",
+            ("PW-CLIENT-3",),
+            "close and not reconnect automatically: the GOAWAY's code is terminal",
+            "message 1, then a terminal error",
+            _goaway_terminal,
+            app=lambda r: [("msg", 1)],
+        ),
+        Scenario(
+            "goaway-unknown-code",
+            "GOAWAY with connection code 0x00f7, which no version defines yet, after 10 "
+            "messages, with a reconnect hint",
+            ("PW-CLIENT-2", "PW-CLIENT-3", "PW-GOAWAY-7"),
+            "treat the unknown code as temporary: reconnect no earlier than "
+            "reconnect_after_ms (not after its own backoff), resume, deliver 11..15",
+            "messages 1..15, no duplicates",
+            _goaway_then_resume(UNKNOWN_CODE, ("PW-CLIENT-2", "PW-CLIENT-3", "PW-GOAWAY-7")),
+            app=lambda r: _msgs(range(1, 16)),
+        ),
+        Scenario(
+            "goaway-linger",
+            f"Messages 1..5 and GOAWAY(SHUTTING_DOWN, {LINGER_AFTER_MS} ms) in one segment; "
+            "the testserver never closes that connection",
+            ("PW-CLIENT-4", "PW-GOAWAY-12"),
+            "close the old connection before opening the next (and soon after acknowledging "
+            "1..5, without waiting for the server); resume and deliver 6..8",
+            "messages 1..8",
+            _goaway_linger,
+            app=lambda r: _msgs(range(1, 9)),
+        ),
+        Scenario(
+            "rate-limited",
+            f"The SUBSCRIBE refused with RATE_LIMITED {REFUSALS} times, then accepted",
+            ("PW-CLIENT-8",),
+            "repeat the SUBSCRIBE only after a backoff delay, growing with each refusal (or "
+            "report the refusal and not repeat it); messages 1..2 once accepted",
+            "messages 1..2 (or the refusal)",
+            _rate_limited,
+            app=_refused_app,
+        ),
+        Scenario(
+            "too-many-subscriptions",
+            "The SUBSCRIBE refused with TOO_MANY_SUBSCRIPTIONS",
+            ("PW-CLIENT-8",),
+            "not repeat it on that connection, where none of its subscriptions can end (a new "
+            "connection may repeat it: messages 1..2)",
+            "the refusal (or messages 1..2 on a new connection)",
+            _too_many_subscriptions,
+            app=_refused_app,
+        ),
+        Scenario(
+            "trickle-frame",
+            f"A MESSAGE in {TRICKLE_PIECES} pieces {TRICKLE_PAUSE} heartbeat intervals apart: "
+            "bytes, but no whole frame, for 4 intervals",
+            ("PW-HB-4", "PW-CLIENT-14"),
+            "count bytes, not whole frames, as received: no HEARTBEAT_TIMEOUT; deliver 1..2",
+            "messages 1..2",
+            _trickle_frame,
+            app=lambda r: _msgs(range(1, 3)),
+        ),
+        Scenario(
+            "subscribed-twice",
+            "A second SUBSCRIBED for the same SUBSCRIBE, after message 1",
+            ("PW-CLIENT-16",),
+            "ERROR(PROTOCOL_ERROR), then close",
+            "message 1, then a connection error",
+            _fatal(
+                lambda c: codec.encode_frame(
+                    F.Subscribed(c.sub.sub_id, Outcome.NEW, c.epoch(), 2, 1)
+                ),
+                ErrorCode.PROTOCOL_ERROR,
+                ("PW-CLIENT-16",),
+            ),
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "subscribed-unknown-id",
+            "A SUBSCRIBED for a sub_id the client never used, after message 1",
+            ("PW-CLIENT-16",),
+            "ERROR(PROTOCOL_ERROR), then close",
+            "message 1, then a connection error",
+            _fatal(
+                lambda c: codec.encode_frame(
+                    F.Subscribed(c.sub.sub_id ^ 0x8000_0000, Outcome.NEW, c.epoch(), 1, 0)
+                ),
+                ErrorCode.PROTOCOL_ERROR,
+                ("PW-CLIENT-16",),
+            ),
+            app=lambda r: [("msg", 1), ("error",)],
+        ),
+        Scenario(
+            "subscribed-start-zero",
+            "The SUBSCRIBED (outcome NEW) has start_seq 0",
+            ("PW-CLIENT-16",),
+            "ERROR(PROTOCOL_ERROR), then close",
+            "a connection error, no message",
+            _subscribed_start_zero,
+            app=lambda r: [("error",)],
+        ),
+        Scenario(
+            "invalid-position",
+            "Messages 1..5, the connection cut; the resume is refused with INVALID_POSITION",
+            ("PW-CLIENT-9",),
+            "report the refusal (or let the application choose a new start); never "
+            "subscribe from the refused position again",
+            "messages 1..5, then the refusal",
+            _invalid_position,
+            app=lambda r: [*_msgs(range(1, _or(r.delivered, 5) + 1)), ("error",)],
         ),
     )
 }

@@ -13,6 +13,7 @@ from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import (
     Outcome,
     SinceKind,
+    SlowConsumerPolicy,
 )
 from pushwire.server.testserver.peer import Peer
 from pushwire.server.testserver.results import ScenarioRun
@@ -40,6 +41,10 @@ class Scenario:
     #: ``expect_app`` as data: the list of ("msg", seq) / ("gap", first, last) / ("epoch",) /
     #: ("error",) items the application must see, computed from the run's state.
     app: Callable[[ScenarioRun], list[tuple[Any, ...]]] | None = None
+    #: The slow-consumer policy its WELCOME announces: a scenario that ends connections
+    #: with ERROR(SLOW_CONSUMER) must have announced DISCONNECT (PW-SLOW-2), one that sends
+    #: GAP(SLOW_CONSUMER) announces DROP.
+    slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy.DROP
 
     @property
     def topic(self) -> str:

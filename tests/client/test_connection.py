@@ -421,6 +421,34 @@ async def test_goaway_reconnects_after_the_hint_and_resumes(
             await server.send(message(3))
 
 
+@pytest.mark.spec("PW-GOAWAY-12", "PW-CLIENT-4")
+async def test_after_goaway_the_client_acknowledges_what_came_before_it_then_closes(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Messages and GOAWAY in one write: the application processes the messages after the
+    GOAWAY was read; the connection stays while it makes progress, until they are
+    acknowledged, then closes (a stalled application does not hold it: see
+    tests/integration/test_client_goaway.py)."""
+    async with listener.connected(rng=random.Random(1)) as (conn, server):
+        sub = conn.subscribe("t", at_least_once=True)
+        request = await server.accept_subscribe()
+        goaway = F.Goaway(ErrorCode.SHUTTING_DOWN, 3000, 0, (), "")
+        await server.send(message(1), message(2), goaway)
+
+        async def slow_application() -> None:
+            for _ in range(3):
+                await sub.__anext__()
+                await trio.sleep(0.05)  # working through a burst
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_application)
+            frames = await server.recv_until_eof()
+            nursery.cancel_scope.cancel()
+        acks = [f for f in frames if isinstance(f, F.Ack)]
+        assert acks and acks[-1] == F.Ack(request.sub_id, 2), frames
+        assert frames[-1] == F.Goaway(ErrorCode.NO_ERROR, 0, 0, (), "")
+
+
 async def test_publish_waits_for_the_puback(
     listener: Listener, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -520,6 +548,22 @@ async def test_publish_while_disconnected_waits_for_the_next_connection(
             publish = await server.expect(F.Publish)
             await server.send(F.Puback(publish.request_id, EPOCH, 1, 1))
         assert box == [1]
+
+
+@pytest.mark.spec("PW-CLIENT-11")
+async def test_an_application_slow_with_one_message_still_acknowledges_the_earlier_ones(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Messages wait in the buffer, so the iterator is never idle and the window is far
+    from half used: the heartbeat timer's wake acknowledges what was processed."""
+    async with listener.connected(welcome_frame=welcome(heartbeat_ms=1000)) as (conn, server):
+        sub = conn.subscribe("t", at_least_once=True, credit=100)
+        request = await server.accept_subscribe()
+        await server.send(message(1), message(2), message(3))
+        await take(sub, 2)  # 1 is done; the application now holds 2 for a long time
+        started = trio.current_time()
+        assert await server.expect(F.Ack) == F.Ack(request.sub_id, 1)
+        assert trio.current_time() - started <= 1.0
 
 
 # -- heartbeats, failures, terminal errors ------------------------------------------------------

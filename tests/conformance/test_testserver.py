@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -19,12 +21,15 @@ import trio
 from reference_client import app_matches, drive_reference_client
 
 from pushwire.client.commands import cli
-from pushwire.client.conformance.wire import CaseFailed, Closed, WireConnection
+from pushwire.client.conformance.wire import TIMEOUT, CaseFailed, Closed, WireConnection
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.decoder import FrameDecoder, encode_preface
+from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import FrameType, SinceKind, SlowConsumerPolicy
 from pushwire.protocol.testing.model import Status
 from pushwire.server.testserver import SCENARIOS, open_testserver
+from pushwire.server.testserver.scenarios import REFUSALS
 
 FAST = {"heartbeat_ms": 300, "timeout": 3.0, "goaway_after_ms": 400}
 #: A broken client is expected to time out somewhere: keep those waits short.
@@ -35,6 +40,7 @@ async def test_reference_client_passes_every_scenario() -> None:
     async with open_testserver(**FAST) as ts:
         for name in SCENARIOS:
             run = ts.runs[name]
+            ts.current = run
             seen = await drive_reference_client(f"127.0.0.1:{ts.port}", run, limit=15)
             failed = [c for c in run.checks if not c.passed]
             assert run.status is Status.PASS, (name, failed, run.notes)
@@ -127,6 +133,29 @@ async def test_testserver_catches_a_broken_client(
     assert run.status in (Status.FAIL, Status.WARN)
     if requirement != "PW-FLOW-7":
         assert run.status is Status.FAIL
+
+
+@pytest.mark.parametrize(
+    ("scenario", "policy"),
+    [("resume-disconnect", SlowConsumerPolicy.DISCONNECT), ("gap", SlowConsumerPolicy.DROP)],
+)
+async def test_welcome_announces_the_slow_consumer_policy_of_the_scenario_that_runs(
+    scenario: str, policy: SlowConsumerPolicy
+) -> None:
+    """resume-disconnect ends connections with ERROR(SLOW_CONSUMER), which only a
+    DISCONNECT server sends; gap sends GAP(SLOW_CONSUMER), a DROP server's answer."""
+    async with open_testserver(["gap", "resume-disconnect"], **FAST) as ts:
+        ts.current = ts.runs[scenario]
+        conn = await WireConnection.open("127.0.0.1", ts.port, timeout=3)
+        try:
+            hello = F.Hello(1 << 20, 0, "welcome-check", b"")
+            await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
+            await conn.read_preface()
+            welcome = await conn.next_frame()
+        finally:
+            await trio.aclose_forcefully(conn.stream)
+    assert isinstance(welcome, F.Welcome), welcome
+    assert welcome.slow_consumer_policy == policy
 
 
 async def test_command_line_with_a_client_command(tmp_path: Path) -> None:
@@ -245,3 +274,152 @@ async def test_hostile_mode_against_the_reference_client() -> None:
         f"{exe} sub {{topic}} --server {{address}} --format json",
     ]
     assert await trio.to_thread.run_sync(cli.main, args) == 0
+
+
+async def misbehaving_client(port: int, topic: str, mistake: str) -> None:
+    """A raw client with one mistake about client behaviour over time (SPEC.md §8.9):
+
+    * ``linger``: after a GOAWAY it waits the delay and opens the next connection, but keeps
+      the old one open;
+    * ``resubscribe``: it repeats a refused SUBSCRIBE at once, on the same connection;
+    * ``frame-timeout``: only whole frames count as received, so it declares
+      HEARTBEAT_TIMEOUT after 3 intervals without one;
+    * ``backoff``: no mistake; it repeats a refused SUBSCRIBE after a growing delay.
+    """
+    async with trio.open_nursery() as nursery:
+        await _misbehaving_connection(port, topic, mistake, nursery)
+
+
+async def _misbehaving_connection(
+    port: int, topic: str, mistake: str, nursery: trio.Nursery
+) -> None:
+    conn = await WireConnection.open("127.0.0.1", port, timeout=10, auto_pong=False)
+    conn.decoder = FrameDecoder(1 << 20)
+    hello = F.Hello(1 << 20, 0, f"{mistake}-client", b"")
+    sub = F.Subscribe(sub_id=1, topic=topic, initial_credit=64)
+    refused = 0
+    try:
+        await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
+        await conn.read_preface()
+        welcome = await conn.next_frame(5)
+        assert isinstance(welcome, F.Welcome), welcome
+        silence = 3 * welcome.heartbeat_ms / 1000 if mistake == "frame-timeout" else math.inf
+        await conn.send(sub)
+        while True:
+            obs = await conn.next_frame(silence)
+            if obs is TIMEOUT:
+                await conn.send(F.Error(ErrorCode.HEARTBEAT_TIMEOUT, 0, 0, "no whole frame"))
+                return
+            if isinstance(obs, Closed):
+                return
+            if isinstance(obs, F.Ping):
+                await conn.send(F.Pong(obs.opaque))
+            elif isinstance(obs, F.Goaway) and mistake == "linger":
+                await trio.sleep(obs.reconnect_after_ms / 1000)
+                nursery.start_soon(_misbehaving_connection, port, topic, mistake, nursery)
+            elif isinstance(obs, F.Error) and obs.request_type == FrameType.SUBSCRIBE:
+                if mistake == "backoff":
+                    await trio.sleep(0.05 * 2**refused * random.uniform(0.5, 1))
+                refused += 1
+                await conn.send(sub)
+    finally:
+        await trio.aclose_forcefully(conn.stream)
+
+
+async def stubborn_resumer(port: int, topic: str) -> None:
+    """A raw client that resumes every reconnect from the last message it received and
+    repeats a refused SUBSCRIBE unchanged at once, whatever the code."""
+    position: tuple[int, int] | None = None
+    while True:
+        conn = await WireConnection.open("127.0.0.1", port, timeout=10, auto_pong=True)
+        conn.decoder = FrameDecoder(1 << 20)
+        sub = F.Subscribe(sub_id=1, topic=topic, initial_credit=64)
+        if position is not None:
+            sub = replace(sub, since_kind=SinceKind.AFTER, since_epoch=position[0])
+            sub = replace(sub, since_seq=position[1])
+        hello = F.Hello(1 << 20, 0, "stubborn-client", b"")
+        try:
+            await conn.send_raw(encode_preface(1, 1) + codec.encode_frame(hello))
+            await conn.read_preface()
+            await conn.send(sub)
+            while True:
+                obs = await conn.next_frame(math.inf)
+                if isinstance(obs, Closed):
+                    break
+                if isinstance(obs, F.Message):
+                    position = (obs.epoch, obs.seq)
+                elif isinstance(obs, F.Error) and obs.request_type == FrameType.SUBSCRIBE:
+                    await conn.send(sub)
+        finally:
+            await trio.aclose_forcefully(conn.stream)
+
+
+@pytest.mark.spec("PW-CLIENT-9")
+async def test_testserver_catches_a_client_that_resumes_again_from_a_refused_position() -> None:
+    async with open_testserver(["invalid-position"], **(FAST | BROKEN)) as ts:
+        run = ts.runs["invalid-position"]
+        with trio.move_on_after(12):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stubborn_resumer, ts.port, run.scenario.topic)
+                with trio.move_on_after(10):
+                    await run.done.wait()
+                nursery.cancel_scope.cancel()
+    failed = [c for c in run.checks if not c.passed and c.level == "MUST"]
+    assert any("PW-CLIENT-9" in c.requirements for c in failed), run.checks
+    assert run.status is Status.FAIL
+
+
+@pytest.mark.spec("PW-CLIENT-2", "PW-CLIENT-3", "PW-CLIENT-4", "PW-CLIENT-8", "PW-CLIENT-16")
+@pytest.mark.parametrize(
+    ("scenario", "mistake", "requirement"),
+    [
+        ("goaway-terminal", "reconnect", "PW-CLIENT-3"),  # comes back after GOAWAY(NO_ERROR)
+        ("goaway-unknown-code", "reconnect", "PW-CLIENT-3"),  # ignores the GOAWAY's delay
+        ("goaway-linger", "linger", "PW-CLIENT-4"),  # two connections at once
+        ("rate-limited", "resubscribe", "PW-CLIENT-8"),  # repeats at once
+        ("too-many-subscriptions", "resubscribe", "PW-CLIENT-8"),  # repeats on that connection
+        ("trickle-frame", "frame-timeout", "PW-CLIENT-14"),  # counts whole frames only
+        ("subscribed-twice", "ignore", "PW-CLIENT-16"),  # a second SUBSCRIBED goes unnoticed
+        ("subscribed-unknown-id", "ignore", "PW-CLIENT-16"),  # so does an unknown sub_id
+        ("subscribed-start-zero", "ignore", "PW-CLIENT-16"),  # and start_seq 0
+    ],
+)
+async def test_testserver_catches_a_client_that_breaks_a_rule_of_client_behaviour(
+    scenario: str, mistake: str, requirement: str
+) -> None:
+    async with open_testserver([scenario], **(FAST | BROKEN)) as ts:
+        run = ts.runs[scenario]
+        topic = f"conformance/{scenario}"
+        with trio.move_on_after(12):
+            async with trio.open_nursery() as nursery:
+                if mistake in ("reconnect", "ignore"):
+                    client = partial(
+                        broken_client,
+                        ts.port,
+                        topic,
+                        credit=64,
+                        pong=True,
+                        reconnect=mistake == "reconnect",
+                    )
+                else:
+                    client = partial(misbehaving_client, ts.port, topic, mistake)
+                nursery.start_soon(client)
+                with trio.move_on_after(10):
+                    await run.done.wait()
+                nursery.cancel_scope.cancel()
+    failed = [c for c in run.checks if not c.passed and c.level == "MUST"]
+    assert any(requirement in c.requirements for c in failed), run.checks
+    assert run.status is Status.FAIL
+
+
+async def test_a_client_that_backs_off_passes_rate_limited() -> None:
+    """The other side of rate-limited: repeats after growing delays are what it asks for."""
+    async with open_testserver(["rate-limited"], **FAST) as ts:
+        run = ts.runs["rate-limited"]
+        with trio.move_on_after(12):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(misbehaving_client, ts.port, run.scenario.topic, "backoff")
+                await run.done.wait()
+                nursery.cancel_scope.cancel()
+    assert run.status is Status.PASS, run.checks
+    assert len(run.waits) == REFUSALS and run.delivered == 2, run.notes

@@ -291,3 +291,62 @@ async def test_resume_outcomes_over_tcp() -> None:
             error, _ = await peer.recv_until(F.Error)
             assert (error.code, error.request_id) == (ErrorCode.INVALID_POSITION, 4)  # type: ignore[union-attr]
             await peer.aclose()
+
+
+@pytest.mark.spec("PW-FLOW-8")
+async def test_credit_does_not_carry_over_to_the_resuming_connection() -> None:
+    """Connection 1 grants 1000 and receives 3; connection 2 resumes after 3 with initial
+    credit 2: it gets 4 and 5 and nothing more until it grants more, however much of the
+    old grant was left."""
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config()) as server:
+            first = await RawPeer.connect(server.port)
+            await first.handshake()
+            subscribed = await first.subscribe(1, "t", credit=1000)
+            for i in range(3):
+                await server.publish("t", b"m%d" % i)
+            assert [s for s, _ in await first.messages(3)] == [1, 2, 3]
+            await first.aclose()
+            for i in range(3, 10):
+                await server.publish("t", b"m%d" % i)
+            second = await RawPeer.connect(server.port)
+            await second.handshake()
+            await second.subscribe(
+                1, "t", credit=2, since=SinceKind.AFTER, epoch=subscribed.epoch, seq=3
+            )
+            assert [s for s, _ in await second.messages(2)] == [4, 5]
+            with trio.move_on_after(0.3):
+                frame = await second.recv_data()
+                raise AssertionError(f"beyond the new connection's credit: {frame!r}")
+            await second.send(F.Credit(1, 1))
+            assert [s for s, _ in await second.messages(1)] == [6]
+            await second.aclose()
+
+
+@pytest.mark.spec("PW-SUB-21")
+async def test_after_a_reset_unsubscribed_reports_the_last_push_until_the_new_epoch_pushes() -> (
+    None
+):
+    """Three pushes, then an operator reset: UNSUBSCRIBED names the old epoch and seq 3, the
+    last push the client got. A second subscription, which got message 1 of the new epoch,
+    is reported at (new epoch, 1)."""
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config()) as server:
+            peer = await RawPeer.connect(server.port)
+            await peer.handshake()
+            old = await peer.subscribe(1, "t", credit=1000)
+            for i in range(3):
+                await server.publish("t", b"m%d" % i)
+            assert [s for s, _ in await peer.messages(3)] == [1, 2, 3]
+            await server.reset_topic("t")
+            await peer.send(F.Unsubscribe(1))
+            frame, _ = await peer.recv_until(F.Unsubscribed)
+            assert (frame.epoch, frame.last_seq) == (old.epoch, 3)
+            await peer.subscribe(2, "t", credit=1000)
+            epoch, seq = await server.publish("t", b"new")
+            assert seq == 1 and epoch != old.epoch
+            assert [s for s, _ in await peer.messages(1)] == [1]
+            await peer.send(F.Unsubscribe(2))
+            frame, _ = await peer.recv_until(F.Unsubscribed)
+            assert (frame.epoch, frame.last_seq) == (epoch, 1)
+            await peer.aclose()

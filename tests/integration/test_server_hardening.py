@@ -18,6 +18,7 @@ from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType
 from pushwire.server import Permissions, Server, ServerConfig, open_server
+from pushwire.server.serve import REFUSED_GRACE, REFUSED_WAITING_PER_SOURCE
 from pushwire.server.tokens import mint
 
 TIMEOUT = 20
@@ -94,6 +95,27 @@ async def test_idle_pre_handshake_connections_of_one_source_cannot_fill_the_hand
             await trio.sleep(0.1)  # let the server see all 40
             assert server.admission.connections_of(HOSTILE) == 4  # a quarter of the pool
             await canary_round_trip(server, "canary/handshake")
+            for peer in silent:
+                await peer.aclose()
+
+
+@pytest.mark.spec("PW-HS-19", "PW-SEC-12")
+async def test_silent_refused_connections_of_one_source_cannot_reach_the_hard_cap() -> None:
+    """200 silent connections from one source, far more than the hard cap (10 + 64): the
+    refused ones beyond a few are closed at once, the few left waiting are closed after the
+    grace period, and a client from another source is admitted meanwhile."""
+    config = ServerConfig(port=0, max_connections=10, max_handshaking=16, handshake_timeout=30)
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config) as server:
+            silent = [await connect_from(server.port, HOSTILE) for _ in range(200)]
+            await trio.sleep(0.2)  # let the server see them all
+            assert server.admission.connections_of(HOSTILE) == 4  # a quarter of the pool
+            assert len(server._sessions) <= 4 + REFUSED_WAITING_PER_SOURCE
+            await canary_round_trip(server, "canary/silent")
+            started = time.monotonic()
+            while len(server._sessions) > 4:
+                await trio.sleep(0.05)
+            assert time.monotonic() - started <= REFUSED_GRACE + 1
             for peer in silent:
                 await peer.aclose()
 

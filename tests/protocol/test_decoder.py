@@ -487,3 +487,50 @@ def test_holds_a_frame_only_once_the_whole_frame_is_buffered() -> None:
     assert not decoder.eof
     decoder.feed(b"")
     assert decoder.eof
+
+
+# -- out-of-range selectors (§3.5) ------------------------------------------------------------
+
+
+def _str8(text: bytes) -> bytes:
+    return bytes([len(text)]) + text
+
+
+@pytest.mark.spec("PW-FRAME-17")
+@given(
+    kind=st.integers(4, 255),
+    extra=st.sampled_from([b"", b"\x00" * 12, b"\x00" * 8, b"\x01"]),
+    with_reference=st.booleans(),
+)
+def test_an_out_of_range_since_kind_selects_no_fields(
+    kind: int, extra: bytes, with_reference: bool
+) -> None:
+    """The topic follows since_kind at once; any byte more (say, the since fields an AFTER
+    would have) is MALFORMED_FRAME, judged before the range."""
+    payload = (1).to_bytes(4, "big") + (8).to_bytes(4, "big") + bytes([kind]) + _str8(b"t")
+    frame = codec.encode_raw_frame(FrameType.SUBSCRIBE, 0, payload + extra)
+    expected = ErrorCode.MALFORMED_FRAME if extra else ErrorCode.FIELD_OUT_OF_RANGE
+    if with_reference:
+        with reference_bodies():
+            assert first_error(frame) == expected
+    else:
+        assert first_error(frame) == expected
+
+
+@pytest.mark.spec("PW-FRAME-17")
+@given(outcome=st.integers(4, 255), extra=st.sampled_from([b"", b"\x00" * 19, b"\x01"]))
+def test_an_out_of_range_outcome_selects_no_gap_fields(outcome: int, extra: bytes) -> None:
+    """SUBSCRIBED: sub_id, outcome, epoch, start_seq, head, and nothing for the outcome;
+    the gap fields a GAP outcome would have are leftover bytes."""
+    payload = (
+        (1).to_bytes(4, "big")
+        + bytes([outcome])
+        + (7).to_bytes(8, "big")
+        + (1).to_bytes(8, "big")
+        + (0).to_bytes(8, "big")
+    )
+    frame = codec.encode_raw_frame(FrameType.SUBSCRIBED, 0, payload + extra)
+    expected = ErrorCode.MALFORMED_FRAME if extra else ErrorCode.FIELD_OUT_OF_RANGE
+    assert first_error(frame) == expected
+    with reference_bodies():
+        assert first_error(frame) == expected

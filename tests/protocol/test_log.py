@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.layouts import HEADER_SIZE, FrameType
-from pushwire.protocol.log import MIN_SEGMENT, TopicLog
+from pushwire.protocol.log import MIN_SEGMENT, TOPIC_OVERHEAD, TopicLog
 
 MESSAGE = int(FrameType.MESSAGE)
 
@@ -107,6 +110,63 @@ def test_memory_counts_segments_and_frees_them_when_trimmed(items: list[int | li
     # the history's frames, at most one partly used segment, a few segment tails, arrays
     assert log.memory >= log.frame_bytes
     assert log.segment_bytes <= log.frame_bytes * 4 // 3 + 2 * MIN_SEGMENT
+
+
+def storage_bytes(log: TopicLog) -> int:
+    """What the log really holds, by ``sys.getsizeof``: itself, and unless it is a
+    placeholder (whose storage every placeholder shares) its arrays, its segment tables,
+    every segment and the int objects those tables keep (each object once)."""
+    held = sys.getsizeof(log)
+    if log.placeholder:
+        return held
+    arrays = (log._starts, log._frames, log._cum)
+    tables = (log._segs, log._ends)
+    held += sum(sys.getsizeof(a) for a in arrays) + sum(sys.getsizeof(t) for t in tables)
+    held += sum(sys.getsizeof(b) for b in log._segs.values())
+    ints = {id(i): i for t in tables for i in t} | {id(i): i for i in log._ends.values()}
+    return held + sum(sys.getsizeof(i) for i in ints.values())
+
+
+@given(appends, st.integers(1, 200), st.integers(1, 40_000), st.booleans())
+def test_the_accounted_memory_covers_what_the_log_really_holds(
+    items: list[int | list[int]], max_count: int, max_bytes: int, shed: bool
+) -> None:
+    log, _ = build(items, max_count, max_bytes)
+    if shed:
+        log.shed(log.frame_bytes // 2)
+    real = storage_bytes(log)
+    # memory is what the budget is told at most (held); it covers what the log holds, and
+    # overstates it by no more than the per-topic and per-segment overheads
+    assert real <= log.memory <= log.held
+    assert log.memory - real <= TOPIC_OVERHEAD + len(log._segs) * 224
+
+
+@pytest.mark.parametrize("segments", [171, 342, 683, 1366])
+def test_the_accounted_memory_covers_hundreds_of_segments(segments: int) -> None:
+    """Per segment costs (headers, table entries, int keys) add up beyond the fixed
+    overhead: the per-segment allowance must cover them on its own, also just after the
+    segment tables grew (the counts are one past a dict's resize)."""
+    log = TopicLog(EPOCH, max_count=100_000, max_bytes=64 << 20, segment_size=MIN_SEGMENT)
+    seq = 1
+    while len(log._segs) < segments:
+        # mostly small frames, some that take a segment of their own
+        log.append(message(seq, 3 * MIN_SEGMENT if seq % 10 == 0 else 700))
+        seq += 1
+    assert storage_bytes(log) <= log.memory <= log.held
+
+
+def test_a_new_log_is_a_placeholder_until_its_first_frame() -> None:
+    log = TopicLog(EPOCH, max_count=10, max_bytes=1 << 20)
+    assert log.placeholder and log.frames == 0 and log.count == 0
+    assert log.memory == log.held == TOPIC_OVERHEAD >= storage_bytes(log)
+    assert log.shed(1000) == 0 and log.placeholder  # nothing to shed, nothing allocated
+    log.append_push(0, message(1, 10)[HEADER_SIZE + 16 :])
+    assert not log.placeholder and log.memory > TOPIC_OVERHEAD
+    # the storage placeholders share was replaced, not written: a new log is still empty
+    other = TopicLog(EPOCH, max_count=10, max_bytes=1 << 20)
+    assert other.placeholder and other.frames == 0 and storage_bytes(other) < 512
+    assert other.memory == TOPIC_OVERHEAD
+    assert [bytes(v) for v in log.slices(1, 1)] == [message(1, 10)]
 
 
 def test_a_frame_larger_than_a_quarter_segment_gets_its_own_exact_segment() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,6 +52,31 @@ def test_the_running_total_is_the_sum_of_the_logs_and_stays_within_the_budget(
             pass
         assert broker.memory == held(broker)
         assert broker.memory <= broker.memory_limit  # type: ignore[operator]
+
+
+def test_an_empty_subscribed_topic_is_charged_at_least_what_it_allocates() -> None:
+    """A SUBSCRIBE alone makes a topic: the budget must not undercount such placeholders
+    (the per-topic overhead covers the topic, its log and the broker's tables), and what
+    it counts is what they cost, not the storage of a log that holds messages."""
+    broker = MemoryBroker()
+    names = [f"empty/{i}" for i in range(2000)]
+    gc.collect()
+    before = broker.memory
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        topics = [broker.attach(name) for name in names]
+        allocated = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    charged = broker.memory - before
+    allocated -= 8 * len(topics)  # less the test's own list
+    assert allocated <= charged
+    assert charged == len(names) * topics[0].log.memory
+    assert all(t.log.placeholder for t in topics)
+    put(broker, names[0], 100)
+    assert not topics[0].log.placeholder and topics[0].log.memory > topics[1].log.memory
+    assert broker.memory == held(broker)
 
 
 @pytest.mark.spec("PW-LIMIT-7")
