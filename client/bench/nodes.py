@@ -50,6 +50,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In a child, before exec (Linux): SIGTERM when the process that started it dies, even
+    by SIGKILL, so that a benchmark killed outright leaves no redis-server or node behind."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
 def _redis() -> Iterator[str]:
     binary = shutil.which("redis-server")
@@ -60,6 +69,7 @@ def _redis() -> Iterator[str]:
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
             stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         try:
             deadline = time.monotonic() + 10
@@ -169,7 +179,7 @@ def launch(argv: list[str]) -> int:
         if args.redis or args.nodes > 1:
             command += ["--broker", stack.enter_context(_redis())]
         command += ["--reuse-port"] if args.nodes > 1 else []
-        nodes = [subprocess.Popen(command) for _ in range(args.nodes)]
+        nodes = [subprocess.Popen(command, preexec_fn=_die_with_parent) for _ in range(args.nodes)]
         try:
             while not stop and all(node.poll() is None for node in nodes):
                 time.sleep(0.1)

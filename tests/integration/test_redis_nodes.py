@@ -551,34 +551,39 @@ async def test_the_bench_launcher_runs_nodes_on_one_port_and_stops_them(tmp_path
     """``pushwire.client.bench.nodes launch``: two nodes share a port and a Redis of the
     launcher's own; SIGTERM to the launcher stops every one of them."""
     port = free_port()
-    launcher = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "pushwire.client.bench.nodes", "launch", "--nodes", "2"),
-            *("serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=tmp_path,
-    )
-    try:
-        assert launcher.stdout is not None
-        lines = [launcher.stdout.readline().decode() for _ in range(2)]
-        assert all(line.startswith("pushwire listening on ") for line in lines), lines
-        with trio.fail_after(20):
-            async with (
-                pw.connect(f"127.0.0.1:{port}") as reader,
-                pw.connect(f"127.0.0.1:{port}") as writer,
-            ):
-                sub = reader.subscribe("t", since="oldest")
-                assert await writer.publish("t", b"1") == 1
-                assert seqs(await items(sub, 1)) == [1]
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(20) == 0
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-        if launcher.stdout is not None:
-            launcher.stdout.close()
+    with (tmp_path / "launcher.log").open("wb") as errors:
+        launcher = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "pushwire.client.bench.nodes", "launch", "--nodes", "2"),
+                *("serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            cwd=tmp_path,
+        )
+        try:
+            assert launcher.stdout is not None
+            lines = [launcher.stdout.readline().decode() for _ in range(2)]
+            assert all(line.startswith("pushwire listening on ") for line in lines), lines
+            with trio.fail_after(20):
+                async with (
+                    pw.connect(f"127.0.0.1:{port}") as reader,
+                    pw.connect(f"127.0.0.1:{port}") as writer,
+                ):
+                    sub = reader.subscribe("t", since="oldest")
+                    assert await writer.publish("t", b"1") == 1
+                    assert seqs(await items(sub, 1)) == [1]
+            launcher.send_signal(signal.SIGTERM)
+            assert launcher.wait(20) == 0
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        finally:
+            if launcher.poll() is None:  # the test failed: stop it as it is meant to be stopped
+                launcher.send_signal(signal.SIGTERM)
+                try:
+                    launcher.wait(20)
+                except subprocess.TimeoutExpired:
+                    launcher.kill()
+                    launcher.wait()
+            if launcher.stdout is not None:
+                launcher.stdout.close()
