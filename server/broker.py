@@ -56,6 +56,7 @@ __all__ = [
     "BrokerUnavailable",
     "Entry",
     "InvalidPosition",
+    "LocalTopics",
     "MemoryBroker",
     "NoRoom",
     "ReadResult",
@@ -65,6 +66,7 @@ __all__ = [
     "TopicStats",
     "batch_body",
     "message_body",
+    "read_log",
     "resolve_since",
 ]
 
@@ -211,6 +213,27 @@ def resolve_since(
         gap_last=oldest - 1,
         gap_reason=ErrorCode.HISTORY_EXPIRED,
     )
+
+
+def read_log(log: TopicLog, from_seq: int, max_count: int, max_bytes: int) -> list[Entry]:
+    """What :meth:`Broker.read` returns from a topic's local log (every backend that keeps
+    one: the in-memory broker, a remote backend's cache)."""
+    out: list[Entry] = []
+    if from_seq <= log.head and max_count > 0:
+        seq = max(from_seq, log.oldest)
+        size = count = 0
+        while seq <= log.head:
+            first, n, view = log.frame(seq)
+            if out and (size + len(view) > max_bytes or count >= max_count):
+                break
+            frame = bytes(view)
+            batch = codec.decode_header(frame).type == _BATCH
+            offsets = codec.batch_record_offsets(frame) if batch else ()
+            out.append(Entry(log.epoch, first, n, frame, offsets))
+            size += len(frame)
+            count += first + n - max(from_seq, first)
+            seq = first + n
+    return out
 
 
 def message_body(topic: str, payload: bytes, headers: F.Headers | None = None) -> tuple[int, bytes]:
@@ -492,25 +515,15 @@ class Broker(abc.ABC):
 # -- the in-memory broker ---------------------------------------------------------------------
 
 
-class MemoryBroker(Broker):
-    """History in process memory, bounded per topic by ``history_count`` messages and
-    ``history_bytes`` bytes of frames (the newest frame is always kept), and as a whole by
-    ``memory_limit`` bytes. Epochs are random, so a restart changes every topic's epoch
-    (clients see EPOCH_CHANGED).
+class LocalTopics(Broker):
+    """The topics this process holds, each with its local
+    :class:`~pushwire.protocol.log.TopicLog`, and their bookkeeping: creation, the topic
+    index for patterns, the memory budget's running total, reclaiming and eviction. The
+    in-memory broker keeps its history here; a remote backend keeps its local cache here
+    (:mod:`pushwire.server.redis_broker`), so both bound memory and topics alike.
 
-    The memory budget: :attr:`memory` is a running total of every log's
-    :attr:`TopicLog.held` (segments, arrays, per-topic overhead: an upper bound of
-    :attr:`TopicLog.memory` that is cheap to read) plus what :meth:`charge`
-    added (connections' queues), updated at each append, trim, reset and eviction, never by
-    walking the topics. An append that would take it past ``memory_limit`` first reclaims a
-    sixteenth of the budget more than it needs, cheapest first: unheld topics that retain
-    nothing (a SUBSCRIBE alone makes such a placeholder), then the oldest history of the
-    topics that hold the most (their subscribers get GAP(HISTORY_EXPIRED)), then unheld
-    topics with history, least recently used first (a resume gets EPOCH_CHANGED). When that
-    cannot make room, or the publish alone is more than an eighth of the budget, the append
-    raises :class:`NoRoom` and nothing is stored [PW-LIMIT-7]. Reclaiming walks the topics
-    once per sixteenth of the budget appended, not per append.
-    """
+    Subclasses say what a new topic is (:meth:`_new_topic`), what naming and forgetting one
+    means beyond this process (:meth:`_named`, :meth:`_dropped`)."""
 
     def __init__(
         self,
@@ -559,13 +572,11 @@ class MemoryBroker(Broker):
         if topic is None:
             if len(self._topics) >= self.max_topics:
                 self._evict()
-            topic = self._topics[name] = Topic(name, self._log())
+            topic = self._topics[name] = self._new_topic(name)
             topic.charged = topic.log.held
             self.memory += topic.charged
             self._idle_empty[name] = None
-            self._index.add(name)
-            if len(self._pattern_index):
-                self._created(name)
+            self._named(name)
         elif not topic.attached and not topic.listeners:
             if name in self._idle:
                 self._idle.move_to_end(name)
@@ -573,13 +584,32 @@ class MemoryBroker(Broker):
                 self._idle_empty.move_to_end(name)
         return topic
 
+    def _new_topic(self, name: str) -> Topic:
+        """A topic that was not here: a fresh epoch with an empty history."""
+        return Topic(name, self._log())
+
+    def _named(self, name: str) -> None:
+        """A topic came into existence here: index it, and tell the patterns that match."""
+        self._index.add(name)
+        if len(self._pattern_index):
+            self._created(name)
+
+    def _dropped(self, topic: Topic) -> None:
+        """An evicted topic is gone: patterns no longer find it."""
+        self._index.remove(topic.name)
+
     def _settle(self, topic: Topic) -> None:
         """After the topic's log changed: bring the running total up to date, and file an
         unheld topic that now retains messages with those that do."""
         memory = topic.log.held
         self.memory += memory - topic.charged
         topic.charged = memory
-        if not topic.attached and not topic.listeners and topic.name in self._idle_empty:
+        if (
+            topic.log.frames
+            and not topic.attached
+            and not topic.listeners
+            and topic.name in self._idle_empty
+        ):
             del self._idle_empty[topic.name]
             self._idle[topic.name] = None
 
@@ -596,7 +626,7 @@ class MemoryBroker(Broker):
     def _forget(self, name: str) -> None:
         """Drop an unheld topic (already out of the idle tables) and what it counts for."""
         topic = self._topics.pop(name)
-        self._index.remove(name)
+        self._dropped(topic)
         self.memory -= topic.charged
         self.evicted += 1
         if topic.owner:
@@ -604,30 +634,6 @@ class MemoryBroker(Broker):
             del owned[name]
             if not owned:
                 del self._owned[topic.owner]
-
-    def claim(self, topic: str, owner: str) -> bool:
-        """See :meth:`Broker.claim`. At the quota, the owner's own oldest unheld topic is
-        evicted to make room, so an identity's churn costs its own topics, never another
-        identity's; False when every topic it owns is held."""
-        t = self._topics.get(topic)
-        if t is not None and t.owner:
-            return True
-        owned = self._owned.get(owner)
-        limit = self.max_topics_per_owner
-        if owned is not None and limit is not None and len(owned) >= limit:
-            for name in owned:
-                held = self._topics[name]
-                if name != topic and not held.attached and not held.listeners:
-                    self._idle.pop(name, None)
-                    self._idle_empty.pop(name, None)
-                    self._forget(name)
-                    break
-            else:
-                return False
-        t = self._topic(topic)
-        t.owner = owner
-        self._owned.setdefault(owner, OrderedDict())[topic] = None
-        return True
 
     def _created(self, name: str) -> None:
         for key in self._pattern_index.match(name):
@@ -665,37 +671,20 @@ class MemoryBroker(Broker):
     def charge(self, nbytes: int) -> None:
         self.memory += nbytes
 
-    def _make_room(self, topic: Topic, size: int) -> None:
-        """Raise NoRoom unless a frame of ``size`` bytes fits in the memory budget, after
-        reclaiming what it takes (see the class docstring)."""
-        limit = self.memory_limit
-        if limit is None:
-            return
-        if size <= limit >> 3:
-            if self.memory + size + _APPEND_SLACK <= limit:
-                return  # far from the limit: no need to estimate closely
-            need = topic.log.append_cost(size)
-            if self.memory + need <= limit:
-                return
-            self._reclaim(topic, self.memory + need - (limit - (limit >> 4)))
-            if self.memory + need <= limit:
-                return
-        need = topic.log.append_cost(size)
-        self.refused += 1
-        raise NoRoom(
-            f"memory budget of {limit} bytes reached: {self.memory} held, {need} more needed"
-        )
-
-    def _reclaim(self, keep: Topic, amount: int) -> None:
+    def _reclaim(self, keep: Topic, amount: int, *, spare: bool = False) -> None:
         """Free at least ``amount`` bytes if possible, cheapest first, never evicting
-        ``keep``."""
+        ``keep`` (and with ``spare``, not trimming it either)."""
         goal = self.memory - amount
         before = self.memory
         idle = self._idle_empty
         while self.memory > goal and idle and self._evict_from(idle, keep):
             pass
         # trim the largest histories first, each down towards the next largest
-        heap = [(-t.charged, i, t) for i, t in enumerate(self._topics.values()) if t.log.frames > 1]
+        heap = [
+            (-t.charged, i, t)
+            for i, t in enumerate(self._topics.values())
+            if t.log.frames > 1 and not (spare and t is keep)
+        ]
         heapq.heapify(heap)
         while self.memory > goal and heap:
             _, i, topic = heapq.heappop(heap)
@@ -726,6 +715,118 @@ class MemoryBroker(Broker):
             self._forget(name)
             return True
         return False
+
+    def attach(self, topic: str) -> Topic:
+        t = self._topic(topic)
+        t.attached += 1
+        self._hold(t)
+        return t
+
+    def detach(self, topic: Topic) -> None:
+        topic.attached -= 1
+        self._release(topic)
+
+    def _notify(self, topic: Topic, count: int = 0, size: int = 0) -> None:
+        log = topic.log
+        for callback in list(topic.listeners.values()):
+            try:
+                callback(log.epoch, log.head, count, size)
+            except Exception:  # a listener must never break the publisher
+                log_.exception("topic listener failed")
+
+    def listen(self, topic: str, callback: Listener) -> Callable[[], None]:
+        t = self._topic(topic)
+        self._hold(t)
+        self._listener_ids += 1
+        key = self._listener_ids
+        t.listeners[key] = callback
+
+        def stop() -> None:
+            if t.listeners.pop(key, None) is not None:
+                self._release(t)
+
+        return stop
+
+    def stats(self) -> dict[str, TopicStats]:
+        return {
+            name: TopicStats(
+                t.log.epoch,
+                t.log.head,
+                t.log.oldest,
+                t.log.frames,
+                t.log.frame_bytes,
+                t.log.frames_appended,
+                t.attached + len(t.listeners),
+                t.log.memory,
+            )
+            for name, t in self._topics.items()
+        }
+
+
+class MemoryBroker(LocalTopics):
+    """History in process memory, bounded per topic by ``history_count`` messages and
+    ``history_bytes`` bytes of frames (the newest frame is always kept), and as a whole by
+    ``memory_limit`` bytes. Epochs are random, so a restart changes every topic's epoch
+    (clients see EPOCH_CHANGED).
+
+    The memory budget: :attr:`memory` is a running total of every log's
+    :attr:`TopicLog.held` (segments, arrays, per-topic overhead: an upper bound of
+    :attr:`TopicLog.memory` that is cheap to read) plus what :meth:`charge`
+    added (connections' queues), updated at each append, trim, reset and eviction, never by
+    walking the topics. An append that would take it past ``memory_limit`` first reclaims a
+    sixteenth of the budget more than it needs, cheapest first: unheld topics that retain
+    nothing (a SUBSCRIBE alone makes such a placeholder), then the oldest history of the
+    topics that hold the most (their subscribers get GAP(HISTORY_EXPIRED)), then unheld
+    topics with history, least recently used first (a resume gets EPOCH_CHANGED). When that
+    cannot make room, or the publish alone is more than an eighth of the budget, the append
+    raises :class:`NoRoom` and nothing is stored [PW-LIMIT-7]. Reclaiming walks the topics
+    once per sixteenth of the budget appended, not per append.
+    """
+
+    def claim(self, topic: str, owner: str) -> bool:
+        """See :meth:`Broker.claim`. At the quota, the owner's own oldest unheld topic is
+        evicted to make room, so an identity's churn costs its own topics, never another
+        identity's; False when every topic it owns is held."""
+        t = self._topics.get(topic)
+        if t is not None and t.owner:
+            return True
+        owned = self._owned.get(owner)
+        limit = self.max_topics_per_owner
+        if owned is not None and limit is not None and len(owned) >= limit:
+            for name in owned:
+                held = self._topics[name]
+                if name != topic and not held.attached and not held.listeners:
+                    self._idle.pop(name, None)
+                    self._idle_empty.pop(name, None)
+                    self._forget(name)
+                    break
+            else:
+                return False
+        t = self._topic(topic)
+        t.owner = owner
+        self._owned.setdefault(owner, OrderedDict())[topic] = None
+        return True
+
+    def _make_room(self, topic: Topic, size: int) -> None:
+        """Raise NoRoom unless a frame of ``size`` bytes fits in the memory budget, after
+        reclaiming what it takes (see the class docstring)."""
+        limit = self.memory_limit
+        if limit is None:
+            return
+        if size <= limit >> 3:
+            if self.memory + size + _APPEND_SLACK <= limit:
+                return  # far from the limit: no need to estimate closely
+            need = topic.log.append_cost(size)
+            if self.memory + need <= limit:
+                return
+            self._reclaim(topic, self.memory + need - (limit - (limit >> 4)))
+            if self.memory + need <= limit:
+                return
+        need = topic.log.append_cost(size)
+        self.refused += 1
+        raise NoRoom(
+            f"memory budget of {limit} bytes reached: {self.memory} held, {need} more needed"
+        )
 
     def append(self, topic: str, flags: int, body: bytes | memoryview) -> tuple[int, int]:
         t = self._topic(topic)
@@ -785,24 +886,6 @@ class MemoryBroker(Broker):
             self._notify(t, count, codec.PUSH_OVERHEAD + len(body))
         return log.epoch, first
 
-    def attach(self, topic: str) -> Topic:
-        t = self._topic(topic)
-        t.attached += 1
-        self._hold(t)
-        return t
-
-    def detach(self, topic: Topic) -> None:
-        topic.attached -= 1
-        self._release(topic)
-
-    def _notify(self, topic: Topic, count: int = 0, size: int = 0) -> None:
-        log = topic.log
-        for callback in list(topic.listeners.values()):
-            try:
-                callback(log.epoch, log.head, count, size)
-            except Exception:  # a listener must never break the publisher
-                log_.exception("topic listener failed")
-
     async def position(self, topic: str) -> TopicPosition:
         return self._topic(topic).position
 
@@ -813,36 +896,7 @@ class MemoryBroker(Broker):
         self, topic: str, from_seq: int, *, max_count: int, max_bytes: int
     ) -> ReadResult:
         t = self._topic(topic)
-        log = t.log
-        out: list[Entry] = []
-        if from_seq <= log.head and max_count > 0:
-            seq = max(from_seq, log.oldest)
-            size = count = 0
-            while seq <= log.head:
-                first, n, view = log.frame(seq)
-                if out and (size + len(view) > max_bytes or count >= max_count):
-                    break
-                frame = bytes(view)
-                batch = codec.decode_header(frame).type == _BATCH
-                offsets = codec.batch_record_offsets(frame) if batch else ()
-                out.append(Entry(log.epoch, first, n, frame, offsets))
-                size += len(frame)
-                count += first + n - max(from_seq, first)
-                seq = first + n
-        return ReadResult(t.position, out)
-
-    def listen(self, topic: str, callback: Listener) -> Callable[[], None]:
-        t = self._topic(topic)
-        self._hold(t)
-        self._listener_ids += 1
-        key = self._listener_ids
-        t.listeners[key] = callback
-
-        def stop() -> None:
-            if t.listeners.pop(key, None) is not None:
-                self._release(t)
-
-        return stop
+        return ReadResult(t.position, read_log(t.log, from_seq, max_count, max_bytes))
 
     async def reset_topic(self, topic: str) -> int:
         t = self._topic(topic)
@@ -853,21 +907,6 @@ class MemoryBroker(Broker):
         t.fire_all_watches()
         self._notify(t)
         return t.log.epoch
-
-    def stats(self) -> dict[str, TopicStats]:
-        return {
-            name: TopicStats(
-                t.log.epoch,
-                t.log.head,
-                t.log.oldest,
-                t.log.frames,
-                t.log.frame_bytes,
-                t.log.frames_appended,
-                t.attached + len(t.listeners),
-                t.log.memory,
-            )
-            for name, t in self._topics.items()
-        }
 
 
 _BATCH = int(FrameType.MESSAGE_BATCH)

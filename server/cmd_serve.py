@@ -122,7 +122,9 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         "--broker",
         metavar="URL",
         help="keep topics in Redis Streams, shared by every server on the same Redis: "
-        "redis://HOST:PORT/DB (rediss:// for TLS); default: in this process's memory",
+        "redis://HOST:PORT/DB (rediss:// for TLS), "
+        "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE[/DB] or "
+        "redis+cluster://HOST:PORT[,HOST:PORT]; default: in this process's memory",
     )
     # the limits of SPEC.md §13, in the order of its table
     limits = parser.add_argument_group("limits (SPEC.md §13)")
@@ -646,9 +648,14 @@ async def serve_until_signalled(config: Any, broker_url: str | None = None) -> N
         await _serve_until_signalled(config, None)
         return
     from pushwire.server.redis_broker import open_redis_broker
+    from pushwire.server.serve import default_memory_limit
 
     async with open_redis_broker(
-        broker_url, history_count=config.history_count, history_bytes=config.history_bytes
+        broker_url,
+        history_count=config.history_count,
+        history_bytes=config.history_bytes,
+        max_topics=config.max_topics,
+        memory_limit=config.memory_limit or default_memory_limit(),
     ) as broker:
         await _serve_until_signalled(config, broker)
 
@@ -724,6 +731,13 @@ def run(args: argparse.Namespace) -> int:
         " ".join(f"{key}={value}" for key, value in effective.items()),
         extra={"config": effective},
     )
+    if options.broker is not None:
+        from pushwire.server.redis_broker import redis_url_problem
+
+        problem = redis_url_problem(options.broker)
+        if problem is not None:
+            print(f"pushwire serve: --broker: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         trio.run(serve_until_signalled, config, options.broker)
     except OSError as exc:

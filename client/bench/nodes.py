@@ -13,11 +13,21 @@ redis-server of its own on a free loopback port (``redis-server`` must be on PAT
 
 The subscribers and the publisher run in this process, so on a small machine the client
 side takes a share of the CPU: compare the cases of one run with one another.
+
+``python -m pushwire.client.bench.nodes launch --nodes N [--redis] PUSHWIRE-ARGS...`` runs
+in the foreground what a load generator of its own can measure as one server:
+``pushwire PUSHWIRE-ARGS --reuse-port`` N times on the same port, on a redis-server of its
+own (``--redis``, always with more than one node) or on the in-memory broker, and stops
+them all, by PID, when it is stopped (SIGTERM, SIGINT) or when one of them exits. A
+one-line script that execs it is a ``PUSHWIRE_BIN`` for the peer fan-out harness
+(PERFORMANCE.md, "Several nodes on Redis"), whose raw-socket subscribers are not the
+bottleneck that this module's own are.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -40,6 +50,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In a child, before exec (Linux): SIGTERM when the process that started it dies, even
+    by SIGKILL, so that a benchmark killed outright leaves no redis-server or node behind."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
 def _redis() -> Iterator[str]:
     binary = shutil.which("redis-server")
@@ -50,6 +69,7 @@ def _redis() -> Iterator[str]:
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
             stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         try:
             deadline = time.monotonic() + 10
@@ -136,7 +156,50 @@ async def _acks(address: str, messages: int, window: int) -> float:
         return messages / (time.perf_counter() - start)
 
 
+def launch(argv: list[str]) -> int:
+    """See the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pushwire.client.bench.nodes launch", allow_abbrev=False
+    )
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--redis", action="store_true")
+    args, rest = parser.parse_known_args(argv)
+    command = [sys.executable, "-m", "pushwire.client", *rest]
+    if rest[:1] != ["serve"]:  # --version and the like: pass through
+        return subprocess.call(command)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with contextlib.ExitStack() as stack:
+        if args.redis or args.nodes > 1:
+            command += ["--broker", stack.enter_context(_redis())]
+        command += ["--reuse-port"] if args.nodes > 1 else []
+        nodes = [subprocess.Popen(command, preexec_fn=_die_with_parent) for _ in range(args.nodes)]
+        try:
+            while not stop and all(node.poll() is None for node in nodes):
+                time.sleep(0.1)
+        finally:
+            for node in nodes:
+                if node.poll() is None:
+                    os.kill(node.pid, signal.SIGTERM)
+            for node in nodes:
+                try:
+                    node.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(node.pid, signal.SIGKILL)
+                    node.wait()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["launch"]:
+        raise SystemExit(launch(argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m pushwire.client.bench.nodes")
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--messages", type=int, default=5000)

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -17,14 +18,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def command(port: int, *args: str) -> bytes:
+    """One command to the server on ``port``; its raw reply (enough for status and bulk
+    replies that fit in one read)."""
+    request = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(request.encode())
+        return sock.recv(65536)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 class RedisProcess:
     """``redis-server`` with persistence off, or AOF with ``appendfsync always`` in ``dir``
-    (``aof=True``); :meth:`restart` keeps the port and the data directory."""
+    (``aof=True``); with ``cluster=True`` a Redis Cluster of this one node, holding every
+    slot. :meth:`restart` keeps the port and the data directory."""
 
-    def __init__(self, directory: Path, *, aof: bool = False) -> None:
+    def __init__(self, directory: Path, *, aof: bool = False, cluster: bool = False) -> None:
         assert REDIS_SERVER is not None
         self.directory = directory
         self.aof = aof
+        self.cluster = cluster
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -34,11 +59,20 @@ class RedisProcess:
 
     def start(self) -> None:
         assert REDIS_SERVER is not None
-        persistence = (
+        options = (
             ["--appendonly", "yes", "--appendfsync", "always"]
             if self.aof
             else ["--appendonly", "no"]
         )
+        if self.cluster:
+            options += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{self.port}.conf",
+                "--cluster-port",  # else port + 10000, which may be taken or above 65535
+                str(free_port()),
+            ]
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -50,23 +84,37 @@ class RedisProcess:
                 "",
                 "--dir",
                 str(self.directory),
-                *persistence,
+                *options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self._wait_for_ping()
+        self._ready()
+
+    def _wait_for_ping(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + 10
         while True:  # ready when it answers PING
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
-                        return
+                        break
             except OSError:
                 pass
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
+
+    def _ready(self) -> None:
+        if self.cluster:
+            if b"cluster_slots_assigned:16384" not in command(self.port, "CLUSTER", "INFO"):
+                command(self.port, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            wait_until(
+                lambda: b"cluster_state:ok" in command(self.port, "CLUSTER", "INFO"),
+                "the cluster to be ok",
+            )
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop it (SIGKILL with ``kill``, else SIGTERM) and wait for it to be gone."""
@@ -86,3 +134,45 @@ class RedisProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class SentinelProcess:
+    """``redis-server --sentinel`` on a free port, monitoring the primary on
+    ``primary_port`` as ``service`` (quorum 1)."""
+
+    def __init__(self, directory: Path, primary_port: int, service: str = "pw") -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.service = service
+        self.config = directory / f"sentinel-{self.port}.conf"
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, str(self.config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(
+            lambda: (
+                b"127.0.0.1"
+                in command(self.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+            ),
+            "the sentinel to name the primary",
+        )
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
