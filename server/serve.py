@@ -184,8 +184,10 @@ class ServerConfig:
     history_count: int = 10_000  # messages per topic
     history_bytes: int = 16 << 20  # encoded frames per topic (the newest is always kept)
     max_topics: int = 100_000  # beyond: an unsubscribed topic is evicted (empty ones first)
-    #: The whole server's memory budget in bytes: history, topics, connection queues
-    #: (MemoryBroker). None: a quarter of physical memory (default_memory_limit()).
+    #: The whole server's memory budget in bytes: history, topics, connection queues.
+    #: None: a quarter of physical memory (default_memory_limit()). It sizes the in-memory
+    #: broker built here; a broker passed to Server has its own (``pushwire serve --broker``
+    #: gives the Redis broker this value for its local cache).
     memory_limit: int | None = None
     max_lag: int = 10_000
     slow_consumer_policy: SlowConsumerPolicy = SlowConsumerPolicy.DROP
