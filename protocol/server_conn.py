@@ -560,13 +560,18 @@ class ServerConnection:
                     break
                 count = _U16.unpack_from(buf, topic_end)[0]
                 at = topic_end + 2
-                for _ in range(count):
-                    if at + 4 > end:
-                        at = -1  # a record is missing
-                        break
-                    at += 4 + u32(buf, at)[0]
-                if not count or at != end:
-                    break  # empty or not well formed: next_event says what is wrong
+                if not count or count * _U32.size > end - at:
+                    break  # empty, or too short for its records: next_event says so
+                # A walk by the length prefixes alone: one that reaches past the frame only
+                # makes ``at`` overshoot (or runs off the buffer), and the walk is bounded
+                # by the frame's size, since every record takes at least its prefix.
+                try:
+                    for _ in range(count):
+                        at += 4 + u32(buf, at)[0]
+                except struct.error:
+                    break
+                if at != end:
+                    break  # not well formed: next_event says what is wrong
             name = bytes(buf[offset + _PUB_MIN : topic_end])
             topic = topics.get(name)
             if topic is None:
