@@ -166,7 +166,7 @@ class TopicLog:
         )
         self._tail = pos + size
         if count:
-            self._starts.extend(array("Q", (pos,)) * count)
+            self._starts.fromlist([pos] * count)
             self.head = first + count - 1
         else:
             self._starts.append(pos)
@@ -207,7 +207,7 @@ class TopicLog:
                     cur, pos - self._cur_slot * seg, _MESSAGE_BATCH, flags, epoch, seq,
                     data[start:end],
                 )  # fmt: skip
-                starts.extend(array("Q", (pos,)) * count)
+                starts.fromlist([pos] * count)
                 self.head = seq + count - 1
             else:
                 push_into(
@@ -260,7 +260,7 @@ class TopicLog:
         if count == 1:
             self._starts.append(pos)
         else:
-            self._starts.extend(array("Q", (pos,)) * count)
+            self._starts.fromlist([pos] * count)
         self._frames.append(first)
         self._cum.append(self._total)
         self._total += size
