@@ -542,6 +542,7 @@ class ServerConnection:
         topics = self._topic_cache
         u32 = _U32.unpack_from
         spans: list[tuple[int, str, int, int, int]] = []
+        last_name, last_topic = b"\xff", ""  # never a topic's bytes: 0xff is not UTF-8
         offset = 0
         while offset + _PUB_MIN <= size:
             length, type_, flags = _HEADER.unpack_from(buf, offset)
@@ -572,9 +573,16 @@ class ServerConnection:
                     break
                 if at != end:
                     break  # not well formed: next_event says what is wrong
+            if n == len(last_name) and buf.startswith(last_name, offset + _PUB_MIN):
+                topic = last_topic  # the previous frame's topic: no copy, no look-up
+                spans.append((request_id, topic, offset + _PUB_BODY, end, count))
+                offset = end
+                continue
             name = bytes(buf[offset + _PUB_MIN : topic_end])
-            topic = topics.get(name)
-            if topic is None:
+            cached = topics.get(name)
+            if cached is not None:
+                topic = cached
+            else:
                 try:
                     topic = name.decode("utf-8")
                 except UnicodeDecodeError:
@@ -584,6 +592,7 @@ class ServerConnection:
                 if len(topics) >= TOPIC_CACHE:
                     topics.clear()
                 topics[name] = topic
+            last_name, last_topic = name, topic
             spans.append((request_id, topic, offset + _PUB_BODY, end, count))
             offset = end
         if not spans:
