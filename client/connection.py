@@ -944,11 +944,14 @@ class Connection:
         in_flight = 0  # payloads sent whose answer was not handed over yet
         count = 0
 
-        async def settle(limit: int) -> None:
-            """Hand over answered publishes until at most ``limit`` are unanswered."""
+        async def settle(limit: int, until: _Session | None = None) -> None:
+            """Hand over answered publishes until at most ``limit`` are unanswered, or
+            (with ``until``) until every run left was sent on that session."""
             nonlocal count, in_flight
             while runs:
                 sent = runs[0]
+                if sent.session is until:
+                    return
                 answers = sent.run.answers
                 taken = sent.taken
                 if taken == len(answers):
@@ -998,6 +1001,11 @@ class Connection:
                     session = await self._usable_session()
                 await session.outbox.wait_writable()
                 if not session.usable:
+                    continue
+                if runs and runs[0].session is not session:
+                    # What went out on the previous connection is answered first: a
+                    # GOING_AWAY there is sent again before anything newer, in order.
+                    await settle(0, until=session)
                     continue
                 base = ends[i - 1] if i else 0
                 j = max(i + 1, bisect.bisect_right(ends, base + PUBLISH_RUN_BYTES, i))

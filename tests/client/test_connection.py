@@ -3,6 +3,7 @@ clock (tests/integration runs the client under asyncio and trio over real TCP)."
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import ssl
@@ -525,6 +526,38 @@ async def test_publish_many_resends_from_the_first_going_away_on_the_next_connec
         await server.recv_until_eof()
         server = await listener.accept_open()
         again = [await server.expect(F.Publish) for _ in payloads[2:]]
+        assert [p.payload for p in again] == payloads[2:]
+        await server.send(*(F.Puback(p.request_id, EPOCH, 3 + i, 1) for i, p in enumerate(again)))
+    assert box == [6]
+    assert acked == [1, 2, 3, 4, 5, 6]
+
+
+async def test_publish_many_resends_refused_publishes_before_newer_ones(
+    listener: Listener,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """GOAWAY arrives while the window has room: the next payloads wait for the next
+    connection, and go out there only after the ones the old one refused."""
+    acked: list[int] = []
+    payloads = [b"%d" % i for i in range(6)]
+    async with listener.connected() as (conn, server), trio.open_nursery() as nursery:
+        box = run_soon(
+            nursery, functools.partial(conn.publish_many, window=4), "t", payloads, acked.append
+        )
+        sent = [await server.expect(F.Publish) for _ in range(4)]
+        await server.send(
+            F.Puback(sent[0].request_id, EPOCH, 1, 1),
+            F.Puback(sent[1].request_id, EPOCH, 2, 1),
+            F.Goaway(ErrorCode.SHUTTING_DOWN, 0, 0, (), ""),
+        )
+        await trio.sleep(0.01)  # publish_many has room again and waits for a connection
+        await server.send(
+            *(F.Error(ErrorCode.GOING_AWAY, FrameType.PUBLISH, p.request_id, "") for p in sent[2:])
+        )
+        rest = await server.recv_until_eof()
+        assert not any(isinstance(f, F.Publish) for f in rest)
+        server = await listener.accept_open()
+        again = [await server.expect(F.Publish) for _ in range(4)]
         assert [p.payload for p in again] == payloads[2:]
         await server.send(*(F.Puback(p.request_id, EPOCH, 3 + i, 1) for i, p in enumerate(again)))
     assert box == [6]
