@@ -49,8 +49,9 @@ acknowledged, so after a reconnect it is delivered again.
 
 from __future__ import annotations
 
-import functools
+import bisect
 import ipaddress
+import itertools
 import logging
 import os
 import random
@@ -87,6 +88,7 @@ from pushwire.protocol import client_conn as cc
 from pushwire.protocol.acks import AckMoment, AckView, plan_ack
 from pushwire.protocol.client_conn import ClientConnection, ClientState, Since, SubStatus
 from pushwire.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from pushwire.protocol.events import Sentinel
 from pushwire.protocol.frames import Headers
 from pushwire.protocol.frames import TopicPosition as WirePosition
 from pushwire.protocol.layouts import (
@@ -121,6 +123,12 @@ RECEIVE_SIZE = 65536
 #: cover a loopback or LAN round trip at 100k+ messages per second; the outbox bound still
 #: applies on top.
 DEFAULT_PUBLISH_WINDOW = 1024
+#: Payload bytes publish_many puts in one run of PUBLISH frames (one encoding pass, one
+#: write): a quarter of the default outbox bound, so a run never holds the outbox far above it.
+PUBLISH_RUN_BYTES = 1 << 18
+_LOST_BEFORE_REPLY = (
+    "the connection dropped before the reply arrived; the publish may or may not have taken effect"
+)
 #: How long closing a session waits for the writer to flush the last frames (GOAWAY, ERROR).
 FLUSH_TIMEOUT = 1.0
 #: After GOAWAY: how long to wait for replies to requests already sent (their answers are
@@ -384,15 +392,11 @@ class _Outbox:
 class _PublishWaiter:
     done: anyio.Event = field(default_factory=anyio.Event)
     result: cc.PublishAcked | cc.RequestFailed | ConnectionLost | None = None
-    #: called once resolved (publish_many forgets its request there, not in a finally)
-    done_hook: Callable[[], object] | None = None
 
     def resolve(self, result: cc.PublishAcked | cc.RequestFailed | ConnectionLost) -> None:
         if self.result is None:
             self.result = result
             self.done.set()
-            if self.done_hook is not None:
-                self.done_hook()
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +450,7 @@ class _Session:
         self.progress = anyio.Event()
 
     def has_outstanding(self) -> bool:
-        if self.publishes:
+        if self.publishes or self.core.outstanding_publishes():
             return True
         for sub_id in self.subs:
             view = self.core.subscription(sub_id)
@@ -459,6 +463,60 @@ class _Session:
         acknowledged: after GOAWAY the session waits for them while the application makes
         progress (PW-GOAWAY-12)."""
         return any(sub._owes_ack() for sub in self.subs.values())
+
+
+@dataclass(slots=True, eq=False)
+class _SentRun:
+    """A run of publish_many's payloads sent on ``session``; ``taken`` of its answers
+    were handed to the application."""
+
+    session: _Session
+    run: cc.PublishRun
+    payloads: list[bytes]
+    taken: int = 0
+
+
+class _Prefetch:
+    """Reads an asynchronous source of payloads ahead, up to ``limit`` of them, so that
+    publish_many sends what accumulated as one run instead of one publish per item."""
+
+    def __init__(self, source: AsyncIterable[bytes], limit: int) -> None:
+        self._source = source
+        self._limit = limit
+        self._items: deque[bytes] = deque()
+        self._ready = anyio.Event()
+        self._room = anyio.Event()
+        self._done = False
+        self._error: BaseException | None = None
+
+    async def run(self) -> None:
+        items = self._items
+        try:
+            async for payload in self._source:
+                items.append(bytes(payload))
+                self._ready.set()
+                if len(items) >= self._limit:
+                    self._room = anyio.Event()
+                    await self._room.wait()
+        except Exception as exc:  # the source's own failure is publish_many's to raise
+            self._error = exc
+        finally:
+            self._done = True
+            self._ready.set()
+
+    async def take(self, most: int) -> list[bytes]:
+        """Up to ``most`` payloads, waiting for the first; [] once the source is over."""
+        items = self._items
+        while not items:
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                return []
+            self._ready = anyio.Event()
+            await self._ready.wait()
+        batch = [items.popleft() for _ in range(min(most, len(items)))]
+        self._room.set()
+        return batch
 
 
 class Subscription:
@@ -899,71 +957,139 @@ class Connection:
         again, in order, on the next connection. Raises RequestError for any other refusal
         and ConnectionLost when the connection dropped with publishes unanswered (their
         outcome is then unknown; the ones acknowledged so far were passed to ``on_ack``).
+
+        The payloads at hand go out as runs (:meth:`ClientConnection.publish_run`): one
+        encoding pass and one write per run, and their PUBACKs are read in bulk, so the
+        cost per message is a few list operations. An asynchronous source is read by a
+        task of its own, so whatever it produced while the previous run was sent goes out
+        together, and a lone message goes out at once.
         """
         if window < 1:
             raise ValueError("window must be at least 1")
         _check_topic(topic)
         encoded = _headers(headers)
-        pending: deque[tuple[bytes, _PublishWaiter]] = deque()
+        runs: deque[_SentRun] = deque()  # sent, not every answer handed over; oldest first
+        in_flight = 0  # payloads sent whose answer was not handed over yet
         count = 0
 
-        async def settle(limit: int) -> None:
-            """Hand over acknowledged publishes until at most ``limit`` are pending."""
-            nonlocal count
-            while len(pending) > limit:
-                _, waiter = pending[0]
-                if waiter.result is None:  # answered ones need no trip through the scheduler
-                    await waiter.done.wait()
-                result = waiter.result
-                if isinstance(result, cc.PublishAcked):
-                    pending.popleft()
-                    count += 1
-                    on_ack(result.first_seq)
+        async def settle(limit: int, until: _Session | None = None) -> None:
+            """Hand over answered publishes until at most ``limit`` are unanswered, or
+            (with ``until``) until every run left was sent on that session."""
+            nonlocal count, in_flight
+            while runs:
+                sent = runs[0]
+                if sent.session is until:
+                    return
+                answers = sent.run.answers
+                taken = sent.taken
+                if taken == len(answers):
+                    if in_flight <= limit:
+                        return
+                    if sent.session.end is not None:
+                        raise ConnectionLost(_LOST_BEFORE_REPLY)
+                    await sent.session.progress.wait()
                     continue
-                if isinstance(result, cc.RequestFailed) and result.code != ErrorCode.GOING_AWAY:
-                    raise RequestError(result.code, result.message)
-                if isinstance(result, ConnectionLost):
-                    raise result
-                # GOING_AWAY: this one and every later one were refused; send them again
-                for _, later in pending:
-                    await later.done.wait()
-                again = [p for p, _ in pending]
-                pending.clear()
-                for p in again:
-                    await send(p)
+                for seq in answers[taken:]:
+                    if type(seq) is not int:
+                        break
+                    taken += 1
+                    on_ack(seq)
+                handed = taken - sent.taken
+                sent.taken = taken
+                count += handed
+                in_flight -= handed
+                if taken == len(sent.payloads):
+                    runs.popleft()
+                elif taken < len(answers):
+                    await refused(sent, answers[taken])  # type: ignore[arg-type]
 
-        async def send(payload: bytes) -> None:
-            while True:
+        async def refused(sent: _SentRun, failed: cc.RequestFailed) -> None:
+            nonlocal in_flight
+            if failed.code != ErrorCode.GOING_AWAY:
+                raise RequestError(failed.code, failed.message)
+            # This one and every later one were refused unprocessed: send them again.
+            again = sent.payloads[sent.taken :]
+            for later in runs:
+                if later is not sent:
+                    again += later.payloads
+                while not later.run.done and later.session.end is None:
+                    await later.session.progress.wait()
+            runs.clear()
+            in_flight = 0
+            await send(again)
+
+        async def send(batch: list[bytes]) -> None:
+            """``batch`` as runs of at most PUBLISH_RUN_BYTES of payload each."""
+            nonlocal in_flight
+            ends = list(itertools.accumulate(map(len, batch)))
+            i = 0
+            while i < len(batch):
                 session = self._session
                 if session is None or not session.usable:
                     session = await self._usable_session()
                 await session.outbox.wait_writable()
                 if not session.usable:
                     continue
+                if runs and runs[0].session is not session:
+                    # What went out on the previous connection is answered first: a
+                    # GOING_AWAY there is sent again before anything newer, in order.
+                    await settle(0, until=session)
+                    continue
+                base = ends[i - 1] if i else 0
+                j = max(i + 1, bisect.bisect_right(ends, base + PUBLISH_RUN_BYTES, i))
+                part = batch[i:j]
                 try:
-                    request_id, data = session.core.publish(topic, payload, encoded)
+                    run, data = session.core.publish_run(topic, part, encoded)
                 except LocalProtocolError as exc:
-                    raise RequestError(exc.code, str(exc.args[0])) from None
-                waiter = _PublishWaiter()
-                session.publishes[request_id] = waiter
-                waiter.done_hook = functools.partial(session.publishes.pop, request_id, None)
+                    if exc.code != ErrorCode.FRAME_TOO_LARGE or len(part) == 1:
+                        raise RequestError(exc.code, str(exc.args[0])) from None
+                    # One at a time, so those before the one too large are sent first and
+                    # it raises on its own, as publish() would.
+                    j = i + 1
+                    part = batch[i:j]
+                    try:
+                        run, data = session.core.publish_run(topic, part, encoded)
+                    except LocalProtocolError as single:
+                        raise RequestError(single.code, str(single.args[0])) from None
                 session.send(data)
-                pending.append((payload, waiter))
-                return
+                runs.append(_SentRun(session, run, part))
+                in_flight += len(part)
+                i = j
 
         # A full window drains to half before it is topped up again: the publishes then go
         # out in bursts, many per write, rather than one write per PUBACK that came back.
         low = window // 2
         if isinstance(payloads, AsyncIterable):
-            async for payload in payloads:
-                if len(pending) >= window:
-                    await settle(low)
-                await send(bytes(payload))
-        else:
-            for payload in payloads:
-                if len(pending) >= window:
-                    await settle(low)
-                await send(bytes(payload))
+            source = _Prefetch(payloads, window)
+            failure: Exception | None = None
+            async with anyio.create_task_group() as reader:
+                reader.start_soon(source.run)
+                try:
+                    while True:
+                        if in_flight >= window:
+                            await settle(low)
+                        else:
+                            await settle(in_flight)  # what is answered already
+                        batch = await source.take(window - in_flight)
+                        if not batch:
+                            break
+                        await send(batch)
+                    await settle(0)
+                except Exception as exc:  # raised as it is, not inside an exception group
+                    failure = exc
+                finally:
+                    reader.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+            return count
+        it = iter(payloads)
+        while True:
+            if in_flight >= window:
+                await settle(low)
+            batch = [bytes(p) for p in itertools.islice(it, window - in_flight)]
+            if not batch:
+                break
+            await send(batch)
         await settle(0)
         return count
 
@@ -1239,10 +1365,7 @@ class Connection:
     def _end_session(self, session: _Session) -> None:
         if self._session is session:
             self._session = None
-        lost = ConnectionLost(
-            "the connection dropped before the reply arrived; the publish may or may not "
-            "have taken effect"
-        )
+        lost = ConnectionLost(_LOST_BEFORE_REPLY)
         for waiter in list(session.publishes.values()):
             waiter.resolve(lost)
         for sub in list(session.subs.values()):
@@ -1295,13 +1418,20 @@ class Connection:
         """Dispatch every event the core has now; a violation by the server ends the
         session with its code, after the ERROR the core queued for it."""
         core = session.core
+        answered = core.run_answers
+        take = core.take_pubacks  # before each event: PUBACKs for publish_many in bulk
         try:
-            for ev in core.events():
+            take()
+            while not isinstance(ev := core.next_event(), Sentinel):
                 self._dispatch(session, ev)
+                take()
         except RemoteProtocolError as exc:
             session.send(core.data_to_send())
             session.finish(_Failed(exc.code, _violation_message(exc)))
             return
+        finally:
+            if core.run_answers != answered:
+                session.pulse()
         session.send(core.data_to_send())
 
     def _dispatch(self, session: _Session, ev: cc.Event) -> None:

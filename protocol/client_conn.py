@@ -17,6 +17,15 @@ shell in ``pushwire.client``, or a test) moves bytes and time through it:
 
 So a single writer can own every outgoing byte, and heartbeats are tested by passing ``now``.
 
+A pipelining publisher has a bulk path on both sides. :meth:`~ClientConnection.publish_run`
+returns the PUBLISH frames of many payloads on one topic as one piece of bytes, and their
+answers collect in the returned :class:`PublishRun`, not as events.
+:meth:`~ClientConnection.take_pubacks`, called before :meth:`next_event`, takes the whole
+PUBACKs at the front of the buffer that answer run publishes in one pass; anything else
+(or a PUBACK that breaks a rule) is left to :meth:`next_event`, which handles run answers
+the same way and raises the same errors. ``run_answers`` counts the answers of both paths,
+so a caller can tell whether a read answered any.
+
 The client trusts nothing it receives. Besides what the decoder checks (layout, UTF-8, frame
 size from the header), the state machine verifies the server's promises and ends the
 connection with the matching registry code when one is broken:
@@ -52,7 +61,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pushwire.protocol import codec
@@ -103,6 +112,7 @@ __all__ = [
     "MessageReceived",
     "PeerError",
     "PublishAcked",
+    "PublishRun",
     "RequestFailed",
     "Since",
     "SubStatus",
@@ -186,6 +196,10 @@ SEND_TRANSITIONS: Final[dict[ClientState, dict[FrameType, ClientState]]] = {
     | {_T.GOAWAY: _S.CLOSED},
     _S.CLOSED: {},
 }
+
+_PUBACK_FRAME: Final = codec.PUBACK_FRAME
+_PUBACK_LENGTH: Final = _PUBACK_FRAME.size - HEADER_SIZE
+_PUBACK_TYPE: Final = int(FrameType.PUBACK)
 
 #: Request frame types that an ERROR's request_type may name (§8.7).
 _REQUEST_TYPES: Final = frozenset(_REQUESTS)
@@ -393,11 +407,35 @@ class SubscriptionView:
     last_acked: int
 
 
+@dataclass(slots=True, eq=False)
+class PublishRun:
+    """The publishes of one :meth:`ClientConnection.publish_run`, as the machine answers
+    them: ``answers[i]`` is the first_seq of ``request_ids[i]``'s PUBACK, or the
+    :class:`RequestFailed` of its request ERROR. The machine appends; the caller reads.
+
+    One object per run instead of one event per PUBACK: that is what lets a pipelining
+    publisher keep up with the server. Every answer is still checked: it must be for the
+    run's oldest unanswered request (PW-ORDER-10), and within an epoch a PUBACK must not
+    assign a sequence at or before an earlier PUBACK's of the run (PW-ORDER-8)."""
+
+    topic: str
+    request_ids: list[int]
+    answers: list[int | RequestFailed] = field(default_factory=list)
+    epoch: int = 0  # of the run's last PUBACK
+    next_seq: int = 0  # the lowest sequence the run's next PUBACK may assign in ``epoch``
+
+    @property
+    def done(self) -> bool:
+        """Every publish of the run is answered."""
+        return len(self.answers) == len(self.request_ids)
+
+
 @dataclass(frozen=True, slots=True)
 class _PendingPublish:
     topic: str
     count: int
     request_type: FrameType
+    run: PublishRun | None = None
 
 
 def _violation(
@@ -440,6 +478,9 @@ class ClientConnection:
         self._next_sub_id = 1
         self._publishes: dict[int, _PendingPublish] = {}
         self._next_request_id = 1
+        #: Answers (PUBACK or request ERROR) added to PublishRuns so far: compare two
+        #: readings to learn whether a read answered any run publish.
+        self.run_answers = 0
         self._handlers = self._handler_table()
         #: Bytes received so far, and the stream offset of the frame being handled: credit
         #: is counted against the byte a push started at (PW-FLOW-5, protocol.flow).
@@ -759,6 +800,96 @@ class ClientConnection:
             self._publishes[request_id] = _PendingPublish(topic, 1, _T.PUBLISH)
         return request_id, data
 
+    def publish_run(
+        self,
+        topic: str,
+        payloads: Sequence[bytes],
+        headers: F.Headers | None = None,
+        *,
+        now: float | None = None,
+    ) -> tuple[PublishRun, bytes]:
+        """One PUBLISH per payload, each wanting a PUBACK, as one piece of bytes: what
+        :meth:`publish` does for each, with the topic checked and encoded once. The answers
+        collect in the returned :class:`PublishRun` (no :class:`PublishAcked` events; a
+        request ERROR is both an answer there and a :class:`RequestFailed` event).
+        :meth:`take_pubacks` reads their PUBACKs in bulk. Raises as :meth:`publish` does,
+        before anything is allocated, when any payload's frame is too large."""
+        self._check_send(_T.PUBLISH, now)
+        check_topic(topic)
+        if not payloads:
+            raise LocalProtocolError(
+                "a run holds at least one publish", code=ErrorCode.FIELD_OUT_OF_RANGE
+            )
+        empty = codec.encode_frame(F.Publish(1, topic, b"", headers))
+        largest = len(empty) - HEADER_SIZE + max(map(len, payloads))
+        if largest > self._peer_max_frame_size:
+            raise LocalProtocolError(
+                f"PUBLISH is {largest} bytes; the server accepts at most "
+                f"{self._peer_max_frame_size}",
+                code=ErrorCode.FRAME_TOO_LARGE,
+            )
+        publishes = self._publishes
+        request_ids: list[int] = []
+        rid = self._next_request_id
+        for _ in payloads:
+            while rid in publishes:
+                rid = rid % U32_MAX + 1
+            request_ids.append(rid)
+            rid = rid % U32_MAX + 1
+        data = codec.encode_publishes(topic, headers, request_ids, payloads)
+        self._next_request_id = rid
+        run = PublishRun(topic, request_ids)
+        pending = _PendingPublish(topic, 1, _T.PUBLISH, run)
+        publishes.update(dict.fromkeys(request_ids, pending))
+        self._heartbeat.sent(self._now)
+        return run, data
+
+    def take_pubacks(self) -> int:
+        """The pipelining publisher's hot path: every whole PUBACK at the front of the
+        buffer that answers a :meth:`publish_run` publish, in one pass, each appended to its
+        run's answers. Returns how many were taken (0 when the next frame is anything else,
+        or a PUBACK this path does not judge; :meth:`next_event` then handles it as usual,
+        with the same outcome, errors included).
+
+        Only in a state whose row accepts PUBACK (RECEIVE_TRANSITIONS) and with no event
+        pending, so the order of everything else is kept."""
+        if self._events or _T.PUBACK not in RECEIVE_TRANSITIONS[self._state]:
+            return 0
+        decoder = self._decoder
+        buf = decoder.buffer
+        size = len(buf)
+        publishes = self._publishes
+        unpack = _PUBACK_FRAME.unpack_from
+        frame_size = _PUBACK_FRAME.size
+        offset = 0
+        while offset + frame_size <= size:
+            length, type_, flags, rid, epoch, first, count = unpack(buf, offset)
+            if length != _PUBACK_LENGTH or type_ != _PUBACK_TYPE or flags:
+                break
+            pending = publishes.get(rid)
+            if pending is None or (run := pending.run) is None:
+                break
+            answers = run.answers
+            if (
+                run.request_ids[len(answers)] != rid
+                or count != 1
+                or not first
+                or not epoch
+                or (epoch == run.epoch and first < run.next_seq)
+            ):
+                break  # the general path says what is wrong
+            del publishes[rid]
+            answers.append(first)
+            run.epoch = epoch
+            run.next_seq = first + 1
+            offset += frame_size
+        if not offset:
+            return 0
+        decoder.discard(offset)
+        taken = offset // frame_size
+        self.run_answers += taken
+        return taken
+
     def publish_batch(
         self,
         topic: str,
@@ -1042,6 +1173,7 @@ class ClientConnection:
         # From here on a request-level ERROR: it never ends the connection, even when it
         # matches no request (PW-ERR-12); it is reported and the state is left alone.
         topic: str | None = None
+        pending: _PendingPublish | None = None
         request_type: FrameType | int = frame.request_type
         if frame.request_type in _REQUEST_TYPES:
             request_type = FrameType(frame.request_type)
@@ -1049,6 +1181,8 @@ class ClientConnection:
         if request_type in (_T.PUBLISH, _T.PUBLISH_BATCH):
             pending = self._publishes.get(frame.request_id)
             if pending is not None and pending.request_type is request_type:
+                if pending.run is not None:
+                    self._check_run_order(pending.run, frame.request_id, "ERROR")
                 del self._publishes[frame.request_id]
                 topic = pending.topic
         elif request_type is _T.SUBSCRIBE:
@@ -1068,9 +1202,11 @@ class ClientConnection:
                 and code == ErrorCode.UNKNOWN_SUBSCRIPTION
             ):
                 self._forget(sub)
-        self._events.append(
-            RequestFailed(code, request_type, frame.request_id, frame.message, topic)
-        )
+        failed = RequestFailed(code, request_type, frame.request_id, frame.message, topic)
+        if topic is not None and pending is not None and pending.run is not None:
+            pending.run.answers.append(failed)
+            self.run_answers += 1
+        self._events.append(failed)
 
     def _forget(self, sub: _Sub) -> None:
         del self._subs[sub.sub_id]
@@ -1357,9 +1493,33 @@ class ClientConnection:
                 f"PUBACK {frame.request_id}: epoch {frame.epoch} seqs {frame.first_seq}+"
                 f"{frame.count} do not fit a publish of {pending.count} message(s)"
             )
+        run = pending.run
+        if run is not None:
+            self._check_run_order(run, frame.request_id, "PUBACK")
+            if frame.epoch == run.epoch and frame.first_seq < run.next_seq:
+                raise _violation(
+                    f"PUBACK {frame.request_id} on {run.topic!r} assigns sequence "
+                    f"{frame.first_seq}, not after the previous PUBACK's "
+                    f"{run.next_seq - 1} in epoch {frame.epoch}",
+                    requirement="PW-ORDER-8",
+                )
+            run.answers.append(frame.first_seq)
+            run.epoch = frame.epoch
+            run.next_seq = frame.first_seq + 1
+            self.run_answers += 1
+            return
         self._events.append(
             PublishAcked(frame.request_id, pending.topic, frame.epoch, frame.first_seq, frame.count)
         )
+
+    def _check_run_order(self, run: PublishRun, request_id: int, what: str) -> None:
+        expected = run.request_ids[len(run.answers)]
+        if request_id != expected:
+            raise _violation(
+                f"{what} for request {request_id} on {run.topic!r} overtakes request "
+                f"{expected}, sent before it on the same topic",
+                requirement="PW-ORDER-10",
+            )
 
 
 def is_terminal(code: ErrorCode | int) -> bool:

@@ -184,7 +184,7 @@ class TopicLog:
         )
         self._tail = pos + size
         if count:
-            self._starts.extend(array("Q", (pos,)) * count)
+            self._starts.fromlist([pos] * count)
             self.head = first + count - 1
         else:
             self._starts.append(pos)
@@ -198,6 +198,51 @@ class TopicLog:
             self.max_payload = size - HEADER_SIZE
         if self.head - self.oldest + 1 > self.max_count or self.frame_bytes > self.max_bytes:
             self._trim()
+        return first
+
+    def append_pushes(self, flags: int, data: memoryview, spans: list[tuple[int, int, int]]) -> int:
+        """:meth:`append_push` of ``data[start:end]`` with ``count`` for each (start, end,
+        count), in order: what one read of a publisher's socket holds for this topic.
+        Returns the first sequence. The log ends exactly as :meth:`append_push` publish by
+        publish would leave it (trimming included, whose hysteresis makes the moment
+        matter); only the per-call overhead is gone."""
+        first = self.head + 1
+        seg = self._seg
+        quarter = seg >> 2
+        starts, frames, cum = self._starts, self._frames, self._cum
+        push_into, overhead = codec.push_into, codec.PUSH_OVERHEAD
+        epoch, max_count, max_bytes = self.epoch, self.max_count, self.max_bytes
+        for start, end, count in spans:
+            size = overhead + end - start
+            pos = self._tail
+            cur = self._cur
+            if cur is None or size > quarter or pos + size > (self._cur_slot + 1) * seg:
+                self.append_push(flags, data[start:end], count)
+                continue
+            seq = self.head + 1
+            if count:
+                push_into(
+                    cur, pos - self._cur_slot * seg, _MESSAGE_BATCH, flags, epoch, seq,
+                    data[start:end],
+                )  # fmt: skip
+                starts.fromlist([pos] * count)
+                self.head = seq + count - 1
+            else:
+                push_into(
+                    cur, pos - self._cur_slot * seg, _MESSAGE, flags, epoch, seq, data[start:end]
+                )
+                starts.append(pos)
+                self.head = seq
+            self._tail = pos + size
+            frames.append(seq)
+            cum.append(self._total)
+            self._total += size
+            self.frame_bytes += size
+            self.frames_appended += 1
+            if size - HEADER_SIZE > self.max_payload:
+                self.max_payload = size - HEADER_SIZE
+            if self.head - self.oldest >= max_count or self.frame_bytes > max_bytes:
+                self._trim()  # where append_push trims: the hysteresis makes it matter
         return first
 
     def append(self, frame: bytes, count: int = 1) -> int:
@@ -235,7 +280,7 @@ class TopicLog:
         if count == 1:
             self._starts.append(pos)
         else:
-            self._starts.extend(array("Q", (pos,)) * count)
+            self._starts.fromlist([pos] * count)
         self._frames.append(first)
         self._cum.append(self._total)
         self._total += size

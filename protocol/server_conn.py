@@ -542,6 +542,7 @@ class ServerConnection:
         topics = self._topic_cache
         u32 = _U32.unpack_from
         spans: list[tuple[int, str, int, int, int]] = []
+        last_name, last_topic = b"\xff", ""  # never a topic's bytes: 0xff is not UTF-8
         offset = 0
         while offset + _PUB_MIN <= size:
             length, type_, flags = _HEADER.unpack_from(buf, offset)
@@ -560,16 +561,28 @@ class ServerConnection:
                     break
                 count = _U16.unpack_from(buf, topic_end)[0]
                 at = topic_end + 2
-                for _ in range(count):
-                    if at + 4 > end:
-                        at = -1  # a record is missing
-                        break
-                    at += 4 + u32(buf, at)[0]
-                if not count or at != end:
-                    break  # empty or not well formed: next_event says what is wrong
+                if not count or count * _U32.size > end - at:
+                    break  # empty, or too short for its records: next_event says so
+                # A walk by the length prefixes alone: one that reaches past the frame only
+                # makes ``at`` overshoot (or runs off the buffer), and the walk is bounded
+                # by the frame's size, since every record takes at least its prefix.
+                try:
+                    for _ in range(count):
+                        at += 4 + u32(buf, at)[0]
+                except struct.error:
+                    break
+                if at != end:
+                    break  # not well formed: next_event says what is wrong
+            if n == len(last_name) and buf.startswith(last_name, offset + _PUB_MIN):
+                topic = last_topic  # the previous frame's topic: no copy, no look-up
+                spans.append((request_id, topic, offset + _PUB_BODY, end, count))
+                offset = end
+                continue
             name = bytes(buf[offset + _PUB_MIN : topic_end])
-            topic = topics.get(name)
-            if topic is None:
+            cached = topics.get(name)
+            if cached is not None:
+                topic = cached
+            else:
                 try:
                     topic = name.decode("utf-8")
                 except UnicodeDecodeError:
@@ -579,6 +592,7 @@ class ServerConnection:
                 if len(topics) >= TOPIC_CACHE:
                     topics.clear()
                 topics[name] = topic
+            last_name, last_topic = name, topic
             spans.append((request_id, topic, offset + _PUB_BODY, end, count))
             offset = end
         if not spans:

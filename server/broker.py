@@ -859,9 +859,7 @@ class MemoryBroker(LocalTopics):
                 for span in spans:
                     self.append_span(topic, view, span)
                 return log.epoch, first
-            append = log.append_push
-            for start, end, count in spans:
-                append(0, view[start:end], count)
+            log.append_pushes(0, view, spans)
         self._settle(t)
         t.appended()
         return log.epoch, first

@@ -3,9 +3,11 @@ clock (tests/integration runs the client under asyncio and trio over real TCP)."
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import ssl
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -555,6 +557,140 @@ async def test_publish_refused_with_going_away_is_sent_again_on_the_next_connect
         assert again.payload == b"p"
         await server.send(F.Puback(again.request_id, EPOCH, 5, 1))
     assert box == [5]
+
+
+async def test_publish_many_resends_from_the_first_going_away_on_the_next_connection(
+    listener: Listener,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    acked: list[int] = []
+    payloads = [b"%d" % i for i in range(6)]
+    async with listener.connected() as (conn, server), trio.open_nursery() as nursery:
+        box = run_soon(nursery, conn.publish_many, "t", payloads, acked.append)
+        sent = [await server.expect(F.Publish) for _ in payloads]
+        assert [p.payload for p in sent] == payloads
+        await server.send(
+            F.Puback(sent[0].request_id, EPOCH, 1, 1),
+            F.Puback(sent[1].request_id, EPOCH, 2, 1),
+            F.Goaway(ErrorCode.SHUTTING_DOWN, 0, 0, (), ""),
+            *(F.Error(ErrorCode.GOING_AWAY, FrameType.PUBLISH, p.request_id, "") for p in sent[2:]),
+        )
+        await server.recv_until_eof()
+        server = await listener.accept_open()
+        again = [await server.expect(F.Publish) for _ in payloads[2:]]
+        assert [p.payload for p in again] == payloads[2:]
+        await server.send(*(F.Puback(p.request_id, EPOCH, 3 + i, 1) for i, p in enumerate(again)))
+    assert box == [6]
+    assert acked == [1, 2, 3, 4, 5, 6]
+
+
+async def test_publish_many_resends_refused_publishes_before_newer_ones(
+    listener: Listener,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """GOAWAY arrives while the window has room: the next payloads wait for the next
+    connection, and go out there only after the ones the old one refused."""
+    acked: list[int] = []
+    payloads = [b"%d" % i for i in range(6)]
+    async with listener.connected() as (conn, server), trio.open_nursery() as nursery:
+        box = run_soon(
+            nursery, functools.partial(conn.publish_many, window=4), "t", payloads, acked.append
+        )
+        sent = [await server.expect(F.Publish) for _ in range(4)]
+        await server.send(
+            F.Puback(sent[0].request_id, EPOCH, 1, 1),
+            F.Puback(sent[1].request_id, EPOCH, 2, 1),
+            F.Goaway(ErrorCode.SHUTTING_DOWN, 0, 0, (), ""),
+        )
+        await trio.sleep(0.01)  # publish_many has room again and waits for a connection
+        await server.send(
+            *(F.Error(ErrorCode.GOING_AWAY, FrameType.PUBLISH, p.request_id, "") for p in sent[2:])
+        )
+        rest = await server.recv_until_eof()
+        assert not any(isinstance(f, F.Publish) for f in rest)
+        server = await listener.accept_open()
+        again = [await server.expect(F.Publish) for _ in range(4)]
+        assert [p.payload for p in again] == payloads[2:]
+        await server.send(*(F.Puback(p.request_id, EPOCH, 3 + i, 1) for i, p in enumerate(again)))
+    assert box == [6]
+    assert acked == [1, 2, 3, 4, 5, 6]
+
+
+async def test_publish_many_sends_what_an_async_source_has_without_waiting_for_more(
+    listener: Listener,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    acked: list[int] = []
+    received = trio.Event()
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield b"first"
+        await received.wait()  # the source has nothing more until the first is out
+        yield b"second"
+
+    async with listener.connected() as (conn, server), trio.open_nursery() as nursery:
+        box = run_soon(nursery, conn.publish_many, "t", lines(), acked.append)
+        first = await server.expect(F.Publish)
+        received.set()
+        second = await server.expect(F.Publish)
+        assert (first.payload, second.payload) == (b"first", b"second")
+        await server.send(F.Puback(first.request_id, EPOCH, 1, 1))
+        await server.send(F.Puback(second.request_id, EPOCH, 2, 1))
+    assert box == [2] and acked == [1, 2]
+
+
+async def test_publish_many_refused_mid_window_raises_after_the_acks_before_it(
+    listener: Listener,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    acked: list[int] = []
+    async with listener.connected() as (conn, server), trio.open_nursery() as nursery:
+
+        async def publish() -> None:
+            with pytest.raises(pw.RequestError) as info:
+                await conn.publish_many("t", [b"a", b"b", b"c"], acked.append)
+            assert info.value.code == ErrorCode.RATE_LIMITED
+
+        nursery.start_soon(publish)
+        a, b, c = [await server.expect(F.Publish) for _ in range(3)]
+        await server.send(
+            F.Puback(a.request_id, EPOCH, 1, 1),
+            F.Error(ErrorCode.RATE_LIMITED, FrameType.PUBLISH, b.request_id, "slow"),
+            F.Puback(c.request_id, EPOCH, 2, 1),
+        )
+    assert acked == [1]
+
+
+async def test_publish_many_sends_those_before_a_payload_too_large_then_raises(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    acked: list[int] = []
+    welcome_frame = welcome(max_frame_size=16384)
+    async with listener.connected(welcome_frame=welcome_frame) as (conn, server):
+        with pytest.raises(pw.RequestError) as info:
+            await conn.publish_many("t", [b"1", b"2", b"x" * 20000, b"4"], acked.append)
+        assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+        assert [(await server.expect(F.Publish)).payload for _ in range(2)] == [b"1", b"2"]
+
+
+async def test_publish_many_connection_lost_with_publishes_unanswered(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    acked: list[int] = []
+    async with listener.connected() as (conn, server):
+
+        async def drop() -> None:
+            first = await server.expect(F.Publish)
+            await server.send(F.Puback(first.request_id, EPOCH, 1, 1))
+            await server.expect(F.Publish)
+            await server.aclose()
+            await listener.accept_open()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drop)
+            with pytest.raises(pw.ConnectionLost, match="may or may not"):
+                await conn.publish_many("t", [b"1", b"2"], acked.append)
+    assert acked == [1]
 
 
 async def test_publish_while_disconnected_waits_for_the_next_connection(

@@ -54,3 +54,45 @@ async def test_a_refused_publish_raises_after_the_acks_before_it() -> None:
             assert refused.value.code == ErrorCode.FORBIDDEN
             assert server.stats().topics["ok"].head_seq == 5
     assert acked == [1, 2, 3, 4, 5]
+
+
+async def test_a_refused_publish_from_an_async_source_raises_the_request_error_itself() -> None:
+    acked: list[int] = []
+
+    async def payloads() -> AsyncIterator[bytes]:
+        for i in range(5):
+            yield b"%d" % i
+
+    auth = {b"": Permissions(subscribe=("#",), publish=("ok",))}
+    with trio.fail_after(10):
+        async with (
+            open_server(ServerConfig(port=0, auth=auth)) as server,
+            Link(server.port).connect() as conn,
+        ):
+            with pytest.raises(pw.RequestError) as refused:
+                await conn.publish_many("not/ok", payloads(), acked.append)
+            assert refused.value.code == ErrorCode.FORBIDDEN
+            assert "not/ok" not in server.stats().topics
+    assert acked == []
+
+
+async def test_a_failing_async_source_raises_its_error_after_publishing_what_it_gave() -> None:
+    acked: list[int] = []
+
+    async def payloads() -> AsyncIterator[bytes]:
+        yield b"1"
+        yield b"2"
+        raise OSError("the source broke")
+
+    with trio.fail_after(10):
+        async with (
+            open_server(ServerConfig(port=0)) as server,
+            Link(server.port).connect() as conn,
+        ):
+            with pytest.raises(OSError, match="the source broke"):
+                await conn.publish_many("s", payloads(), acked.append)
+            with trio.fail_after(5):
+                while server.stats().topics.get("s") is None or (
+                    server.stats().topics["s"].head_seq < 2
+                ):
+                    await trio.sleep(0.01)

@@ -157,3 +157,40 @@ def test_encode_pubacks_is_each_wanted_puback_back_to_back(
         codec.encode_frame(F.Puback(rid, epoch, first, count)) for rid, first, count in acks if rid
     )
     assert codec.encode_pubacks(epoch, acks) == expected
+
+
+@given(
+    ps.topic_names() | st.text(max_size=300),
+    st.none() | st.lists(st.tuples(st.text(max_size=8), st.binary(max_size=8)), max_size=3),
+    st.lists(st.tuples(st.integers(0, 2**32), st.binary(max_size=40)), min_size=1, max_size=12),
+)
+def test_encode_publishes_is_each_publish_frame_back_to_back(
+    topic: str, headers: list[tuple[str, bytes]] | None, pairs: list[tuple[int, bytes]]
+) -> None:
+    hdrs = None if headers is None else tuple(headers)
+    frames = [F.Publish(rid, topic, payload, hdrs) for rid, payload in pairs]
+    try:
+        expected: Outcome = "bytes", b"".join(reference.encode_frame(f) for f in frames)
+    except LocalProtocolError as exc:
+        expected = "error", exc.code
+    rids, payloads = [rid for rid, _ in pairs], [payload for _, payload in pairs]
+    try:
+        got: Outcome = "bytes", codec.encode_publishes(topic, hdrs, rids, payloads)
+    except LocalProtocolError as exc:
+        got = "error", exc.code
+    assert got == expected
+
+
+@given(ps.frames(types=[FrameType.PUBACK]))
+def test_puback_frame_struct_reads_the_declared_puback(frame: F.Puback) -> None:
+    data = reference.encode_frame(frame)
+    assert len(data) == codec.PUBACK_FRAME.size
+    assert codec.PUBACK_FRAME.unpack(data) == (
+        len(data) - HEADER_SIZE,
+        FrameType.PUBACK,
+        0,
+        frame.request_id,
+        frame.epoch,
+        frame.first_seq,
+        frame.count,
+    )

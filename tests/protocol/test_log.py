@@ -198,3 +198,48 @@ def test_a_log_may_begin_in_the_middle_of_an_epoch() -> None:
     assert (log.oldest, log.head) == (41, 44)
     assert log.frame(43)[:2] == (42, 3)
     assert b"".join(log.slices(41, 44)) == message(41, 10) + batch(42, [1, 2, 3])
+
+
+def _state(log: TopicLog) -> tuple[object, ...]:
+    head, oldest = log.head, log.oldest
+    frames = log.slices(oldest, head) if head >= oldest else []
+    return (
+        head,
+        oldest,
+        b"".join(bytes(f) for f in frames),
+        log.frame_bytes,
+        log.frames_appended,
+        log.max_payload,
+        log.memory,
+    )
+
+
+@given(st.lists(appends, min_size=1, max_size=4), st.integers(1, 200), st.integers(1, 40_000))
+def test_a_run_of_pushes_is_stored_as_each_push_would_be(
+    runs: list[list[int | list[int]]], max_count: int, max_bytes: int
+) -> None:
+    """append_pushes of one read's publishes ends where append_push one by one ends:
+    the same retained frames, counters and memory, whatever the limits trimmed."""
+    logs = [
+        TopicLog(EPOCH, max_count=max_count, max_bytes=max_bytes, segment_size=MIN_SEGMENT)
+        for _ in range(2)
+    ]
+    for items in runs:
+        bodies = bytearray()
+        spans: list[tuple[int, int, int]] = []
+        for item in items:
+            seq = logs[0].head + 1 + sum(c or 1 for _, _, c in spans)
+            if isinstance(item, int):
+                frame, count = message(seq, item), 0
+            else:
+                frame, count = batch(seq, item), len(item)
+            start = len(bodies)
+            bodies += frame[HEADER_SIZE + 16 :]
+            spans.append((start, len(bodies), count))
+        view = memoryview(bytes(bodies))
+        one_by_one, as_run = logs
+        first = one_by_one.head + 1
+        for start, end, count in spans:
+            one_by_one.append_push(0, view[start:end], count)
+        assert as_run.append_pushes(0, view, spans) == first
+        assert _state(as_run) == _state(one_by_one)

@@ -102,6 +102,29 @@ def test_a_batch_declaring_more_records_than_it_holds_is_left_to_next_event() ->
     assert conn.take_publishes() is None and conn.buffered == len(frame)
 
 
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3))
+def test_a_record_reaching_past_its_batch_is_left_to_next_event_whatever_follows(
+    length: int, following: int
+) -> None:
+    """The record walk may read beyond its frame (into the frames after it, or off the
+    buffer); it must still refuse the batch unless the records end exactly at its end."""
+    records = (F.Record(b"abc"), F.Record(b"defg"))
+    frame = bytearray(codec.encode_frame(F.PublishBatch(1, "t", records)))
+    first_prefix = 6 + 4 + 1 + 1 + 2  # header, request_id, topic length, "t", count
+    frame[first_prefix : first_prefix + 4] = length.to_bytes(4, "big")
+    rest = b"".join(codec.encode_frame(F.Publish(2 + i, "t", b"p" * 9)) for i in range(following))
+    slow, fast = open_conn(), open_conn()
+    expected: list[object] = []
+    got: list[object] = []
+    for conn, out, use_fast in ((slow, expected, False), (fast, got, True)):
+        conn.receive_data(bytes(frame) + rest, 0.0)
+        try:
+            out.extend(outcome(conn, fast=use_fast))
+        except RemoteProtocolError as exc:
+            out.append(exc.code)
+    assert got == expected
+
+
 @given(streams, st.binary(min_size=1, max_size=40), st.data())
 def test_damaged_input_gets_the_same_outcome_either_way(
     frames: list[F.Frame], noise: bytes, data: st.DataObject
