@@ -206,6 +206,8 @@ class TopicLog:
         Returns the first sequence. The log ends exactly as :meth:`append_push` publish by
         publish would leave it (trimming included, whose hysteresis makes the moment
         matter); only the per-call overhead is gone."""
+        if self._segs is _NO_SEGMENTS:
+            self._own_storage()  # before the arrays are taken in hand below
         first = self.head + 1
         seg = self._seg
         quarter = seg >> 2

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
+from pushwire.protocol import log as log_module
 from pushwire.protocol.layouts import HEADER_SIZE, FrameType
 from pushwire.protocol.log import MIN_SEGMENT, TOPIC_OVERHEAD, TopicLog
 
@@ -243,3 +244,5 @@ def test_a_run_of_pushes_is_stored_as_each_push_would_be(
             one_by_one.append_push(0, view[start:end], count)
         assert as_run.append_pushes(0, view, spans) == first
         assert _state(as_run) == _state(one_by_one)
+    # every new topic shares the placeholders' empty arrays: nothing may have written to them
+    assert len(log_module._NO_ITEMS) == 0
