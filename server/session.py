@@ -216,6 +216,60 @@ class SessionStats:
 class Session:
     """One connection. Created and run by :class:`~pushwire.server.serve.Server`."""
 
+    # Slots: a server holds thousands of sessions, and an instance dict of this many
+    # attributes is past CPython's key-sharing limit (about 1.5 KiB each, measured with
+    # tracemalloc). A new attribute must be named here. Subclasses get a dict as usual.
+    __slots__ = (
+        "_again",
+        "_broker",
+        "_cancel_scope",
+        "_carry",
+        "_control",
+        "_control_bytes",
+        "_counters",
+        "_cursors",
+        "_deferred",
+        "_drain_deadline",
+        "_fd",
+        "_finishing",
+        "_goaway",
+        "_inflight",
+        "_last_request",
+        "_may",
+        "_nursery",
+        "_pattern_cursors",
+        "_pattern_pending",
+        "_pattern_stops",
+        "_publishing",
+        "_pull_due",
+        "_pulling",
+        "_rate_key",
+        "_reading",
+        "_room",
+        "_rotation",
+        "_writing",
+        "admitted",
+        "bytes_in",
+        "bytes_out",
+        "close_code",
+        "close_reason",
+        "config",
+        "conn",
+        "connection_id",
+        "expires_at",
+        "identity_name",
+        "max_queued_bytes",
+        "messages_in",
+        "messages_out",
+        "peer",
+        "permissions",
+        "refuse_code",
+        "server",
+        "source",
+        "stream",
+        "timer_at",
+    )
+
     def __init__(
         self,
         server: SessionHost,
@@ -800,6 +854,7 @@ class Session:
         a read allocates no stream-method frames."""
         conn = self.conn
         fd = self._fd
+        drained = False  # the last read got less than it asked for: wait before the next
         try:
             while True:
                 if fd < 0:
@@ -808,15 +863,18 @@ class Session:
                 else:
                     waited = False
                     while True:
+                        if drained:
+                            data = b""  # (not kept alive while we wait)
+                            await trio.lowlevel.wait_readable(fd)
+                            waited = True
                         try:
                             data = os.read(fd, READ_SIZE)
                             break
                         except BlockingIOError:
-                            pass  # (waiting outside the handler keeps no exception alive)
+                            drained = True
                         except OSError as exc:  # a reset: what receive_some raises for it
                             raise trio.BrokenResourceError(exc) from exc
-                        await trio.lowlevel.wait_readable(fd)
-                        waited = True
+                    drained = len(data) < READ_SIZE
                 self.bytes_in += len(data)
                 self._counters.bytes_in += len(data)
                 if self._finishing:
@@ -875,6 +933,8 @@ class Session:
                 event = conn.next_event()
                 if isinstance(event, Sentinel):  # NEED_DATA, or PAUSED until we answer
                     break
+                if type(event) is sc.PongReceived:
+                    continue  # receiving it restarted the heartbeat timer; nothing else to do
                 self._publishing = True  # (PUBLISH events; harmless for the others)
                 self._flush()
                 try:
