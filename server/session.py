@@ -1515,7 +1515,9 @@ class Session:
             self.server.timers.schedule(self, deadline)
 
     def on_timer(self, now: float) -> None:
-        """A deadline came (run by the server's timer task): what the time demands."""
+        """A deadline came (run by the server's timer task): what the time demands. ``now``
+        is the deadline, which may lie a timer grain ahead (server/timers.py); bytes
+        written here are recorded at the real time."""
         if self._finishing:
             return
         conn = self.conn
