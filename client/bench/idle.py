@@ -213,23 +213,23 @@ class _Loop:
             peer.state = _WELCOME
         try:
             while (frame := decoder.next_frame()) is not None:
-                kind = type(frame)
-                if kind is F.Message and peer.state == _READY:
+                ready = peer.state == _READY
+                if isinstance(frame, F.Message) and ready:
                     self._take(peer, frame.seq, frame.payload, now)
-                elif kind is F.Ping:
+                elif isinstance(frame, F.Ping):
                     self._send(peer, codec.encode_frame(F.Pong(frame.opaque)))
-                elif kind is F.Pong:
+                elif isinstance(frame, F.Pong):
                     pass  # the answer to one of ours
-                elif kind is F.MessageBatch and peer.state == _READY:
+                elif isinstance(frame, F.MessageBatch) and ready:
                     for i, record in enumerate(frame.records):
                         if not self._take(peer, frame.base_seq + i, record.payload, now):
                             break
-                elif kind is F.Welcome and peer.state == _WELCOME:
+                elif isinstance(frame, F.Welcome) and peer.state == _WELCOME:
                     decoder.max_frame_size = self.max_frame_size
                     self.interval = frame.heartbeat_ms / 1000
                     peer.state = _SUBSCRIBING
                     self._send(peer, self.subscribe)
-                elif kind is F.Subscribed and peer.state == _SUBSCRIBING:
+                elif isinstance(frame, F.Subscribed) and peer.state == _SUBSCRIBING:
                     peer.next_seq = frame.start_seq
                     peer.state = _READY
                     self.setting_up -= 1
