@@ -64,7 +64,10 @@ class FrameDecoder:
         self._buffer = bytearray()
         self.max_frame_size = max_frame_size
         self._eof = False
-        self._raw_types = frozenset(int(t) for t in raw_types)
+        # a frozenset is shared as it is (one per decoder cost each connection 216 bytes)
+        self._raw_types = (
+            raw_types if isinstance(raw_types, frozenset) else frozenset(int(t) for t in raw_types)
+        )
         # One flag read per frame decides between the plain path and the optioned one.
         self._optioned = bool(self._raw_types)
         self._raw: bytes | None = None

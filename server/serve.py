@@ -80,6 +80,11 @@ __all__ = [
 
 log = logging.getLogger("pushwire.server")
 
+#: Deadlines within this many seconds of each other are served by one wake-up of the timer
+#: task, each up to this much early (server/timers.py): 200 wake-ups a second at most,
+#: however many connections, and far below any interval or timeout the server keeps.
+TIMER_GRAIN = 0.005
+
 
 def _version() -> str:
     try:
@@ -409,7 +414,7 @@ class Server:
         #: Where the metrics endpoint listens once serving (host, port), if configured.
         self.metrics_bound: tuple[str, int] | None = None
         #: every session's deadlines, served by one task (see server/timers.py)
-        self.timers = Timers()
+        self.timers = Timers(TIMER_GRAIN)
         self._sessions: dict[int, Session] = {}
         self._next_id = 0
         self._listeners: list[trio.SocketListener] = []

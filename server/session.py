@@ -224,6 +224,60 @@ class SessionStats:
 class Session:
     """One connection. Created and run by :class:`~pushwire.server.serve.Server`."""
 
+    # Slots: a server holds thousands of sessions, and an instance dict of this many
+    # attributes is past CPython's key-sharing limit (about 1.5 KiB each, measured with
+    # tracemalloc). A new attribute must be named here. Subclasses get a dict as usual.
+    __slots__ = (
+        "_again",
+        "_broker",
+        "_cancel_scope",
+        "_carry",
+        "_control",
+        "_control_bytes",
+        "_counters",
+        "_cursors",
+        "_deferred",
+        "_drain_deadline",
+        "_fd",
+        "_finishing",
+        "_goaway",
+        "_inflight",
+        "_last_request",
+        "_may",
+        "_nursery",
+        "_pattern_cursors",
+        "_pattern_pending",
+        "_pattern_stops",
+        "_publishing",
+        "_pull_due",
+        "_pulling",
+        "_rate_key",
+        "_reading",
+        "_room",
+        "_rotation",
+        "_writing",
+        "admitted",
+        "bytes_in",
+        "bytes_out",
+        "close_code",
+        "close_reason",
+        "config",
+        "conn",
+        "connection_id",
+        "expires_at",
+        "identity_name",
+        "max_queued_bytes",
+        "messages_in",
+        "messages_out",
+        "peer",
+        "permissions",
+        "refuse_code",
+        "server",
+        "source",
+        "stream",
+        "timer_at",
+    )
+
     def __init__(
         self,
         server: SessionHost,
@@ -260,20 +314,24 @@ class Session:
         self._pattern_cursors: dict[int, dict[str, Cursor]] = {}
         self._pattern_stops: dict[int, Callable[[], None]] = {}
         self._pattern_pending: dict[int, list[str]] = {}
-        self._wake = trio.Event()  # the writer has something to do
-        self._room = trio.Event()  # the control queue dropped below its bound
+        #: set when the control queue dropped below its bound (made when it reaches it)
+        self._room: trio.Event | None = None
         #: when the server's timers will call on_timer (inf: not scheduled; see _arm)
         self.timer_at = math.inf
-        self._reader_done = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._writing = False  # a writer task runs; it ends when it has nothing left
+        self._again = False  # the running writer must do one more round
+        self._reading = False  # the reader runs and calls _flush before it next yields
+        self._deferred = False  # a writer wake-up waits for the reader's _flush
+        self._pull_due = False  # a round must pull: credit, a new cursor, more waiting
         self._finishing = False
         self._pulling = True
         self._drain_deadline = math.inf
         self._cancel_scope: trio.CancelScope | None = None
         self._rotation = 0
-        self._writer_idle = False  # the writer waits for _wake with nothing in hand
         self._publishing = False  # this connection's own publish is being appended
         self._carry: list[bytes | memoryview] = []  # left unsent by a direct write
-        #: the socket written directly by _wakeup (-1: not a plain TCP stream, never)
+        #: the socket read and written directly (-1: not a plain TCP stream, never)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self.permissions: Permissions | None = None
         #: Admission (set by the server before run): the source address the connection is
@@ -349,13 +407,14 @@ class Session:
         self._broker.charge(CONNECTION_OVERHEAD)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 self._cancel_scope = nursery.cancel_scope
                 self._arm()
-                nursery.start_soon(self._reader)
-                await self._writer()
-                with trio.move_on_after(self.config.close_timeout):
-                    await self._reader_done.wait()
-                nursery.cancel_scope.cancel()
+                if self._control or self._finishing:  # queued before the run began
+                    self._start_writer()
+                # The reader returns at EOF; a writer still flushing ends after its EOF.
+                # finish() bounded both by close_timeout.
+                await self._reader()
         finally:
             for cursor in self._cursors.values():
                 self._release(cursor)
@@ -386,8 +445,9 @@ class Session:
             self._cancel_scope.deadline = min(
                 self._cancel_scope.deadline, trio.current_time() + self.config.close_timeout
             )
-        self._wake.set()
-        self._room.set()
+        self._wake_writer()
+        if self._room is not None:
+            self._room.set()
         self.timer_at = -math.inf  # any scheduled entry is stale now
 
     def fail(self, code: ErrorCode, message: str) -> None:
@@ -418,27 +478,77 @@ class Session:
         self._control_bytes += len(data)
         self._broker.charge(len(data))
         self.max_queued_bytes = max(self.max_queued_bytes, self.queued_bytes)
-        if self._control_bytes >= self.config.outbound_queue_bytes:
+        if self._control_bytes >= self.config.outbound_queue_bytes and (
+            self._room is None or self._room.is_set()
+        ):
             self._room = trio.Event()
-        self._wake.set()
+        self._wake_writer()
+
+    def _wake_writer(self, *, pull: bool = False) -> None:
+        """Have the writer do a round (``pull``: one that pulls pushes). A running writer
+        does one more; the reader, between two yields, leaves it to its :meth:`_flush`;
+        otherwise a writer task starts."""
+        if pull:
+            self._pull_due = True
+        if self._writing:
+            self._again = True
+        elif self._reading:
+            self._deferred = True
+        else:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        self._deferred = False
+        if self._writing or self._nursery is None:
+            return  # (no nursery yet: run() starts it)
+        self._writing = self._again = True
+        try:
+            self._nursery.start_soon(self._writer)
+        except RuntimeError:  # the nursery is closed: the session is over
+            self._writing = False
+
+    def _flush(self) -> None:
+        """The reader is about to yield: what it queued goes out now. Replies alone, on a
+        plain TCP socket with no writer and nothing carried, are written right here, so an
+        answer (a PONG, PUBACKs) costs no task; anything else starts the writer."""
+        self._reading = False
+        if not self._deferred:
+            return
+        self._deferred = False
+        if (
+            self._control
+            and not self._pull_due
+            and self._fd >= 0
+            and not self._writing
+            and not self._carry
+            and not self._finishing
+        ):
+            control, self._control = self._control, []
+            self._broker.charge(-self._control_bytes)
+            self._control_bytes = 0
+            if self._room is not None:
+                self._room.set()
+            self._write_now([control[0] if len(control) == 1 else b"".join(control)])
+        else:
+            self._start_writer()
 
     @property
     def queued_bytes(self) -> int:
         return self._control_bytes + self._inflight
 
     async def _writer(self) -> None:
+        """The task that writes what cannot be written at once: rounds while there is work
+        (:meth:`_wake_writer`), then it ends, so an idle connection has no writer."""
         conn = self.conn
         stream = self.stream
         try:
             while True:
-                self._writer_idle = True
-                await self._wake.wait()
-                self._writer_idle = False
-                self._wake = trio.Event()
+                self._again = self._pull_due = False
                 control, self._control = self._control, []
                 self._broker.charge(-self._control_bytes)
                 self._control_bytes = 0
-                self._room.set()
+                if self._room is not None:
+                    self._room.set()
                 # what a direct send left unsent goes first (it was sent as a whole before
                 # anything else was queued: see _wakeup)
                 pieces: list[bytes | memoryview]
@@ -466,9 +576,15 @@ class Session:
                     conn.data_sent(trio.current_time())
                 if self._finishing and not self._control:
                     break
+                if not self._again:
+                    return
+                if not pieces:
+                    await trio.lowlevel.checkpoint()  # a round of nothing: let others run
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.finish(ErrorCode.NO_ERROR, f"peer went away while we wrote: {exc!r}")
             return
+        finally:
+            self._writing = False
         try:
             if isinstance(stream, trio.abc.HalfCloseableStream):
                 await stream.send_eof()
@@ -501,7 +617,7 @@ class Session:
             if self._finishing:
                 return
         if pending:
-            self._wake.set()
+            self._wake_writer(pull=True)
 
     def _count_out(self, n: int) -> None:
         self.messages_out += n
@@ -633,27 +749,27 @@ class Session:
         fd = self._fd
         if (
             fd < 0
-            or not self._writer_idle
+            or self._writing
             or self._control
             or self._carry
             or not self._pulling
             or self._publishing  # its PUBACK is about to be queued: it goes first
         ):
-            self._wake.set()
+            self._wake_writer(pull=True)
             return
         pieces: list[bytes | memoryview] = []
         _, more = self._pull_one(cur, pieces, self.config.outbound_queue_bytes)
         if more or self._finishing:
-            self._wake.set()
+            self._wake_writer(pull=True)
         if pieces:
             self._write_now(pieces)
 
     def _can_write_now(self) -> bool:
-        """Whether bytes may be written from outside the writer: a plain TCP socket, the
-        writer idle, nothing queued or carried (so nothing would be overtaken)."""
+        """Whether bytes may be written from outside the writer: a plain TCP socket, no
+        writer running, nothing queued or carried (so nothing would be overtaken)."""
         return (
             self._fd >= 0
-            and self._writer_idle
+            and not self._writing
             and not self._control
             and not self._carry
             and not self._finishing
@@ -673,7 +789,7 @@ class Session:
             self._counters.bytes_out += sent
             if sent < len(piece):
                 self._carry = [memoryview(piece)[sent:], *pieces[i + 1 :]]
-                self._wake.set()
+                self._wake_writer()
                 return
         self.conn.data_sent(trio.current_time())
 
@@ -708,7 +824,7 @@ class Session:
             return
         log = handle.log
         if log.epoch != cur.epoch:
-            self._wake.set()
+            self._wake_writer(pull=True)
             return
         if cur.next_seq < log.oldest:
             self._slow(cur, f"messages {cur.next_seq}..{log.oldest - 1} left the history")
@@ -741,10 +857,32 @@ class Session:
     # -- reading and events ------------------------------------------------------------------
 
     async def _reader(self) -> None:
+        """Reads until EOF. On a plain TCP socket it reads the descriptor itself and waits
+        with ``wait_readable``: an idle connection is one task parked in four frames, and
+        a read allocates no stream-method frames."""
         conn = self.conn
+        fd = self._fd
+        drained = False  # the last read got less than it asked for: wait before the next
         try:
             while True:
-                data = await self.stream.receive_some(READ_SIZE)
+                if fd < 0:
+                    data = await self.stream.receive_some(READ_SIZE)
+                    waited = True
+                else:
+                    waited = False
+                    while True:
+                        if drained:
+                            data = b""  # (not kept alive while we wait)
+                            await trio.lowlevel.wait_readable(fd)
+                            waited = True
+                        try:
+                            data = os.read(fd, READ_SIZE)
+                            break
+                        except BlockingIOError:
+                            drained = True
+                        except OSError as exc:  # a reset: what receive_some raises for it
+                            raise trio.BrokenResourceError(exc) from exc
+                    drained = len(data) < READ_SIZE
                 self.bytes_in += len(data)
                 self._counters.bytes_in += len(data)
                 if self._finishing:
@@ -758,39 +896,60 @@ class Session:
                     if not self._finishing:
                         self.finish(conn.close_code or ErrorCode.NO_ERROR, "peer closed")
                     return
+                if not waited:  # the bytes were there at once: let the others run too
+                    await trio.lowlevel.checkpoint()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.finish(ErrorCode.NO_ERROR, f"peer went away: {exc!r}")
-        finally:
-            self._reader_done.set()
 
     async def _process_events(self) -> None:
+        """Acts on everything the read made available. Between two yields the reader
+        queues replies without waking anything; :meth:`_flush` before each await sends
+        them (one write for the replies of a read, as the old writer wake-up gave)."""
+        self._reading = True
+        try:
+            await self._process()
+        finally:
+            self._flush()
+
+    async def _process(self) -> None:
         conn = self.conn
         try:
             while not self._finishing:
                 if self._control_bytes >= self.config.outbound_queue_bytes:
-                    await self._room.wait()
+                    self._flush()  # the writer (or a direct write) drains the queue
+                    if self._room is not None and not self._room.is_set():
+                        await self._room.wait()
+                    self._reading = True
                     continue
                 run = conn.take_publishes()
                 if run is not None:
                     self._publishing = True
                     try:
                         if self._broker.remote:
+                            self._flush()
                             reserved = await self._publish_run_remote(*run)
+                            self._reading = True
                         else:
                             reserved = self._publish_run(*run)
                     finally:
                         self._publishing = False
                     for topic in reserved:
+                        self._flush()
                         await self._published(topic)
+                        self._reading = True
                     continue
                 event = conn.next_event()
                 if isinstance(event, Sentinel):  # NEED_DATA, or PAUSED until we answer
                     break
+                if type(event) is sc.PongReceived:
+                    continue  # receiving it restarted the heartbeat timer; nothing else to do
                 self._publishing = True  # (PUBLISH events; harmless for the others)
+                self._flush()
                 try:
                     await self._handle(event)
                 finally:
                     self._publishing = False
+                    self._reading = True
                 self._queue(conn.data_to_send())
         except RemoteProtocolError as exc:
             log.info(
@@ -906,7 +1065,7 @@ class Session:
                     )
                 self._queue(conn.unsubscribed(event.sub_id))
             case sc.CreditGranted():
-                self._wake.set()
+                self._wake_writer(pull=True)
             case sc.PublishRequested():
                 if not self._within_rate(
                     FrameType.PUBLISH, event.request_id, event.topic, nbytes=len(event.body)
@@ -1215,7 +1374,7 @@ class Session:
         cursor.wakeup = functools.partial(self._wakeup, cursor)
         cursor.watched = functools.partial(self._watched, cursor)
         self._cursors[sid] = cursor
-        self._wake.set()
+        self._wake_writer(pull=True)
         log.debug(
             "connection %d: subscription %d to %r: %s, epoch %d, from seq %d",
             self.connection_id,
@@ -1301,7 +1460,7 @@ class Session:
         self._pattern_pending.pop(sid, None)
         for name in pending:
             self._topic_created(sid, name)
-        self._wake.set()
+        self._wake_writer(pull=True)
         log.debug(
             "connection %d: pattern subscription %d to %r: %d topic(s), %d resumed",
             self.connection_id,
@@ -1340,7 +1499,7 @@ class Session:
         cursor.wakeup = functools.partial(self._wakeup, cursor)
         cursor.watched = functools.partial(self._watched, cursor)
         cursors[name] = cursor
-        self._wake.set()
+        self._wake_writer(pull=True)
 
     def _end_pattern(self, sub_id: int) -> None:
         """Stop following new topics for ``sub_id`` and release its cursors (if it is a
@@ -1365,7 +1524,9 @@ class Session:
             self.server.timers.schedule(self, deadline)
 
     def on_timer(self, now: float) -> None:
-        """A deadline came (run by the server's timer task): what the time demands."""
+        """A deadline came (run by the server's timer task): what the time demands. ``now``
+        is the deadline, which may lie a timer grain ahead (server/timers.py); bytes
+        written here are recorded at the real time."""
         if self._finishing:
             return
         conn = self.conn

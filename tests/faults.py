@@ -289,7 +289,7 @@ class _IgnoresHistoryLoss(Session):
     def _slow(self, cur: Any, why: str) -> None:
         if "left the history" in why and cur.handle is not None:
             cur.next_seq = cur.handle.log.oldest  # no ERROR, no GAP: a silent loss
-            self._wake.set()
+            self._wake_writer(pull=True)
             return
         super()._slow(cur, why)
 

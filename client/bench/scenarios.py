@@ -3,20 +3,23 @@
 Theory of operation
 -------------------
 Same rules as :mod:`pushwire.client.bench.server` (whose server process, raw connections
-and checking subscribers these reuse): a ``pushwire serve`` child process on 127.0.0.1, raw
-protocol peers in this process, every payload stamped with its index and publish time, and
-every subscriber checks that it gets every message once, in order. They report what they
-measured and assert no speed.
+and checking subscribers these reuse; ``idle`` has subscribers of its own): a ``pushwire
+serve`` child process on 127.0.0.1, raw protocol peers, every payload stamped with its index
+and publish time, and every subscriber checks that it gets every message once, in order.
+They report what they measured and assert no speed.
 
 ``rate``: ``--rate-subscribers`` subscribers (10) and one publisher sending one PUBLISH at a
 time at each of ``--rates`` (200,2000 msg/s) for ``--rate-seconds``: publish-to-deliver
 latency p50/p99 and the server's CPU share at a fixed, not a saturating, load.
 
 ``idle``: ``--idle-connections`` subscribed connections (1000) with a ``--idle-heartbeat-ms``
-heartbeat (1000), which answer PINGs and nothing else. Figures: the server's RSS growth per
-connection, its CPU share while they idle for ``--idle-seconds`` (the heartbeats' cost), then
-``--idle-publishes`` messages at 1 msg/s to all of them: delivery p50/p99, and how many
-connections the server dropped (must be 0).
+heartbeat (1000), which answer PINGs and nothing else. They are raw sockets on ``select.epoll``
+in ``--idle-workers`` processes of their own (:mod:`pushwire.client.bench.idle`), so that the
+figures are the server's, not those of one Python process holding every connection. Figures:
+the server's RSS growth per connection, its CPU share while they idle for ``--idle-seconds``
+(the heartbeats' cost), then ``--idle-publishes`` messages at 1 msg/s to all of them:
+delivery p50/p99 (publish and arrival stamped with ``time.monotonic_ns``, one clock for all
+processes), and how many connections the server dropped (must be 0).
 
 ``interference``: a probe subscriber on one topic gets ``--probe`` messages published one at a
 time (each after the previous arrived) while a busy topic gets 2,000 msg/s; twice: without,
@@ -31,9 +34,11 @@ import resource
 import time
 from typing import TYPE_CHECKING, Any
 
+from pushwire.client.bench import idle as idle_peers
 from pushwire.client.bench import server
 from pushwire.client.bench.server import (
     MAX_CREDIT,
+    MAX_FRAME_SIZE,
     STAMP,
     BenchError,
     Progress,
@@ -49,7 +54,7 @@ from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import trio
 
@@ -60,6 +65,10 @@ CONNECT_BATCH = 50
 #: The busy topic's rate in ``interference``, published in 10 ms slices.
 BUSY_RATE = 2000
 MAX_IDLE_CONNECTIONS = 20_000
+#: Processes holding the idle subscribers (the server has a core of its own on two cores
+#: or more; these share what is left).
+IDLE_WORKERS = 2
+MAX_IDLE_WORKERS = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--idle-publishes", type=int, default=5, help="idle: messages at 1 msg/s to all (5)"
+    )
+    parser.add_argument(
+        "--idle-workers",
+        type=int,
+        default=IDLE_WORKERS,
+        metavar="N",
+        help=f"idle: processes holding the subscribers ({IDLE_WORKERS})",
     )
 
 
@@ -131,8 +147,12 @@ async def _open_many(
     return subs
 
 
-def _publish_frame(topic: str, index: int, filler: bytes) -> bytes:
-    stamp = STAMP.pack(index, time.perf_counter_ns())
+def _publish_frame(
+    topic: str, index: int, filler: bytes, clock: Callable[[], int] = time.perf_counter_ns
+) -> bytes:
+    """A PUBLISH whose payload starts with its index and its publish time by ``clock`` (the
+    subscribers' clock: ``time.monotonic_ns`` for those in other processes)."""
+    stamp = STAMP.pack(index, clock())
     return codec.encode_frame(F.Publish(0, topic, stamp + filler))
 
 
@@ -189,16 +209,28 @@ async def rate_run(rate: int, subscribers: int, seconds: float, limit: float) ->
 
 
 async def idle_run(
-    connections: int, heartbeat_ms: int, idle_seconds: float, publishes: int, limit: float
+    connections: int,
+    heartbeat_ms: int,
+    idle_seconds: float,
+    publishes: int,
+    limit: float,
+    workers: int = IDLE_WORKERS,
 ) -> dict[str, Any]:
+    """The subscribers live in ``workers`` processes of their own (:mod:`.idle`); this
+    process runs the server and the publisher, and reads the figures from both."""
     import trio
 
+    if not 1 <= workers <= MAX_IDLE_WORKERS:
+        raise BenchError(f"--idle-workers must lie in 1..{MAX_IDLE_WORKERS}")
     _raise_fd_limit(connections + 256)
     topic = "bench/idle"
     filler = bytes(64 - STAMP.size)
     errors: list[str] = []
     server_args = [
         *("--max-connections", str(connections + 16)),
+        # every subscriber comes from 127.0.0.1, each worker with SETUP_BATCH handshakes
+        *("--max-connections-per-source", str(connections + 16)),
+        *("--max-handshaking", str(max(256, 4 * workers * idle_peers.SETUP_BATCH))),
         *("--heartbeat-min-ms", str(min(heartbeat_ms, 1000))),
     ]
     result: dict[str, Any] = {
@@ -206,58 +238,90 @@ async def idle_run(
         "heartbeat_ms": heartbeat_ms,
         "idle_seconds": idle_seconds,
         "publishes": publishes,
+        "workers": workers,
     }
+    parts: list[dict[str, Any]] = []
+    crew: list[idle_peers.Worker] = []
+    cpu0 = cpu1 = before = after = None
+    t0 = t1 = 0.0
     async with open_server(*server_args) as server:
         await trio.sleep(0.5)
         before = server.memory_kib()
-        subs: list[Subscriber] = []
         with trio.move_on_after(limit) as scope:
-            progress = Progress()
-            async with trio.open_nursery() as nursery:
-                subs = await _open_many(
-                    server.port,
-                    connections,
-                    topic,
-                    MAX_CREDIT,
-                    heartbeat_ms,
-                    nursery,
-                    publishes,
-                    progress,
-                )
-                pub = await open_peer(server.port, "bench-idle-pub")
-                await trio.sleep(1.0)  # settle
-                after = server.memory_kib()
-                cpu0, t0 = server.cpu_seconds(), time.perf_counter()
-                print(f"  {connections} connections up; idling {idle_seconds:g} s", flush=True)
-                await trio.sleep(idle_seconds)
-                cpu1, t1 = server.cpu_seconds(), time.perf_counter()
-                for i in range(publishes):
-                    await pub.stream.send_all(_publish_frame(topic, i, filler))
-                    await trio.sleep(1.0)
-                with trio.move_on_after(10):
-                    await progress.until(lambda: all(s.finished for s in subs))
-                nursery.cancel_scope.cancel()
-                await pub.aclose()
+            crew = idle_peers.start_workers(
+                workers,
+                server.port,
+                connections,
+                topic,
+                heartbeat_ms=heartbeat_ms,
+                max_frame_size=MAX_FRAME_SIZE,
+                credit=MAX_CREDIT,
+                expected=publishes,
+                setup_seconds=limit,
+            )
+            try:
+                said = [await w.next_message() for w in crew]
+                errors += [f"worker {i}: {m}" for i, (k, m) in enumerate(said) if k != "ready"]
+                if not errors:
+                    pub = await open_peer(server.port, "bench-idle-pub")
+                    await trio.sleep(1.0)  # settle
+                    after = server.memory_kib()
+                    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+                    print(f"  {connections} connections up; idling {idle_seconds:g} s", flush=True)
+                    await trio.sleep(idle_seconds)
+                    cpu1, t1 = server.cpu_seconds(), time.perf_counter()
+                    for i in range(publishes):
+                        await pub.stream.send_all(
+                            _publish_frame(topic, i, filler, time.monotonic_ns)
+                        )
+                        await trio.sleep(1.0)
+                    with trio.move_on_after(10):
+                        for w in crew:
+                            if publishes:
+                                kind, message = await w.next_message()
+                                if kind != "done":
+                                    errors.append(f"worker: {message}")
+                    await pub.aclose()
+            finally:
+                for w in crew:
+                    w.stop()
+                with trio.CancelScope(shield=True), trio.move_on_after(30):
+                    for w in crew:
+                        while w.last[0] not in ("figures", "error"):
+                            await w.next_message()
+                        if w.last[0] == "figures":
+                            parts.append(w.last[1])
+                        else:
+                            errors.append(f"worker: {w.last[1]}")
+                for w in crew:
+                    w.end()
         crashed = server.exited()
-        for s in subs:
-            await s.conn.aclose()
     if scope.cancelled_caught:
         errors.append(f"stopped by --duration-limit after {limit:g} s")
     if crashed:
         errors.append("the server exited during the run")
-    dropped = sum(1 for s in subs if s.error and "closed" in s.error)
-    errors += [f"subscriber {i}: {s.error}" for i, s in enumerate(subs) if s.error][:5]
+    got = idle_peers.merge(parts)
+    errors += got.errors
+    arrived = sum(got.received)
+    if parts and not got.errors and arrived < connections * publishes:
+        errors.append(
+            f"{arrived} of {connections * publishes} deliveries arrived within 10 s of the "
+            "last publish"
+        )
     rss = None
-    if before and after and subs:
-        rss = (after["rss"] - before["rss"]) / len(subs)
+    if before and after and got.connected:
+        rss = (after["rss"] - before["rss"]) / got.connected
     result |= {
-        "connected": len(subs),
+        "connected": got.connected,
         "rss_kib_per_connection": rss,
-        "idle_server_cpu_percent": _server_percent(cpu1, cpu0, t1 - t0) if subs else None,
-        "latency_us": _latency_us([s.loaded for s in subs]),
-        "dropped": dropped,
-        "complete": not errors and all(s.received == publishes for s in subs),
-        "errors": errors,
+        "idle_server_cpu_percent": _server_percent(cpu1, cpu0, t1 - t0) if t1 else None,
+        "latency_us": _latency_us(got.latencies),
+        "dropped": got.dropped,
+        "generator_cpu_seconds": got.cpu_seconds,
+        "complete": not errors
+        and got.connected == connections
+        and got.received == [publishes] * connections,
+        "errors": errors[:5],
     }
     return result
 
@@ -374,6 +438,7 @@ async def run_scenarios(
                 args.idle_seconds,
                 args.idle_publishes,
                 limit,
+                args.idle_workers,
             )
         except BenchError as exc:
             r = {"complete": False, "errors": [_describe(exc)]}

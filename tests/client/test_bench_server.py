@@ -7,13 +7,20 @@ from __future__ import annotations
 import array
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pushwire.client.bench import idle
 from pushwire.client.bench import server as bench_server
 from pushwire.client.commands import cli
+from pushwire.protocol import codec
+from pushwire.protocol import frames as F
+from pushwire.protocol.decoder import encode_preface
+from pushwire.protocol.layouts import FrameType
 
 SMALL = [
     *("--subscribers", "1,2", "--messages", "200", "--payload", "100", "--probe", "20"),
@@ -138,3 +145,85 @@ def test_a_report_that_cannot_be_written_is_one_line(
     assert capsys.readouterr().err.strip().splitlines() == [
         f"pushwire bench server: error: cannot write {report}: No such file or directory"
     ]
+
+
+def test_idle_subscribers_in_worker_processes_get_every_message_and_answer_heartbeats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """40 subscribers in two epoll worker processes, a 1 s heartbeat: they outlive three
+    heartbeat timeouts (the server PINGs while it has nothing to send, and they PING it
+    while messages flow), and every one gets the three messages once and in order."""
+    import multiprocessing
+
+    report = tmp_path / "idle.json"
+    status = cli.main(
+        [
+            *("bench", "server", "--scenario", "idle", "--idle-connections", "40"),
+            *("--idle-workers", "2", "--idle-heartbeat-ms", "1000", "--idle-seconds", "3.5"),
+            *("--idle-publishes", "3", "--duration-limit", "60", "--json", str(report)),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    (run,) = json.loads(report.read_text())["idle"]
+    assert run["complete"] is True and run["errors"] == []
+    assert (run["connected"], run["workers"], run["dropped"]) == (40, 2, 0)
+    assert run["latency_us"]["samples"] == 40 * 3
+    assert 0 < run["latency_us"]["p50"] <= run["latency_us"]["p99"]
+    assert run["rss_kib_per_connection"] is not None
+    assert multiprocessing.active_children() == []
+    if Path("/proc/self/stat").exists():
+        assert _serve_children() == []
+
+
+def _server_side(loop: idle._Loop) -> tuple[socket.socket, idle._Peer]:
+    """A worker's connection whose far end the test plays as the server, past SUBSCRIBED
+    (start_seq 5)."""
+    ours, theirs = socket.socketpair()
+    ready = loop.ready
+    peer = loop.adopt(ours)
+    theirs.settimeout(5)
+    assert theirs.recv(1024).startswith(encode_preface(1, 1))  # preface and HELLO
+    welcome = F.Welcome(1, 1000, 1 << 20, 16, 100, 0, "test")
+    theirs.sendall(encode_preface(1, 1) + codec.encode_frame(welcome))
+    loop.readable(peer)
+    assert theirs.recv(1024) == codec.encode_frame(F.Subscribe(1, "t", initial_credit=7))
+    theirs.sendall(codec.encode_frame(F.Subscribed(1, 0, 9, 5, 4)))
+    loop.readable(peer)
+    assert (loop.ready, loop.setting_up, loop.interval) == (ready + 1, 0, 1.0)
+    return theirs, peer
+
+
+def _message(seq: int, index: int) -> bytes:
+    payload = bench_server.STAMP.pack(index, time.monotonic_ns()) + b"pad"
+    return codec.encode_frame(F.Message(9, seq, "t", payload))
+
+
+def test_an_idle_worker_answers_pings_checks_order_and_counts_a_closed_connection() -> None:
+    loop = idle._Loop("t", 1000, 1 << 20, 7, expected=3)
+    ends: list[socket.socket] = []
+    try:
+        server, peer = _server_side(loop)
+        ends.append(server)
+        server.sendall(codec.encode_frame(F.Ping(42)) + _message(5, 0) + _message(6, 1))
+        loop.readable(peer)
+        assert server.recv(1024) == codec.encode_frame(F.Pong(42))
+        assert (peer.received, peer.next_seq, len(loop.latencies)) == (2, 7, 2)
+        server.sendall(_message(8, 3))  # message 2 (seq 7) is missing
+        loop.readable(peer)
+        assert peer.error == "expected message 2 (seq 7), got message 3 (seq 8)"
+        assert (peer.received, loop.done, loop.dropped) == (2, 1, 0)
+
+        server2, peer2 = _server_side(loop)
+        ends.append(server2)
+        peer2.last_sent -= 2.0
+        loop.ping_idle(time.monotonic())  # nothing sent for an interval: PING
+        assert server2.recv(1024)[4] == FrameType.PING
+        server2.close()
+        loop.readable(peer2)
+        assert loop.dropped == 1 and peer2.error.startswith("the server closed")
+        assert loop.figures()["received"] == [2, 0]
+    finally:
+        loop.close()
+        for end in ends:
+            end.close()

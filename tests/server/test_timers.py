@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import trio
 
 from pushwire.server.timers import Timers
@@ -77,3 +78,19 @@ async def test_a_failing_callback_does_not_stop_the_others(autojump_clock: objec
     timers.schedule(Clocked(timers, 0, calls, "ok"), start + 2)
     await trio.sleep(3)
     assert calls == [("ok", start + 2)]
+
+
+async def test_a_grain_serves_close_deadlines_in_one_wake_up_each_with_its_own_time(
+    autojump_clock: object,
+) -> None:
+    timers = Timers(grain=0.5)
+    calls: list[tuple[str, float]] = []
+    start = trio.current_time()
+    a, b, c = (Clocked(timers, 0, calls, name) for name in "abc")
+    timers.schedule(a, start + 1)
+    timers.schedule(b, start + 1.4)  # within the grain of a: called with a, early
+    timers.schedule(c, start + 1.6)  # beyond it: a wake-up of its own, on time
+    await trio.sleep(1.2)
+    assert calls == [("a", start + 1), ("b", pytest.approx(start + 1.4, abs=1e-5))]
+    await trio.sleep(1)
+    assert calls[2:] == [("c", start + 1.6)]
