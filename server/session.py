@@ -15,10 +15,11 @@ Two tasks share one nursery per connection:
   is one ``memoryview`` slice of segments every subscriber shares -- up to the outbound
   budget, and sends the round (joined into one ``send_all`` when small). When a
   subscription has caught up and has credit it parks on its topic, which wakes it once at
-  the next append; without credit it parks nowhere, and CREDIT wakes it. Control frames
-  queued before
-  a round go out before that round's pushes, so SUBSCRIBED precedes the first MESSAGE and
-  every MESSAGE precedes UNSUBSCRIBED.
+  the next append; without credit it parks nowhere, and CREDIT wakes it. A wake-up with no
+  writer running plans and writes that round itself; the wake-ups caused by one read of a
+  publisher are collected and each woken connection writes once after the read's appends.
+  Control frames queued before a round go out before that round's pushes, so SUBSCRIBED
+  precedes the first MESSAGE and every MESSAGE precedes UNSUBSCRIBED.
 * time: the server's one timer task (:mod:`pushwire.server.timers`) calls
   :meth:`Session.on_timer` at the connection's next deadline (handshake, heartbeat, frame,
   drain), which hands the time to the connection; no task or timer per connection.
@@ -35,6 +36,7 @@ queued (ERROR last), shuts its write side, and the reader discards input until E
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import math
@@ -136,6 +138,35 @@ _MAY_CACHE = 1024
 #: One publish of a read, as ``ServerConnection.take_publishes`` gives it: (request_id,
 #: topic, body start, body end, record count or 0).
 Span = tuple[int, str, int, int, int]
+
+
+class _Woken:
+    """The subscriptions the appends of one publisher's read woke, by connection, so that
+    each connection writes once for the whole read, not once per topic the read touched.
+
+    A read holds up to :data:`READ_SIZE` bytes of publishes, often on many topics; a
+    connection that follows many of them (one exact subscription per topic, or a pattern)
+    would otherwise plan and write one small round per topic, one system call per delivered
+    message. Set in :data:`_WOKEN` by the appending task for the length of the read's
+    appends; the wake-ups run in that task, so they find it there."""
+
+    __slots__ = ("sessions",)
+
+    def __init__(self) -> None:
+        self.sessions: dict[Session, dict[Cursor, None]] = {}
+
+    def add(self, session: Session, cursor: Cursor) -> None:
+        self.sessions.setdefault(session, {})[cursor] = None
+
+    def flush(self) -> None:
+        for session, cursors in self.sessions.items():
+            session._write_woken(list(cursors))
+        self.sessions.clear()
+
+
+_WOKEN: contextvars.ContextVar[_Woken | None] = contextvars.ContextVar(
+    "pushwire_woken", default=None
+)
 
 
 _TOPIC, _START, _END, _COUNT = (operator.itemgetter(i) for i in range(1, 5))
@@ -742,25 +773,51 @@ class Session:
         switch per subscriber per append, which is what a fan-out to many mostly costs.
         Whatever the socket does not take now becomes the writer's *carry*, sent before
         anything else, so the byte order is that of one round. Otherwise (writer busy,
-        control frames queued, not a plain TCP socket) the writer is woken as usual."""
+        control frames queued, not a plain TCP socket) the writer is woken as usual. While
+        a session appends the publishes of one read, the round waits for the end of that
+        read (:class:`_Woken`), so a connection woken on many topics writes once."""
         cur.parked = False
         if not cur.active:
             return
-        fd = self._fd
-        if (
-            fd < 0
-            or self._writing
-            or self._control
-            or self._carry
-            or not self._pulling
-            or self._publishing  # its PUBACK is about to be queued: it goes first
-        ):
+        if not self._may_write_directly():
             self._wake_writer(pull=True)
+            return
+        woken = _WOKEN.get()
+        if woken is not None:  # a publisher's read is being appended: write once at its end
+            woken.add(self, cur)
             return
         pieces: list[bytes | memoryview] = []
         _, more = self._pull_one(cur, pieces, self.config.outbound_queue_bytes)
         if more or self._finishing:
             self._wake_writer(pull=True)
+        if pieces:
+            self._write_now(pieces)
+
+    def _may_write_directly(self) -> bool:
+        """Whether a wake-up may plan and write this connection's round itself (see
+        :meth:`_wakeup`) instead of waking the writer."""
+        return (
+            self._fd >= 0
+            and not self._writing
+            and not self._control
+            and not self._carry
+            and self._pulling
+            and not self._publishing  # its PUBACK is about to be queued: it goes first
+        )
+
+    def _write_woken(self, cursors: list[Cursor]) -> None:
+        """The end of a publisher's read that woke ``cursors``: one round for all of them,
+        written with non-blocking writes as :meth:`_wakeup` does, or by the writer when
+        that is no longer possible."""
+        if not self._may_write_directly() or self._finishing:
+            self._wake_writer(pull=True)
+            return
+        pieces: list[bytes | memoryview] = []
+        self._pull(cursors, pieces)  # wakes the writer when anything is left
+        if self._finishing:
+            self._wake_writer(pull=True)
+        if len(pieces) > 1 and sum(map(len, pieces)) <= JOIN_LIMIT:
+            pieces = [b"".join(pieces)]  # one system call, as the writer would make
         if pieces:
             self._write_now(pieces)
 
@@ -930,7 +987,13 @@ class Session:
                             reserved = await self._publish_run_remote(*run)
                             self._reading = True
                         else:
-                            reserved = self._publish_run(*run)
+                            woken = _Woken()
+                            token = _WOKEN.set(woken)
+                            try:
+                                reserved = self._publish_run(*run)
+                            finally:
+                                _WOKEN.reset(token)
+                                woken.flush()
                     finally:
                         self._publishing = False
                     for topic in reserved:

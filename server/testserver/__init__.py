@@ -12,6 +12,12 @@ connections (reconnect, resume); all connections that subscribe to its topic bel
 Two scenarios start on one connection and end on the *next* one (``bad-version``): the
 first connection arms the trick, the client's reconnect receives it.
 
+A pattern scenario (:mod:`pushwire.server.testserver.patterns`) is routed the same way by
+its pattern, ``conformance/<scenario>/+``, and pushes several topics that pattern matches,
+each in its own epoch; what the application must see is stated per topic. Those scenarios
+are n/a for a client that subscribes to names only (``--no-patterns``, or a client command
+without ``{pattern}``).
+
 Each scenario ends with a list of checks, each with the SPEC.md requirement IDs it proves
 and a level: a failed MUST check fails the scenario, a failed SHOULD check is a warning
 (an error with ``--strict``). What a client shows its application (a gap, an epoch change)

@@ -11,16 +11,28 @@ gap and epoch change it hands to its application, in the order the application s
 u64 values may be JSON numbers or decimal strings; other members are ignored, and so are
 lines that are not such objects (a client may print other things). ``pushwire sub --format
 json`` is the reference implementation. Only the event, the sequence numbers and the gap
-range are kept: payloads can be megabytes and never reach the report.
+range are kept: payloads can be megabytes and never reach the report. For a pattern
+scenario the items are kept per topic (every line must then name its topic), and compared
+topic by topic.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["AppItem", "matches", "parse_line", "render"]
+from pushwire.protocol.topics import pattern_matches, topic_problem
+
+__all__ = [
+    "AppItem",
+    "matches",
+    "matches_topics",
+    "parse_line",
+    "parse_pattern_line",
+    "render",
+    "render_topics",
+]
 
 #: ("msg", seq), ("gap", first, last), ("epoch",) or ("error",), as ``Scenario.app`` states.
 AppItem = tuple[Any, ...]
@@ -36,8 +48,7 @@ def _u64(value: Any) -> int | None:
     return None
 
 
-def parse_line(line: bytes | str, topic: str) -> AppItem | None:
-    """The application item a contract line states for ``topic``, or None."""
+def _object(line: bytes | str) -> dict[str, Any] | None:
     if isinstance(line, bytes):
         line = line.decode("utf-8", "replace")
     line = line.strip()
@@ -47,8 +58,32 @@ def parse_line(line: bytes | str, topic: str) -> AppItem | None:
         obj = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(obj, dict) or obj.get("topic", topic) != topic:
+    return obj if isinstance(obj, dict) else None
+
+
+def parse_line(line: bytes | str, topic: str) -> AppItem | None:
+    """The application item a contract line states for ``topic``, or None."""
+    obj = _object(line)
+    if obj is None or obj.get("topic", topic) != topic:
         return None
+    return _item(obj)
+
+
+def parse_pattern_line(line: bytes | str, pattern: str) -> tuple[str, AppItem] | None:
+    """(topic, item) for a contract line about a topic ``pattern`` matches, or None. A
+    line of a pattern subscription must name its topic: the topic is what tells the
+    topics' sequences apart."""
+    obj = _object(line)
+    if obj is None:
+        return None
+    topic = obj.get("topic")
+    if not isinstance(topic, str) or topic_problem(topic) or not pattern_matches(pattern, topic):
+        return None
+    item = _item(obj)
+    return None if item is None else (topic, item)
+
+
+def _item(obj: dict[str, Any]) -> AppItem | None:
     match obj.get("event"):
         case "message":
             seq = _u64(obj.get("seq"))
@@ -71,6 +106,19 @@ def matches(expected: Sequence[AppItem], seen: Sequence[AppItem]) -> bool:
             continue
         dedup.append(item)
     return dedup[: len(wanted)] == wanted
+
+
+def matches_topics(
+    expected: Mapping[str, Sequence[AppItem]], seen: Mapping[str, Sequence[AppItem]]
+) -> bool:
+    """Per topic, ``seen`` begins with ``expected`` (:func:`matches`); between topics no
+    order is promised, so none is checked."""
+    return all(matches(items, seen.get(topic, ())) for topic, items in expected.items())
+
+
+def render_topics(items: Mapping[str, Sequence[AppItem]], limit: int = 12) -> str:
+    """``orders/eu: msg 1..3, gap 4..6; orders/us: msg 1..2``, topics in name order."""
+    return "; ".join(f"{t}: {render(items[t], limit)}" for t in sorted(items)) or "nothing"
 
 
 def render(items: Sequence[AppItem], limit: int = 12) -> str:

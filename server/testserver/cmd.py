@@ -39,6 +39,8 @@ examples:
   pushwire testserver --port 7450 --scenario gap      # then: mytool sub conformance/gap ...
   pushwire testserver --scenario all --json report.json \\
       --client-command 'pushwire sub {topic} --server {address} --format json {mode_flag}'
+  pushwire testserver --scenario all \\
+      --client-command 'pushwire sub {pattern} --server {address} --format json {mode_flag}'
   pushwire testserver --hostile 50 \\
       --client-command 'pushwire sub {topic} --server {address} --format json'
 
@@ -51,7 +53,8 @@ def render_list() -> str:
     out = []
     for s in SCENARIOS.values():
         mode = " (subscribe at-least-once)" if s.mode != "any" else ""
-        out.append(f"{s.name:<{NAME_WIDTH}} topic {s.topic}{mode}")
+        what = "pattern" if s.pattern else "topic"
+        out.append(f"{s.name:<{NAME_WIDTH}} {what} {s.topic}{mode}")
         out.append(f"{'':{NAME_WIDTH}} {s.title}")
         out.append(f"{'':{NAME_WIDTH}} a correct client must: {s.client_must}")
         out.append(f"{'':{NAME_WIDTH}} requirements: {', '.join(s.requirements)}")
@@ -140,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-command",
         metavar="CMD",
-        help="run this shell command per scenario ({topic} {address} {host} "
+        help="run this shell command per scenario ({topic} {pattern} {address} {host} "
         "{port} {scenario} {mode} {mode_flag}) and stop it when the scenario ends",
     )
     parser.add_argument(
@@ -153,6 +156,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "code and print (as JSON lines) the messages before it",
     )
     parser.add_argument("--seed", type=int, help="hypothesis seed for --hostile (default random)")
+    parser.add_argument(
+        "--no-patterns",
+        action="store_true",
+        help="the client does not subscribe to patterns: the pattern scenarios are n/a (they "
+        "are also n/a when --client-command has no {pattern} placeholder)",
+    )
     parser.add_argument(
         "--mode-flag",
         default="--at-least-once",
@@ -188,8 +197,12 @@ async def _read_lines(stream: trio.abc.ReceiveStream, on_line: Callable[[bytes],
         on_line(bytes(buf))
 
 
-def _check_app_view(run: ScenarioRun, seen: list[appview.AppItem], contract_lines: int) -> None:
+def _check_app_view(run: ScenarioRun, seen: AppSeen, contract_lines: int) -> None:
     s = run.scenario
+    if s.pattern:
+        _check_app_topics(run, seen, contract_lines)
+        return
+    assert isinstance(seen, list)
     expected = s.app(run) if s.app else []
     if run.not_applicable or not [i for i in expected if i[0] != "error"]:
         return
@@ -211,6 +224,47 @@ def _check_app_view(run: ScenarioRun, seen: list[appview.AppItem], contract_line
     )
 
 
+def _check_app_topics(run: ScenarioRun, seen: AppSeen, contract_lines: int) -> None:
+    """A pattern scenario's application view, topic by topic."""
+    s = run.scenario
+    assert isinstance(seen, dict)
+    if run.not_applicable or s.app_topics is None:
+        return
+    expected = s.app_topics(run)
+    if not contract_lines:
+        run.check(
+            "the client prints the output contract: a JSON line, naming its topic, per "
+            "message, gap and epoch change (IMPLEMENTING.md)",
+            ("PW-PUB-13",),
+            False,
+            "no contract line naming a topic of the pattern on stdout; the application's "
+            "view was not checked",
+            level="SHOULD",
+        )
+        return
+    run.check(
+        f"the application sees, per topic, {appview.render_topics(expected)}",
+        s.requirements,
+        appview.matches_topics(expected, seen),
+        f"it saw {appview.render_topics(seen)}",
+    )
+
+
+#: What the application of a client under test saw: a list of items, or for a pattern
+#: scenario a list per topic.
+AppSeen = list[appview.AppItem] | dict[str, list[appview.AppItem]]
+
+
+def pattern_not_applicable(template: str | None, no_patterns: bool) -> str:
+    """Why the pattern scenarios are n/a for this run ("" when they apply): a client that
+    does not subscribe to patterns is not failed by them."""
+    if no_patterns:
+        return "--no-patterns: the client does not subscribe to patterns"
+    if template is not None and "{pattern}" not in template:
+        return "the client command has no {pattern} placeholder: no pattern subscriptions"
+    return ""
+
+
 async def _run_command(server: TestServer, run: ScenarioRun, template: str, limit: float) -> None:
     """Run the client command for one scenario: its stdout is the output contract, its
     stderr is kept for the last lines; when it exits before the scenario is over, the
@@ -218,6 +272,7 @@ async def _run_command(server: TestServer, run: ScenarioRun, template: str, limi
     s = run.scenario
     cmd = template.format(
         topic=shlex.quote(s.topic),
+        pattern=shlex.quote(s.topic),
         address=f"127.0.0.1:{server.port}",
         host="127.0.0.1",
         port=server.port,
@@ -226,11 +281,18 @@ async def _run_command(server: TestServer, run: ScenarioRun, template: str, limi
         mode_flag=server_mode_flag if s.mode == "at-least-once" else "",
     )
     seen: list[appview.AppItem] = []
+    per_topic: dict[str, list[appview.AppItem]] = {}
     contract = 0
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
 
     def on_stdout(line: bytes) -> None:
         nonlocal contract
+        if s.pattern:
+            found = appview.parse_pattern_line(line, s.topic)
+            if found is not None:
+                contract += 1
+                per_topic.setdefault(found[0], []).append(found[1])
+            return
         item = appview.parse_line(line, s.topic)
         if item is not None:
             contract += 1
@@ -279,7 +341,7 @@ async def _run_command(server: TestServer, run: ScenarioRun, template: str, limi
                 await run.done.wait()
                 # What the application saw may still be on its way to the pipe.
                 with trio.move_on_after(1.0):
-                    while not _app_complete(run, seen):
+                    while not _app_complete(run, per_topic if s.pattern else seen):
                         await trio.sleep(0.05)
                 await trio.sleep(0.3)
             await _stop(proc)
@@ -287,11 +349,13 @@ async def _run_command(server: TestServer, run: ScenarioRun, template: str, limi
     finally:
         await _stop(proc)
     if run.done.is_set():
-        _check_app_view(run, seen, contract)
+        _check_app_view(run, per_topic if s.pattern else seen, contract)
 
 
-def _app_complete(run: ScenarioRun, seen: list[appview.AppItem]) -> bool:
+def _app_complete(run: ScenarioRun, seen: AppSeen) -> bool:
     s = run.scenario
+    if isinstance(seen, dict):
+        return s.app_topics is None or appview.matches_topics(s.app_topics(run), seen)
     return s.app is None or appview.matches(s.app(run), seen)
 
 
@@ -351,9 +415,13 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             runs = [server.runs[n] for n in names]
+            unfit = pattern_not_applicable(args.client_command, args.no_patterns)
             for r in runs:
                 server.current = r
-                if args.client_command:
+                if r.scenario.pattern and unfit:
+                    r.not_applicable = unfit
+                    r.finish()
+                elif args.client_command:
                     await _run_command(server, r, args.client_command, args.scenario_timeout)
                 else:
                     with trio.move_on_after(args.scenario_timeout * len(runs)):

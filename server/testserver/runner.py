@@ -21,11 +21,11 @@ from pushwire.protocol.layouts import (
     SlowConsumerPolicy,
 )
 from pushwire.protocol.testing.model import Check
-from pushwire.protocol.topics import topic_problem
+from pushwire.protocol.topics import pattern_problem, topic_problem
 from pushwire.server.testserver.peer import Peer
 from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.scenarios import SCENARIOS
-from pushwire.server.testserver.script import TOPIC_PREFIX, WELCOME_MAX_FRAME, Ctx
+from pushwire.server.testserver.script import PATTERN_SUFFIX, TOPIC_PREFIX, WELCOME_MAX_FRAME, Ctx
 
 
 class TestServer:
@@ -162,6 +162,7 @@ class TestServer:
         if not isinstance(sub, F.Subscribe):
             return
         name = sub.topic[len(TOPIC_PREFIX) :] if sub.topic.startswith(TOPIC_PREFIX) else ""
+        name = name.removesuffix(PATTERN_SUFFIX)  # a pattern scenario's subscription
         run = self.runs.get(name)
         if run is None:
             await peer.send(
@@ -194,9 +195,18 @@ class TestServer:
             MIN_MAX_FRAME_SIZE <= hello.max_frame_size <= MAX_MAX_FRAME_SIZE,
             str(hello.max_frame_size),
         )
-        run.check(
-            "the SUBSCRIBE topic is a valid name", ("PW-TOPIC-1",), topic_problem(sub.topic) is None
-        )
+        if run.scenario.pattern:
+            run.check(
+                "the SUBSCRIBE topic is a valid pattern",
+                ("PW-TOPIC-8",),
+                pattern_problem(sub.topic) is None,
+            )
+        else:
+            run.check(
+                "the SUBSCRIBE topic is a valid name",
+                ("PW-TOPIC-1",),
+                topic_problem(sub.topic) is None,
+            )
         peer.take_subscribe(sub)
         if run.done.is_set():
             await self._hold(peer, sub)
@@ -237,7 +247,8 @@ class TestServer:
     async def _hold(self, peer: Peer, sub: F.Subscribe, subscribed: bool = False) -> None:
         """After a scenario is over: keep the client quietly connected until it leaves."""
         if not subscribed:
-            await peer.send(F.Subscribed(sub.sub_id, Outcome.NEW, 1, 1, 0))
+            opened = (0, 0, 0) if sub.is_pattern else (1, 1, 0)  # a pattern: zeros (§6.7)
+            await peer.send(F.Subscribed(sub.sub_id, Outcome.NEW, *opened))
         await peer.wait_closed(3600)
 
     async def _bad_version(self, peer: Peer, run: ScenarioRun, rest: bytes) -> None:

@@ -20,6 +20,7 @@ from pushwire.protocol.layouts import (
     SinceKind,
     SlowConsumerPolicy,
 )
+from pushwire.server.testserver.patterns import PATTERN_SCENARIOS
 from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.script import Ctx, Scenario, Script
 
@@ -1400,6 +1401,8 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
+# Scenarios for clients that subscribe to patterns (n/a for the others): after the rest.
+SCENARIOS |= {s.name: s for s in PATTERN_SCENARIOS}
 
 #: Width of the scenario-name column in the text reports.
 NAME_WIDTH = max(len(name) for name in SCENARIOS)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from pushwire.server.testserver.runner import TestServer
 
 TOPIC_PREFIX = "conformance/"
+#: What a pattern scenario's subscription adds to ``conformance/<scenario>``.
+PATTERN_SUFFIX = "/+"
 #: The receive limit the testserver announces: small, so max-frame scenarios stay fast.
 WELCOME_MAX_FRAME = 65536
 
@@ -38,6 +40,10 @@ class Scenario:
     expect_app: str
     script: Script
     mode: str = "any"  # "at-least-once": the client must subscribe at-least-once
+    #: The client subscribes to the pattern ``conformance/<name>/+`` (SPEC.md §6.7); what
+    #: its application must see is stated per topic, in ``app_topics``.
+    pattern: bool = False
+    app_topics: Callable[[ScenarioRun], dict[str, list[tuple[Any, ...]]]] | None = None
     #: ``expect_app`` as data: the list of ("msg", seq) / ("gap", first, last) / ("epoch",) /
     #: ("error",) items the application must see, computed from the run's state.
     app: Callable[[ScenarioRun], list[tuple[Any, ...]]] | None = None
@@ -48,7 +54,9 @@ class Scenario:
 
     @property
     def topic(self) -> str:
-        return TOPIC_PREFIX + self.name
+        """What the client subscribes to: a topic name, or a pattern for a pattern
+        scenario."""
+        return TOPIC_PREFIX + self.name + (PATTERN_SUFFIX if self.pattern else "")
 
 
 @dataclass

@@ -18,12 +18,24 @@ from pushwire.server.testserver import ScenarioRun
 
 
 async def drive_reference_client(
-    address: str, run: ScenarioRun, *, credit: int = 64, limit: float = 30.0
+    address: str,
+    run: ScenarioRun,
+    *,
+    credit: int = 64,
+    limit: float = 30.0,
+    topics: dict[str, list[tuple[Any, ...]]] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Run ``pushwire.client`` through one scenario and return what it showed the
-    application: ("msg", seq), ("gap", first, last), ("epoch",), ("error",)."""
+    application: ("msg", seq), ("gap", first, last), ("epoch",), ("error",). With
+    ``topics``, the same items are also kept there per topic (a pattern scenario)."""
     scenario = run.scenario
     seen: list[tuple[Any, ...]] = []
+
+    def record(topic: str, item: tuple[Any, ...]) -> None:
+        seen.append(item)
+        if topics is not None:
+            topics.setdefault(topic, []).append(item)
+
     with trio.move_on_after(limit):
         async with trio.open_nursery() as nursery:
 
@@ -46,14 +58,14 @@ async def drive_reference_client(
                         try:
                             msg = await sub.__anext__()
                         except pw.GapDetected as gap:
-                            seen.append(("gap", gap.first, gap.last))
+                            record(gap.topic, ("gap", gap.first, gap.last))
                             continue
-                        except pw.EpochChanged:
-                            seen.append(("epoch",))
+                        except pw.EpochChanged as change:
+                            record(change.topic, ("epoch",))
                             continue
                         except StopAsyncIteration:
                             break
-                        seen.append(("msg", msg.seq))
+                        record(msg.topic, ("msg", msg.seq))
             except pw.PushwireError:
                 seen.append(("error",))
             await trio.sleep_forever()

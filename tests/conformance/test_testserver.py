@@ -41,11 +41,20 @@ async def test_reference_client_passes_every_scenario() -> None:
         for name in SCENARIOS:
             run = ts.runs[name]
             ts.current = run
-            seen = await drive_reference_client(f"127.0.0.1:{ts.port}", run, limit=15)
+            topics: dict[str, list[tuple[object, ...]]] = {}
+            address = f"127.0.0.1:{ts.port}"
+            seen = await drive_reference_client(address, run, limit=15, topics=topics)
             failed = [c for c in run.checks if not c.passed]
             assert run.status is Status.PASS, (name, failed, run.notes)
             expected = run.scenario.app(run) if run.scenario.app else []
             assert app_matches(expected, seen), (name, expected, seen)
+            if run.scenario.app_topics is not None:
+                per_topic = run.scenario.app_topics(run)
+                assert set(topics) == set(per_topic), (name, topics)
+                for topic, items in per_topic.items():
+                    wanted = [i for i in items if i[0] != "error"]  # a connection's, no topic's
+                    assert app_matches(wanted, topics[topic]), (name, topic, items, topics)
+                    assert len(wanted) == len(items) or ("error",) in seen, (name, seen)
 
 
 async def broken_client(
@@ -423,3 +432,71 @@ async def test_a_client_that_backs_off_passes_rate_limited() -> None:
                 nursery.cancel_scope.cancel()
     assert run.status is Status.PASS, run.checks
     assert len(run.waits) == REFUSALS and run.delivered == 2, run.notes
+
+
+PATTERN_CLIENT = f"{sys.executable} {Path(__file__).parent / 'pattern_client.py'}"
+PATTERN_SCENARIOS = ["pattern-match", "pattern-hole", "pattern-resume", "pattern-status"]
+
+
+async def run_pattern_client(
+    tmp_path: Path, mistake: str, scenarios: list[str], *extra: str
+) -> tuple[int, dict[str, dict[str, object]]]:
+    """`pushwire testserver` with the raw pattern client as its client command; the exit
+    status and each scenario's JSON result."""
+    report = tmp_path / f"{mistake}.json"
+    args = [
+        "testserver",
+        *("--port", "0", "--heartbeat-ms", "300", "--timeout", "2"),
+        *("--scenario-timeout", "15", "--json", str(report)),
+        *(a for name in scenarios for a in ("--scenario", name)),
+        *("--client-command", f"{PATTERN_CLIENT} {mistake} {{address}} {{pattern}}"),
+        *extra,
+    ]
+    code = await trio.to_thread.run_sync(cli.main, args)
+    doc = json.loads(report.read_text())
+    return code, {r["id"]: r for r in doc["results"]}
+
+
+async def test_a_correct_raw_pattern_client_passes_the_pattern_scenarios(tmp_path: Path) -> None:
+    """The raw client below is correct without a mistake, so the failures that follow are
+    the mistakes' and not the client's."""
+    code, results = await run_pattern_client(tmp_path, "none", PATTERN_SCENARIOS)
+    assert {n: r["status"] for n, r in results.items()} == dict.fromkeys(PATTERN_SCENARIOS, "pass")
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("mistake", "scenario", "requirement"),
+    [
+        ("no-pattern-flag", "pattern-match", "PW-TOPIC-8"),  # the pattern as a name
+        ("one-counter", "pattern-match", "PW-ORDER-15"),  # one sequence for all topics
+        ("no-check", "pattern-hole", "PW-ORDER-15"),  # takes us 4 after us 2
+        ("no-positions", "pattern-resume", "PW-RESUME-6"),  # resubscribes from scratch
+        ("silent-status", "pattern-status", "PW-RESUME-2"),  # gap not told to the app
+        ("silent-status", "pattern-resume", "PW-RESUME-3"),  # epoch change not told
+    ],
+)
+async def test_the_pattern_scenarios_catch_a_broken_client(
+    tmp_path: Path, mistake: str, scenario: str, requirement: str
+) -> None:
+    code, results = await run_pattern_client(tmp_path, mistake, [scenario])
+    result = results[scenario]
+    failed = [c for c in result["checks"] if not c["passed"] and c["level"] == "MUST"]
+    assert result["status"] == "fail", result
+    assert any(requirement in c["requirements"] for c in failed), failed
+    assert code == 1
+
+
+async def test_pattern_scenarios_are_not_applicable_to_a_client_without_patterns(
+    tmp_path: Path,
+) -> None:
+    """A command without {pattern}, or --no-patterns, declares a client that subscribes to
+    names only: the pattern scenarios are n/a, not failures, and the command never runs."""
+    report = tmp_path / "names.json"
+    base = ["testserver", "--port", "0", "--json", str(report), "--scenario", "pattern-match"]
+    never = "echo started >&2; exit 3"
+    for extra in (["--client-command", f"{never} {{topic}}"], ["--no-patterns"]):
+        code = await trio.to_thread.run_sync(cli.main, [*base, *extra])
+        (result,) = json.loads(report.read_text())["results"]
+        assert (code, result["status"], result["checks"]) == (0, "n/a", []), result
+        assert "pattern" in result["detail"]

@@ -379,3 +379,43 @@ async def test_a_pong_goes_ahead_of_a_backlog_the_server_has_not_written_yet() -
             assert pushed < count // 2, f"PONG after {pushed} of {count} messages"
             assert [s for s, _ in await peer.messages(count - pushed)][-1] == count
             await peer.aclose()
+
+
+@pytest.mark.spec("PW-SLOW-5", "PW-ORDER-6")
+async def test_one_read_of_publishes_on_many_topics_reaches_a_subscriber_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection with one subscription per topic, woken by one read of the publisher on
+    32 of its topics, gets one write for the read, not one per topic: the sessions' direct
+    writes are counted (the writer task's ``send_all`` is not an ``os.write``)."""
+    import pushwire.server.session as session_module
+
+    topics = [f"fan/{i}" for i in range(32)]
+    writes: list[int] = []
+    real_write = session_module.os.write
+
+    def counting_write(fd: int, data: bytes | memoryview) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config()) as server:
+            sub = await RawPeer.connect(server.port)
+            pub = await RawPeer.connect(server.port)
+            await sub.handshake()
+            await pub.handshake()
+            for sub_id, topic in enumerate(topics, 1):
+                await sub.subscribe(sub_id, topic)
+            await trio.sleep(0.2)  # the subscriber's writer has gone idle
+            monkeypatch.setattr(session_module.os, "write", counting_write)
+            await pub.send(*(F.Publish(i, t, b"m-%d" % i) for i, t in enumerate(topics, 1)))
+            got = []
+            while len(got) < len(topics):
+                frame = await sub.recv_data()
+                assert isinstance(frame, F.Message), frame
+                got.append((frame.topic, frame.seq))
+            monkeypatch.undo()
+            assert sorted(got) == sorted((t, 1) for t in topics)  # no order between topics
+            assert 1 <= len(writes) <= 4, writes  # one per read (a read may come in parts)
+            await pub.aclose()
+            await sub.aclose()

@@ -251,3 +251,95 @@ async def test_a_new_topic_beyond_the_limit_ends_the_subscription() -> None:
             )
             await server.publish("a/1", b"4")
             await nothing_more(sub)
+
+
+async def frames_until(peer: RawPeer, n: int) -> list[F.Frame]:
+    """The next frames until ``n`` records were pushed, TOPIC_STATUS replies included."""
+    out: list[F.Frame] = []
+    records = 0
+    while records < n:
+        frame = await peer.recv_data()
+        out.append(frame)
+        if isinstance(frame, F.Message):
+            records += 1
+        elif isinstance(frame, F.MessageBatch):
+            records += len(frame.records)
+    return out
+
+
+def per_topic(frames: list[F.Frame]) -> dict[str, list[object]]:
+    """Each topic's pushes in order: a seq per record, ("gap", first, last, reason) or
+    ("epoch", epoch, start_seq) per TOPIC_STATUS."""
+    out: dict[str, list[object]] = {}
+    for frame in frames:
+        if isinstance(frame, F.Message):
+            out.setdefault(frame.topic, []).append(frame.seq)
+        elif isinstance(frame, F.MessageBatch):
+            seqs = range(frame.base_seq, frame.base_seq + len(frame.records))
+            out.setdefault(frame.topic, []).extend(seqs)
+        elif isinstance(frame, F.Subscribed) and frame.topic is not None:
+            if frame.outcome == Outcome.GAP:
+                status: object = ("gap", frame.gap_first, frame.gap_last, frame.gap_reason)
+            else:
+                status = (Outcome(frame.outcome).name, frame.epoch, frame.start_seq)
+            out.setdefault(frame.topic, []).append(status)
+        else:
+            raise AssertionError(f"unexpected {frame!r} on a pattern subscription")
+    return out
+
+
+@pytest.mark.spec("PW-SUB-30", "PW-SLOW-3", "PW-ORDER-15")
+async def test_a_skip_in_one_topic_is_a_topic_status_gap_for_that_topic_only() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config(history_count=3)) as server:
+            sub = await connect(server)
+            assert isinstance(await pattern(sub, 1, "orders/+", credit=2), F.Subscribed)
+            await server.publish("orders/eu", b"eu-1")
+            await server.publish("orders/us", b"us-1")
+            first = per_topic(await frames_until(sub, 2))  # the credit is used up
+            assert first == {"orders/eu": [1], "orders/us": [1]}
+            for i in range(2, 8):  # eu keeps 5..7: 2..4 leave the history unsent
+                await server.publish("orders/eu", b"eu-%d" % i)
+            await server.publish("orders/us", b"us-2")  # us loses nothing
+            await nothing_more(sub)
+            await sub.send(F.Credit(1, 100))
+            assert per_topic(await frames_until(sub, 4)) == {
+                "orders/eu": [("gap", 2, 4, ErrorCode.SLOW_CONSUMER), 5, 6, 7],
+                "orders/us": [2],
+            }
+            await nothing_more(sub)
+            await server.publish("orders/us", b"us-3")
+            await server.publish("orders/eu", b"eu-8")
+            assert per_topic(await frames_until(sub, 2)) == {"orders/eu": [8], "orders/us": [3]}
+
+
+@pytest.mark.spec("PW-SUB-30", "PW-ORDER-12", "PW-ORDER-15")
+async def test_a_reset_of_one_topic_is_a_topic_status_epoch_change_for_that_topic_only() -> None:
+    auth = {
+        b"app": Permissions(subscribe=("orders/#",), publish=("orders/#",)),
+        b"op": Permissions(publish=("$sys/reset/#",)),
+    }
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config(auth=auth)) as server:
+            sub = await connect(server, auth_token=b"app")
+            assert isinstance(await pattern(sub, 1, "orders/+"), F.Subscribed)
+            old, _ = await server.publish("orders/eu", b"eu-1")
+            us_epoch, _ = await server.publish("orders/us", b"us-1")
+            assert per_topic(await frames_until(sub, 2)) == {"orders/eu": [1], "orders/us": [1]}
+            op = await connect(server, auth_token=b"op")
+            await op.send(F.Publish(1, "$sys/reset/orders/eu", b"reset"))
+            assert isinstance(await op.expect(F.Puback), F.Puback)
+            new, seq = await server.publish("orders/eu", b"eu-new-1")
+            assert (seq, new != old) == (1, True)
+            await server.publish("orders/us", b"us-2")
+            frames = await frames_until(sub, 2)
+            assert per_topic(frames) == {
+                "orders/eu": [("EPOCH_CHANGED", new, 1), 1],
+                "orders/us": [2],
+            }
+            pushes = [f for f in frames if isinstance(f, F.Message)]
+            assert {(f.topic, f.epoch) for f in pushes} == {
+                ("orders/eu", new),
+                ("orders/us", us_epoch),
+            }
+            await nothing_more(sub)
