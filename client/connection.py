@@ -831,8 +831,10 @@ class Subscription:
         self._received = TopicPosition(ev.epoch, ev.last)
 
     def _on_epoch_reset(self, ev: cc.EpochReset) -> None:
-        self._push(EpochChange(self.topic, ev.old_epoch, ev.new_epoch, 1))
+        self._push(EpochChange(ev.topic, ev.old_epoch, ev.new_epoch, 1))
         self._received = TopicPosition(ev.new_epoch, 0)
+        if self.pattern:
+            self._topic_received[ev.topic] = self._received
 
     def _push(self, item: Gap | EpochChange) -> None:
         self._buffer.append(item)

@@ -1471,11 +1471,16 @@ class ClientConnection:
                 f"{state[1]} (out of order, duplicate, or a hole without TOPIC_STATUS)",
                 requirement="PW-ORDER-15",
             )
-        if state is not None and epoch != state[0] and first_seq != 1:
-            raise _violation(
-                f"message starts epoch {epoch} of {topic!r} at {first_seq}, not 1",
-                requirement="PW-ORDER-13",
-            )
+        if state is not None and epoch != state[0]:
+            if first_seq != 1:
+                raise _violation(
+                    f"message starts epoch {epoch} of {topic!r} at {first_seq}, not 1",
+                    requirement="PW-ORDER-13",
+                )
+            # A server announces a topic's new epoch with TOPIC_STATUS first [PW-SUB-30],
+            # which moves ``seen`` on; one that did not still restarts at 1, and the
+            # application must hear of the change all the same [PW-ORDER-13].
+            self._events.append(EpochReset(sub.sub_id, topic, state[0], epoch))
         sub.seen[topic] = [epoch, first_seq + count, first_seq + count - 1]
         sub_id, append = sub.sub_id, self._events.append
         for i, (payload, headers) in enumerate(records):

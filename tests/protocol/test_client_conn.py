@@ -1271,6 +1271,25 @@ def test_a_hole_in_one_topic_of_a_pattern_is_a_protocol_error() -> None:
     assert_fails_with(conn, msg(3, "a/b"), ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.spec("PW-ORDER-13")
+def test_a_topic_of_a_pattern_restarting_at_one_unannounced_is_told_to_the_application() -> None:
+    """Without the TOPIC_STATUS a server owes, a push of a new epoch at sequence 1 is still
+    a restart, and the application hears of it for that topic; at 2 it is an error."""
+    conn = opened()
+    sub_id = pattern_subscribed(conn)
+    conn.receive_data(msg(1, "a/b") + msg(2, "a/b") + msg(1, "a/c"), 0)
+    drain(conn)
+    conn.receive_data(msg(1, "a/b", epoch=EPOCH + 1), 0)
+    events = drain(conn)
+    assert events[0] == EpochReset(sub_id, "a/b", EPOCH, EPOCH + 1)
+    assert isinstance(events[1], MessageReceived) and (events[1].epoch, events[1].seq) == (
+        EPOCH + 1,
+        1,
+    )
+    assert F.TopicPosition("a/b", EPOCH + 1, 1) in conn.topic_positions(sub_id)
+    assert_fails_with(conn, msg(2, "a/c", epoch=EPOCH + 5), ErrorCode.PROTOCOL_ERROR)
+
+
 @pytest.mark.spec("PW-SUB-33")
 def test_topic_status_for_a_subscription_to_a_name_is_a_protocol_error() -> None:
     conn = opened()
