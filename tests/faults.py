@@ -459,6 +459,52 @@ def _drop_batch_too_large() -> Rewrite:
     return rewrite
 
 
+def _pattern_skip_as_gap() -> Rewrite:
+    """Tells a pattern topic's skip with a GAP frame, which names no topic, instead of
+    SUBSCRIBED(TOPIC_STATUS) with outcome GAP (PW-SUB-30)."""
+
+    def rewrite(frames: list[bytes]) -> list[bytes]:
+        out = []
+        for frame in frames:
+            header = codec.decode_header(frame)
+            if header.type == FrameType.SUBSCRIBED:
+                reply = codec.decode_body(header.type, header.flags, frame[HEADER_SIZE:])
+                assert isinstance(reply, F.Subscribed)
+                if reply.topic is not None and reply.outcome == Outcome.GAP:
+                    frame = codec.encode_frame(
+                        F.Gap(
+                            reply.sub_id,
+                            reply.epoch,
+                            reply.gap_first,
+                            reply.gap_last,
+                            reply.gap_reason,
+                        )
+                    )
+            out.append(frame)
+        return out
+
+    return rewrite
+
+
+def _pattern_reset_unannounced() -> Rewrite:
+    """Leaves out SUBSCRIBED(TOPIC_STATUS) with outcome EPOCH_CHANGED: a pattern topic's
+    restart shows only as pushes in a new epoch (PW-SUB-30)."""
+
+    def rewrite(frames: list[bytes]) -> list[bytes]:
+        out = []
+        for frame in frames:
+            header = codec.decode_header(frame)
+            if header.type == FrameType.SUBSCRIBED:
+                reply = codec.decode_body(header.type, header.flags, frame[HEADER_SIZE:])
+                assert isinstance(reply, F.Subscribed)
+                if reply.topic is not None and reply.outcome == Outcome.EPOCH_CHANGED:
+                    continue
+            out.append(frame)
+        return out
+
+    return rewrite
+
+
 def _crashes_at_shutdown() -> type[Session]:
     """A session that raises once it is the last one to end during a shutdown: the server
     "crashes on its way out" after every GOAWAY and drain went right."""
@@ -504,6 +550,10 @@ FAULTS: dict[str, Callable[[ServerConfig], dict[str, Any]]] = {
         "session_factory": rewriting_frames(_drop_batch_too_large)
     },
     "crashes-at-shutdown": lambda c: {"session_factory": _crashes_at_shutdown()},
+    "pattern-skip-as-gap": lambda c: {"session_factory": rewriting_frames(_pattern_skip_as_gap)},
+    "pattern-reset-unannounced": lambda c: {
+        "session_factory": rewriting_frames(_pattern_reset_unannounced)
+    },
     "silent-shutdown-in-handshake": lambda c: {"connection_factory": SilentShutdownInHandshake},
 }
 

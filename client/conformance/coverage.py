@@ -64,9 +64,6 @@ UNCOVERED_REASONS: dict[str, str] = {
     "PW-SUB-31": "as PW-SUB-27: the per-pattern topic limit is the operator's configuration",
     "PW-SUB-25": "needs a token whose permissions cover only part of a pattern's reach; "
     "--forbidden-topic names one topic, not a permission shape",
-    "PW-SUB-30": "needs the server to skip within one topic of a pattern (the DROP policy "
-    "overtaking a slow consumer) or to reset a topic mid-stream, with timing a run cannot "
-    "force portably",
 }
 
 

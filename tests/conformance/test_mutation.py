@@ -67,6 +67,8 @@ MUTANTS: dict[str, Mutant] = {
     "drops-too-large-batch-record": m("FL-07", "FL-05 FL-06"),
     "crashes-at-shutdown": m("SD-09", "SD-02 SD-03 SD-04 SD-05 SD-07"),
     "silent-shutdown-in-handshake": m("SD-10", "SD-02"),
+    "pattern-skip-as-gap": m("PT-09", "FC-06 PT-03 PT-10"),
+    "pattern-reset-unannounced": m("PT-03 PT-10", "RH-12 PT-09"),
 }
 
 

@@ -1,16 +1,24 @@
 """patterns: pattern subscriptions (SPEC.md §6.7, §9.4): which topics a pattern matches,
 per-topic sequences and contiguity, one credit pool, one outcome per resumed topic, the
-reserved characters, and the request errors of a pattern SUBSCRIBE."""
+reserved characters, the request errors of a pattern SUBSCRIBE, and a topic's skip or
+restart told per topic."""
 
 from __future__ import annotations
 
-from pushwire.client.conformance.registry import case
-from pushwire.client.conformance.runner import CaseContext
-from pushwire.client.conformance.wire import CaseFailed, WireConnection, describe
+from pushwire.client.conformance.registry import NEEDS_RESET, case
+from pushwire.client.conformance.runner import CaseContext, check_seqs
+from pushwire.client.conformance.wire import CaseFailed, NotApplicable, WireConnection, describe
 from pushwire.protocol import codec
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
-from pushwire.protocol.layouts import AT_LEAST_ONCE, PATTERN, FrameType, Outcome, SinceKind
+from pushwire.protocol.layouts import (
+    AT_LEAST_ONCE,
+    PATTERN,
+    FrameType,
+    Outcome,
+    SinceKind,
+    SlowConsumerPolicy,
+)
 
 CAT = "patterns"
 
@@ -246,3 +254,118 @@ async def at_least_once(ctx: CaseContext) -> None:
     )
     await conn.send_raw(data)
     await conn.expect_error_close(ErrorCode.FIELD_OUT_OF_RANGE)
+
+
+async def _told_per_topic(
+    conn: WireConnection, want: dict[str, int]
+) -> tuple[list[F.Subscribed], dict[str, list[tuple[int, int]]]]:
+    """Frames until ``want[topic]`` messages of each topic arrived: the TOPIC_STATUS replies
+    seen on the way, and each topic's (epoch, seq) in arrival order. A GAP frame fails at
+    once (it names no topic, so it cannot be a pattern's [PW-SUB-30]), as does a
+    TOPIC_STATUS after a push of its topic or any other frame."""
+    statuses: list[F.Subscribed] = []
+    got: dict[str, list[tuple[int, int]]] = {t: [] for t in want}
+    while any(len(got[t]) < n for t, n in want.items()):
+        obs = await conn.next_frame()
+        if isinstance(obs, F.Gap):
+            raise CaseFailed(
+                "SUBSCRIBED(TOPIC_STATUS) for a pattern's topic, never a GAP frame",
+                describe(obs),
+            )
+        if isinstance(obs, F.Subscribed) and obs.sub_id == 1 and obs.topic in got:
+            if got[obs.topic]:
+                raise CaseFailed(
+                    f"the TOPIC_STATUS of {obs.topic!r} before its next push",
+                    f"{describe(obs)} after {len(got[obs.topic])} pushes of it",
+                )
+            statuses.append(obs)
+        elif isinstance(obs, F.Message) and obs.topic in got:
+            got[obs.topic].append((obs.epoch, obs.seq))
+        elif isinstance(obs, F.MessageBatch) and obs.topic in got:
+            got[obs.topic] += [(obs.epoch, obs.base_seq + i) for i in range(len(obs.records))]
+        else:
+            raise CaseFailed(f"messages of {', '.join(sorted(want))}", describe(obs))
+    return statuses, got
+
+
+@case(
+    "PT-09",
+    "A pattern's slow-consumer skip is SUBSCRIBED(TOPIC_STATUS, GAP) for that topic, never GAP",
+    category=CAT,
+    requirements=("PW-SUB-30", "PW-ORDER-15"),
+)
+async def skip_told_per_topic(ctx: CaseContext) -> None:
+    """'<base>/+' with credit 0: two messages of '<base>/b' wait while '<base>/a' is
+    published until its first messages left the history. After CREDIT, '<base>/a' gets one
+    SUBSCRIBED(TOPIC_STATUS) with outcome GAP (first 1, last oldest-1, start_seq oldest)
+    before its messages from the oldest, and '<base>/b' its messages 1 and 2 with no
+    status: a GAP frame names no topic, so a pattern subscriber could not tell which topic
+    lost what (n/a when the server announces DISCONNECT, or its history outlasts
+    --max-publish)."""
+    base = ctx.topic("skip")
+    a, b = f"{base}/a", f"{base}/b"
+    sub = await ctx.connect()
+    assert sub.welcome is not None
+    if sub.welcome.slow_consumer_policy != SlowConsumerPolicy.DROP:
+        raise NotApplicable("the server announces slow_consumer_policy DISCONNECT (see FC-07)")
+    await _subscribe_pattern(sub, f"{base}/+", credit=0)
+    b_epoch, _ = await ctx.publish(b, [b"b1", b"b2"])
+    epoch, oldest, _ = await ctx.expire_history(a)
+    await sub.send(F.Credit(1, 2 + 5))
+    statuses, got = await _told_per_topic(sub, {a: 5, b: 2})
+    want = f"SUBSCRIBED(TOPIC_STATUS, GAP, topic={a}, epoch={epoch}, gap 1..{oldest - 1})"
+    told = [(s.topic, s.outcome, s.epoch, s.start_seq, s.gap_first, s.gap_last) for s in statuses]
+    if told != [(a, Outcome.GAP, epoch, oldest, 1, oldest - 1)]:
+        raise CaseFailed(
+            f"{want} and nothing for {b}", ", ".join(map(describe, statuses)) or "no status"
+        )
+    if statuses[0].gap_reason not in (ErrorCode.SLOW_CONSUMER, ErrorCode.HISTORY_EXPIRED):
+        raise CaseFailed(f"{want}, reason SLOW_CONSUMER (see FC-09)", describe(statuses[0]))
+    if {e for e, _ in got[a]} != {epoch} or {e for e, _ in got[b]} != {b_epoch}:
+        raise CaseFailed(f"{a} in epoch {epoch}, {b} in epoch {b_epoch}", repr(got))
+    check_seqs(f"{a} after its skip", [s for _, s in got[a]], range(oldest, oldest + 5))
+    check_seqs(f"{b}, untouched by the skip of {a}", [s for _, s in got[b]], [1, 2])
+
+
+@case(
+    "PT-10",
+    "A topic reset under a pattern is SUBSCRIBED(TOPIC_STATUS, EPOCH_CHANGED), then seq 1",
+    category=CAT,
+    requirements=("PW-SUB-30", "PW-ORDER-12", "PW-ORDER-15"),
+    needs=(NEEDS_RESET,),
+)
+async def reset_told_per_topic(ctx: CaseContext) -> None:
+    """'<base>/+' receives messages 1-2 of '<base>/a' and 1 of '<base>/b'; the operator
+    resets '<base>/a' (``--reset-command``). The next messages of '<base>/a' come after one
+    SUBSCRIBED(TOPIC_STATUS) with outcome EPOCH_CHANGED and the new epoch, from sequence 1
+    of that epoch; '<base>/b' carries on at 2 in its own epoch, with no status and no GAP
+    frame."""
+    assert ctx.target.reset is not None
+    base = ctx.topic("reset")
+    a, b = f"{base}/a", f"{base}/b"
+    sub = await ctx.connect()
+    await _subscribe_pattern(sub, f"{base}/+")
+    old_epoch, _ = await ctx.publish(a, [b"a1", b"a2"])
+    b_epoch, _ = await ctx.publish(b, [b"b1"])
+    statuses, got = await _told_per_topic(sub, {a: 2, b: 1})
+    if statuses or got != {a: [(old_epoch, 1), (old_epoch, 2)], b: [(b_epoch, 1)]}:
+        raise CaseFailed(f"messages 1-2 of {a} and 1 of {b}, no status", repr(got))
+    await ctx.target.reset(a)
+    new_epoch, seqs = await ctx.publish(a, [b"new-1", b"new-2"])
+    if new_epoch in (0, old_epoch) or seqs != [1, 2]:
+        raise CaseFailed(
+            f"PUBACK for {a} in a new non-zero epoch (not {old_epoch}) from seq 1",
+            f"epoch {new_epoch}, seqs {seqs}",
+        )
+    await ctx.publish(b, [b"b2"])
+    statuses, got = await _told_per_topic(sub, {a: 2, b: 1})
+    told = [(s.topic, s.outcome, s.epoch, s.start_seq) for s in statuses]
+    if told != [(a, Outcome.EPOCH_CHANGED, new_epoch, 1)]:
+        raise CaseFailed(
+            f"SUBSCRIBED(TOPIC_STATUS, EPOCH_CHANGED, topic={a}, epoch={new_epoch}, "
+            f"start_seq=1) and nothing for {b}",
+            ", ".join(map(describe, statuses)) or "no status",
+        )
+    want = {a: [(new_epoch, 1), (new_epoch, 2)], b: [(b_epoch, 2)]}
+    if got != want:
+        raise CaseFailed(repr(want), repr(got))
