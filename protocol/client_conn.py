@@ -1418,11 +1418,16 @@ class ClientConnection:
     ) -> None:
         queue = self._topics.get(topic)
         sub = queue[0] if queue else None
-        if sub is None and self._patterns:
-            sub = self._pattern_for(topic)
-            if sub is not None and sub.answered and not sub.closing:
-                self._on_pattern_messages(sub, topic, epoch, first_seq, records)
-                return
+        if self._patterns and (sub is None or not sub.answered):
+            # A name not answered yet has had no push (SUBSCRIBED comes first): a push on
+            # its topic is a pattern's, delivered if the pattern is live, dropped if it is
+            # being unsubscribed (the name's SUBSCRIBE went after that UNSUBSCRIBE).
+            owner = self._pattern_for(topic)
+            if owner is not None:
+                if owner.answered and not owner.closing:
+                    self._on_pattern_messages(owner, topic, epoch, first_seq, records)
+                    return
+                sub = owner
         if sub is None or sub.closing or not sub.answered:  # rare: decide slowly
             sub = self._receiving_sub(sub, f"message on topic {topic!r}")
             if sub is None:

@@ -1262,6 +1262,40 @@ def test_a_pattern_takes_each_topics_pushes_from_one_credit_pool() -> None:
     assert_fails_with(conn, msg(2, "a/c"), ErrorCode.FLOW_CONTROL_ERROR)
 
 
+@pytest.mark.spec("PW-SUB-17")
+def test_a_push_of_a_pattern_being_unsubscribed_is_dropped_while_a_name_awaits_subscribed() -> None:
+    """UNSUBSCRIBE of ``a/+`` then SUBSCRIBE of ``a/b``: until the name's SUBSCRIBED, a
+    push on ``a/b`` is the pattern's (the server answers in order) and is dropped; after
+    it, pushes are the name's."""
+    conn = opened()
+    pattern = pattern_subscribed(conn)
+    conn.unsubscribe(pattern)
+    name, _ = conn.subscribe("a/b", initial_credit=5)
+    conn.receive_data(msg(7, "a/b"), 0)
+    assert drain(conn) == []
+    conn.receive_data(enc(F.Unsubscribed(pattern, EPOCH, 7)), 0)
+    conn.receive_data(enc(F.Subscribed(name, Outcome.NEW, EPOCH, 8, 7)) + msg(8, "a/b"), 0)
+    events = drain(conn)
+    assert [type(e) for e in events] == [
+        UnsubscribeConfirmed,
+        SubscriptionConfirmed,
+        MessageReceived,
+    ]
+    assert (events[2].sub_id, events[2].seq) == (name, 8)
+
+
+@pytest.mark.spec("PW-SUB-23")
+def test_a_push_on_a_live_patterns_topic_is_the_patterns_while_a_name_awaits_subscribed() -> None:
+    """A SUBSCRIBE of a name the live pattern covers (the server will refuse it as
+    ALREADY_SUBSCRIBED): pushes on the topic meanwhile are the pattern's."""
+    conn = opened()
+    pattern = pattern_subscribed(conn)
+    conn.subscribe("a/b", initial_credit=5)
+    conn.receive_data(msg(1, "a/b"), 0)
+    (event,) = drain(conn)
+    assert isinstance(event, MessageReceived) and (event.sub_id, event.seq) == (pattern, 1)
+
+
 @pytest.mark.spec("PW-ORDER-15")
 def test_a_hole_in_one_topic_of_a_pattern_is_a_protocol_error() -> None:
     conn = opened()
