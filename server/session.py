@@ -670,6 +670,26 @@ class Session:
         """One round for one subscription, as :func:`delivery.plan_round` plans it: (bytes
         appended, more is waiting). Afterwards the cursor either waits on its topic (caught
         up, with credit) or, under DISCONNECT, is watched for lag."""
+        handle = cur.handle
+        if handle is not None:  # the fan-out case first: the topic's shared plan fits
+            shared = handle.plan
+            log = handle.log
+            if (
+                shared is not None
+                and shared.log is log
+                and shared.first == cur.next_seq
+                and shared.head == log.head
+                and cur.epoch == log.epoch
+                and cur.next_seq >= log.oldest
+                and budget >= shared.size
+                and cur.active
+                and not cur.pattern
+            ):
+                client = self.conn.client
+                if client is not None and client.max_frame_size >= log.max_payload:
+                    left = self.conn.take_credit(cur.sub_id, shared.count, log.epoch, log.head)
+                    if left >= 0:
+                        return self._push_shared(cur, handle, shared, pieces, left)
         conn = self.conn
         sub = conn.subscription(cur.sub_id)
         handle = cur.handle
@@ -765,6 +785,30 @@ class Session:
         if policy == SlowConsumerPolicy.DISCONNECT:
             self._watch(cur, handle, credit)
         return used, more
+
+    def _push_shared(
+        self,
+        cur: Cursor,
+        handle: Topic,
+        shared: SharedPlan,
+        pieces: list[bytes | memoryview],
+        credit: int,
+    ) -> tuple[int, bool]:
+        """The end of :meth:`_pull_one` when the topic's shared plan was taken whole and its
+        credit charged (``credit`` is what is left): what the general path does after the
+        same plan, less what cannot apply. Nothing was behind the history, nothing is left
+        to send, and with everything up to the head queued the lag is zero [PW-SLOW-5]."""
+        push = shared.steps[0]
+        assert isinstance(push, delivery.Push)  # a shared plan is one push
+        pieces.extend(push.data)
+        cur.next_seq = shared.head + 1
+        self._count_out(shared.count)
+        if credit > 0 and not cur.parked:
+            cur.parked = True
+            handle.wait(cur, cur.wakeup)
+        if self.config.slow_consumer_policy == SlowConsumerPolicy.DISCONNECT:
+            self._watch(cur, handle, credit)
+        return shared.size, False
 
     def _gap(self, cur: Cursor, first: int, last: int, reason: ErrorCode, head: int) -> bytes:
         """GAP for one subscription, or for one topic of a pattern subscription its

@@ -642,6 +642,38 @@ class TestCredit:
         conn.consume_credit(1, 1, epoch=5, last_seq=3)
         assert conn.credit(1) == 0
 
+    @given(
+        credit=st.integers(0, 8),
+        count=st.integers(1, 8),
+        epoch=st.sampled_from([5, 6]),
+        sub_id=st.sampled_from([1, 2]),
+    )
+    def test_take_credit_is_consume_credit_where_it_applies(
+        self, credit: int, count: int, epoch: int, sub_id: int
+    ) -> None:
+        """The fan-out's one-call charge: the same record as consume_credit when the
+        subscription is active and the credit covers ``count``, else -1 and no change."""
+        fast, slow = open_conn(), open_conn()
+        for conn in (fast, slow):
+            subscribe(conn, 1, "t", initial_credit=credit)
+        left = fast.take_credit(sub_id, count, epoch, 7)
+        if sub_id == 1 and count <= credit:
+            slow.consume_credit(1, count, epoch=epoch, last_seq=7)
+            assert left == credit - count
+        else:
+            assert left == -1
+        assert fast.subscriptions == slow.subscriptions
+        assert fast.state is slow.state
+
+    def test_take_credit_leaves_a_pattern_subscription_to_consume_credit(self) -> None:
+        conn = open_conn()
+        (event,) = feed(conn, F.Subscribe(1, "a/+", initial_credit=5, positions=()))
+        assert isinstance(event, sc.PatternSubscribeRequested)
+        conn.pattern_subscribed(1)
+        before = conn.subscriptions
+        assert conn.take_credit(1, 1, 5, 1) == -1
+        assert conn.subscriptions == before
+
     def test_the_ignore_credit_fault_lets_everything_through(self) -> None:
         conn = open_conn(cls=faults.IgnoreCredit)
         subscribe(conn, 1, "t", initial_credit=0)
