@@ -198,6 +198,10 @@ def _topic_runs(spans: list[Span]) -> Iterator[tuple[str, list[Span]]]:
         i = j
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(slots=True, eq=False)
 class Cursor:
     """Where one subscription reads the topic's log: everything before ``next_seq`` of
@@ -959,6 +963,9 @@ class Session:
 
     def _release(self, cur: Cursor) -> None:
         cur.active = False
+        # the cursor's callbacks hold this session: without them a closed connection is
+        # freed by reference counting, not left to a full collection of the whole heap
+        cur.wakeup = cur.watched = _nothing
         if cur.handle is not None:
             cur.handle.unwait(cur)
             self._broker.detach(cur.handle)
