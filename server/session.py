@@ -54,6 +54,7 @@ from pushwire.protocol import server_conn as sc
 from pushwire.protocol.errors import ErrorCode, RemoteProtocolError
 from pushwire.protocol.events import Event, Sentinel
 from pushwire.protocol.layouts import FrameType, Outcome, SinceKind, SlowConsumerPolicy
+from pushwire.protocol.log import TopicLog
 from pushwire.server.admission import Admission
 from pushwire.server.auth import Identity, Permissions
 from pushwire.server.broker import Broker, BrokerUnavailable, InvalidPosition, NoRoom, Topic
@@ -237,12 +238,22 @@ class SharedPlan:
     position with at least this credit and room get it as it is (a fan-out plans once per
     append, not once per subscriber). Kept on the topic, replaced by the next such plan."""
 
-    log: object
+    log: TopicLog
     first: int
     head: int
     count: int
     size: int
     steps: list[delivery.Push | delivery.Gap]
+
+    def fits(self, log: TopicLog, next_seq: int, room: int) -> bool:
+        """Whether a subscriber at ``next_seq`` of ``log`` with ``room`` bytes of budget
+        would be planned this very push (its credit and frame size are the caller's)."""
+        return (
+            self.log is log
+            and self.first == next_seq
+            and self.head == log.head
+            and room >= self.size
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,12 +691,9 @@ class Session:
             log = handle.log
             if (
                 shared is not None
-                and shared.log is log
-                and shared.first == cur.next_seq
-                and shared.head == log.head
+                and shared.fits(log, cur.next_seq, budget)
                 and cur.epoch == log.epoch
                 and cur.next_seq >= log.oldest
-                and budget >= shared.size
                 and cur.active
                 and not cur.pattern
             ):
@@ -736,11 +744,8 @@ class Session:
         shared = handle.plan
         if (
             shared is not None
-            and shared.log is log
-            and shared.first == cur.next_seq
-            and shared.head == log.head
+            and shared.fits(log, cur.next_seq, room)
             and credit >= shared.count
-            and room >= shared.size
             and peer_max >= log.max_payload
         ):
             # the plan the previous subscriber at this position got, which reached the head
