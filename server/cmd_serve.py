@@ -676,7 +676,7 @@ async def _serve_until_signalled(config: Any, broker: Any) -> None:
             collector = _freeze_startup_objects()
             nursery.start_soon(collector.run)
             scheme = "tls://" if config.tls is not None else ""
-            print(f"pushwire listening on {scheme}{server.address}", flush=True)
+            announce(f"pushwire listening on {scheme}{server.address}")
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if not server.shutting_down:
@@ -685,6 +685,18 @@ async def _serve_until_signalled(config: Any, broker: Any) -> None:
                 else:
                     log.warning("%s again: closing now", name)
                     nursery.cancel_scope.cancel()
+
+
+def announce(line: str) -> None:
+    """Write ``line`` and its newline to stdout in one call, then flush.
+
+    ``print`` writes the text and the newline separately, and with ``PYTHONUNBUFFERED`` (or
+    ``-u``) each becomes its own ``write(2)``: nodes that share a pipe (``--reuse-port``
+    under one launcher) then interleave their ready lines. One write of a short line to a
+    pipe is atomic (under ``PIPE_BUF``), so whole lines reach the reader.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _freeze_startup_objects() -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 import trio
 
 from pushwire.protocol.testing import report
+from pushwire.server.cmd_serve import announce
 from pushwire.server.testserver import appview
 from pushwire.server.testserver.results import ScenarioRun
 from pushwire.server.testserver.runner import TestServer, open_testserver
@@ -409,10 +410,8 @@ def run(args: argparse.Namespace) -> int:
             goaway_after_ms=args.goaway_after_ms,
         ) as server:
             address = f"{args.host}:{server.port}"
-            print(
-                f"pushwire testserver listening on {address}; "
-                f"subscribe to {TOPIC_PREFIX}<scenario>",
-                flush=True,
+            announce(
+                f"pushwire testserver listening on {address}; subscribe to {TOPIC_PREFIX}<scenario>"
             )
             runs = [server.runs[n] for n in names]
             unfit = pattern_not_applicable(args.client_command, args.no_patterns)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.metadata
+import io
 import json
 import re
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -102,6 +104,25 @@ async def test_serve_prints_its_address_serves_and_exits_cleanly_on_a_signal(
     assert "connection 1" in err and "opened as 'cli-test'" in err
     assert "closed" in err
     assert "Traceback" not in err
+
+
+def test_the_ready_line_is_one_write_even_unbuffered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes sharing a pipe (one launcher, ``--reuse-port``) must not interleave their ready
+    lines: under ``PYTHONUNBUFFERED`` ``print`` would write the text and the newline apart."""
+    writes: list[bytes] = []
+
+    class Raw(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            writes.append(bytes(b))
+            return len(b)
+
+    unbuffered = io.TextIOWrapper(Raw(), write_through=True)  # what -u makes of stdout
+    monkeypatch.setattr(sys, "stdout", unbuffered)
+    cmd_serve.announce("pushwire listening on 127.0.0.1:7447")
+    assert writes == [b"pushwire listening on 127.0.0.1:7447\n"]
 
 
 async def test_serve_logs_json_lines(tmp_path: Path) -> None:
