@@ -284,6 +284,7 @@ class Session:
     # attributes is past CPython's key-sharing limit (about 1.5 KiB each, measured with
     # tracemalloc). A new attribute must be named here. Subclasses get a dict as usual.
     __slots__ = (
+        "__weakref__",  # the server's timer heap holds sessions weakly (server/timers.py)
         "_again",
         "_broker",
         "_cancel_scope",

@@ -16,6 +16,14 @@ deadline that moves *earlier* (the handshake completed, a GOAWAY started a drain
 began to arrive) pushes a new entry. So a busy connection costs at most one heap operation
 per heartbeat interval, and an idle one a wake-up per interval, as its PING requires.
 
+Entries hold their session by a weak reference: a connection that closes is freed by
+reference counting at once, not when its last entry comes due (a heartbeat timeout away).
+Holding it strongly kept every closed session whole, with its connection state, decoder
+and socket objects, about 5 KiB each: churn of a thousand connections a second held
+thousands of them. What is left of a closed session is its dead entries, which the heap
+drops when it has doubled since it was last rebuilt (:meth:`Timers._compact`), so stale
+entries never outnumber the live ones by much and cost O(1) amortized per push.
+
 The task is a trio system task started by the first schedule and ending when the heap is
 empty, so a server that is not serving (tests that drive sessions directly) needs no
 nursery of its own for it.
@@ -35,6 +43,7 @@ import heapq
 import itertools
 import logging
 import math
+import weakref
 from typing import Protocol
 
 import trio
@@ -43,12 +52,17 @@ log = logging.getLogger("pushwire.server")
 
 __all__ = ["Timed", "Timers"]
 
+#: The heap is rebuilt without stale entries when it reaches this size at the least.
+COMPACT_MIN = 1024
+
 #: Added to a deadline served early: a deadline computed as a sum (last sent + interval)
 #: must come out as due when the same sum is checked, whatever the float rounding.
 ROUNDING = 1e-6
 
 
 class Timed(Protocol):
+    """What the heap times. It must accept weak references (``__weakref__`` in slots)."""
+
     timer_at: float
 
     def on_timer(self, now: float) -> None: ...
@@ -59,7 +73,8 @@ class Timers:
 
     def __init__(self, grain: float = 0.0) -> None:
         self._grain = grain
-        self._heap: list[tuple[float, int, Timed]] = []
+        self._heap: list[tuple[float, int, weakref.ref[Timed]]] = []
+        self._compact_at = COMPACT_MIN
         self._order = itertools.count()
         self._wake: trio.Event | None = None  # set: the earliest deadline moved earlier
         self._next = math.inf
@@ -73,7 +88,10 @@ class Timers:
         timed.timer_at = deadline
         if deadline == math.inf:
             return
-        heapq.heappush(self._heap, (deadline, next(self._order), timed))
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._order), weakref.ref(timed)))
+        if len(heap) >= self._compact_at:
+            self._compact()
         token = trio.lowlevel.current_trio_token()
         if self._running is not token:
             self._running = token
@@ -81,6 +99,18 @@ class Timers:
             trio.lowlevel.spawn_system_task(self._run, name="pushwire timers")
         elif deadline < self._next and self._wake is not None:
             self._wake.set()
+
+    def _compact(self) -> None:
+        """Drop the entries that can no longer fire (their session is gone, or it was
+        scheduled again since) and wait for the heap to double again: O(1) amortized."""
+        live = []
+        for entry in self._heap:
+            timed = entry[2]()
+            if timed is not None and timed.timer_at == entry[0]:
+                live.append(entry)
+        heapq.heapify(live)
+        self._heap[:] = live  # in place: the running task holds this list
+        self._compact_at = max(COMPACT_MIN, 2 * len(live))
 
     async def _run(self) -> None:
         heap = self._heap
@@ -91,9 +121,10 @@ class Timers:
                 horizon = now + grain
                 due = []
                 while heap and heap[0][0] <= horizon:
-                    when, _, timed = heapq.heappop(heap)
-                    if timed.timer_at != when:
-                        continue  # superseded by an earlier or a later schedule
+                    when, _, ref = heapq.heappop(heap)
+                    timed = ref()
+                    if timed is None or timed.timer_at != when:
+                        continue  # gone, or superseded by an earlier or a later schedule
                     timed.timer_at = math.inf
                     due.append((when, timed))
                 # (called after the batch is taken: one that schedules itself again within

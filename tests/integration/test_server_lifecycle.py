@@ -4,6 +4,7 @@ authorisation, and graceful shutdown with GOAWAY."""
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 import trio
@@ -258,6 +259,31 @@ def _server_garbage(garbage: list[object]) -> list[str]:
                 found.append(f"{type(obj).__name__} ({type(candidate).__name__})")
                 break
     return found
+
+
+async def test_a_closed_connection_is_freed_at_once_not_at_its_next_deadline() -> None:
+    """Nothing holds a closed connection's session until its heartbeat deadline: churn had
+    kept thousands of closed sessions whole (server/timers.py). Reference counting alone
+    must free each as it closes."""
+    with trio.fail_after(TIMEOUT):
+        async with open_server(port=0, churn_rate=1e6) as server:
+            freed: list[weakref.ref[object]] = []
+            gc.disable()
+            try:
+                for i in range(6):
+                    peer = await RawPeer.connect(server.port)
+                    await peer.handshake()
+                    await peer.subscribe(1, f"freed/{i % 2}")
+                    freed += [weakref.ref(s) for s in server.sessions.values()]
+                    await peer.aclose()
+                    while server.sessions:
+                        await trio.sleep(0.01)
+                await trio.sleep(0.05)  # the session's task has returned
+                alive = [ref() for ref in freed if ref() is not None]
+            finally:
+                gc.enable()
+    assert len(freed) == 6
+    assert alive == []
 
 
 async def test_a_closed_connection_is_freed_without_the_cyclic_collector() -> None:
