@@ -45,6 +45,11 @@ acknowledged before it closes; an application that takes none for APP_PROGRESS_W
 not hold it open, and what it did not process comes again after the reconnect. A message
 the application was given but did not finish (it did not ask for the next one) is never
 acknowledged, so after a reconnect it is delivered again.
+
+A reconnect resumes after the last message processed, not after the last ACK sent: with
+ACKs coalesced the application is often ahead of them, and what it processed it never needs
+again (SPEC.md §8.4 lets a client record any processed position at or above its last ACK).
+Only the message in the application's hands and those still buffered come twice.
 """
 
 from __future__ import annotations
@@ -732,7 +737,8 @@ class Subscription:
             self._pending_grant = 0
             return self._since, self.window - self._buffered_messages
         if self.at_least_once:
-            # Redeliver everything not processed (SPEC.md §8.3): drop what is buffered.
+            # After the last processed message, which may be ahead of the last ACK (SPEC.md
+            # §8.4): everything not processed comes again, so drop what is buffered.
             self._buffer.clear()
             self._buffered_messages = 0
             position = self._processed
