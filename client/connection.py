@@ -45,6 +45,11 @@ acknowledged before it closes; an application that takes none for APP_PROGRESS_W
 not hold it open, and what it did not process comes again after the reconnect. A message
 the application was given but did not finish (it did not ask for the next one) is never
 acknowledged, so after a reconnect it is delivered again.
+
+A reconnect resumes after the last message processed, not after the last ACK sent: with
+ACKs coalesced the application is often ahead of them, and what it processed it never needs
+again (SPEC.md §8.4 lets a client record any processed position at or above its last ACK).
+Only the message in the application's hands and those still buffered come twice.
 """
 
 from __future__ import annotations
@@ -732,7 +737,8 @@ class Subscription:
             self._pending_grant = 0
             return self._since, self.window - self._buffered_messages
         if self.at_least_once:
-            # Redeliver everything not processed (SPEC.md §8.3): drop what is buffered.
+            # After the last processed message, which may be ahead of the last ACK (SPEC.md
+            # §8.4): everything not processed comes again, so drop what is buffered.
             self._buffer.clear()
             self._buffered_messages = 0
             position = self._processed
@@ -1274,10 +1280,6 @@ class Connection:
                 why = _failure_reason(exc)
                 if first and not opts.retry_first_connect:
                     raise ConnectError(f"cannot connect to {opts.host}:{opts.port}: {why}") from exc
-                if not first and not opts.reconnect:
-                    raise ConnectionLost(
-                        f"reconnecting to {opts.host}:{opts.port} failed: {why}"
-                    ) from exc
                 log.info("connecting to %s:%s failed: %s", opts.host, opts.port, why)
             await anyio.sleep(backoff.next_delay())
 
@@ -1306,11 +1308,7 @@ class Connection:
                 if self._closing:
                     return
                 plan = backoff.ended(*_ending(session), session.ended_at, goaway=_hint(session))
-                if (
-                    plan.reconnect
-                    and plan.at is not None
-                    and (opts.reconnect or session.goaway is not None)
-                ):
+                if plan.reconnect and plan.at is not None and opts.reconnect:
                     log.info(
                         "connection ended (%s); reconnecting in %.3fs",
                         _describe(end),
@@ -1318,7 +1316,7 @@ class Connection:
                     )
                     await anyio.sleep_until(plan.at)
                     continue
-                fatal = self._fatal_for(end) or ConnectionLost(
+                fatal = self._fatal_for(session) or ConnectionLost(
                     f"not reconnecting after {_describe(end)}", _end_code(session)
                 )
                 self._set_fatal(fatal)
@@ -1326,10 +1324,19 @@ class Connection:
         finally:
             self._run_done.set()
 
-    def _fatal_for(self, end: _End | None) -> PushwireError | None:
+    def _fatal_for(self, session: _Session) -> PushwireError | None:
+        """What the application gets when ``session`` is not followed by another, named
+        after what ended it: a terminal code, else the GOAWAY (with ``reconnect=False`` the
+        client does not follow a GOAWAY's hint either, and the GOAWAY, not the close that
+        followed it, is what ended the connection), else how it ended."""
+        end = session.end
         if isinstance(end, _Failed) and cc.is_terminal(end.code):
             # Terminal codes and protocol violations are not retried (PW-ERR-10).
             return ConnectionLost(end.message, end.code)
+        goaway = session.goaway
+        if goaway is not None and not isinstance(end, _Failed):
+            reason = f": {goaway.reason}" if goaway.reason else ""
+            return ConnectionLost(f"server going away{reason}", goaway.code)
         if not self._opts.reconnect:
             if isinstance(end, ConnectionLost):
                 return end
@@ -1511,7 +1518,8 @@ class Connection:
 
     def _on_goaway(self, session: _Session, ev: cc.GoawayReceived) -> None:
         """Stop new requests, acknowledge what was processed (PW-GOAWAY-12), wait briefly
-        for replies already owed, close, and reconnect after the hint (PW-GOAWAY-7)."""
+        for replies already owed, close, and reconnect after the hint (PW-GOAWAY-7) unless
+        ``reconnect=False``."""
         session.goaway = ev
         session.goaway_at = anyio.current_time()  # the GOAWAY's delay counts from here
         log.info(
@@ -1663,7 +1671,11 @@ async def connect(
     cannot be reached (unless ``retry_first_connect``) and :class:`HandshakeRejected` when
     the server refuses. Afterwards the connection reconnects by itself (when ``reconnect``)
     with exponential backoff and full jitter between ``backoff_initial`` and ``backoff_max``
-    seconds, honouring a server's GOAWAY hint. ``heartbeat_ms`` None lets the server choose.
+    seconds, honouring a server's GOAWAY hint. With ``reconnect=False`` it never opens
+    another connection, not even after a GOAWAY that asks it to come back: once the first
+    connection ends, iterators raise :class:`ConnectionLost` after the messages already
+    received, and so does ``publish``; after a GOAWAY it carries the GOAWAY's code and
+    reason. ``heartbeat_ms`` None lets the server choose.
     ``tls`` True verifies the server certificate with the system's trust store
     (PW-TRANSPORT-4); pass an ``ssl.SSLContext`` for anything else (see
     :func:`tls_context`). ``server_hostname`` is the name the certificate must carry when

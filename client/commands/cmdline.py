@@ -173,7 +173,8 @@ def add_connection_arguments(
     group.add_argument(
         "--no-reconnect",
         action="store_true",
-        help="exit (code 6) instead of reconnecting when the connection drops",
+        help="exit (code 6) instead of reconnecting when the connection drops or the server "
+        "goes away (GOAWAY)",
     )
     group.add_argument(
         "--connect-timeout",
@@ -269,20 +270,15 @@ def unreachable_message(address: ServerAddress, exc: BaseException | None) -> st
     return f"cannot connect to {address}: {reason}"
 
 
-def lost_message(exc: ConnectionLost, reconnect: bool) -> str:
+def lost_message(exc: ConnectionLost) -> str:
     """One line for a connection that ended for good. NO_ERROR is not named (a server that
-    closed without GOAWAY was killed or crashed: nothing ended the connection politely), and
-    without reconnecting the line does not speak of reconnecting."""
+    closed without GOAWAY was killed or crashed: nothing ended the connection politely).
+    With --no-reconnect a GOAWAY ends it too, named by its code and reason."""
     code = exc.code
     message = exc.message
     name = code.name if isinstance(code, ErrorCode) else None if code is None else f"{code:#06x}"
     if name is not None:
         message = message.removeprefix(f"{name}: ")
-    if not reconnect and message.startswith("reconnecting to "):
-        # After a GOAWAY the client follows the server's hint to come back even without
-        # --no-reconnect's retries; when that one attempt fails, say what happened.
-        target, _, why = message.removeprefix("reconnecting to ").partition(" failed: ")
-        message = f"the server went away and {target} cannot be reached again: {why}"
     if name is None or code == ErrorCode.NO_ERROR:
         return f"connection lost: {message}"
     return f"connection lost: {name}: {message}"
@@ -312,4 +308,4 @@ def run_command(args: argparse.Namespace, main: Callable[[], Awaitable[int]]) ->
     except RequestError as exc:
         return fail(f"request refused: {exc}", EXIT_REQUEST)
     except ConnectionLost as exc:
-        return fail(lost_message(exc, not args.no_reconnect), EXIT_LOST)
+        return fail(lost_message(exc), EXIT_LOST)

@@ -347,7 +347,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
       "Per topic, the pushes of a pattern subscription are contiguous as for one topic."),
     # §6.6 resume ----------------------------------------------------------------------------
     R("PW-RESUME-1", "MUST", "6.6", "client", True,
-      "A client that resumes subscribes with AFTER(E, S), its own recorded position (§8.4)."),
+      "A client that resumes subscribes with AFTER(E, S), its own recorded position (§8.4); "
+      "at-least-once, S is processed and not below its last ACK."),
     R("PW-RESUME-2", "MUST", "6.6", "client", False,
       "On outcome GAP the client tells the application which sequences are lost."),
     R("PW-RESUME-3", "MUST", "6.6", "client", False,

@@ -189,17 +189,45 @@ class Ctx:
         )
         self.run.finish()
 
-    def check_resume(self, epoch: int, seq: int, reqs: tuple[str, ...] = ("PW-RESUME-1",)) -> bool:
+    def check_resume(self, epoch: int, reqs: tuple[str, ...] = ("PW-RESUME-1",)) -> int:
+        """Check that the client's SUBSCRIBE resumes from a position it may have recorded
+        (SPEC.md §8.4), and return the sequence the scenario continues after: the client's
+        own when it is right (it becomes the run's ``resume_at``), else the lowest right one.
+
+        At-most-once the position is exact: the last message delivered. At-least-once it is
+        any message the application processed, no lower than the last ACK; processing is
+        not visible on the wire, so anything from the last ACK to the last message delivered
+        is accepted (a client that acknowledges lazily resumes after more than it
+        acknowledged, never after more than it received)."""
         s = self.sub
-        return self.run.check(
-            f"the client resumes with SUBSCRIBE AFTER(epoch {epoch}, seq {seq})",
+        low = high = self.resume_at()
+        if s.at_least_once and self.run.delivered is not None:
+            high = max(low, self.run.delivered)
+        ok = self.run.check(
+            f"the client resumes with SUBSCRIBE AFTER(epoch {epoch}, seq "
+            + (f"{low})" if low == high else f"{low}..{high})"),
             reqs,
-            s.since_kind == SinceKind.AFTER and (s.since_epoch, s.since_seq) == (epoch, seq),
+            s.since_kind == SinceKind.AFTER
+            and s.since_epoch == epoch
+            and low <= s.since_seq <= high,
             f"since_kind {SinceKind(s.since_kind).name} epoch {s.since_epoch} seq {s.since_seq}",
         )
+        if ok:
+            self.run.resume_at = s.since_seq
+        return self.run.resume_at if self.run.resume_at is not None else low
+
+    def record_resume(self) -> int:
+        """Before this connection ends: record where the client may resume from on its next
+        one, and what was delivered (the at-least-once upper bound of :meth:`check_resume`).
+        Returns the lowest position it may resume from."""
+        sid = self.sub.sub_id
+        self.run.resume_at = at = self.resume_point(sid)
+        self.run.delivered = self.peer.delivered.get(sid, 0)
+        return at
 
     def resume_point(self, sub_id: int) -> int:
-        """Where a correct client resumes: last ACK (at-least-once), last delivered."""
+        """The lowest position a correct client resumes from: its last ACK (at-least-once;
+        also the acknowledged level a GOAWAY reports), else the last delivered."""
         if self.peer.at_least_once.get(sub_id):
             return self.peer.last_ack(sub_id)
         return self.peer.delivered.get(sub_id, 0)

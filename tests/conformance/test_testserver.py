@@ -144,6 +144,84 @@ async def test_testserver_catches_a_broken_client(
         assert run.status is Status.FAIL
 
 
+async def _acking_client(port: int, topic: str, *, ack_to: int, resume_after: int) -> None:
+    """At-least-once, by the wire: on the first connection take the pushes and acknowledge
+    up to ``ack_to`` only, as a client that coalesces ACKs may; on the next, resume after
+    ``resume_after`` whatever was acknowledged, then acknowledge everything and answer PINGs."""
+    epoch = 0
+    for attempt in range(2):
+        conn = await WireConnection.open("127.0.0.1", port, timeout=10, auto_pong=False)
+        conn.decoder = FrameDecoder(1 << 20)
+        hello = F.Hello(1 << 20, 0, "acking-client", b"")
+        since = (SinceKind.AFTER, epoch, resume_after) if attempt else (SinceKind.NEW, 0, 0)
+        sub = F.Subscribe(
+            sub_id=1,
+            topic=topic,
+            since_kind=since[0],
+            since_epoch=since[1],
+            since_seq=since[2],
+            initial_credit=64,
+            at_least_once=True,
+        )
+        try:
+            await conn.send_raw(
+                encode_preface(1, 1) + codec.encode_frame(hello) + codec.encode_frame(sub)
+            )
+            await conn.read_preface()
+            while True:
+                obs = await conn.next_frame(math.inf)
+                if isinstance(obs, Closed):
+                    break
+                if isinstance(obs, F.Subscribed):
+                    epoch = obs.epoch
+                elif isinstance(obs, F.Ping):
+                    await conn.send(F.Pong(obs.opaque))
+                elif isinstance(obs, F.Message) and (attempt or obs.seq == ack_to):
+                    await conn.send(F.Ack(1, obs.seq))
+        finally:
+            await trio.aclose_forcefully(conn.stream)
+
+
+@pytest.mark.spec("PW-RESUME-1")
+@pytest.mark.parametrize(
+    ("resume_after", "right"),
+    [
+        (4, True),  # the last ACK
+        (7, True),  # processed beyond the last ACK: fewer repeats, just as safe
+        (10, True),  # everything delivered was processed
+        (3, False),  # before its own last ACK
+        (11, False),  # after a message it never received
+    ],
+)
+async def test_redelivery_accepts_any_resume_from_the_last_ack_to_the_last_delivered(
+    resume_after: int, right: bool
+) -> None:
+    """At-least-once the recorded position is a processed message not below the last ACK
+    (SPEC.md §8.4). Connection 1 delivers 1..10 and sees ACK(4); what the application
+    processed beyond that is not on the wire, so any resume from 4 to 10 is right."""
+    async with open_testserver(["redelivery"], **(FAST | BROKEN)) as ts:
+        run = ts.runs["redelivery"]
+        with trio.move_on_after(12):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    partial(
+                        _acking_client,
+                        ts.port,
+                        "conformance/redelivery",
+                        ack_to=4,
+                        resume_after=resume_after,
+                    )
+                )
+                with trio.move_on_after(10):
+                    await run.done.wait()
+                nursery.cancel_scope.cancel()
+    resumes = [c for c in run.checks if "resumes with SUBSCRIBE" in c.text]
+    assert len(resumes) == 1, run.checks
+    assert "seq 4..10" in resumes[0].text
+    assert resumes[0].passed is right, resumes[0]
+    assert run.status is (Status.PASS if right else Status.FAIL), run.checks
+
+
 @pytest.mark.parametrize(
     ("scenario", "policy"),
     [("resume-disconnect", SlowConsumerPolicy.DISCONNECT), ("gap", SlowConsumerPolicy.DROP)],

@@ -3,7 +3,10 @@
 :class:`Link` is the client's ``open_stream`` hook over real TCP that a test can cut
 (``kill()``: the socket is shut down under the client, like a dropped network) and hold down
 (``down = True``: connection attempts are refused), so disconnects happen exactly when a
-test wants them without mocking the network.
+test wants them without mocking the network. With ``tap=True`` it also decodes what the
+client writes, one list of frames per connection (``sent``), for tests that check the
+client's side of the wire (what a resume asks for, which ACKs went out) against a real
+server that does not report it.
 """
 
 from __future__ import annotations
@@ -18,15 +21,54 @@ import anyio
 import anyio.abc
 
 import pushwire.client as pw
+from pushwire.protocol import frames as F
+from pushwire.protocol.decoder import FrameDecoder
+from pushwire.protocol.layouts import MAX_MAX_FRAME_SIZE, PREFACE_SIZE
 
 Item = pw.Message | pw.DeliveryInterrupted
 
 
+class _Tap(anyio.abc.ByteStream):
+    """A client's stream that decodes every byte the client writes into ``frames``, as it
+    is written: a frame counts as sent whether or not the server ever reads it."""
+
+    def __init__(self, inner: anyio.abc.ByteStream, frames: list[F.Frame]) -> None:
+        self._inner = inner
+        self._frames = frames
+        self._preface = PREFACE_SIZE  # preface bytes still to skip
+        self._decoder = FrameDecoder(MAX_MAX_FRAME_SIZE)
+
+    async def send(self, item: bytes) -> None:
+        data = memoryview(item)
+        skip = min(self._preface, len(data))
+        self._preface -= skip
+        self._decoder.feed(data[skip:])
+        while (frame := self._decoder.next_frame()) is not None:
+            self._frames.append(frame)
+        await self._inner.send(item)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._inner.receive(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self._inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    @property
+    def extra_attributes(self) -> Any:
+        return self._inner.extra_attributes
+
+
 class Link:
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", *, tap: bool = False) -> None:
         self.host = host
         self.port = port
         self.down = False
+        self.tap = tap
+        #: With ``tap``: the frames the client wrote, one list per connection, in order.
+        self.sent: list[list[F.Frame]] = []
         self.streams: list[anyio.abc.SocketStream] = []
         self.connects = 0
         self.attempts: list[float] = []  # anyio.current_time() of every connection attempt
@@ -41,6 +83,9 @@ class Link:
         self.connects += 1
         self._connected.set()
         self._connected = anyio.Event()
+        if self.tap:
+            self.sent.append([])
+            return _Tap(stream, self.sent[-1])
         return stream
 
     async def wait_connects(self, count: int) -> None:

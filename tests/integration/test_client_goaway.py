@@ -8,6 +8,8 @@ import pytest
 from client_support import Link, next_item, seqs, take_until
 from server_thread import ServerLoop
 
+import pushwire.client as pw
+from pushwire.protocol.errors import ErrorCode
 from pushwire.server import MemoryBroker, ServerConfig
 
 pytestmark = pytest.mark.anyio
@@ -53,3 +55,32 @@ async def test_goaway_then_reconnect_to_a_new_server_after_the_hint_and_resume(
     # 3 was in the application's hands during the GOAWAY: at-least-once delivers it again
     assert seqs(items) == [3, 4, 5, 6]
     assert seq == 6
+
+
+@pytest.mark.spec("PW-GOAWAY-12", "PW-CLIENT-4")
+async def test_without_reconnect_a_goaway_ends_the_connection_for_good(
+    server_loop: ServerLoop,
+) -> None:
+    """``reconnect=False`` holds after a GOAWAY too: the client acknowledges and closes as
+    usual, then opens nothing more, however soon the server asks it back; the application
+    gets what was received and then ConnectionLost naming the GOAWAY."""
+    config = ServerConfig(port=0, goaway_reconnect_after_ms=0, goaway_jitter_ms=0)
+    with anyio.fail_after(15):
+        async with server_loop.server(config) as first:
+            port = first.port
+            link = Link(port)
+            async with link.connect(reconnect=False) as conn:
+                sub = conn.subscribe("t", since="oldest", at_least_once=True, credit=8)
+                for i in range(1, 4):
+                    epoch, _ = await first.publish("t", b"%d" % i)
+                assert seqs(await take_until(sub, (epoch, 3))) == [1, 2, 3]
+                await first.shutdown()  # returns once the client has closed
+                async with server_loop.server(ServerConfig(port=port)):
+                    with pytest.raises(pw.ConnectionLost) as lost:
+                        await next_item(sub)
+                    with pytest.raises(pw.ConnectionLost):
+                        await conn.publish("t", b"4")
+                    await anyio.sleep(0.3)  # a reconnect would have come by now
+    assert link.connects == 1 and len(link.attempts) == 1
+    assert lost.value.code == ErrorCode.SHUTTING_DOWN
+    assert str(lost.value) == "SHUTTING_DOWN: server going away: server shutting down"

@@ -9,7 +9,9 @@ from client_support import Link, next_item, seqs, take_items, take_until
 from server_thread import ServerLoop
 
 import pushwire.client as pw
+from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
+from pushwire.protocol.layouts import SinceKind
 from pushwire.server import MemoryBroker, ServerConfig
 
 pytestmark = pytest.mark.anyio
@@ -132,6 +134,39 @@ async def test_at_least_once_redelivers_unacknowledged_messages_after_reconnect(
                 await conn.wait_connected()
                 await server.publish("t", b"8")
                 assert seqs(await take_until(sub, (epoch, 8))) == [7, 8]
+
+
+@pytest.mark.spec("PW-RESUME-1", "PW-ACK-6")
+async def test_at_least_once_resumes_after_the_last_processed_message_not_the_last_ack(
+    server_loop: ServerLoop,
+) -> None:
+    """ACKs are coalesced, so the application may have processed more than the last ACK
+    says; the resume starts after what it processed (SPEC.md §8.4), which it never needs
+    again, and only the message in its hands and the buffered ones come twice."""
+    with anyio.fail_after(10):
+        async with server_loop.server(ServerConfig(port=0)) as server:
+            link = Link(server.port, tap=True)
+            async with link.connect(heartbeat_ms=60000) as conn:
+                sub = conn.subscribe("t", since="oldest", at_least_once=True, credit=10)
+                for i in range(1, 7):
+                    epoch, _ = await server.publish("t", b"%d" % i)
+                # 1..3 processed, 4 in the application's hands, 5 and 6 buffered: no grant
+                # yet (half the window is 5), nothing idle, no heartbeat tick, so no ACK.
+                assert seqs(await take_items(sub, 4)) == [1, 2, 3, 4]
+                link.kill()
+                await link.wait_connects(2)
+                await conn.wait_connected()
+                assert seqs(await take_until(sub, (epoch, 6))) == [4, 5, 6]
+    first, second = link.sent[0], link.sent[1]
+    assert not [f for f in first if isinstance(f, F.Ack)]  # nothing was acknowledged...
+    (resume,) = [f for f in second if isinstance(f, F.Subscribe)]
+    assert resume.at_least_once
+    # ...and yet it resumes after 3, the last message processed, not after 0
+    assert (resume.since_kind, resume.since_epoch, resume.since_seq) == (
+        SinceKind.AFTER,
+        epoch,
+        3,
+    )
 
 
 async def test_positions_can_resume_a_later_connection(server_loop: ServerLoop) -> None:

@@ -529,10 +529,16 @@ async def test_a_killed_server_is_not_reported_as_no_error(tmp_path: Path) -> No
 
 
 async def test_no_reconnect_does_not_speak_of_reconnecting(tmp_path: Path) -> None:
+    """SIGTERM makes the server send GOAWAY: --no-reconnect exits on it, naming it, rather
+    than following its hint back."""
     result = await client_of_a_server_that_ends(tmp_path, signal.SIGTERM)
     err = result.stderr.decode()
     assert result.returncode == 6, err
     assert "reconnecting" not in err and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("pushwire: error:")]
+    assert line == (
+        "pushwire: error: connection lost: SHUTTING_DOWN: server going away: server shutting down"
+    )
 
 
 # -- the embedded server ----------------------------------------------------------------------
