@@ -552,26 +552,16 @@ class Server:
         )
 
     async def _housekeeping(self) -> None:
-        """Once a second: close idle connections (IDLE_TIMEOUT) and those whose signed
-        token expired (TOKEN_EXPIRED); now and then, forget refilled throttling buckets."""
-        idle = self.config.idle_timeout
-        ticks = 0
+        """Once a second: now and then forget refilled throttling buckets, publish stats
+        when asked. (Token expiry and idle connections are each session's own deadlines.)"""
         with self._housekeeping_scope:
-            await self._housekeep(idle, ticks)
+            await self._housekeep()
 
-    async def _housekeep(self, idle: float, ticks: int) -> None:
+    async def _housekeep(self) -> None:
+        ticks = 0
         while True:
             await trio.sleep(1.0)
             now = trio.current_time()
-            for session in list(self._sessions.values()):
-                expires = session.expires_at
-                if expires is not None and now >= expires:
-                    session.fail(ErrorCode.TOKEN_EXPIRED, "the auth token expired")
-                elif idle and session.idle_since(now) >= idle:
-                    session.fail(
-                        ErrorCode.IDLE_TIMEOUT,
-                        f"no subscription and no request for {idle:g} s",
-                    )
             ticks += 1
             if ticks % 10 == 0:
                 self.admission.forget_idle(now)

@@ -77,6 +77,8 @@ class SessionConfig(Protocol):
     @property
     def drain_timeout(self) -> float: ...
     @property
+    def idle_timeout(self) -> float: ...
+    @property
     def max_connections(self) -> int: ...
     @property
     def max_lag(self) -> int: ...
@@ -1642,6 +1644,7 @@ class Session:
         self._pattern_pending.pop(sub_id, None)
         for cursor in self._pattern_cursors.pop(sub_id, {}).values():
             self._release(cursor)
+        self._arm()  # without a subscription the idle timeout may apply now
 
     # -- time --------------------------------------------------------------------------------
 
@@ -1651,9 +1654,23 @@ class Session:
         if self._finishing:
             return
         deadline = self.conn.next_deadline()
-        deadline = min(math.inf if deadline is None else deadline, self._drain_deadline)
+        deadline = min(
+            math.inf if deadline is None else deadline, self._drain_deadline, self._ends_at()
+        )
         if deadline < self.timer_at:
             self.server.timers.schedule(self, deadline)
+
+    def _ends_at(self) -> float:
+        """When the server ends the connection by its own limits: the signed token's expiry
+        (TOKEN_EXPIRED), or IDLE_TIMEOUT after the last request while it holds no
+        subscription. Served by the connection's timer entry like its heartbeat, so no
+        pass over every connection is needed (that pass cost a core 5 % of its samples
+        at 10,000 idle connections)."""
+        ends = math.inf if self.expires_at is None else self.expires_at
+        idle = self.config.idle_timeout
+        if idle and self.admitted and not (self._cursors or self._pattern_stops):
+            ends = min(ends, self._last_request + idle)
+        return ends
 
     def on_timer(self, now: float) -> None:
         """A deadline came (run by the server's timer task): what the time demands. ``now``
@@ -1664,6 +1681,13 @@ class Session:
         conn = self.conn
         if now >= self._drain_deadline:
             self.finish(ErrorCode.SHUTTING_DOWN, "drain time is over")
+            return
+        if self.expires_at is not None and now >= self.expires_at:
+            self.fail(ErrorCode.TOKEN_EXPIRED, "the auth token expired")
+            return
+        idle = self.config.idle_timeout
+        if idle and self.idle_since(now) >= idle:
+            self.fail(ErrorCode.IDLE_TIMEOUT, f"no subscription and no request for {idle:g} s")
             return
         out = conn.tick(now)
         if conn.state is sc.ServerState.CLOSED:

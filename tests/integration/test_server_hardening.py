@@ -201,6 +201,33 @@ async def test_a_connection_that_only_answers_pings_is_closed_as_idle() -> None:
             await busy.aclose()
 
 
+@pytest.mark.spec("PW-LIMIT-6")
+async def test_a_connection_left_without_subscriptions_by_the_server_is_closed_as_idle() -> None:
+    """The idle timeout counts from the last request once nothing is subscribed, even when
+    the server, not a request, ended the last subscription (a pattern past its topic
+    limit) and no heartbeat falls due for a minute."""
+    config = ServerConfig(port=0, idle_timeout=1.0, heartbeat_ms=60_000, max_pattern_topics=1)
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config) as server:
+            idle = await RawPeer.connect(server.port)
+            await idle.handshake(heartbeat_ms=60_000)
+            await idle.send(F.Subscribe(1, "limit/+", initial_credit=10, positions=()))
+            await trio.sleep(1.5)  # subscribed for longer than the idle timeout: kept open
+            publisher = await RawPeer.connect(server.port)
+            await publisher.handshake()
+            await publisher.publish("limit/a", b"1", request_id=1)
+            await publisher.publish("limit/b", b"2", request_id=2)  # one topic too many
+            ended, _ = await idle.recv_until(F.Error)
+            assert ended.request_id == 1  # type: ignore[attr-defined]  # the pattern ended
+            started = trio.current_time()
+            frame, _ = await idle.recv_until(F.Error)
+            assert frame.code == ErrorCode.IDLE_TIMEOUT  # type: ignore[attr-defined]
+            assert trio.current_time() - started <= 3.5
+            await idle.expect_eof()
+            await idle.aclose()
+            await publisher.aclose()
+
+
 @pytest.mark.spec("PW-HS-18")
 async def test_a_signed_token_is_accepted_until_it_expires_then_the_connection_closes() -> None:
     config = ServerConfig(port=0, token_secret=SECRET)
