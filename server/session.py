@@ -600,6 +600,7 @@ class Session:
         (:meth:`_wake_writer`), then it ends, so an idle connection has no writer."""
         conn = self.conn
         stream = self.stream
+        eof = False
         try:
             while True:
                 self._again = self._pull_due = False
@@ -634,6 +635,7 @@ class Session:
                     self._inflight = 0
                     conn.data_sent(trio.current_time())
                 if self._finishing and not self._control:
+                    eof = True
                     break
                 if not self._again:
                     return
@@ -643,7 +645,10 @@ class Session:
             self.finish(ErrorCode.NO_ERROR, f"peer went away while we wrote: {exc!r}")
             return
         finally:
-            self._writing = False
+            # Sending EOF, this stays the writer for good: send_eof yields, and a writer
+            # started meanwhile (a second error's wake-up) would meet it on the stream
+            # (BusyResourceError). Nothing may follow the EOF anyway.
+            self._writing = eof
         try:
             if isinstance(stream, trio.abc.HalfCloseableStream):
                 await stream.send_eof()

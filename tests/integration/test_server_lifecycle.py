@@ -261,6 +261,36 @@ def _server_garbage(garbage: list[object]) -> list[str]:
     return found
 
 
+async def test_connections_failing_while_pushes_are_written_end_without_internal_errors() -> None:
+    """A protocol error ends a session whose writer may be busy with pushes: one writer
+    sends EOF while the error's wake-up starts another, and the second met the first on the
+    stream (BusyResourceError, INTERNAL_ERROR). Churn with patterns, publishes, garbage."""
+
+    async def visit(port: int, i: int) -> None:
+        peer = await RawPeer.connect(port)
+        try:
+            await peer.handshake()
+            await peer.subscribe(1, f"busy/{i % 5}")
+            await peer.send(F.Subscribe(2, "load/+", initial_credit=10, positions=()))
+            await peer.send(F.Publish(0, f"load/{i % 5}", b"x" * 100, None))
+            if i % 3 == 0:
+                await peer.send(b"\xff" * 16)
+        finally:
+            await peer.aclose()
+
+    with trio.fail_after(TIMEOUT * 3):
+        async with open_server(port=0, churn_rate=1e6) as server:
+            for start in range(0, 600, 50):
+                async with trio.open_nursery() as nursery:
+                    for i in range(start, start + 50):
+                        nursery.start_soon(visit, server.port, i)
+            while server.sessions:
+                await trio.sleep(0.01)
+            closed = dict(server.counters.closed)
+    assert closed.get("INTERNAL_ERROR", 0) == 0, closed
+    assert sum(closed.values()) == 600
+
+
 async def test_a_closed_connection_is_freed_at_once_not_at_its_next_deadline() -> None:
     """Nothing holds a closed connection's session until its heartbeat deadline: churn had
     kept thousands of closed sessions whole (server/timers.py). Reference counting alone
