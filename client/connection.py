@@ -1243,15 +1243,27 @@ class Connection:
                     await stream.send(error)
                 raise HandshakeRejected(exc.code, _violation_message(exc)) from None
 
+    async def _attempt(self) -> _Session:
+        """One connection attempt: the stream and the handshake, within the connect timeout.
+        Whatever ends it early (a refusal, an error, the timeout, or the caller cancelling
+        the connect or closing the Connection) closes the stream it opened; a dropped one
+        would stay open until the garbage collector came across it."""
+        stream: anyio.abc.ByteStream | None = None
+        try:
+            with anyio.fail_after(self._opts.connect_timeout):
+                stream = await self._open_stream()
+                return await self._handshake(stream)
+        except BaseException:
+            if stream is not None:
+                await anyio.aclose_forcefully(stream)
+            raise
+
     async def _establish(self, first: bool, backoff: Backoff) -> _Session:
         """A session in state OPEN; retries with backoff unless that is not wanted."""
         opts = self._opts
         while True:
-            stream: anyio.abc.ByteStream | None = None
             try:
-                with anyio.fail_after(opts.connect_timeout):
-                    stream = await self._open_stream()
-                    session = await self._handshake(stream)
+                session = await self._attempt()
                 self.connections_made += 1
                 log.info(
                     "connected to %s:%s (connection %s, server %r)",
@@ -1262,8 +1274,6 @@ class Connection:
                 )
                 return session
             except HandshakeRejected as exc:
-                if stream is not None:
-                    await anyio.aclose_forcefully(stream)
                 terminal = cc.is_terminal(exc.code)
                 if terminal or (first and not opts.retry_first_connect) or not opts.reconnect:
                     raise
@@ -1275,8 +1285,6 @@ class Connection:
                 anyio.ClosedResourceError,
                 ConnectionLost,
             ) as exc:
-                if stream is not None:
-                    await anyio.aclose_forcefully(stream)
                 why = _failure_reason(exc)
                 if first and not opts.retry_first_connect:
                     raise ConnectError(f"cannot connect to {opts.host}:{opts.port}: {why}") from exc

@@ -117,6 +117,30 @@ async def test_handshake_timeout_is_a_connect_error(
         assert box
 
 
+async def test_a_cancelled_connect_closes_the_stream_it_opened(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        box = run_soon(nursery, listener.accept)  # accepts, never answers
+        with trio.move_on_after(1):
+            async with pw.connect("h:1", open_stream=listener.open_stream, connect_timeout=30):
+                pytest.fail("connected")
+    (server,) = box
+    with trio.fail_after(5):
+        assert [type(f) for f in await server.recv_until_eof()] == [F.Hello]
+
+
+async def test_closing_while_a_reconnect_awaits_welcome_closes_its_stream(
+    listener: Listener, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with listener.connected(reconnect=True) as (_conn, server):
+        await server.aclose()
+        second = await listener.accept()  # the reconnect, never answered
+        await second.expect(F.Hello)
+    with trio.fail_after(5):
+        assert await second.recv_until_eof() == []
+
+
 async def test_real_tcp_refusal_is_a_connect_error(autojump_clock: trio.testing.MockClock) -> None:
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -12,32 +13,33 @@ from integration.server_peer import RawPeer
 from pushwire.protocol import frames as F
 from pushwire.protocol.errors import ErrorCode
 from pushwire.protocol.layouts import FrameType, Outcome, SinceKind
-from pushwire.server import Server, ServerConfig, open_server
+from pushwire.server import Server, open_server
 from pushwire.server.auth import Permissions
 
 TIMEOUT = 30
 _OPEN: list[RawPeer] = []
 
 
-@pytest.fixture(autouse=True)
-async def _close_peers() -> AsyncIterator[None]:
-    yield
-    while _OPEN:
-        await _OPEN.pop().aclose()
+@asynccontextmanager
+async def serving(**overrides: Any) -> AsyncIterator[Server]:
+    """``open_server(**overrides)`` on an ephemeral port for the block. The raw peers that
+    :func:`connect` opened are closed on the way out, before the graceful shutdown (which
+    would otherwise wait out the drain timeout for peers that never answer GOAWAY). This
+    cannot be an autouse fixture: pytest-trio runs only the async fixtures a test names."""
+    async with open_server(**overrides) as server:
+        try:
+            yield server
+        finally:
+            while _OPEN:
+                await _OPEN.pop().aclose()
 
 
 async def connect(server: Server, **hello: Any) -> RawPeer:
-    """A handshaken raw peer, closed after the test."""
+    """A handshaken raw peer, closed when :func:`serving` ends."""
     peer = await RawPeer.connect(server.port)
     _OPEN.append(peer)
     await peer.handshake(**hello)
     return peer
-
-
-def config(**kw: object) -> ServerConfig:
-    base: dict[str, object] = {"port": 0}
-    base.update(kw)
-    return ServerConfig(**base)  # type: ignore[arg-type]
 
 
 async def pattern(
@@ -81,7 +83,7 @@ async def nothing_more(peer: RawPeer, wait: float = 0.2) -> None:
 @pytest.mark.spec("PW-SUB-29", "PW-ORDER-15", "PW-TOPIC-9")
 async def test_a_pattern_gets_each_matching_topic_with_its_own_sequences() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config()) as server:
+        async with serving() as server:
             await server.publish("orders/eu", b"before")  # existing: since NEW skips it
             sub = await connect(server)
             opened = await pattern(sub, 1, "orders/+")
@@ -104,7 +106,7 @@ async def test_a_pattern_gets_each_matching_topic_with_its_own_sequences() -> No
 @pytest.mark.spec("PW-TOPIC-9")
 async def test_a_trailing_hash_includes_the_parent_and_everything_below() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config()) as server:
+        async with serving() as server:
             sub = await connect(server)
             assert isinstance(await pattern(sub, 1, "orders/#"), F.Subscribed)
             for topic in ("orders", "orders/eu", "orders/eu/late", "other/x", "ordersx"):
@@ -117,7 +119,7 @@ async def test_a_trailing_hash_includes_the_parent_and_everything_below() -> Non
 @pytest.mark.spec("PW-RESUME-5")
 async def test_resuming_gives_each_seen_topic_exactly_one_outcome() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config(history_count=3)) as server:
+        async with serving(history_count=3) as server:
             eu_epoch, _ = await server.publish("orders/eu", b"eu-1")
             for i in range(2, 8):  # eu keeps 5..7 only
                 await server.publish("orders/eu", b"eu-%d" % i)
@@ -153,7 +155,7 @@ async def test_resuming_gives_each_seen_topic_exactly_one_outcome() -> None:
 @pytest.mark.spec("PW-FLOW-9")
 async def test_one_credit_pool_covers_every_topic_of_a_pattern() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config()) as server:
+        async with serving() as server:
             sub = await connect(server)
             assert isinstance(await pattern(sub, 1, "t/+", credit=3), F.Subscribed)
             for topic in ("t/a", "t/b", "t/c", "t/d", "t/a"):
@@ -167,7 +169,7 @@ async def test_one_credit_pool_covers_every_topic_of_a_pattern() -> None:
 @pytest.mark.spec("PW-TOPIC-7")
 async def test_publishing_to_a_pattern_is_an_invalid_topic() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config()) as server:
+        async with serving() as server:
             peer = await connect(server)
             for request_id, topic in enumerate(("orders/+", "orders/#", "a#b"), 1):
                 await peer.send(F.Publish(request_id, topic, b"x"))
@@ -182,7 +184,7 @@ async def test_publishing_to_a_pattern_is_an_invalid_topic() -> None:
 @pytest.mark.spec("PW-SUB-22", "PW-SUB-23", "PW-SUB-24", "PW-SUB-26", "PW-SUB-27")
 async def test_pattern_subscribes_are_checked_in_order() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config(max_patterns=2, max_pattern_topics=2)) as server:
+        async with serving(max_patterns=2, max_pattern_topics=2) as server:
             for topic in ("wide/a", "wide/b", "wide/c"):
                 await server.publish(topic, b"x")
             peer = await connect(server)
@@ -212,7 +214,7 @@ async def test_pattern_subscribes_are_checked_in_order() -> None:
 async def test_a_pattern_needs_permission_for_everything_it_can_match() -> None:
     auth = {b"t": Permissions(subscribe=("orders/#",), publish=("orders/#",))}
     with trio.fail_after(TIMEOUT):
-        async with open_server(config(auth=auth)) as server:
+        async with serving(auth=auth) as server:
             peer = await connect(server, auth_token=b"t")
             assert (await pattern(peer, 1, "+/eu")).code == ErrorCode.FORBIDDEN  # type: ignore[union-attr]
             assert isinstance(await pattern(peer, 2, "orders/+"), F.Subscribed)
@@ -221,7 +223,7 @@ async def test_a_pattern_needs_permission_for_everything_it_can_match() -> None:
 @pytest.mark.spec("PW-SUB-32")
 async def test_unsubscribing_a_pattern_ends_every_topic_and_reports_zeros() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config()) as server:
+        async with serving() as server:
             sub = await connect(server)
             assert isinstance(await pattern(sub, 1, "a/+"), F.Subscribed)
             await server.publish("a/x", b"1")
@@ -236,7 +238,7 @@ async def test_unsubscribing_a_pattern_ends_every_topic_and_reports_zeros() -> N
 @pytest.mark.spec("PW-SUB-31")
 async def test_a_new_topic_beyond_the_limit_ends_the_subscription() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config(max_pattern_topics=2)) as server:
+        async with serving(max_pattern_topics=2) as server:
             sub = await connect(server)
             assert isinstance(await pattern(sub, 1, "a/+"), F.Subscribed)
             await server.publish("a/1", b"1")
@@ -291,7 +293,7 @@ def per_topic(frames: list[F.Frame]) -> dict[str, list[object]]:
 @pytest.mark.spec("PW-SUB-30", "PW-SLOW-3", "PW-ORDER-15")
 async def test_a_skip_in_one_topic_is_a_topic_status_gap_for_that_topic_only() -> None:
     with trio.fail_after(TIMEOUT):
-        async with open_server(config(history_count=3)) as server:
+        async with serving(history_count=3) as server:
             sub = await connect(server)
             assert isinstance(await pattern(sub, 1, "orders/+", credit=2), F.Subscribed)
             await server.publish("orders/eu", b"eu-1")
@@ -320,7 +322,7 @@ async def test_a_reset_of_one_topic_is_a_topic_status_epoch_change_for_that_topi
         b"op": Permissions(publish=("$sys/reset/#",)),
     }
     with trio.fail_after(TIMEOUT):
-        async with open_server(config(auth=auth)) as server:
+        async with serving(auth=auth) as server:
             sub = await connect(server, auth_token=b"app")
             assert isinstance(await pattern(sub, 1, "orders/+"), F.Subscribed)
             old, _ = await server.publish("orders/eu", b"eu-1")
