@@ -8,6 +8,7 @@ reference client's tests run under asyncio and trio (the server then runs in a t
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
 import subprocess
@@ -165,6 +166,40 @@ async def test_tls_wraps_the_stream_from_the_first_preface_byte(pki: Pki) -> Non
             await peer.publish("t", b"inside tls", request_id=2)
             assert await peer.messages(1) == [(1, b"inside tls")]
             await peer.aclose()
+
+
+async def test_a_closed_tls_connection_is_freed_without_the_cyclic_collector(pki: Pki) -> None:
+    """trio's SSLStream is a reference cycle (its handshake is a bound method of itself),
+    and each holds OpenSSL's memory; ``pushwire serve`` collects cycles rarely. The server
+    breaks the cycle when a TLS connection ends, after a session or a failed handshake."""
+
+    def server_streams() -> list[object]:
+        return [o for o in gc.get_objects() if isinstance(o, trio.SSLStream) and o.server_side]
+
+    config = ServerConfig(port=0, tls=pki.server_context(), handshake_timeout=HANDSHAKE_TIMEOUT)
+    with trio.fail_after(TIMEOUT):
+        async with open_server(config) as server:
+            address = f"127.0.0.1:{server.port}"
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(3):
+                    peer = RawPeer(await tls_stream(address, pki.client_context(), "localhost"))
+                    await peer.handshake()
+                    await peer.subscribe(1, "t")
+                    assert len(server_streams()) == 1
+                    await peer.aclose()
+                    while server.sessions:
+                        await trio.sleep(0.01)
+                plain = await trio.open_tcp_stream("127.0.0.1", server.port)
+                await plain.send_all(CLIENT_PREFACE + hello())  # no TLS: the handshake fails
+                await read_until_eof(plain)
+                await plain.aclose()
+                await trio.sleep(0.05)  # the connection's task has returned
+                left = server_streams()
+            finally:
+                gc.enable()
+    assert left == []
 
 
 @pytest.mark.anyio
