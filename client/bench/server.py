@@ -99,6 +99,8 @@ EXTRA_ARGUMENTS: list[Callable[[argparse.ArgumentParser], None]] = []
 EXTRA_SCENARIOS: list[
     Callable[[argparse.Namespace, Sequence[str], dict[str, Any]], Awaitable[None]]
 ] = []
+#: Their checks of their options: a problem in one line, or None.
+EXTRA_PROBLEMS: list[Callable[[argparse.Namespace], str | None]] = []
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else HELP
 EPILOG = """\
 examples:
@@ -107,7 +109,7 @@ examples:
   pushwire bench server --scenario stall --scenario acks --json server.json
 """
 
-SCENARIOS = ("fanout", "stall", "acks", "rate", "idle", "interference")
+SCENARIOS = ("fanout", "stall", "acks", "rate", "idle", "interference", "churn")
 #: What runs without --scenario: the others take minutes or thousands of connections.
 DEFAULT_SCENARIOS = ("fanout", "stall", "acks")
 HOST = "127.0.0.1"
@@ -249,6 +251,10 @@ def _problem(args: argparse.Namespace) -> str | None:
         return f"--concurrency must lie in 1..{MAX_SUBSCRIBERS}"
     if not 0 < args.duration_limit <= MAX_DURATION:
         return f"--duration-limit must lie in (0, {MAX_DURATION:.0f}]"
+    for check in EXTRA_PROBLEMS:
+        problem = check(args)
+        if problem is not None:
+            return problem
     return None
 
 
@@ -1049,7 +1055,7 @@ async def _main(args: argparse.Namespace, scenarios: Sequence[str]) -> dict[str,
 def _incomplete(report: dict[str, Any]) -> list[str]:
     out = [
         f"{name}: {r['errors']}"
-        for name in ("rate", "idle", "interference")
+        for name in ("rate", "idle", "interference", "churn")
         for r in report.get(name, [])
         if not r["complete"]
     ]

@@ -28,7 +28,9 @@ TARGETS: dict[str, str] = {
     "server": "pushwire.client.bench.server",
 }
 #: Modules that add scenarios to a target when imported (see bench.server.EXTRA_SCENARIOS).
-EXTENSIONS: dict[str, tuple[str, ...]] = {"server": ("pushwire.client.bench.scenarios",)}
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "server": ("pushwire.client.bench.scenarios", "pushwire.client.bench.churn")
+}
 
 
 def _target(name: str) -> ModuleType:
