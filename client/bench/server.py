@@ -56,6 +56,10 @@ each), ``batch`` (``publish_batch`` of ``--batch`` records, one in flight), ``co
 column is wall time per message). Figures: messages/s, calls/s
 and the latency of one call (publish to PUBACK). Sequence numbers are checked contiguous.
 
+``rate``, ``idle`` and ``interference`` are described in :mod:`pushwire.client.bench.scenarios`,
+``churn`` (connections that come and go doing a random mix of right and wrong things; the
+server's RSS and its closes by code) in :mod:`pushwire.client.bench.churn`.
+
 Every run is bounded: at most ``--duration-limit`` seconds (a run that hits it reports what it
 measured and counts as incomplete), at most :data:`MAX_SUBSCRIBERS` connections, only
 127.0.0.1. Benchmarks report what they measured; they assert no speed. The exit status is 1
@@ -93,8 +97,9 @@ if TYPE_CHECKING:
 
 HELP = "fan-out, stalled-subscriber and PUBACK throughput of a pushwire serve subprocess"
 #: Further scenarios, registered by the modules that implement them (``bench.scenarios``
-#: registers ``rate``, ``idle`` and ``interference`` when it is imported; the ``bench``
-#: command imports it): their options, and a coroutine run after the scenarios here.
+#: registers ``rate``, ``idle`` and ``interference`` when it is imported, ``bench.churn``
+#: registers ``churn``; the ``bench`` command imports both): their options, and a coroutine
+#: run after the scenarios here.
 EXTRA_ARGUMENTS: list[Callable[[argparse.ArgumentParser], None]] = []
 EXTRA_SCENARIOS: list[
     Callable[[argparse.Namespace, Sequence[str], dict[str, Any]], Awaitable[None]]

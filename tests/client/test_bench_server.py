@@ -176,6 +176,40 @@ def test_idle_subscribers_in_worker_processes_get_every_message_and_answer_heart
         assert _serve_children() == []
 
 
+def test_churn_opens_every_connection_and_reads_the_servers_own_close_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """300 connections of random behaviour: each is counted by the server (its $sys/stats),
+    garbage among them ends some with protocol codes, none as INTERNAL_ERROR, and RSS is
+    read after each fifth."""
+    report = tmp_path / "churn.json"
+    status = cli.main(
+        [
+            *("bench", "server", "--scenario", "churn", "--churn-connections", "300"),
+            *("--churn-concurrency", "30", "--churn-seed", "7", "--duration-limit", "60"),
+            *("--json", str(report)),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    (run,) = json.loads(report.read_text())["churn"]
+    assert run["complete"] is True and run["errors"] == []
+    assert run["connections"] == 300
+    closed = run["closed_by_code"]
+    assert sum(closed.values()) == 300, closed
+    assert "INTERNAL_ERROR" not in closed and closed.get("NO_ERROR", 0) > 0
+    assert set(closed) - {"NO_ERROR"}, "garbage and cut frames end some with a protocol code"
+    if Path("/proc/self/status").exists():
+        assert len(run["rss_mib_by_fifth"]) == 5
+    assert "| ok |" in out
+
+
+def test_churn_options_out_of_range_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "server", "--scenario", "churn", "--churn-concurrency", "0"]
+    assert cli.main(args) == 2
+    assert "--churn-concurrency must be 1 to 500" in capsys.readouterr().err
+
+
 def _server_side(loop: idle._Loop) -> tuple[socket.socket, idle._Peer]:
     """A worker's connection whose far end the test plays as the server, past SUBSCRIBED
     (start_seq 5)."""
