@@ -1530,13 +1530,16 @@ class Connection:
         ``reconnect=False``."""
         session.goaway = ev
         session.goaway_at = anyio.current_time()  # the GOAWAY's delay counts from here
-        log.info(
-            "server going away (%s: %s); reconnect hint %d ms + up to %d ms",
-            _code_name(ev.code),
-            ev.reason,
-            ev.reconnect_after_ms,
-            ev.jitter_ms,
-        )
+        if self._opts.reconnect:
+            log.info(
+                "server going away (%s: %s); reconnect hint %d ms + up to %d ms",
+                _code_name(ev.code),
+                ev.reason,
+                ev.reconnect_after_ms,
+                ev.jitter_ms,
+            )
+        else:
+            log.info("server going away (%s: %s); not reconnecting", _code_name(ev.code), ev.reason)
         for sub in list(session.subs.values()):
             sub._flush_ack(AckMoment.GOAWAY)
         self._pulse()  # publishers now wait for the next session

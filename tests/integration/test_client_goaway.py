@@ -3,6 +3,8 @@ and trio."""
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import pytest
 from client_support import Link, next_item, seqs, take_until
@@ -59,11 +61,12 @@ async def test_goaway_then_reconnect_to_a_new_server_after_the_hint_and_resume(
 
 @pytest.mark.spec("PW-GOAWAY-12", "PW-CLIENT-4")
 async def test_without_reconnect_a_goaway_ends_the_connection_for_good(
-    server_loop: ServerLoop,
+    server_loop: ServerLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``reconnect=False`` holds after a GOAWAY too: the client acknowledges and closes as
     usual, then opens nothing more, however soon the server asks it back; the application
     gets what was received and then ConnectionLost naming the GOAWAY."""
+    caplog.set_level(logging.INFO, logger="pushwire.client")
     config = ServerConfig(port=0, goaway_reconnect_after_ms=0, goaway_jitter_ms=0)
     with anyio.fail_after(15):
         async with server_loop.server(config) as first:
@@ -84,3 +87,6 @@ async def test_without_reconnect_a_goaway_ends_the_connection_for_good(
     assert link.connects == 1 and len(link.attempts) == 1
     assert lost.value.code == ErrorCode.SHUTTING_DOWN
     assert str(lost.value) == "SHUTTING_DOWN: server going away: server shutting down"
+    said = [r.getMessage() for r in caplog.records if r.name == "pushwire.client"]
+    assert any(m.endswith("not reconnecting") for m in said), said
+    assert not any("reconnect hint" in m for m in said), said
